@@ -1,0 +1,166 @@
+"""Checkpoints (DESIGN.md contract 1): plain types + tensors, atomic writes, original-repo import."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .model import PersonVLM, PersonVLMConfig
+from .vocab import Vocabulary
+
+FORMAT = "pvlm-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint of a supported format."""
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: PersonVLM, vocab: Vocabulary, meta: dict | None = None,
+    train_state: dict | None = None,
+) -> Path:
+    """Write ``model`` (unwrapped), its config and vocabulary atomically (temp file + rename).
+
+    ``train_state`` (optimizer/scheduler state dicts, counters) makes the file resumable.
+    """
+    path = Path(path)
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    state = {k.removeprefix("_orig_mod."): v.detach().cpu() for k, v in model.state_dict().items()}
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.cfg.to_dict(),
+        "vocab": vocab.to_dict(),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+    }
+    if train_state is not None:
+        blob["train_state"] = train_state
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike, vocab: str | os.PathLike | Vocabulary | None = None, map_location: str = "cpu"
+) -> tuple[PersonVLM, Vocabulary, dict[str, Any]]:
+    """Load ours, or an original-repository checkpoint (then ``vocab`` is its vocabulary.json).
+
+    Returns ``(model in eval mode, vocabulary, meta)``. Never unpickles arbitrary classes.
+    """
+    blob = read_checkpoint(path, map_location)
+    if blob.get("format") == FORMAT:
+        if blob.get("version") != VERSION:
+            raise CheckpointError(f"{path}: checkpoint format version {blob.get('version')} is not supported "
+                                  f"(this toolkit reads version {VERSION})")
+        cfg = PersonVLMConfig.from_dict(blob["config"])
+        voc = Vocabulary.from_dict(blob["vocab"])
+        state, meta = blob["state_dict"], dict(blob.get("meta", {}))
+    else:
+        cfg, state = _from_original(path, blob)
+        if vocab is None:
+            raise CheckpointError(f"{path}: original-repository checkpoint; pass its vocabulary.json as vocab=")
+        voc = vocab if isinstance(vocab, Vocabulary) else Vocabulary.load(vocab)
+        meta = {"imported_from": "rishi02102017/PersonVLM", "source": str(path)}
+    if len(voc) != cfg.vocab_size:
+        raise CheckpointError(f"{path}: vocabulary has {len(voc)} tokens but the model expects {cfg.vocab_size}")
+    model = PersonVLM(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "head.weight"]  # tied to tok_emb
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval(), voc, meta
+
+
+class _OriginalConfig:
+    """Stand-in for the original ``models.person_vlm.PersonVLMConfig``: only holds attributes."""
+
+
+_ORIGINAL_GLOBALS = [(_OriginalConfig, "models.person_vlm.PersonVLMConfig")]
+# The original's decoder sizes (layers, heads, ffn); width comes from its hidden_dim.
+_ORIGINAL_DECODERS = {"tiny": (3, 4, 384), "small": (4, 4, 512), "medium": (5, 8, 640), "large": (6, 8, 2048)}
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with clear errors; only the original config class is allowed."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals(_ORIGINAL_GLOBALS):
+            blob = torch.load(p, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PersonVLM checkpoint ({first[:160]})") from None
+    if not isinstance(blob, dict) or not any(k in blob for k in ("state_dict", "model_state_dict")):
+        raise CheckpointError(f"{path}: not a PersonVLM checkpoint (no state_dict inside)")
+    return blob
+
+
+def _from_original(path: str | os.PathLike, blob: dict[str, Any]) -> tuple[PersonVLMConfig, dict[str, torch.Tensor]]:
+    """Map an original-repository checkpoint onto our config and parameter names."""
+    raw = blob.get("config")
+    attrs = vars(raw) if isinstance(raw, _OriginalConfig) else raw
+    if not isinstance(attrs, dict):
+        raise CheckpointError(f"{path}: unknown checkpoint format (no config)")
+    size = attrs.get("decoder_size", "small")
+    if size not in _ORIGINAL_DECODERS:
+        raise CheckpointError(f"{path}: unknown original decoder_size {size!r}")
+    layers, heads, ffn = _ORIGINAL_DECODERS[size]
+    hidden = int(attrs.get("hidden_dim", 256))
+    cfg = PersonVLMConfig(
+        backbone=attrs.get("vision_backbone", "mobilevit_xs"), visual_tokens="pooled", image_size=(224, 224),
+        vision_dim=hidden, num_visual_tokens=int(attrs.get("num_visual_tokens", 8)),
+        projection_hidden=int(attrs.get("projection_hidden_dim") or 2 * hidden), d_model=hidden,
+        n_layers=layers, n_heads=heads, d_ff=ffn, vocab_size=int(attrs.get("vocab_size", 3179)),
+        max_len=int(attrs.get("max_seq_length", 256)), pad_id=int(attrs.get("pad_token_id", 0)),
+        bos_id=int(attrs.get("bos_token_id", 1)), eos_id=int(attrs.get("eos_token_id", 2)),
+        dropout=float(attrs.get("dropout", 0.1)),
+    )
+    state = blob.get("state_dict", blob.get("model_state_dict"))
+    return cfg, {rename_original_key(k): v for k, v in state.items()}
+
+
+_RENAMES = [
+    ("vision_encoder.backbone.", "vision.backbone."),
+    ("vision_encoder.output_proj.", "vision.proj."),
+    ("projection.projection.", "projector.mlp."),
+    ("projection.layer_norm.", "projector.norm."),
+    ("projection.position_embeddings", "projector.pos"),
+    ("decoder.token_embedding.", "tok_emb."),
+    ("decoder.position_embedding.", "pos_emb."),
+    ("decoder.final_norm.", "ln_f."),
+    ("decoder.output_proj.", "head."),
+    ("decoder.layers.", "blocks."),
+]
+_LAYER_RENAMES = [
+    (".self_attn_norm.", ".ln1."), (".cross_attn_norm.", ".ln2."), (".ffn_norm.", ".ln3."),
+    (".self_attn.", ".attn."), (".cross_attn.", ".cross."), (".ffn.", ".mlp."),
+    ("_proj.", "."),  # q_proj/k_proj/v_proj -> q/k/v
+    (".out.", ".o."),
+]
+
+
+def rename_original_key(key: str) -> str:
+    """Original parameter name -> ours (e.g. ``decoder.layers.0.self_attn.q_proj.weight`` -> ``blocks.0.attn.q.weight``)."""
+    for old, new in _RENAMES:
+        if key.startswith(old):
+            key = new + key[len(old):]
+            break
+    if key.startswith("blocks."):
+        for old, new in _LAYER_RENAMES:
+            key = key.replace(old, new)
+    return key

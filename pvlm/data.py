@@ -1,0 +1,134 @@
+"""MSP60k-style JSONL datasets (``image``, ``answer``, optional labels) and the image transform."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from .model import PersonVLMConfig
+from .vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One dataset row."""
+
+    image: Path
+    caption: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_image(value: str, jsonl_dir: Path, image_root: Path | None) -> Path:
+    """Relative paths (or absolute ones that do not exist) resolve against ``image_root``, else the JSONL's folder."""
+    p = Path(value)
+    if p.is_absolute() and p.exists():
+        return p
+    base = image_root if image_root is not None else jsonl_dir
+    return base / (p.name if p.is_absolute() else p)
+
+
+def load_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = None, verify: bool = True) -> list[Record]:
+    """Read a dataset; unreadable/missing images and malformed lines are counted and skipped with a warning."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such dataset file")
+    root = Path(image_root) if image_root is not None else None
+    records: list[Record] = []
+    bad_lines = bad_images = 0
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                caption = str(row["answer"])
+                img = resolve_image(str(row["image"]), path.parent, root)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                bad_lines += 1
+                continue
+            if verify and not _readable(img):
+                bad_images += 1
+                continue
+            records.append(Record(img, caption, dict(row.get("attributes") or {})))
+    if bad_lines or bad_images:
+        log.warning("%s: skipped %d malformed line(s) and %d missing/unreadable image(s); %d usable",
+                    path, bad_lines, bad_images, len(records))
+    return records
+
+
+def _readable(p: Path) -> bool:
+    try:
+        with Image.open(p) as im:
+            im.verify()
+        return True
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+
+
+def resize_rgb(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Any PIL image -> uint8 (H, W, 3) RGB, stretched to ``size`` (height, width) with bilinear filtering."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
+
+
+def normalize(hwc: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) normalised by ``mean``/``std`` (0-1 scale)."""
+    x = hwc.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def preprocess(image: Image.Image, cfg: PersonVLMConfig) -> torch.Tensor:
+    """The training/inference transform: resize, scale to [0, 1], normalise -> (3, H, W)."""
+    return torch.from_numpy(normalize(resize_rgb(image, cfg.image_size), cfg.mean, cfg.std))
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """Images decoded and resized once into memory (uint8), captions encoded once."""
+
+    def __init__(self, records: list[Record], vocab: Vocabulary, cfg: PersonVLMConfig, progress: bool = True):
+        self.cfg, self.records = cfg, records
+        h, w = cfg.image_size
+        self.images = np.empty((len(records), h, w, 3), np.uint8)
+        for i, r in enumerate(tqdm(records, desc="loading images", disable=not progress, leave=False)):
+            with Image.open(r.image) as im:
+                self.images[i] = resize_rgb(im, cfg.image_size)
+        self.ids = [vocab.encode(r.caption)[: cfg.max_len] for r in records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(normalize(self.images[i], self.cfg.mean, self.cfg.std))
+        return x, torch.tensor(self.ids[i], dtype=torch.long)
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack pixels; right-pad token ids with ``pad_id``."""
+    pixels = torch.stack([b[0] for b in batch])
+    t = max(len(b[1]) for b in batch)
+    ids = torch.full((len(batch), t), pad_id, dtype=torch.long)
+    for i, (_, seq) in enumerate(batch):
+        ids[i, : len(seq)] = seq
+    return pixels, ids
+
+
+def data_hash(records: list[Record]) -> str:
+    """Short sha256 over image names and captions, recorded in checkpoints."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{r.image.name}\t{r.caption}\n".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,232 @@
+"""Training: AdamW, warmup + cosine, label smoothing, clipping, accumulation, AMP on CUDA, resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from .data import CaptionDataset, collate, data_hash, load_jsonl
+from .model import PersonVLM, PersonVLMConfig, lm_loss
+from .vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``pvlm-train`` (see its ``--help``)."""
+
+    train: str
+    out: str = "runs/train"
+    val: str | None = None
+    image_root: str | None = None
+    preset: str = "small"
+    image_size: tuple[int, int] | None = None
+    epochs: int = 10
+    batch_size: int = 32
+    accum_steps: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    freeze_ratio: float = 0.0
+    min_freq: int = 2
+    max_vocab: int = 5000
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    resume: str | None = None
+    num_workers: int = 0
+    max_steps: int | None = None
+    progress: bool = True
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit name must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: no Apple MPS device is available")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def unigram_loss(train_ids: list[list[int]], val_ids: list[list[int]], vocab_size: int) -> float:
+    """Cross-entropy of a (add-one smoothed) unigram model of the targets: the no-image, no-context baseline."""
+    counts = np.ones(vocab_size)
+    for seq in train_ids:
+        np.add.at(counts, seq[1:], 1)
+    logp = np.log(counts / counts.sum())
+    targets = np.concatenate([np.asarray(s[1:]) for s in val_ids])
+    return float(-logp[targets].mean())
+
+
+@torch.no_grad()
+def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device: torch.device) -> float:
+    """Mean token cross-entropy (no label smoothing) over a loader."""
+    model.eval()
+    total, n = 0.0, 0
+    for pixels, ids in loader:
+        pixels, ids = pixels.to(device), ids.to(device)
+        tokens = int((ids[:, 1:] != model.cfg.pad_id).sum())
+        total += float(lm_loss(model(pixels, ids), ids, model.cfg.pad_id)) * tokens
+        n += tokens
+    model.train()
+    return total / max(1, n)
+
+
+def _param_groups(model: PersonVLM, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a model; writes ``best.pt``, ``last.pt`` and ``history.json`` under ``cfg.out``. Returns the summary."""
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_records = load_jsonl(cfg.train, cfg.image_root)
+    if cfg.val:
+        val_records = load_jsonl(cfg.val, cfg.image_root)
+    else:
+        rng = random.Random(cfg.seed)
+        shuffled = train_records[:]
+        rng.shuffle(shuffled)
+        n_val = max(1, int(len(shuffled) * cfg.val_fraction))
+        val_records, train_records = shuffled[:n_val], shuffled[n_val:]
+    if not train_records or not val_records:
+        raise ValueError(f"{cfg.train}: need at least one usable training and one validation image")
+
+    resume = read_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None:
+        if "train_state" not in resume:
+            raise CheckpointError(f"{cfg.resume}: has no training state to resume from (use last.pt)")
+        vocab = Vocabulary.from_dict(resume["vocab"])
+        model_cfg = PersonVLMConfig.from_dict(resume["config"])
+    else:
+        vocab = Vocabulary.build((r.caption for r in train_records), cfg.min_freq, cfg.max_vocab)
+        overrides: dict[str, Any] = {"vocab_size": len(vocab), "freeze_ratio": cfg.freeze_ratio}
+        if cfg.image_size:
+            overrides["image_size"] = tuple(cfg.image_size)
+        model_cfg = PersonVLMConfig.preset(cfg.preset, **overrides)
+    model = PersonVLM(model_cfg)
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"], strict=False)
+    model.to(device).train()
+
+    train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress)
+    val_ds = CaptionDataset(val_records, vocab, model_cfg, cfg.progress)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pad = lambda b: collate(b, model_cfg.pad_id)  # noqa: E731
+    train_dl = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=True, collate_fn=pad,
+                                           generator=gen, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size)
+    val_dl = torch.utils.data.DataLoader(val_ds, cfg.batch_size, collate_fn=pad, num_workers=cfg.num_workers)
+
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    steps_per_epoch = max(1, len(train_dl) // cfg.accum_steps)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, min(cfg.warmup_steps, total_steps // 5 or 1), total_steps, cfg.min_lr_ratio))
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, step, best = 0, 0, float("inf")
+    if resume is not None:
+        st = resume["train_state"]
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start_epoch, step, best = int(st["epoch"]), int(st["step"]), float(st["best_val_loss"])
+        history = json.loads(st["history"])
+
+    baseline = unigram_loss(train_ds.ids, val_ds.ids, len(vocab))
+    meta_base = {"data_hash": data_hash(train_records), "train_size": len(train_ds), "val_size": len(val_ds),
+                 "unigram_val_loss": baseline, "preset": cfg.preset, "train_config": json.dumps(asdict(cfg))}
+    log.info("model %s: %d parameters; %d train / %d val images; unigram baseline %.3f",
+             cfg.preset, sum(p.numel() for p in model.parameters()), len(train_ds), len(val_ds), baseline)
+    t0 = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
+        running = None
+        for i, (pixels, ids) in enumerate(bar):
+            pixels, ids = pixels.to(device), ids.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = lm_loss(model(pixels, ids), ids, model_cfg.pad_id, cfg.label_smoothing)
+            scaler.scale(loss / cfg.accum_steps).backward()
+            if (i + 1) % cfg.accum_steps == 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+                step += 1
+            running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
+            bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+        val_loss = evaluate_loss(model, val_dl, device)
+        history.append({"epoch": epoch + 1, "step": step, "train_loss": running, "val_loss": val_loss,
+                        "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)})
+        log.info("epoch %d: train %.3f val %.3f (unigram %.3f)", epoch + 1, running or float("nan"), val_loss, baseline)
+        meta = {**meta_base, "epoch": epoch + 1, "step": step, "val_loss": val_loss}
+        if val_loss < best:
+            best = val_loss
+            save_checkpoint(out / "best.pt", model, vocab, meta)
+        train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                       "step": step, "best_val_loss": best, "history": json.dumps(history)}
+        save_checkpoint(out / "last.pt", model, vocab, meta, train_state=train_state)
+        _write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": history})
+    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), "history": str(out / "history.json"),
+            "best_val_loss": best, "unigram_val_loss": baseline, "epochs": history}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
