@@ -1,0 +1,47 @@
+"""The two exported graphs as thin modules over :class:`pvlm.PersonVLM`.
+
+Cache representation (the choice the TensorRT build depends on): the self-attention cache
+is PREALLOCATED to a capacity ``S`` (the ``cache`` dimension, >= 1) and every step takes
+each row's ``position``. Slots ``j < position`` are attended to, the rest are masked with a
+finite -1e4 (FP16-safe), and the step's own K/V are attended to directly and returned as
+``new_k``/``new_v`` (L, B, H, 1, Dh) for the runtime to store at slot ``position``.
+
+Why: the first step needs no zero-length cache (TensorRT rejects 0-sized profile dims),
+there is no ONNX ``If`` (merged with/without-past decoders do not build in TensorRT), no
+per-step concat/scatter copies the cache inside the graph, and the step's work is one
+token's plus one read of the cache. The capacity is checked by the caller (runtime and
+validation): ``position < S`` for every step, else the output would be silently wrong.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from pvlm.model import PersonVLM
+
+
+class EncoderGraph(nn.Module):
+    """pixels (B, 3, H, W) -> cross_k, cross_v (L, B, H, N, Dh): all the decoder needs from an image."""
+
+    def __init__(self, model: PersonVLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.cross_kv(self.model.encode_image(pixels))
+
+
+class DecoderStepGraph(nn.Module):
+    """One greedy step: logits, argmax ids and this token's K/V (see the module docstring)."""
+
+    def __init__(self, model: PersonVLM):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor,
+        cache_k: torch.Tensor, cache_v: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, new_k, new_v = self.model.decode_step(tokens, positions, cross_k, cross_v, cache_k, cache_v)
+        return logits, logits.argmax(-1), new_k, new_v

@@ -1,0 +1,64 @@
+"""Writing the bundle's ``manifest.json`` (DESIGN.md contract 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BUNDLE_FORMAT = "pvlm-bundle"
+BUNDLE_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file (or of every file under a directory, for .mlpackage folders)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def artifact_entry(bundle: Path, name: str) -> dict[str, Any]:
+    """``{"sha256": ..., "bytes": ...}`` for a file in the bundle."""
+    p = bundle / name
+    size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    return {"sha256": sha256_file(p), "bytes": size}
+
+
+def producer_versions() -> dict[str, str]:
+    """Versions of the libraries that produced the bundle."""
+    out = {}
+    for pkg in ("personvlm-toolkit", "torch", "timm", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """Load ``manifest.json`` from a bundle directory."""
+    path = Path(bundle) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{bundle}: not an export bundle (no manifest.json)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt manifest ({e})") from None
+
+
+def write_manifest(bundle: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically."""
+    path = Path(bundle) / "manifest.json"
+    tmp = path.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

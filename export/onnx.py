@@ -1,0 +1,146 @@
+"""Export a checkpoint to a verified ONNX bundle: ``manifest.json``, ``encoder.onnx``, ``decoder.onnx``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pvlm.checkpoint import load_checkpoint
+from pvlm.model import PersonVLM
+from pvlm.vocab import SPECIALS, Vocabulary
+
+from .graphs import DecoderStepGraph, EncoderGraph
+from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, artifact_entry, producer_versions, write_manifest
+from .spec import GraphSpec, graph_specs
+from .validate import ParityReport, ValidationError, check_graph, check_parity
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 18  # the torch.export-based exporter's floor; LayerNormalization is one op from 17
+
+
+def export_onnx(
+    checkpoint: str | Path, out_dir: str | Path | None = None, *, opset: int = MIN_OPSET, max_batch: int = 64,
+    max_new_tokens: int = 48, force: bool = False, vocab: str | Path | None = None, verify: bool = True,
+    atol: float = 1e-4,
+) -> Path:
+    """Export, validate and write a bundle atomically; returns the bundle directory.
+
+    ``vocab`` is only needed for checkpoints of the original repository. A failed
+    validation raises :class:`ValidationError` and leaves nothing behind.
+    """
+    checkpoint = Path(checkpoint)
+    out = Path(out_dir) if out_dir is not None else checkpoint.with_suffix("")
+    if opset < MIN_OPSET:
+        raise ValueError(f"--opset must be >= {MIN_OPSET}, got {opset}")
+    if max_batch < 1:
+        raise ValueError(f"--max-batch must be >= 1, got {max_batch}")
+    if out.exists() and not force:
+        raise FileExistsError(f"{out}: already exists (use --force to replace it)")
+    model, voc, meta = load_checkpoint(checkpoint, vocab=vocab)
+    if not 1 <= max_new_tokens <= model.cfg.max_len:
+        raise ValueError(f"--max-new-tokens must be in [1, {model.cfg.max_len}], got {max_new_tokens}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        manifest = build_bundle(model, voc, tmp, opset=opset, max_batch=max_batch, max_new_tokens=max_new_tokens,
+                                verify=verify, atol=atol)
+        manifest["source"] = {"checkpoint": str(checkpoint), "meta": _plain(meta)}
+        write_manifest(tmp, manifest)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def build_bundle(
+    model: PersonVLM, vocab: Vocabulary, out: Path, *, opset: int = MIN_OPSET, max_batch: int = 64,
+    max_new_tokens: int = 48, verify: bool = True, atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Export both graphs into ``out`` and validate them; returns the manifest (not yet written)."""
+    model = model.eval()
+    cfg = model.cfg
+    specs = graph_specs(cfg)
+    t0 = time.time()
+    export_graph(EncoderGraph(model), specs["encoder"], out / specs["encoder"].file, opset, cfg, max_new_tokens)
+    export_graph(DecoderStepGraph(model), specs["decoder"], out / specs["decoder"].file, opset, cfg, max_new_tokens)
+    export_s = time.time() - t0
+    failures = [f for name, spec in specs.items() for f in check_graph(out / spec.file, spec)]
+    parity = ParityReport()
+    if verify and not failures:
+        parity, more = check_parity(model, out / specs["encoder"].file, out / specs["decoder"].file,
+                                    max_new_tokens, atol=atol)
+        failures += more
+    report = {"export_seconds": round(export_s, 2), "checks": "onnx.checker(full_check) + strict shape inference + spec",
+              "parity": parity.to_dict() if verify else None, "failures": failures}
+    if failures:
+        raise ValidationError(failures, report)
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "model": cfg.to_dict(),
+        "vocab": {"tokens": vocab.itos},
+        "special_tokens": {name.strip("<>"): i for i, name in enumerate(SPECIALS)},
+        "preprocess": {
+            "height": cfg.image_size[0], "width": cfg.image_size[1], "resize": "stretch", "interpolation": "bilinear",
+            "scale": 1 / 255, "mean": list(cfg.mean), "std": list(cfg.std), "channel_order": "RGB", "layout": "NCHW",
+        },
+        "graphs": {name: spec.to_dict() for name, spec in specs.items()},
+        "limits": {"max_batch": max_batch, "max_new_tokens": max_new_tokens, "max_positions": cfg.max_len},
+        "opset": opset,
+        "producer": producer_versions(),
+        "artifacts": {spec.file: artifact_entry(out, spec.file) for spec in specs.values()},
+        "verification": report,
+        "engines": [],
+    }
+
+
+def export_graph(module: torch.nn.Module, spec: GraphSpec, path: Path, opset: int, cfg: Any, cache: int) -> None:
+    """torch.export-based ONNX export of one graph with the spec's names and dynamic dimensions."""
+    examples = example_inputs(spec, batch=2, cache=cache)
+    dims = {"batch": torch.export.Dim("batch", min=1, max=4096), "cache": torch.export.Dim("cache", min=2, max=cfg.max_len)}
+    dynamic_shapes = {
+        name: {axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
+        for name, t in spec.inputs.items()
+    }
+    # The exporter is chatty (stdout progress, warnings); the validation report is what counts.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, tuple(examples.values()), input_names=list(spec.inputs), output_names=list(spec.outputs),
+            dynamic_shapes=tuple(dynamic_shapes.values()), opset_version=opset, dynamo=True, external_data=False,
+            optimize=True, verbose=False,
+        )
+    program.save(str(path))
+
+
+def example_inputs(spec: GraphSpec, batch: int, cache: int) -> dict[str, torch.Tensor]:
+    """Concrete example tensors for a spec (``batch``/``cache`` dims filled in)."""
+    sizes = {"batch": batch, "cache": cache}
+    out = {}
+    for name, t in spec.inputs.items():
+        shape = [sizes[d] if isinstance(d, str) else d for d in t.shape]
+        out[name] = torch.zeros(shape, dtype=torch.int64) if t.dtype == "int64" else torch.randn(shape)
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy of checkpoint meta."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj if isinstance(obj, (str, int, float, bool)) or obj is None else str(obj)
