@@ -199,23 +199,36 @@ class Attention(nn.Module):
             scores = scores.masked_fill(~mask, MASK_VALUE)
         return self.drop(scores.softmax(-1)) @ v
 
+    def heads1(self, x: torch.Tensor) -> torch.Tensor:
+        """One token (B, D) -> (B, heads, 1, head_dim): a reshape, no transpose, since T = 1."""
+        return x.view(x.shape[0], self.n_heads, 1, self.head_dim)
+
+    def merge1(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, heads, 1, head_dim) -> (B, D) through the output projection."""
+        return self.o(x.reshape(x.shape[0], self.n_heads * self.head_dim))
+
     def step_self(
         self, x: torch.Tensor, valid: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One-token causal self-attention over a preallocated cache plus the new token.
 
-        x (B, 1, D); valid (B, 1, 1, S) marks filled cache slots; cache_k/v (B, H, S, Dh).
+        x (B, D); valid (B, 1, 1, S) marks filled cache slots; cache_k/v (B, H, S, Dh).
         The new K/V are attended to directly instead of being written into the cache first,
         so the graph never copies the cache; the caller stores them at the token's position.
+        Working on 2-D (B, D) activations lets each Linear export as one Gemm.
         """
-        q = self.heads(self.q(x)) * self.head_dim**-0.5  # (B, H, 1, Dh)
-        k, v = self.heads(self.k(x)), self.heads(self.v(x))
+        q = self.heads1(self.q(x)) * self.head_dim**-0.5  # (B, H, 1, Dh)
+        k, v = self.heads1(self.k(x)), self.heads1(self.v(x))
         s_cache = (q @ cache_k.transpose(-1, -2)).masked_fill(~valid, MASK_VALUE)  # (B, H, 1, S)
         s_new = (q * k).sum(-1, keepdim=True)  # (B, H, 1, 1)
         p = torch.cat([s_cache, s_new], dim=-1).softmax(-1)
         s = cache_k.shape[2]
         out = p[..., :s] @ cache_v + p[..., s:] * v
-        return self.merge(out), k, v
+        return self.merge1(out), k, v
+
+    def step_cross(self, x: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor) -> torch.Tensor:
+        """One-token cross-attention: x (B, D), ck/cv (B, H, N, Dh) -> (B, D)."""
+        return self.merge1(self.attend(self.heads1(self.q(x)), ck, cv, None))
 
 
 class Block(nn.Module):
@@ -246,10 +259,10 @@ class Block(nn.Module):
         self, x: torch.Tensor, valid: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
         ck: torch.Tensor, cv: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One decoding step of this block; returns (x, new_k, new_v)."""
+        """One decoding step of this block on x (B, D); returns (x, new_k, new_v)."""
         a, k, v = self.attn.step_self(self.ln1(x), valid, cache_k, cache_v)
         x = x + a
-        x = x + self.cross.merge(self.cross.attend(self.cross.heads(self.cross.q(self.ln2(x))), ck, cv, None))
+        x = x + self.cross.step_cross(self.ln2(x), ck, cv)
         return x + self.mlp(self.ln3(x)), k, v
 
 
@@ -345,13 +358,13 @@ class PersonVLM(nn.Module):
         """
         s = cache_k.shape[3]
         valid = (torch.arange(s, device=tokens.device).unsqueeze(0) < positions).view(-1, 1, 1, s)
-        x = self.tok_emb(tokens) + self.pos_emb(positions)  # (B, 1, D)
+        x = (self.tok_emb(tokens) + self.pos_emb(positions))[:, 0]  # (B, D)
         new_k, new_v = [], []
         for i, blk in enumerate(self.blocks):
             x, k, v = blk.step(x, valid, cache_k[i], cache_v[i], cross_k[i], cross_v[i])
             new_k.append(k)
             new_v.append(v)
-        logits = self.head(self.ln_f(x))[:, 0]
+        logits = self.head(self.ln_f(x))
         return logits, torch.stack(new_k), torch.stack(new_v)
 
     def empty_cache(self, batch: int, capacity: int, device: torch.device | str = "cpu",

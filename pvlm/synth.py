@@ -21,7 +21,17 @@ log = logging.getLogger(__name__)
 RGB = tuple[int, int, int]
 
 COLORS: tuple[str, ...] = (
-    "red", "blue", "green", "yellow", "black", "white", "grey", "orange", "purple", "pink", "brown",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "black",
+    "white",
+    "grey",
+    "orange",
+    "purple",
+    "pink",
+    "brown",
 )
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
@@ -53,10 +63,22 @@ COLOR_RGB: dict[str, RGB] = {
 }
 
 _SKIN: tuple[RGB, ...] = (
-    (255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 95), (160, 105, 70), (120, 80, 55), (90, 60, 40),
+    (255, 224, 196),
+    (241, 194, 160),
+    (224, 172, 130),
+    (198, 134, 95),
+    (160, 105, 70),
+    (120, 80, 55),
+    (90, 60, 40),
 )
 _HAIR: tuple[RGB, ...] = (
-    (20, 15, 12), (45, 30, 20), (80, 50, 28), (120, 80, 40), (200, 170, 110), (150, 148, 145), (110, 40, 25),
+    (20, 15, 12),
+    (45, 30, 20),
+    (80, 50, 28),
+    (120, 80, 40),
+    (200, 170, 110),
+    (150, 148, 145),
+    (110, 40, 25),
 )
 _BAG_COLORS: tuple[str, ...] = ("black", "grey", "brown", "blue", "red", "green", "purple", "pink", "white")
 
@@ -199,7 +221,9 @@ def _t_view_first(p: _Phrases, rng: np.random.Generator) -> str:
         extra += f", wearing {p.headwear}"
     if p.carry:
         extra += f", {p.carry_verb} {p.carry}"
-    return f"{p.view_title}: {_article(p.person)} in {p.upper}, {p.lower} and {p.shoes}{extra}. {p.pron} {p.posture_is}."
+    return (
+        f"{p.view_title}: {_article(p.person)} in {p.upper}, {p.lower} and {p.shoes}{extra}. {p.pron} {p.posture_is}."
+    )
 
 
 def _t_posture_first(p: _Phrases, rng: np.random.Generator) -> str:
@@ -255,13 +279,13 @@ def _shade(rgb: RGB, factor: float) -> RGB:
 
 
 def _mix(rgb: RGB, other: RGB, t: float) -> RGB:
-    return _clip(a * (1 - t) + b * t for a, b in zip(rgb, other))
+    return _clip(a * (1 - t) + b * t for a, b in zip(rgb, other, strict=True))
 
 
 def _garment_rgb(name: str, rng: np.random.Generator) -> RGB:
     # Small per-channel jitter only: the named colour must stay the nearest palette colour.
     base = np.array(COLOR_RGB[name], dtype=np.float64)
-    return _clip(base * rng.uniform(0.93, 1.05) + rng.uniform(-10, 10, 3))
+    return _clip(base * rng.uniform(0.95, 1.04) + rng.uniform(-10, 10, 3))
 
 
 def _muted(rng: np.random.Generator) -> RGB:
@@ -340,9 +364,22 @@ def _layout(attrs: dict[str, str], rng: np.random.Generator, h: int, w: int) -> 
     yh = top + (3.3 if young else 3.5) * u
     ya = bottom - 0.25 * u
     return _Body(
-        cx=cx, top=top, bottom=bottom, u=u, view=view, facing=1 if rng.random() < 0.5 else -1,
-        ys=ys, yh=yh, yk=yh + 0.5 * (ya - yh), ya=ya, sh=sh, wa=wa, hip=hip,
-        head_rx=(0.42 if side else 0.4) * u, head_ry=0.5 * u, head_cy=top + 0.5 * u,
+        cx=cx,
+        top=top,
+        bottom=bottom,
+        u=u,
+        view=view,
+        facing=1 if rng.random() < 0.5 else -1,
+        ys=ys,
+        yh=yh,
+        yk=yh + 0.5 * (ya - yh),
+        ya=ya,
+        sh=sh,
+        wa=wa,
+        hip=hip,
+        head_rx=(0.42 if side else 0.4) * u,
+        head_ry=0.5 * u,
+        head_cy=top + 0.5 * u,
     )
 
 
@@ -396,7 +433,10 @@ class _Painter:
         if b.view == "side":
             f = b.facing
             if walking:
-                return [(cx - 0.05 * f * u, cx - 0.75 * f * u, b.ya - 0.12 * u), (cx + 0.05 * f * u, cx + 0.85 * f * u, b.ya)]
+                return [
+                    (cx - 0.05 * f * u, cx - 0.75 * f * u, b.ya - 0.12 * u),
+                    (cx + 0.05 * f * u, cx + 0.85 * f * u, b.ya),
+                ]
             return [(cx - 0.06 * f * u, cx - 0.08 * f * u, b.ya), (cx + 0.06 * f * u, cx + 0.1 * f * u, b.ya)]
         hx = 0.55 * b.hip
         if walking:
@@ -436,7 +476,10 @@ class _Painter:
             hand = (cx + s * (b.sh + 0.1 * u), yh + 0.2 * u)
             if walking:
                 if s < 0:  # this arm swings forward, which reads as inward and up from the front or back
-                    elbow, hand = (cx + s * (b.sh + 0.02 * u), ys + 1.25 * u), (cx + s * (b.sh - 0.2 * u), yh - 0.05 * u)
+                    elbow, hand = (
+                        (cx + s * (b.sh + 0.02 * u), ys + 1.25 * u),
+                        (cx + s * (b.sh - 0.2 * u), yh - 0.05 * u),
+                    )
                 else:
                     elbow, hand = (cx + s * (b.sh + 0.12 * u), ys + 1.3 * u), (cx + s * (b.sh + 0.25 * u), yh + 0.1 * u)
             out.append(_Limb(root, elbow, hand))
@@ -445,7 +488,9 @@ class _Painter:
             out[1] = _Limb(root, (cx + b.sh + 0.15 * u, ys + 1.3 * u), (cx + 0.55 * b.sh, ys + 0.95 * u))
         elif carry == "phone":
             if self.phone_at_ear:
-                out[1] = _Limb(root, (cx + b.sh + 0.25 * u, ys + 0.9 * u), (cx + b.head_rx + 0.1 * u, b.head_cy + 0.15 * u))
+                out[1] = _Limb(
+                    root, (cx + b.sh + 0.25 * u, ys + 0.9 * u), (cx + b.head_rx + 0.1 * u, b.head_cy + 0.15 * u)
+                )
             else:
                 out[1] = _Limb(root, (cx + b.sh + 0.1 * u, ys + 1.45 * u), (cx + 0.3 * u, ys + 1.05 * u))
         elif carry in ("handbag", "suitcase"):
@@ -470,9 +515,17 @@ class _Painter:
             if lower == "jeans":  # outer seams and a lighter centre fade
                 seam = _mix(cloth, (235, 225, 200), 0.45)
                 out = 1 if hip_x >= b.cx else -1
-                self.d.line([(hip_x + out * (top_w - 1), b.yh), (foot_x + out * (bot_w - 1), foot_y)], fill=seam, width=self.lw)
-                self.d.line([(hip_x, b.yh + 0.3 * u), (foot_x, foot_y - 0.1 * u)], fill=_mix(cloth, (255, 255, 255), 0.12), width=self.lw)
-                self.d.line([(foot_x - bot_w, foot_y - 0.05 * u), (foot_x + bot_w, foot_y - 0.05 * u)], fill=seam, width=self.lw)
+                self.d.line(
+                    [(hip_x + out * (top_w - 1), b.yh), (foot_x + out * (bot_w - 1), foot_y)], fill=seam, width=self.lw
+                )
+                self.d.line(
+                    [(hip_x, b.yh + 0.3 * u), (foot_x, foot_y - 0.1 * u)],
+                    fill=_mix(cloth, (255, 255, 255), 0.12),
+                    width=self.lw,
+                )
+                self.d.line(
+                    [(foot_x - bot_w, foot_y - 0.05 * u), (foot_x + bot_w, foot_y - 0.05 * u)], fill=seam, width=self.lw
+                )
             else:  # pressed crease
                 self.d.line([(hip_x, b.yh + 0.2 * u), (foot_x, foot_y)], fill=_shade(cloth, 0.82), width=self.lw)
         # shoe
@@ -486,22 +539,41 @@ class _Painter:
         if lower == "skirt":
             return
         hw = b.hip if b.view != "side" else b.wa
-        self.d.polygon([(b.cx - hw, b.yh - 0.1 * u), (b.cx + hw, b.yh - 0.1 * u),
-                        (b.cx + 0.85 * hw, b.yh + 0.55 * u), (b.cx - 0.85 * hw, b.yh + 0.55 * u)], fill=self.lower)
+        self.d.polygon(
+            [
+                (b.cx - hw, b.yh - 0.1 * u),
+                (b.cx + hw, b.yh - 0.1 * u),
+                (b.cx + 0.85 * hw, b.yh + 0.55 * u),
+                (b.cx - 0.85 * hw, b.yh + 0.55 * u),
+            ],
+            fill=self.lower,
+        )
         if lower == "jeans" and b.view == "front":  # front pocket curves
             seam = _mix(self.lower, (235, 225, 200), 0.45)
             for s in (-1, 1):
                 x0 = b.cx + s * 0.75 * hw
-                self.d.arc(_box(x0 - 0.35 * u, b.yh - 0.45 * u, x0 + 0.35 * u, b.yh + 0.25 * u),
-                           0 if s < 0 else 90, 90 if s < 0 else 180, fill=seam, width=self.lw)
+                self.d.arc(
+                    _box(x0 - 0.35 * u, b.yh - 0.45 * u, x0 + 0.35 * u, b.yh + 0.25 * u),
+                    0 if s < 0 else 90,
+                    90 if s < 0 else 180,
+                    fill=seam,
+                    width=self.lw,
+                )
 
     def draw_skirt(self) -> None:
         b, u = self.b, self.b.u
         hw = b.hip if b.view != "side" else b.wa
         hem = b.yh + 0.5 * (b.ya - b.yh)
         flare = 1.35 if b.view != "side" else 1.6
-        self.d.polygon([(b.cx - hw, b.yh - 0.15 * u), (b.cx + hw, b.yh - 0.15 * u),
-                        (b.cx + flare * hw, hem), (b.cx - flare * hw, hem)], fill=self.lower)
+        self.d.polygon(
+            [
+                (b.cx - hw, b.yh - 0.15 * u),
+                (b.cx + hw, b.yh - 0.15 * u),
+                (b.cx + flare * hw, hem),
+                (b.cx - flare * hw, hem),
+            ],
+            fill=self.lower,
+        )
         self.d.line([(b.cx - flare * hw, hem), (b.cx + flare * hw, hem)], fill=_shade(self.lower, 0.75), width=self.lw)
 
     def torso_poly(self) -> list[tuple[float, float]]:
@@ -510,35 +582,62 @@ class _Painter:
         if b.view == "side":
             f = b.facing
             chest = 0.08 * f * u
-            return [(b.cx - b.sh, b.ys + 0.1 * u), (b.cx + b.sh + chest, b.ys + 0.1 * u),
-                    (b.cx + b.wa + chest, hem), (b.cx - b.wa, hem)]
-        return [(b.cx - b.sh + 0.2 * u, b.ys), (b.cx + b.sh - 0.2 * u, b.ys), (b.cx + b.sh, b.ys + 0.3 * u),
-                (b.cx + b.wa, hem), (b.cx - b.wa, hem), (b.cx - b.sh, b.ys + 0.3 * u)]
+            return [
+                (b.cx - b.sh, b.ys + 0.1 * u),
+                (b.cx + b.sh + chest, b.ys + 0.1 * u),
+                (b.cx + b.wa + chest, hem),
+                (b.cx - b.wa, hem),
+            ]
+        return [
+            (b.cx - b.sh + 0.2 * u, b.ys),
+            (b.cx + b.sh - 0.2 * u, b.ys),
+            (b.cx + b.sh, b.ys + 0.3 * u),
+            (b.cx + b.wa, hem),
+            (b.cx - b.wa, hem),
+            (b.cx - b.sh, b.ys + 0.3 * u),
+        ]
 
     def draw_torso(self) -> None:
         b, u, kind = self.b, self.b.u, self.a["upper"]
         if kind == "coat":  # long skirt of the coat over the thighs
             hw = b.wa if b.view != "side" else b.wa * 1.05
             bottom = b.yk + 0.15 * u
-            self.d.polygon([(b.cx - hw, b.yh - 0.1 * u), (b.cx + hw, b.yh - 0.1 * u),
-                            (b.cx + 1.25 * hw, bottom), (b.cx - 1.25 * hw, bottom)], fill=self.upper)
+            self.d.polygon(
+                [
+                    (b.cx - hw, b.yh - 0.1 * u),
+                    (b.cx + hw, b.yh - 0.1 * u),
+                    (b.cx + 1.25 * hw, bottom),
+                    (b.cx - 1.25 * hw, bottom),
+                ],
+                fill=self.upper,
+            )
             if b.view == "back":
                 self.d.line([(b.cx, b.yh + 0.3 * u), (b.cx, bottom)], fill=_shade(self.upper, 0.6), width=self.lw)
             elif b.view == "front":
                 self.d.line([(b.cx, b.yh), (b.cx, bottom)], fill=_shade(self.upper, 0.6), width=self.lw)
         self.d.polygon(self.torso_poly(), fill=self.upper)
         # soft shading on one flank keeps the colour but adds volume
-        s = -1 if b.view != "side" else -b.facing
-        self.d.polygon([(b.cx + s * b.sh, b.ys + 0.3 * u), (b.cx + s * (b.sh - 0.18 * u), b.ys + 0.3 * u),
-                        (b.cx + s * (b.wa - 0.15 * u), b.yh + 0.1 * u), (b.cx + s * b.wa, b.yh + 0.1 * u)],
-                       fill=_shade(self.upper, 0.85))
+        s = -1 if b.view != "side" else b.facing
+        self.d.polygon(
+            [
+                (b.cx + s * b.sh, b.ys + 0.3 * u),
+                (b.cx + s * (b.sh - 0.18 * u), b.ys + 0.3 * u),
+                (b.cx + s * (b.wa - 0.15 * u), b.yh + 0.1 * u),
+                (b.cx + s * b.wa, b.yh + 0.1 * u),
+            ],
+            fill=_shade(self.upper, 0.85),
+        )
         getattr(self, f"_cue_{kind.replace('-', '_')}")()
 
     def _neck_ring(self, fill: RGB) -> None:
         b, u = self.b, self.b.u
         if b.view == "front":
-            self.d.chord(_box(b.cx - 0.28 * u, b.ys - 0.2 * u, b.cx + 0.28 * u, b.ys + 0.25 * u), 0, 180, fill=self.skin)
-            self.d.arc(_box(b.cx - 0.3 * u, b.ys - 0.22 * u, b.cx + 0.3 * u, b.ys + 0.27 * u), 0, 180, fill=fill, width=self.lw)
+            self.d.chord(
+                _box(b.cx - 0.28 * u, b.ys - 0.2 * u, b.cx + 0.28 * u, b.ys + 0.25 * u), 0, 180, fill=self.skin
+            )
+            self.d.arc(
+                _box(b.cx - 0.3 * u, b.ys - 0.22 * u, b.cx + 0.3 * u, b.ys + 0.27 * u), 0, 180, fill=fill, width=self.lw
+            )
 
     def _cue_t_shirt(self) -> None:
         self._neck_ring(_shade(self.upper, 0.8))
@@ -547,8 +646,14 @@ class _Painter:
         b, u = self.b, self.b.u
         collar = _mix(self.upper, (255, 255, 255), 0.3)
         if b.view == "front":
-            self.d.polygon([(b.cx, b.ys + 0.35 * u), (b.cx - 0.32 * u, b.ys - 0.05 * u), (b.cx - 0.05 * u, b.ys - 0.05 * u)], fill=collar)
-            self.d.polygon([(b.cx, b.ys + 0.35 * u), (b.cx + 0.32 * u, b.ys - 0.05 * u), (b.cx + 0.05 * u, b.ys - 0.05 * u)], fill=collar)
+            self.d.polygon(
+                [(b.cx, b.ys + 0.35 * u), (b.cx - 0.32 * u, b.ys - 0.05 * u), (b.cx - 0.05 * u, b.ys - 0.05 * u)],
+                fill=collar,
+            )
+            self.d.polygon(
+                [(b.cx, b.ys + 0.35 * u), (b.cx + 0.32 * u, b.ys - 0.05 * u), (b.cx + 0.05 * u, b.ys - 0.05 * u)],
+                fill=collar,
+            )
             dark = _shade(self.upper, 0.55)
             r = max(0.8, 0.05 * u)
             for i in range(4):
@@ -557,7 +662,14 @@ class _Painter:
             self.d.rectangle(_box(b.cx - 0.3 * u, b.ys - 0.05 * u, b.cx + 0.3 * u, b.ys + 0.1 * u), fill=collar)
         else:
             f = b.facing
-            self.d.polygon([(b.cx + 0.1 * f * u, b.ys - 0.05 * u), (b.cx + 0.35 * f * u, b.ys + 0.3 * u), (b.cx + 0.35 * f * u, b.ys - 0.05 * u)], fill=collar)
+            self.d.polygon(
+                [
+                    (b.cx + 0.1 * f * u, b.ys - 0.05 * u),
+                    (b.cx + 0.35 * f * u, b.ys + 0.3 * u),
+                    (b.cx + 0.35 * f * u, b.ys - 0.05 * u),
+                ],
+                fill=collar,
+            )
 
     def _cue_jacket(self) -> None:
         b, u = self.b, self.b.u
@@ -565,19 +677,39 @@ class _Painter:
         if b.view == "front":
             self.d.line([(b.cx, b.ys + 0.1 * u), (b.cx, b.yh + 0.1 * u)], fill=dark, width=max(self.lw, 2))
             for s in (-1, 1):
-                self.d.line([(b.cx + s * 0.32 * u, b.ys), (b.cx + s * 0.05 * u, b.ys + 0.55 * u)], fill=_shade(self.upper, 0.7), width=self.lw)
-                self.d.line([(b.cx + s * 0.55 * b.wa, b.yh - 0.45 * u), (b.cx + s * 0.25 * b.wa, b.yh - 0.45 * u)], fill=dark, width=self.lw)
+                self.d.line(
+                    [(b.cx + s * 0.32 * u, b.ys), (b.cx + s * 0.05 * u, b.ys + 0.55 * u)],
+                    fill=_shade(self.upper, 0.7),
+                    width=self.lw,
+                )
+                self.d.line(
+                    [(b.cx + s * 0.55 * b.wa, b.yh - 0.45 * u), (b.cx + s * 0.25 * b.wa, b.yh - 0.45 * u)],
+                    fill=dark,
+                    width=self.lw,
+                )
         elif b.view == "side":
             x = b.cx + b.facing * (b.sh - 0.06 * u)
-            self.d.line([(x, b.ys + 0.15 * u), (b.cx + b.facing * (b.wa - 0.04 * u), b.yh + 0.1 * u)], fill=dark, width=max(self.lw, 2))
+            self.d.line(
+                [(x, b.ys + 0.15 * u), (b.cx + b.facing * (b.wa - 0.04 * u), b.yh + 0.1 * u)],
+                fill=dark,
+                width=max(self.lw, 2),
+            )
         else:
-            self.d.line([(b.cx - b.sh + 0.2 * u, b.ys + 0.45 * u), (b.cx + b.sh - 0.2 * u, b.ys + 0.45 * u)], fill=_shade(self.upper, 0.7), width=self.lw)
-        self.d.rectangle(_box(b.cx - 0.3 * u, b.ys - 0.12 * u, b.cx + 0.3 * u, b.ys + 0.05 * u), fill=_shade(self.upper, 0.85))
+            self.d.line(
+                [(b.cx - b.sh + 0.2 * u, b.ys + 0.45 * u), (b.cx + b.sh - 0.2 * u, b.ys + 0.45 * u)],
+                fill=_shade(self.upper, 0.7),
+                width=self.lw,
+            )
+        self.d.rectangle(
+            _box(b.cx - 0.3 * u, b.ys - 0.12 * u, b.cx + 0.3 * u, b.ys + 0.05 * u), fill=_shade(self.upper, 0.85)
+        )
 
     def _cue_coat(self) -> None:
         b, u = self.b, self.b.u
         dark = _shade(self.upper, 0.55)
-        self.d.rectangle(_box(b.cx - b.wa, b.yh - 0.15 * u, b.cx + b.wa, b.yh + 0.02 * u), fill=_shade(self.upper, 0.7))  # belt
+        self.d.rectangle(
+            _box(b.cx - b.wa, b.yh - 0.15 * u, b.cx + b.wa, b.yh + 0.02 * u), fill=_shade(self.upper, 0.7)
+        )  # belt
         if b.view == "front":
             r = max(0.8, 0.06 * u)
             for s in (-1, 1):
@@ -591,11 +723,25 @@ class _Painter:
         if b.view == "front":
             light = _mix(self.upper, (255, 255, 255), 0.55)
             for s in (-1, 1):
-                self.d.line([(b.cx + s * 0.12 * u, b.ys + 0.05 * u), (b.cx + s * 0.14 * u, b.ys + 0.85 * u)], fill=light, width=self.lw)
-            self.d.rectangle(_box(b.cx - 0.6 * b.wa, b.yh - 0.85 * u, b.cx + 0.6 * b.wa, b.yh - 0.15 * u), outline=dark, width=self.lw)
+                self.d.line(
+                    [(b.cx + s * 0.12 * u, b.ys + 0.05 * u), (b.cx + s * 0.14 * u, b.ys + 0.85 * u)],
+                    fill=light,
+                    width=self.lw,
+                )
+            self.d.rectangle(
+                _box(b.cx - 0.6 * b.wa, b.yh - 0.85 * u, b.cx + 0.6 * b.wa, b.yh - 0.15 * u),
+                outline=dark,
+                width=self.lw,
+            )
         elif b.view == "back":  # hood lying on the upper back
             self.ellipse(b.cx, b.ys + 0.3 * u, 0.55 * u, 0.42 * u, _shade(self.upper, 0.88))
-            self.d.arc(_box(b.cx - 0.55 * u, b.ys - 0.12 * u, b.cx + 0.55 * u, b.ys + 0.72 * u), 0, 180, fill=dark, width=self.lw)
+            self.d.arc(
+                _box(b.cx - 0.55 * u, b.ys - 0.12 * u, b.cx + 0.55 * u, b.ys + 0.72 * u),
+                0,
+                180,
+                fill=dark,
+                width=self.lw,
+            )
         else:
             x = b.cx - b.facing * 0.3 * u
             self.ellipse(x, b.ys + 0.1 * u, 0.35 * u, 0.38 * u, _shade(self.upper, 0.88))
@@ -645,8 +791,11 @@ class _Painter:
         x0, x1 = cx - 1.15 * rx, cx + 1.15 * rx
         if b.view == "side":
             x0, x1 = (cx - 1.1 * rx, cx + 0.1 * rx) if b.facing > 0 else (cx - 0.1 * rx, cx + 1.1 * rx)
-        self.d.rounded_rectangle(_box(x0, b.head_cy - 0.3 * b.head_ry, x1, b.ys + 0.6 * u),
-                                 radius=self.px(min(0.3 * u, (x1 - x0) / 2)), fill=self.hair)
+        self.d.rounded_rectangle(
+            _box(x0, b.head_cy - 0.3 * b.head_ry, x1, b.ys + 0.6 * u),
+            radius=self.px(min(0.3 * u, (x1 - x0) / 2)),
+            fill=self.hair,
+        )
 
     def draw_head(self) -> None:
         b, u = self.b, self.b.u
@@ -655,7 +804,11 @@ class _Painter:
         if b.view == "back":
             self.ellipse(cx, cy, rx, ry, self.hair)
             if self.long_hair:
-                self.d.rounded_rectangle(_box(cx - 1.05 * rx, cy, cx + 1.05 * rx, b.ys + 0.5 * u), radius=self.px(min(0.3 * u, rx)), fill=self.hair)
+                self.d.rounded_rectangle(
+                    _box(cx - 1.05 * rx, cy, cx + 1.05 * rx, b.ys + 0.5 * u),
+                    radius=self.px(min(0.3 * u, rx)),
+                    fill=self.hair,
+                )
             return
         self.ellipse(cx, cy, rx, ry, self.skin)
         self.d.chord(_box(cx - 1.04 * rx, cy - 1.06 * ry, cx + 1.04 * rx, cy + 0.45 * ry), 180, 360, fill=self.hair)
@@ -664,14 +817,30 @@ class _Painter:
         if b.view == "front":
             for s in (-1, 1):
                 self.ellipse(cx + s * 0.15 * u, cy + 0.02 * u, er, er, eye)
-            self.d.line([(cx - 0.1 * u, cy + 0.27 * u), (cx + 0.1 * u, cy + 0.27 * u)], fill=_shade(self.skin, 0.6), width=self.lw)
+            self.d.line(
+                [(cx - 0.1 * u, cy + 0.27 * u), (cx + 0.1 * u, cy + 0.27 * u)],
+                fill=_shade(self.skin, 0.6),
+                width=self.lw,
+            )
         else:
             f = b.facing
             # back of the skull is hair, the face side shows an eye, nose and ear
-            self.d.pieslice(_box(cx - 1.04 * rx, cy - 1.06 * ry, cx + 1.04 * rx, cy + 0.8 * ry), 90 if f > 0 else 270, 270 if f > 0 else 450, fill=self.hair)
+            self.d.pieslice(
+                _box(cx - 1.04 * rx, cy - 1.06 * ry, cx + 1.04 * rx, cy + 0.8 * ry),
+                90 if f > 0 else 270,
+                270 if f > 0 else 450,
+                fill=self.hair,
+            )
             self.ellipse(cx - 0.05 * f * u, cy + 0.05 * u, 0.08 * u, 0.12 * u, _shade(self.skin, 0.85))
             self.ellipse(cx + 0.25 * f * u, cy, er, er, eye)
-            self.d.polygon([(cx + f * 0.92 * rx, cy - 0.05 * u), (cx + f * (rx + 0.12 * u), cy + 0.12 * u), (cx + f * 0.9 * rx, cy + 0.17 * u)], fill=self.skin)
+            self.d.polygon(
+                [
+                    (cx + f * 0.92 * rx, cy - 0.05 * u),
+                    (cx + f * (rx + 0.12 * u), cy + 0.12 * u),
+                    (cx + f * 0.9 * rx, cy + 0.17 * u),
+                ],
+                fill=self.skin,
+            )
 
     def draw_headwear(self) -> None:
         b, u, kind = self.b, self.b.u, self.a["headwear"]
@@ -683,16 +852,24 @@ class _Painter:
                 self.ellipse(cx, cy - 0.38 * ry, 1.1 * rx, 0.16 * u, dark)
             elif b.view == "side":
                 f = b.facing
-                self.d.rectangle(_box(cx + f * 0.6 * rx, cy - 0.5 * ry, cx + f * (rx + 0.45 * u), cy - 0.3 * ry), fill=dark)
+                self.d.rectangle(
+                    _box(cx + f * 0.6 * rx, cy - 0.5 * ry, cx + f * (rx + 0.45 * u), cy - 0.3 * ry), fill=dark
+                )
             else:
                 self.d.line([(cx - rx, cy - 0.42 * ry), (cx + rx, cy - 0.42 * ry)], fill=dark, width=self.lw)
         elif kind == "hat":
-            self.d.rounded_rectangle(_box(cx - 0.85 * rx, cy - 1.5 * ry, cx + 0.85 * rx, cy - 0.45 * ry), radius=self.px(0.2 * u), fill=self.hat)
+            self.d.rounded_rectangle(
+                _box(cx - 0.85 * rx, cy - 1.5 * ry, cx + 0.85 * rx, cy - 0.45 * ry),
+                radius=self.px(0.2 * u),
+                fill=self.hat,
+            )
             self.d.rectangle(_box(cx - 0.85 * rx, cy - 0.75 * ry, cx + 0.85 * rx, cy - 0.5 * ry), fill=dark)
             self.ellipse(cx, cy - 0.5 * ry, 1.95 * rx, 0.13 * u, self.hat)
         elif kind == "helmet":
             self.d.chord(_box(cx - 1.2 * rx, cy - 1.22 * ry, cx + 1.2 * rx, cy + 0.55 * ry), 180, 360, fill=self.hat)
-            self.d.line([(cx - 1.2 * rx, cy - 0.32 * ry), (cx + 1.2 * rx, cy - 0.32 * ry)], fill=dark, width=max(2, self.lw))
+            self.d.line(
+                [(cx - 1.2 * rx, cy - 0.32 * ry), (cx + 1.2 * rx, cy - 0.32 * ry)], fill=dark, width=max(2, self.lw)
+            )
             self.ellipse(cx - 0.35 * rx, cy - 0.8 * ry, 0.25 * rx, 0.12 * ry, _mix(self.hat, (255, 255, 255), 0.5))
 
     # -- carried objects
@@ -700,34 +877,76 @@ class _Painter:
         b, u = self.b, self.b.u
         if b.view == "front":
             if behind:
-                self.d.rectangle(_box(b.cx - b.sh - 0.12 * u, b.ys + 0.3 * u, b.cx + b.sh + 0.12 * u, b.yh - 0.4 * u), fill=self.bag)
+                self.d.rectangle(
+                    _box(b.cx - b.sh - 0.12 * u, b.ys + 0.3 * u, b.cx + b.sh + 0.12 * u, b.yh - 0.4 * u), fill=self.bag
+                )
             else:
                 for s in (-1, 1):
-                    self.d.line([(b.cx + s * (b.sh - 0.35 * u), b.ys), (b.cx + s * (b.sh - 0.3 * u), b.ys + 1.3 * u)],
-                                fill=_shade(self.bag, 0.8), width=self.px(0.12 * u))
+                    self.d.line(
+                        [(b.cx + s * (b.sh - 0.35 * u), b.ys), (b.cx + s * (b.sh - 0.3 * u), b.ys + 1.3 * u)],
+                        fill=_shade(self.bag, 0.8),
+                        width=self.px(0.12 * u),
+                    )
         elif b.view == "back" and not behind:
-            self.d.rounded_rectangle(_box(b.cx - 0.62 * u, b.ys + 0.2 * u, b.cx + 0.62 * u, b.yh - 0.35 * u), radius=self.px(0.18 * u), fill=self.bag)
-            self.d.rounded_rectangle(_box(b.cx - 0.4 * u, b.yh - 1.0 * u, b.cx + 0.4 * u, b.yh - 0.5 * u), radius=self.px(0.1 * u), outline=_shade(self.bag, 0.6), width=self.lw)
+            self.d.rounded_rectangle(
+                _box(b.cx - 0.62 * u, b.ys + 0.2 * u, b.cx + 0.62 * u, b.yh - 0.35 * u),
+                radius=self.px(0.18 * u),
+                fill=self.bag,
+            )
+            self.d.rounded_rectangle(
+                _box(b.cx - 0.4 * u, b.yh - 1.0 * u, b.cx + 0.4 * u, b.yh - 0.5 * u),
+                radius=self.px(0.1 * u),
+                outline=_shade(self.bag, 0.6),
+                width=self.lw,
+            )
         elif b.view == "side":
             f = b.facing
             if behind:
-                self.d.rounded_rectangle(_box(b.cx - f * (b.sh + 0.5 * u), b.ys + 0.25 * u, b.cx - f * (b.sh - 0.2 * u), b.yh - 0.3 * u), radius=self.px(0.15 * u), fill=self.bag)
+                self.d.rounded_rectangle(
+                    _box(b.cx - f * (b.sh + 0.5 * u), b.ys + 0.25 * u, b.cx - f * (b.sh - 0.2 * u), b.yh - 0.3 * u),
+                    radius=self.px(0.15 * u),
+                    fill=self.bag,
+                )
             else:
-                self.d.line([(b.cx, b.ys + 0.05 * u), (b.cx - f * 0.3 * u, b.ys + 1.1 * u)], fill=_shade(self.bag, 0.8), width=self.px(0.12 * u))
+                self.d.line(
+                    [(b.cx, b.ys + 0.05 * u), (b.cx - f * 0.3 * u, b.ys + 1.1 * u)],
+                    fill=_shade(self.bag, 0.8),
+                    width=self.px(0.12 * u),
+                )
 
     def draw_carried(self, hand: tuple[float, float]) -> None:
         b, u, carry = self.b, self.b.u, self.a["carrying"]
         hx, hy = hand
         if carry == "handbag":
-            self.d.arc(_box(hx - 0.22 * u, hy - 0.1 * u, hx + 0.22 * u, hy + 0.5 * u), 180, 360, fill=_shade(self.bag, 0.7), width=self.lw)
-            self.d.polygon([(hx - 0.28 * u, hy + 0.2 * u), (hx + 0.28 * u, hy + 0.2 * u), (hx + 0.38 * u, hy + 0.85 * u), (hx - 0.38 * u, hy + 0.85 * u)], fill=self.bag)
+            self.d.arc(
+                _box(hx - 0.22 * u, hy - 0.1 * u, hx + 0.22 * u, hy + 0.5 * u),
+                180,
+                360,
+                fill=_shade(self.bag, 0.7),
+                width=self.lw,
+            )
+            self.d.polygon(
+                [
+                    (hx - 0.28 * u, hy + 0.2 * u),
+                    (hx + 0.28 * u, hy + 0.2 * u),
+                    (hx + 0.38 * u, hy + 0.85 * u),
+                    (hx - 0.38 * u, hy + 0.85 * u),
+                ],
+                fill=self.bag,
+            )
         elif carry == "suitcase":
             top = hy + 0.45 * u
             x0 = hx - 0.45 * u
             self.d.line([(hx - 0.1 * u, hy), (hx - 0.1 * u, top)], fill=(60, 60, 60), width=self.lw)
             self.d.line([(hx + 0.1 * u, hy), (hx + 0.1 * u, top)], fill=(60, 60, 60), width=self.lw)
-            self.d.rounded_rectangle(_box(x0, top, x0 + 0.9 * u, min(b.bottom, top + 1.5 * u)), radius=self.px(0.1 * u), fill=self.bag)
-            self.d.line([(x0 + 0.2 * u, top + 0.2 * u), (x0 + 0.2 * u, top + 1.3 * u)], fill=_shade(self.bag, 0.7), width=self.lw)
+            self.d.rounded_rectangle(
+                _box(x0, top, x0 + 0.9 * u, min(b.bottom, top + 1.5 * u)), radius=self.px(0.1 * u), fill=self.bag
+            )
+            self.d.line(
+                [(x0 + 0.2 * u, top + 0.2 * u), (x0 + 0.2 * u, top + 1.3 * u)],
+                fill=_shade(self.bag, 0.7),
+                width=self.lw,
+            )
         elif carry == "phone":
             w, h = 0.11 * u, 0.2 * u
             self.d.rectangle(_box(hx - w, hy - h, hx + w, hy + h), fill=(22, 22, 26))
@@ -818,8 +1037,9 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _render(attrs: dict[str, str], rng: np.random.Generator, size: tuple[int, int], degrade: bool
-            ) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def _render(
+    attrs: dict[str, str], rng: np.random.Generator, size: tuple[int, int], degrade: bool
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     h, w = _check_size(size)
     missing = [k for k in ATTRIBUTE_VALUES if attrs.get(k) not in ATTRIBUTE_VALUES[k]]
     if missing:
@@ -833,14 +1053,16 @@ def _render(attrs: dict[str, str], rng: np.random.Generator, size: tuple[int, in
     return img, box
 
 
-def render_person(attrs: dict[str, str], rng: np.random.Generator, size: tuple[int, int] = (256, 128),
-                  degrade: bool = True) -> Image.Image:
+def render_person(
+    attrs: dict[str, str], rng: np.random.Generator, size: tuple[int, int] = (256, 128), degrade: bool = True
+) -> Image.Image:
     """Draw an RGB person crop of ``size`` = (height, width) showing ``attrs``; ``degrade`` adds blur/noise/low-res."""
     return _render(attrs, rng, size, degrade)[0]
 
 
-def synth_example(seed: int, index: int, size: tuple[int, int] = (256, 128), degrade: bool = True
-                  ) -> tuple[Image.Image, dict[str, str], str]:
+def synth_example(
+    seed: int, index: int, size: tuple[int, int] = (256, 128), degrade: bool = True
+) -> tuple[Image.Image, dict[str, str], str]:
     """Example ``index`` of the dataset with ``seed``: identical regardless of order, count or process."""
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
@@ -890,8 +1112,9 @@ def _val_ids(config: SynthConfig) -> set[int]:
     return {int(i) for i in perm[:n_val]}
 
 
-def write_dataset(out_dir: str | os.PathLike, config: SynthConfig, workers: int = 0, progress: bool = True
-                  ) -> dict[str, Path]:
+def write_dataset(
+    out_dir: str | os.PathLike, config: SynthConfig, workers: int = 0, progress: bool = True
+) -> dict[str, Path]:
     """Write ``config.n`` PNGs and JSONL split files into ``out_dir`` atomically; returns split name -> JSONL path."""
     config.validate()
     out_dir = Path(out_dir)
@@ -917,7 +1140,10 @@ def write_dataset(out_dir: str | os.PathLike, config: SynthConfig, workers: int 
         bar.close()
         if config.val_fraction > 0:
             val = _val_ids(config)
-            splits = {"train": [r for r in records if r["id"] not in val], "val": [r for r in records if r["id"] in val]}
+            splits = {
+                "train": [r for r in records if r["id"] not in val],
+                "val": [r for r in records if r["id"] in val],
+            }
             if not splits["val"]:
                 log.warning("n=%d is too small for a validation split; val.jsonl is empty", config.n)
         else:

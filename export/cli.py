@@ -1,0 +1,67 @@
+"""``pvlm-export``: thin click commands over the export library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import click
+
+from pvlm.cli_errors import InputError, fail_on_bad_input
+
+
+@click.group(context_settings={"show_default": True})
+def main() -> None:
+    """Export a trained PersonVLM for deployment (ONNX first; engines build from its bundle)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+
+@main.command("onnx")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Bundle directory (default: CHECKPOINT without .pt).")
+@click.option("--opset", type=int, default=18, help="ONNX opset (>= 18).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, help="Largest batch the runtime will send.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, help="Decoder cache capacity.")
+@click.option("--vocab", type=click.Path(dir_okay=False), help="vocabulary.json, for original-repository checkpoints.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
+def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, max_new_tokens: int,
+             vocab: str | None, force: bool, as_json: bool) -> None:
+    """Export CHECKPOINT to a verified bundle: manifest.json, encoder.onnx, decoder.onnx."""
+    from pvlm.checkpoint import CheckpointError
+
+    from .manifest import read_manifest
+    from .onnx import export_onnx
+    from .validate import ValidationError
+
+    t0 = time.time()
+    click.echo(f"exporting {checkpoint} (opset {opset}, max batch {max_batch}, {max_new_tokens} new tokens)...", err=True)
+    try:
+        with fail_on_bad_input(CheckpointError):
+            bundle = export_onnx(checkpoint, out_dir, opset=opset, max_batch=max_batch,
+                                 max_new_tokens=max_new_tokens, force=force, vocab=vocab)
+    except ValidationError as e:
+        for f in e.failures:
+            click.echo(f"  \u2717 {f}", err=True)
+        raise click.ClickException(f"validation failed ({len(e.failures)} problem(s)); no bundle written") from None
+    report = read_manifest(bundle)["verification"]
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    click.echo(f"bundle: {bundle} ({time.time() - t0:.1f} s)")
+
+
+def print_report(report: dict) -> None:
+    """Tick per check, with the parity numbers."""
+    p = report["parity"]
+    click.echo(f"  \u2713 {report['checks']}")
+    click.echo(f"  \u2713 encoder outputs: max abs diff {p['encoder_max_abs_diff']:.2e} vs PyTorch")
+    click.echo(f"  \u2713 decoder step logits: max abs diff {p['logits_max_abs_diff']:.2e} over {p['steps_compared']} steps "
+               f"(max |logit| {p['logits_max_abs']:.2f})")
+    click.echo(f"  \u2713 greedy sequences identical: {p['sequences_identical']}/{p['images']} images "
+               f"(batches {p['batch_sizes']}, token agreement {p['token_agreement']:.4f})")
+
+
+__all__ = ["InputError", "main"]

@@ -1,0 +1,105 @@
+"""Reading and checking an export bundle (manifest, artefact hashes, format version)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_FORMAT = "pvlm-bundle"
+SUPPORTED_VERSIONS = (1,)
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, tampered with, or of an unknown format."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded ``manifest.json`` with convenient views of it."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, root: str | Path, verify: bool = True) -> "Bundle":
+        """Read the manifest, check format/version and (``verify``) every artefact's sha256."""
+        root = Path(root)
+        path = root / "manifest.json"
+        if not root.is_dir():
+            raise BundleError(f"{root}: bundle directory does not exist")
+        if not path.is_file():
+            raise BundleError(f"{root}: not an export bundle (no manifest.json)")
+        try:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BundleError(f"{path}: corrupt manifest ({e})") from None
+        if manifest.get("format") != SUPPORTED_FORMAT:
+            raise BundleError(f"{path}: not a PersonVLM bundle manifest (format {manifest.get('format')!r})")
+        if manifest.get("version") not in SUPPORTED_VERSIONS:
+            raise BundleError(f"{path}: bundle format version {manifest.get('version')!r} is not supported "
+                              f"(this runtime reads {', '.join(map(str, SUPPORTED_VERSIONS))}); re-export it")
+        bundle = cls(root, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self, names: list[str] | None = None) -> None:
+        """Check sha256 of the named artefacts (default: all listed in the manifest)."""
+        artifacts = self.manifest.get("artifacts", {})
+        for name in names or list(artifacts):
+            entry = artifacts.get(name)
+            if entry is None:
+                raise BundleError(f"{self.root}: {name} is not listed in the manifest")
+            p = self.root / name
+            if not p.exists():
+                raise BundleError(f"{p}: missing from the bundle")
+            if _sha256(p) != entry["sha256"]:
+                raise BundleError(f"{p}: sha256 does not match the manifest (file modified or corrupt)")
+
+    @property
+    def tokens(self) -> list[str]:
+        """Vocabulary, id -> token."""
+        return self.manifest["vocab"]["tokens"]
+
+    @property
+    def special(self) -> dict[str, int]:
+        """Special token ids (pad, bos, eos, unk)."""
+        return self.manifest["special_tokens"]
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """Input size, resize rule, mean/std, channel order."""
+        return self.manifest["preprocess"]
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """max_batch, max_new_tokens, max_positions."""
+        return self.manifest["limits"]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The model config as a plain dict."""
+        return self.manifest["model"]
+
+    def graph(self, name: str) -> dict[str, Any]:
+        """A graph's manifest entry (file, inputs, outputs)."""
+        return self.manifest["graphs"][name]
+
+    def path(self, name: str) -> Path:
+        """Path of a graph's file."""
+        return self.root / self.graph(name)["file"]

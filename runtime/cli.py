@@ -1,0 +1,54 @@
+"""``pvlm-describe BUNDLE IMAGE...``: one description per image (plain lines or JSON lines)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+
+class _UsageError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("bundle", type=click.Path())
+@click.argument("images", nargs=-1, required=True)
+@click.option("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, ...")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines with tokens, attributes and timings.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Default: the bundle's limit.")
+@click.option("--max-batch", type=click.IntRange(min=1), help="Default: the bundle's limit.")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
+@click.option("--bgr", is_flag=True, help="Arrays are BGR (irrelevant for image files).")
+def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, max_new_tokens: int | None,
+         max_batch: int | None, threads: int | None, bgr: bool) -> None:
+    """Describe each IMAGE with the exported BUNDLE. Unreadable images are reported and skipped (exit 1)."""
+    from .backends import BackendUnavailable
+    from .bundle import BundleError
+    from .describer import Describer
+
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    try:
+        d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch,
+                      max_new_tokens=max_new_tokens, channel_order="bgr" if bgr else "rgb")
+    except (BundleError, BackendUnavailable, ValueError) as e:
+        raise _UsageError(str(e)) from None
+    failed = 0
+    for path, res in zip(images, d.describe(list(images))):
+        if not res.ok:
+            failed += 1
+            click.echo(f"error: {res.error}", err=True)
+            if not as_json:
+                continue
+        if as_json:
+            click.echo(json.dumps({"image": path, "text": res.text, "tokens": res.tokens,
+                                   "attributes": res.attributes, "timings": res.timings, "error": res.error}))
+        else:
+            click.echo(f"{path}\t{res.text}")
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,183 @@
+"""``Describer``: preprocessing, the numpy greedy loop over a backend, detokenising, attributes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .attributes import parse_attributes
+from .backends import create_backend
+from .bundle import Bundle
+from .preprocess import ImageInput, InputError, clip_box, describe_input, preprocess, to_rgb
+
+log = logging.getLogger(__name__)
+
+_NO_SPACE_BEFORE = set(",.;:!?)'")
+
+
+@dataclass(frozen=True)
+class Description:
+    """One input's result. ``error`` is set (and text empty) when the input was unusable."""
+
+    text: str
+    tokens: list[int]
+    attributes: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)  # ms, of the batch this input ran in
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the input was described."""
+        return self.error is None
+
+
+def detokenize(ids: Sequence[int], itos: Sequence[str], n_special: int = 4) -> str:
+    """Token ids (no specials expected) -> text with punctuation re-attached."""
+    out: list[str] = []
+    for i in ids:
+        if i < n_special:
+            continue
+        tok = itos[i] if 0 <= i < len(itos) else "<unk>"
+        if out and tok in _NO_SPACE_BEFORE:
+            out[-1] += tok
+        else:
+            out.append(tok)
+    return " ".join(out)
+
+
+def greedy_decode(backend: Any, pixels: np.ndarray, bos: int, eos: int, max_new_tokens: int,
+                  stop_at_eos: bool = True) -> tuple[list[list[int]], dict[str, float]]:
+    """Encoder once, then one decoder step per token; finished rows leave the active batch.
+
+    Returns per-row token ids (without BOS/EOS) and timings in ms. ``stop_at_eos=False``
+    decodes exactly ``max_new_tokens`` for every row (fixed work for benchmarks).
+    """
+    b = pixels.shape[0]
+    t0 = time.perf_counter()
+    state = backend.encode(pixels, max_new_tokens)
+    t1 = time.perf_counter()
+    rows = np.arange(b)  # original row index of each active row
+    tokens = np.full((b, 1), bos, np.int64)
+    out: list[list[int]] = [[] for _ in range(b)]
+    steps = 0
+    for pos in range(max_new_tokens):
+        ids = backend.step(state, tokens, pos)
+        steps += 1
+        finished = ids == eos if stop_at_eos else np.zeros(len(ids), bool)
+        for r, i, f in zip(rows, ids.tolist(), finished):
+            if not f:
+                out[r].append(i)
+        if finished.all():
+            break
+        if finished.any():
+            alive = np.flatnonzero(~finished)
+            backend.keep(state, alive)
+            rows, ids = rows[alive], ids[alive]
+        tokens = ids.astype(np.int64).reshape(-1, 1)
+    t2 = time.perf_counter()
+    return out, {"encode_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3, "steps": steps}
+
+
+class Describer:
+    """Describe person crops with an exported bundle. Thread-safe: per-call state only.
+
+    ``backend``: ``auto`` (tensorrt > onnxruntime-cuda > coreml > onnxruntime-cpu) or a name.
+    ``on_error``: ``"skip"`` gives a failed input a Description with ``error`` set; ``"raise"``
+    raises :class:`InputError` naming the input.
+    """
+
+    def __init__(self, bundle_dir: str | Path, backend: str = "auto", *, threads: int | None = None,
+                 max_batch: int | None = None, max_new_tokens: int | None = None, channel_order: str = "rgb",
+                 on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None):
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.bundle = Bundle.load(bundle_dir, verify=verify)
+        limits = self.bundle.limits
+        self.max_batch = int(max_batch or limits["max_batch"])
+        self.max_new_tokens = int(max_new_tokens or limits["max_new_tokens"])
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if not 1 <= self.max_new_tokens <= limits["max_positions"]:
+            raise ValueError(f"max_new_tokens must be in [1, {limits['max_positions']}], got {self.max_new_tokens}")
+        self.channel_order, self.on_error = channel_order, on_error
+        options: dict[str, Any] = {"threads": threads}
+        if providers is not None:
+            options["providers"] = providers
+        self.backend = create_backend(backend, self.bundle, **options)
+        pre = self.bundle.preprocess
+        self._pre = (pre["height"], pre["width"], pre["mean"], pre["std"])
+        sp = self.bundle.special
+        self._bos, self._eos = sp["bos"], sp["eos"]
+        self._itos = self.bundle.tokens
+
+    @property
+    def backend_name(self) -> str:
+        """Name of the backend in use."""
+        return self.backend.name
+
+    def preprocess(self, image: ImageInput, index: int = 0) -> np.ndarray:
+        """One input -> float32 (3, H, W)."""
+        return preprocess(to_rgb(image, index, self.channel_order), *self._pre)
+
+    def describe(self, inputs: ImageInput | Sequence[ImageInput], *, max_new_tokens: int | None = None,
+                 on_error: str | None = None) -> list[Description]:
+        """One Description per input, in input order; batches of up to ``max_batch``."""
+        if isinstance(inputs, (str, Path, np.ndarray)) or not isinstance(inputs, Sequence):
+            inputs = [inputs]
+        return self._run([(lambda x=x, i=i: self.preprocess(x, i)) for i, x in enumerate(inputs)],
+                         max_new_tokens, on_error)
+
+    def describe_crops(self, frame: ImageInput, boxes: Sequence[Sequence[float]], *,
+                       max_new_tokens: int | None = None, on_error: str | None = None) -> list[Description]:
+        """Describe boxes (x1, y1, x2, y2; clipped to the frame) cut out of one full frame."""
+        img = to_rgb(frame, 0, self.channel_order)
+
+        def crop(box: Sequence[float], i: int) -> np.ndarray:
+            return preprocess(img.crop(clip_box(box, img.height, img.width, i)), *self._pre)
+
+        return self._run([(lambda b=b, i=i: crop(b, i)) for i, b in enumerate(boxes)], max_new_tokens, on_error)
+
+    def generate_ids(self, pixels: np.ndarray, max_new_tokens: int | None = None,
+                     stop_at_eos: bool = True) -> tuple[list[list[int]], dict[str, float]]:
+        """Greedy ids for preprocessed float32 (B, 3, H, W), B <= max_batch (for benchmarks and tests)."""
+        n = int(max_new_tokens or self.max_new_tokens)
+        if pixels.shape[0] > self.max_batch:
+            raise ValueError(f"batch {pixels.shape[0]} exceeds max_batch {self.max_batch}")
+        return greedy_decode(self.backend, np.ascontiguousarray(pixels, np.float32), self._bos, self._eos, n, stop_at_eos)
+
+    def _run(self, loaders: list[Any], max_new_tokens: int | None, on_error: str | None) -> list[Description]:
+        policy = on_error or self.on_error
+        results: list[Description | None] = [None] * len(loaders)
+        for start in range(0, len(loaders), self.max_batch):
+            t0 = time.perf_counter()
+            good, arrays = [], []
+            for i in range(start, min(start + self.max_batch, len(loaders))):
+                try:
+                    arrays.append(loaders[i]())
+                    good.append(i)
+                except InputError as e:
+                    if policy == "raise":
+                        raise
+                    log.warning("%s", e)
+                    results[i] = Description("", [], {}, error=str(e))
+            if not good:
+                continue
+            t1 = time.perf_counter()
+            ids, timings = self.generate_ids(np.stack(arrays), max_new_tokens)
+            timings = {"preprocess_ms": (t1 - t0) * 1e3, **timings, "total_ms": (time.perf_counter() - t0) * 1e3,
+                       "batch": len(good)}
+            for i, row in zip(good, ids):
+                text = detokenize(row, self._itos)
+                results[i] = Description(text, row, parse_attributes(text), timings)
+        return [r for r in results if r is not None]
+
+
+__all__ = ["Description", "Describer", "InputError", "describe_input", "detokenize", "greedy_decode"]

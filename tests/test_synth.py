@@ -1,0 +1,267 @@
+"""pvlm.synth and the ``pvlm-data synth`` CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pvlm import synth
+from pvlm.cli_data import main as cli
+from runtime.attributes import parse_attributes
+
+
+def _rng(i: int) -> np.random.Generator:
+    return np.random.default_rng(1234 + i)
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if ".tmp-" in p.name]
+
+
+# --------------------------------------------------------------------------- attributes and rendering
+
+
+def test_sample_attributes_covers_taxonomy() -> None:
+    draws = [synth.sample_attributes(_rng(i)) for i in range(400)]
+    for a in draws:
+        assert set(a) == set(synth.ATTRIBUTE_VALUES)
+        assert all(a[k] in synth.ATTRIBUTE_VALUES[k] for k in a)
+        assert a["upper_color"] != a["lower_color"]
+    for key, values in synth.ATTRIBUTE_VALUES.items():
+        assert {a[key] for a in draws} == set(values), key
+
+
+def test_example_is_deterministic_per_seed_and_index() -> None:
+    img1, attrs1, cap1 = synth.synth_example(7, 3)
+    img2, attrs2, cap2 = synth.synth_example(7, 3)
+    assert attrs1 == attrs2 and cap1 == cap2
+    assert img1.tobytes() == img2.tobytes()
+    other = synth.synth_example(8, 3)[0]
+    assert other.tobytes() != img1.tobytes()
+    assert synth.synth_example(7, 4)[0].tobytes() != img1.tobytes()
+
+
+def test_render_person_same_rng_state_same_pixels() -> None:
+    attrs = synth.sample_attributes(_rng(0))
+    a = synth.render_person(attrs, np.random.default_rng(5))
+    b = synth.render_person(attrs, np.random.default_rng(5))
+    c = synth.render_person(attrs, np.random.default_rng(6))
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+@pytest.mark.parametrize("size", [(256, 128), (64, 48), (32, 32), (128, 256)])
+def test_render_size_and_mode(size: tuple[int, int]) -> None:
+    for i in range(12):  # several draws so every garment/view path runs at this size
+        img = synth.render_person(synth.sample_attributes(_rng(i)), _rng(i), size=size)
+        assert img.mode == "RGB" and img.size == (size[1], size[0])
+
+
+def test_render_rejects_bad_input() -> None:
+    attrs = synth.sample_attributes(_rng(0))
+    with pytest.raises(ValueError, match=">= 32"):
+        synth.render_person(attrs, _rng(0), size=(10, 10))
+    with pytest.raises(ValueError, match="upper"):
+        synth.render_person(attrs | {"upper": "cape"}, _rng(0))
+
+
+def _nearest(rgb: np.ndarray) -> str:
+    return min(synth.COLOR_RGB, key=lambda c: float(np.sum((np.array(synth.COLOR_RGB[c]) - rgb) ** 2)))
+
+
+def test_torso_shows_the_upper_colour() -> None:
+    for i in range(150):
+        attrs = synth.sample_attributes(_rng(i))
+        if attrs["view"] == "back" and attrs["carrying"] == "backpack":
+            attrs["carrying"] = "none"  # the pack covers the back on purpose
+        img, (x0, y0, x1, y1) = synth._render(attrs, _rng(10_000 + i), (256, 128), degrade=False)
+        assert x1 - x0 >= 4 and y1 - y0 >= 10
+        crop = np.asarray(img, dtype=np.float64)[y0:y1, x0:x1].reshape(-1, 3)
+        median = np.median(crop, axis=0)
+        assert _nearest(median) == attrs["upper_color"], (i, attrs, median)
+        assert np.linalg.norm(median - synth.COLOR_RGB[attrs["upper_color"]]) < 60, (i, attrs, median)
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def _expected(attrs: dict[str, str]) -> dict:
+    want = {k: attrs[k] for k in ("upper", "upper_color", "lower", "lower_color", "posture", "view", "gender", "age")}
+    want["headwear"] = None if attrs["headwear"] == "none" else attrs["headwear"]
+    want["carrying"] = [] if attrs["carrying"] == "none" else [attrs["carrying"]]
+    return want
+
+
+def test_parser_recovers_every_caption() -> None:
+    shoes_mentioned = 0
+    for i in range(500):
+        attrs = synth.sample_attributes(_rng(i))
+        text = synth.caption(attrs, _rng(50_000 + i))
+        got = parse_attributes(text)
+        assert {k: got[k] for k in _expected(attrs)} == _expected(attrs), text
+        if got["shoes_color"] is not None:
+            assert got["shoes_color"] == attrs["shoes_color"], text
+            shoes_mentioned += 1
+    assert 50 < shoes_mentioned < 500  # some templates mention shoes, some do not
+
+
+def test_captions_vary_wording() -> None:
+    attrs = {
+        "upper": "jacket",
+        "upper_color": "red",
+        "lower": "trousers",
+        "lower_color": "black",
+        "shoes_color": "white",
+        "headwear": "cap",
+        "carrying": "backpack",
+        "posture": "walking",
+        "view": "front",
+        "gender": "female",
+        "age": "young",
+    }
+    texts = {synth.caption(attrs, _rng(i)) for i in range(200)}
+    openings = {" ".join(t.split()[:2]) for t in texts}
+    assert len(texts) > 50 and len(openings) >= 5
+    assert all("grey" not in t or "gray" not in t for t in texts)
+    assert all(t == t.lower() for t in texts)
+
+
+# --------------------------------------------------------------------------- write_dataset
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_write_dataset_splits_and_fields(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    paths = synth.write_dataset(out, synth.SynthConfig(n=6, seed=3, size=(64, 32), val_fraction=0.34), progress=False)
+    assert set(paths) == {"train", "val"} and all(p.parent == out for p in paths.values())
+    train, val = _rows(paths["train"]), _rows(paths["val"])
+    assert len(val) == 2 and len(train) == 4
+    assert sorted(r["id"] for r in train + val) == list(range(6))
+    for row in train + val:
+        assert set(row) == {"image", "answer", "attributes", "id"}
+        assert row["image"] == f"images/{row['id']:06d}.png"
+        assert not Path(row["image"]).is_absolute()
+        with Image.open(out / row["image"]) as im:
+            assert im.size == (32, 64) and im.mode == "RGB"
+        img, attrs, text = synth.synth_example(3, row["id"], (64, 32))
+        assert row["attributes"] == attrs and row["answer"] == text
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:06d}.png" for i in range(6)]
+    assert _leftovers(tmp_path) == []
+
+
+def test_write_dataset_single_file_without_val(tmp_path: Path) -> None:
+    paths = synth.write_dataset(
+        tmp_path / "ds", synth.SynthConfig(n=3, size=(32, 32), val_fraction=0.0), progress=False
+    )
+    assert set(paths) == {"data"} and len(_rows(paths["data"])) == 3
+    assert not (tmp_path / "ds" / "train.jsonl").exists()
+
+
+def test_write_dataset_refuses_non_empty_dir(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        synth.write_dataset(out, synth.SynthConfig(n=2, size=(32, 32)), progress=False)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_write_dataset_accepts_empty_dir(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    out.mkdir()
+    paths = synth.write_dataset(out, synth.SynthConfig(n=2, size=(32, 32)), progress=False)
+    assert paths["train"].is_file()
+
+
+def test_write_dataset_cleans_up_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def boom(job):  # noqa: ANN001, ANN202
+        calls.append(job)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return real(job)
+
+    real = synth._write_one
+    monkeypatch.setattr(synth, "_write_one", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        synth.write_dataset(tmp_path / "ds", synth.SynthConfig(n=5, size=(32, 32)), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n": 0}, "n must be >= 1"),
+        ({"size": (16, 128)}, ">= 32"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_config_validation(tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        synth.write_dataset(tmp_path / "ds", synth.SynthConfig(**kwargs), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_workers_give_identical_files(tmp_path: Path) -> None:
+    cfg = synth.SynthConfig(n=6, seed=11, size=(96, 48), val_fraction=0.2)
+    serial = synth.write_dataset(tmp_path / "a", cfg, workers=0, progress=False)
+    parallel = synth.write_dataset(tmp_path / "b", cfg, workers=2, progress=False)
+    for name in serial:
+        assert serial[name].read_bytes() == parallel[name].read_bytes()
+    for i in range(6):
+        rel = f"images/{i:06d}.png"
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_synth_happy_path(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    res = CliRunner().invoke(cli, ["synth", "--out", str(out), "--n", "4", "--size", "64x32", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "train.jsonl" in res.stdout and "val.jsonl" in res.stdout
+    assert len(_rows(out / "train.jsonl")) + len(_rows(out / "val.jsonl")) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--size", "10x10"], "10"),
+        (["--size", "big"], "big"),
+        (["--n", "0"], "n must be >= 1"),
+        (["--val-fraction", "1.5"], "1.5"),
+        (["--workers", "-1"], "workers"),
+    ],
+)
+def test_cli_synth_bad_input(tmp_path: Path, args: list[str], needle: str) -> None:
+    defaults = [] if "--n" in args else ["--n", "2"]
+    res = CliRunner().invoke(cli, ["synth", "--out", str(tmp_path / "ds"), *defaults, *args, "--quiet"])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert not (tmp_path / "ds").exists()
+
+
+def test_cli_synth_existing_dir_needs_force(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    args = ["synth", "--out", str(out), "--n", "2", "--size", "32x32", "--quiet"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and "--force" in res.stderr
+    assert (out / "old.txt").exists()
+    res = CliRunner().invoke(cli, [*args, "--force"])
+    assert res.exit_code == 0, res.output
+    assert not (out / "old.txt").exists() and (out / "train.jsonl").is_file()
