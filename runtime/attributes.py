@@ -227,6 +227,7 @@ _COLOR_BREAK = frozenset(
         "paired",
     )
 )
+_POSTFIX_LINKS = frozenset(("in", "is", "are", "was", "were"))
 _COLOR_MODIFIERS = frozenset(("dark", "light", "bright", "pale", "deep", "pastel", "neon", "faded", "navy"))
 _KEEP_HYPHEN = frozenset(("t-shirt", "t-shirts", "tee-shirt", "off-white", "middle-aged"))
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*|[.,;:!?()/]")
@@ -298,9 +299,12 @@ def _bind_colors(tokens: list[str], nouns: list[tuple[str, str] | None]) -> dict
         color = _COLORS.get(tok)
         if color is None or nouns[i]:
             continue
-        # "a jacket in red": postfix colour
-        if i >= 2 and tokens[i - 1] == "in" and nouns[i - 2] and nouns[i - 2][0] != "other":
-            bound.setdefault(i - 2, []).append(color)
+        # postfix colour: "a jacket in red", "the jeans are dark blue"
+        k = i - 1
+        while k >= 0 and (tokens[k] in _COLOR_MODIFIERS or tokens[k] in _COLORS):
+            k -= 1
+        if k >= 1 and tokens[k] in _POSTFIX_LINKS and nouns[k - 1] and nouns[k - 1][0] != "other":
+            bound.setdefault(k - 1, []).append(color)
             continue
         for j in range(i + 1, min(n, i + 6)):
             t = tokens[j]

@@ -182,6 +182,14 @@ def test_colour_never_leaks_to_the_next_garment() -> None:
     assert got["upper_color"] is None and got["lower_color"] is None and got["headwear"] == "cap"
 
 
+def test_colour_after_the_garment_and_clause_breaks() -> None:
+    got = parse_attributes("his jacket is red and his jeans are dark blue; he walks")
+    assert (got["upper_color"], got["lower_color"], got["posture"]) == ("red", "blue", "walking")
+    # "black" describes nothing here: it must not reach the jeans across "and wearing"
+    got = parse_attributes("a man dressed in black and wearing grey jeans")
+    assert (got["upper"], got["lower"], got["lower_color"]) == (None, "jeans", "grey")
+
+
 def test_back_in_on_her_back_is_not_a_view() -> None:
     assert parse_attributes("a woman carrying a backpack on her back, walking")["view"] is None
     assert parse_attributes("standing at the side of the road in a red coat")["view"] is None

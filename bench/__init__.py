@@ -1,0 +1,1 @@
+"""pvlm-bench: latency and throughput harness with same-run baselines."""

@@ -1,0 +1,239 @@
+"""``run_bench``: warm-up, then interleaved timed iterations of every backend on the same inputs."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .runners import TORCH_BACKENDS, make_runner
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of ``pvlm-bench``."""
+
+    bundle: str | None = None
+    preset: str | None = None
+    checkpoint: str | None = None
+    backends: tuple[str, ...] = ("torch-naive", "onnxruntime-cpu")
+    batches: tuple[int, ...] = (1, 32)
+    new_tokens: int = 48
+    natural: bool = False
+    warmup: int = 1
+    iters: int = 5
+    threads: int | None = None
+    token_sweep: tuple[int, ...] = ()
+    sweep_backend: str = "onnxruntime-cpu"
+    sweep_batch: int = 8
+    descriptions_per_camera_s: float = 2.0
+    seed: int = 0
+    progress: bool = True
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default)."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+class PeakRSS:
+    """Samples this process's resident set size in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            try:
+                with open("/proc/self/statm") as f:
+                    self.peak = max(self.peak, int(f.read().split()[1]) * page)
+            except OSError:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def machine_info(threads: int | None) -> dict[str, Any]:
+    """CPU model, cores, threads, GPU and library versions, for the report."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        try:
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            gpu = None
+    libs = {}
+    for pkg in ("numpy", "onnxruntime", "onnxruntime-gpu", "torch", "timm", "tensorrt", "personvlm-toolkit"):
+        try:
+            libs[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "gpu": gpu, "python": platform.python_version(),
+            "platform": platform.platform(), "libraries": libs}
+
+
+def bench_inputs(image_size: tuple[int, int], n: int, mean: list[float], std: list[float], seed: int) -> np.ndarray:
+    """Normalised synthetic person crops (the same for every backend)."""
+    from pvlm.synth import synth_example
+    from runtime.preprocess import preprocess
+
+    return np.stack([preprocess(synth_example(seed, i, (256, 128), True)[0], *image_size, mean, std) for i in range(n)])
+
+
+def _prepare_bundle(cfg: BenchConfig, workdir: Path, max_new_tokens: int) -> tuple[Path, Path | None]:
+    """The bundle and checkpoint to use; with ``--preset``, a random-init model exported to ``workdir``."""
+    if cfg.bundle:
+        bundle = Path(cfg.bundle)
+        checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else None
+        if checkpoint is None:
+            from runtime.bundle import Bundle
+
+            src = Bundle.load(bundle, verify=False).manifest.get("source", {}).get("checkpoint")
+            checkpoint = Path(src) if src and Path(src).is_file() else None
+        return bundle, checkpoint
+    import torch
+
+    import pvlm
+    from export import export_onnx
+
+    torch.manual_seed(cfg.seed)
+    model_cfg = pvlm.PersonVLMConfig.preset(cfg.preset or "seed-7m")
+    vocab = pvlm.Vocabulary(list(pvlm.vocab.SPECIALS) + [f"tok{i}" for i in range(model_cfg.vocab_size - 4)])
+    checkpoint = pvlm.save_checkpoint(workdir / "model.pt", pvlm.PersonVLM(model_cfg).eval(), vocab, {"random_init": True})
+    bundle = export_onnx(checkpoint, workdir / "bundle", max_batch=max(cfg.batches + (cfg.sweep_batch,)),
+                         max_new_tokens=max_new_tokens)
+    return bundle, checkpoint
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Benchmark every backend at every batch size; returns the report (see ``bench.report``)."""
+    if not cfg.bundle and not cfg.preset:
+        raise ValueError("give a BUNDLE or --preset")
+    if not cfg.backends:
+        raise ValueError("give at least one --backend")
+    if cfg.iters < 1 or cfg.warmup < 0:
+        raise ValueError("--iters must be >= 1 and --warmup >= 0")
+    max_tokens = max((cfg.new_tokens, *cfg.token_sweep))
+    with tempfile.TemporaryDirectory(prefix="pvlm-bench-") as tmp:
+        bundle, checkpoint = _prepare_bundle(cfg, Path(tmp), max_tokens)
+        from runtime.bundle import Bundle
+
+        b = Bundle.load(bundle, verify=False)
+        pre = b.preprocess
+        max_batch = int(b.limits["max_batch"])
+        if max(cfg.batches) > max_batch:
+            raise ValueError(f"--batch {max(cfg.batches)} exceeds the bundle's max batch {max_batch}")
+        if max_tokens > int(b.limits["max_new_tokens"]):
+            raise ValueError(f"--new-tokens {max_tokens} exceeds the bundle's limit {b.limits['max_new_tokens']}")
+        runners = {name: make_runner(name, bundle, checkpoint, cfg.threads, max_batch, max_tokens) for name in cfg.backends}
+        pixels = bench_inputs((pre["height"], pre["width"]), max(cfg.batches + (cfg.sweep_batch,)), pre["mean"],
+                              pre["std"], cfg.seed)
+        stop = not cfg.natural
+        results: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in runners}
+        total = len(cfg.batches) * (cfg.warmup + cfg.iters) * len(runners) + len(cfg.token_sweep)
+        bar = tqdm(total=total, desc="benchmarking", disable=not cfg.progress, dynamic_ncols=True)
+        for batch in cfg.batches:
+            x = pixels[:batch]
+            for _ in range(cfg.warmup):
+                for r in runners.values():
+                    r.run(x, cfg.new_tokens, not stop)
+                    bar.update()
+            samples: dict[str, list[Any]] = {n: [] for n in runners}
+            rss: dict[str, int] = dict.fromkeys(runners, 0)
+            for _ in range(cfg.iters):  # interleaved: drift hits every backend alike
+                for name, r in runners.items():
+                    with PeakRSS() as mem:
+                        res = r.run(x, cfg.new_tokens, not stop)
+                    rss[name] = max(rss[name], mem.peak)
+                    samples[name].append(res)
+                    bar.update()
+            for name, runs in samples.items():
+                results[name][batch] = summarize(runs, batch, rss[name], runners[name].peak_device_bytes())
+        sweep = []
+        for n in cfg.token_sweep:
+            r = runners.get(cfg.sweep_backend) or make_runner(cfg.sweep_backend, bundle, checkpoint, cfg.threads,
+                                                              max_batch, max_tokens)
+            r.run(pixels[: cfg.sweep_batch], n, False)
+            runs = [r.run(pixels[: cfg.sweep_batch], n, False) for _ in range(max(3, cfg.iters))]
+            sweep.append({"new_tokens": n, "batch": cfg.sweep_batch,
+                          "step_ms_p50": percentile([s.decode_ms / s.steps for s in runs], 50),
+                          "decode_ms_p50": percentile([s.decode_ms for s in runs], 50)})
+            bar.update()
+        bar.close()
+    report = {
+        "config": {**asdict(cfg), "bundle": str(cfg.bundle) if cfg.bundle else None},
+        "machine": machine_info(cfg.threads),
+        "model": {k: b.model[k] for k in ("backbone", "visual_tokens", "image_size", "d_model", "n_layers", "vocab_size")},
+        "results": {n: {str(k): v for k, v in per.items()} for n, per in results.items()},
+        "token_sweep": sweep,
+    }
+    report["comparisons"] = compare(report, cfg)
+    return report
+
+
+def summarize(runs: list[Any], batch: int, peak_rss: int, device_bytes: int | None) -> dict[str, Any]:
+    """Median/tail latency, throughput and memory over timed runs of one backend at one batch size."""
+    totals = [r.total_ms for r in runs]
+    tokens = [r.n_tokens for r in runs]
+    p50 = percentile(totals, 50)
+    return {
+        "batch": batch,
+        "iters": len(runs),
+        "encode_ms_p50": percentile([r.encode_ms for r in runs], 50),
+        "step_ms_p50": percentile([r.decode_ms / max(1, r.steps) for r in runs], 50),
+        "latency_ms_p50": p50,
+        "latency_ms_p90": percentile(totals, 90),
+        "latency_ms_p99": percentile(totals, 99),
+        "images_per_s": batch / (p50 / 1e3),
+        "tokens_per_s": float(np.median(tokens)) / (p50 / 1e3),
+        "tokens": tokens,
+        "peak_rss_mb": round(peak_rss / 2**20, 1),
+        "peak_device_mb": None if device_bytes is None else round(device_bytes / 2**20, 1),
+    }
+
+
+def compare(report: dict[str, Any], cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Ratios of every backend against the first-named one, only where token counts match."""
+    base = cfg.backends[0]
+    out = []
+    for name in cfg.backends[1:]:
+        for batch in cfg.batches:
+            a, b = report["results"][base][str(batch)], report["results"][name][str(batch)]
+            same = a["tokens"] == b["tokens"]
+            out.append({
+                "backend": name, "baseline": base, "batch": batch, "tokens_match": same,
+                "throughput_x": b["images_per_s"] / a["images_per_s"] if same else None,
+                "latency_x": a["latency_ms_p50"] / b["latency_ms_p50"] if same else None,
+            })
+    return out
+
+
+__all__ = ["TORCH_BACKENDS", "BenchConfig", "run_bench"]

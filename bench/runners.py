@@ -1,0 +1,130 @@
+"""What the harness times: a runtime backend, or a PyTorch baseline, behind one ``run`` call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+TORCH_BACKENDS = ("torch", "torch-naive")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One timed call: per-row token ids and where the time went (ms)."""
+
+    tokens: list[list[int]]
+    encode_ms: float
+    decode_ms: float
+    steps: int
+
+    @property
+    def total_ms(self) -> float:
+        """End-to-end time of the call."""
+        return self.encode_ms + self.decode_ms
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens generated (EOS counted, so fixed-work runs count max_new_tokens per row)."""
+        return sum(len(t) for t in self.tokens)
+
+
+class Runner(Protocol):
+    """A backend under test."""
+
+    name: str
+
+    def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
+        """Describe preprocessed float32 (B, 3, H, W)."""
+
+    def peak_device_bytes(self) -> int | None:
+        """Peak GPU memory since the last reset, where measurable."""
+
+
+class RuntimeRunner:
+    """``runtime.Describer`` on one of its backends (the product under test)."""
+
+    def __init__(self, bundle: Path, backend: str, threads: int | None, max_batch: int, max_new_tokens: int):
+        from runtime import Describer
+
+        self.describer = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch,
+                                   max_new_tokens=max_new_tokens)
+        self.name = backend
+
+    def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
+        """Greedy decode through the runtime's own loop."""
+        ids, t = self.describer.generate_ids(pixels, max_new_tokens, stop_at_eos=stop_at_eos)
+        if stop_at_eos:  # count the EOS each finished row produced, as the torch runners do
+            ids = [row + [-1] if len(row) < max_new_tokens else row for row in ids]
+        return RunResult(ids, t["encode_ms"], t["decode_ms"], int(t["steps"]))
+
+    def peak_device_bytes(self) -> int | None:
+        """Not measurable from ONNX Runtime's Python API."""
+        return None
+
+
+class TorchRunner:
+    """The PyTorch reference: ``torch`` (KV cache) or ``torch-naive`` (re-run the whole prefix per token)."""
+
+    def __init__(self, checkpoint: Path, backend: str, threads: int | None, device: str = "cpu"):
+        import torch
+
+        import pvlm
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.model, _, _ = pvlm.load_checkpoint(checkpoint)
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.use_cache = backend == "torch"
+        self.name = backend
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
+        """Encoder, then :func:`pvlm.generate` re-using the encoder output."""
+        import pvlm
+
+        torch, model = self.torch, self.model
+        with torch.no_grad():
+            x = torch.from_numpy(pixels).to(self.device)
+            self._sync()
+            t0 = time.perf_counter()
+            model.cross_kv(model.encode_image(x))
+            self._sync()
+            t1 = time.perf_counter()
+            ids = pvlm.generate(model, x, max_new_tokens, use_cache=self.use_cache, stop_at_eos=stop_at_eos)
+            self._sync()
+            t2 = time.perf_counter()
+        eos, pad = model.cfg.eos_id, model.cfg.pad_id
+        rows = []
+        for r in ids.tolist():
+            cut = r.index(eos) + 1 if eos in r and stop_at_eos else len(r)
+            rows.append([-1 if i == eos else i for i in r[:cut] if i != pad or not stop_at_eos])
+        # generate() encodes again inside; charge that to encode, not decode
+        enc_ms = (t1 - t0) * 1e3
+        return RunResult(rows, enc_ms, (t2 - t1) * 1e3 - enc_ms, ids.shape[1])
+
+    def peak_device_bytes(self) -> int | None:
+        """torch's CUDA allocator peak."""
+        if self.device.type != "cuda":
+            return None
+        return int(self.torch.cuda.max_memory_allocated())
+
+
+def make_runner(name: str, bundle: Path | None, checkpoint: Path | None, threads: int | None,
+                max_batch: int, max_new_tokens: int) -> Any:
+    """A runner by backend name."""
+    if name in TORCH_BACKENDS:
+        if checkpoint is None or not Path(checkpoint).is_file():
+            raise ValueError(f"backend {name} needs the PyTorch checkpoint (--checkpoint, or a bundle whose source exists)")
+        return TorchRunner(checkpoint, name, threads)
+    if bundle is None:
+        raise ValueError(f"backend {name} needs an export bundle")
+    return RuntimeRunner(bundle, name, threads, max_batch, max_new_tokens)
