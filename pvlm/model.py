@@ -31,7 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Small spatial model that trains to useful quality in minutes on two CPU cores.
     "small": dict(
-        backbone="mobilevit_xxs", visual_tokens="spatial", image_size=(128, 64), projection_hidden=256,
+        backbone="mobilenetv3_small_050", visual_tokens="spatial", image_size=(128, 64), projection_hidden=256,
         d_model=192, n_layers=3, n_heads=4, d_ff=384, vocab_size=512, max_len=64, dropout=0.1,
     ),
     # Under 1M parameters, for tests.

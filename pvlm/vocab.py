@@ -80,6 +80,8 @@ class Vocabulary:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Vocabulary":
         """Read ours or the original repository's ``{"token2id": {...}, "min_freq": N}``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"not a vocabulary: expected a JSON object, got {type(d).__name__}")
         if "tokens" in d:
             return cls(d["tokens"], min_freq=int(d.get("min_freq", 1)))
         if "token2id" in d:
@@ -111,6 +113,9 @@ class Vocabulary:
         try:
             with open(path) as f:
                 d = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
             raise ValueError(f"cannot read vocabulary {path}: {e}") from e
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except (TypeError, AttributeError) as e:  # right JSON, wrong shapes inside
+            raise ValueError(f"cannot read vocabulary {path}: malformed ({e})") from e
