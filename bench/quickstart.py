@@ -101,12 +101,10 @@ def main(out: str, n_images: int, test_n: int, epochs: int, preset: str, bench_i
 
 
 def _print_eval(rep: dict) -> None:
-    cap = rep.get("caption_metrics", {})
+    cap = rep["caption_metrics"]
     click.echo("caption metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in cap.items() if isinstance(v, float)))
-    attrs = rep.get("attribute_accuracy", {})
-    per = attrs.get("per_category", attrs)
-    click.echo("attribute accuracy: " + ", ".join(
-        f"{k} {v['accuracy']:.1%}" for k, v in per.items() if isinstance(v, dict) and "accuracy" in v))
-    for name, p in (rep.get("parity") or {}).items():
+    cats = rep["attributes"]["categories"]
+    click.echo("attribute accuracy: " + ", ".join(f"{k} {v['accuracy']:.1%}" for k, v in cats.items()))
+    for name, p in rep["parity"].items():
         if isinstance(p, dict) and "exact_match_rate" in p:
             click.echo(f"parity {name} vs PyTorch: exact {p['exact_match_rate']:.1%}, tokens {p['token_agreement']:.1%}")

@@ -66,9 +66,12 @@ def load_checkpoint(
         if blob.get("version") != VERSION:
             raise CheckpointError(f"{path}: checkpoint format version {blob.get('version')} is not supported "
                                   f"(this toolkit reads version {VERSION})")
-        cfg = PersonVLMConfig.from_dict(blob["config"])
-        voc = Vocabulary.from_dict(blob["vocab"])
-        state, meta = blob["state_dict"], dict(blob.get("meta", {}))
+        try:
+            cfg = PersonVLMConfig.from_dict(blob["config"])
+            voc = Vocabulary.from_dict(blob["vocab"])
+            state, meta = blob["state_dict"], dict(blob.get("meta", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: malformed checkpoint ({type(e).__name__}: {e})") from None
     else:
         cfg, state = _from_original(path, blob)
         if vocab is None:
@@ -78,7 +81,11 @@ def load_checkpoint(
     if len(voc) != cfg.vocab_size:
         raise CheckpointError(f"{path}: vocabulary has {len(voc)} tokens but the model expects {cfg.vocab_size}")
     model = PersonVLM(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # tensor shapes disagree with the config
+        detail = " ".join(str(e).split())[:240]
+        raise CheckpointError(f"{path}: weights do not match the config ({detail})") from None
     missing = [k for k in missing if k != "head.weight"]  # tied to tok_emb
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -47,7 +47,7 @@ def load_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = N
     root = Path(image_root) if image_root is not None else None
     records: list[Record] = []
     bad_lines = bad_images = 0
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -206,7 +206,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 opt.zero_grad(set_to_none=True)
                 sched.step()
                 step += 1
-            running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break

@@ -100,7 +100,7 @@ class Vocabulary:
         path = Path(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.to_dict(), f)
             os.replace(tmp, path)
         except BaseException:
@@ -111,7 +111,7 @@ class Vocabulary:
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
         """Read a vocabulary JSON file (ours or the original repository's)."""
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 d = json.load(f)
         except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
             raise ValueError(f"cannot read vocabulary {path}: {e}") from e

@@ -103,8 +103,8 @@ class Describer:
         limits = self.bundle.limits
         self.max_batch = int(max_batch or limits["max_batch"])
         self.max_new_tokens = int(max_new_tokens or limits["max_new_tokens"])
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if not 1 <= self.max_batch <= limits["max_batch"]:
+            raise ValueError(f"max_batch must be in [1, {limits['max_batch']}] (the bundle's limit), got {self.max_batch}")
         if not 1 <= self.max_new_tokens <= limits["max_positions"]:
             raise ValueError(f"max_new_tokens must be in [1, {limits['max_positions']}], got {self.max_new_tokens}")
         self.channel_order, self.on_error = channel_order, on_error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import random
 from pathlib import Path
@@ -146,6 +147,27 @@ def test_loads_original_repository_format(tmp_path: Path) -> None:
     assert vocab.min_freq == 5
     assert vocab.encode("A man wearing a T-shirt.") == [1, 6, 4, 7, 6, 8, 10, 2]
     assert vocab.decode([1, 5, 7, 8, 9, 2]) == "woman wearing t-shirt,"
+
+
+def _ascii_locale_open(file, mode="r", *args, encoding=None, **kwargs):
+    """``open`` as on a machine whose locale encoding is ASCII (what a bare ``open(path)`` would use there)."""
+    if "b" not in mode and encoding is None:
+        encoding = "ascii"
+    return builtins.open(file, mode, *args, encoding=encoding, **kwargs)
+
+
+def test_non_ascii_tokens_round_trip_under_any_locale(tmp_path: Path, monkeypatch) -> None:
+    """Original-format files may hold raw UTF-8 (ensure_ascii=False); read them whatever the locale."""
+    import pvlm.vocab
+
+    tokens = list(SPECIALS) + ["café", "naïve", "—"]
+    path = tmp_path / "vocabulary.json"
+    path.write_text(json.dumps(_original_format(tokens), ensure_ascii=False), encoding="utf-8")
+    monkeypatch.setattr(pvlm.vocab, "open", _ascii_locale_open, raising=False)
+    assert Vocabulary.load(path).itos == tokens
+    saved = tmp_path / "ours.json"
+    Vocabulary(tokens).save(saved)
+    assert Vocabulary.load(saved).itos == tokens
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,98 @@
+"""``pvlm-eval MODEL DATA.jsonl``: caption metrics, attribute accuracy, backend parity, throughput."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import click
+
+from pvlm.cli_errors import fail_on_bad_input
+
+
+class _Failure(click.ClickException):
+    """The environment, not the input, stopped the run (missing package, backend unavailable): exit 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v for item in values for v in item.replace(",", " ").split())
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The console summary: metrics, attribute accuracy, parity, throughput."""
+    lines = [f"{report['n_images']} images ({report['skipped']} skipped), "
+             f"descriptions from {report['scored_backend']}", "", "caption metrics"]
+    for name, value in report["caption_metrics"].items():
+        lines.append(f"  {name:<9} {_num(value)}")
+    attrs = report["attributes"]
+    lines += ["", f"attribute accuracy (ground truth: {attrs['source']})"]
+    for name, a in attrs["categories"].items():
+        lines.append(f"  {name:<12} {_num(a['accuracy'], 3):>6}  (n={a['n']})")
+    lines.append(f"  {'mean':<12} {_num(attrs['mean'], 3):>6}")
+    parity = report["parity"]
+    lines.append("")
+    if parity["available"]:
+        for name, p in parity["backends"].items():
+            lines.append(f"parity {name} vs PyTorch FP32: exact match {_num(p['exact_match_rate'], 3)}, "
+                         f"token agreement {_num(p['token_agreement'], 4)} ({p['n']} images)")
+    else:
+        lines.append(f"parity: not measured ({parity['reason']})")
+    for name, t in report["throughput"].items():
+        lines.append(f"throughput {name}: {_num(t['images_per_s'], 1)} images/s "
+                     f"({t['images']} images in {_num(t['seconds'], 2)} s, batch {t['batch_size']})")
+    return lines
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("model", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("--image-root", type=click.Path(file_okay=False), help="Resolve relative image paths here.")
+@click.option("--backend", "backends", multiple=True, default=("onnxruntime-cpu",),
+              help="Repeat or comma-separate; the first one's descriptions are scored.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N usable images.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Default: the bundle's limit.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32)
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+@click.option("--no-reference", is_flag=True, help="Skip the PyTorch FP32 parity check.")
+@click.option("--no-meteor", is_flag=True, help="Skip METEOR (it starts a Java process).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...], limit: int | None,
+         max_new_tokens: int | None, batch_size: int, html_path: str | None, json_path: str | None,
+         no_reference: bool, no_meteor: bool, quiet: bool) -> None:
+    """Evaluate MODEL (export bundle or .pt checkpoint) on DATA.jsonl (MSP60k-style rows)."""
+    from runtime.backends import BackendUnavailable
+
+    from .eval import EvalConfig, evaluate
+    from .html_report import write_html, write_text_atomic
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    cfg = EvalConfig(model=model, data=data, image_root=image_root, backends=_split(backends), limit=limit,
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, reference=not no_reference,
+                     progress=not quiet, meteor=not no_meteor)
+    with fail_on_bad_input(KeyError):
+        try:
+            report = evaluate(cfg)
+        except (BackendUnavailable, RuntimeError, ImportError) as e:
+            raise _Failure(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+        for line in summary_lines(report):
+            click.echo(line)
+        if html_path:
+            write_html(report, html_path)
+            click.echo(f"wrote {html_path}")
+        if json_path:
+            write_text_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            click.echo(f"wrote {json_path}")
+
+
+__all__ = ["main", "summary_lines"]

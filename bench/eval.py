@@ -1,0 +1,456 @@
+"""``evaluate``: caption metrics, attribute accuracy, backend parity and throughput on a labelled set.
+
+The bundle's descriptions (first backend) are scored against the dataset's reference captions
+with the COCO caption scorers (BLEU-1..4, ROUGE-L, CIDEr; METEOR when Java runs), its parsed
+attributes against the dataset's labels, and every backend's token ids against the PyTorch FP32
+reference (``pvlm.generate``) on the same images.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+CAPTION_METRICS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr")
+ATTRIBUTE_CATEGORIES: tuple[str, ...] = (
+    "upper", "upper_color", "lower", "lower_color", "headwear", "carrying", "posture", "view",
+)
+OPTIONAL_CATEGORIES: tuple[str, ...] = ("gender", "age")
+# Categories whose absence from a caption means "none" (captions name a hat or a bag when there is one);
+# for the others, a reference caption that does not mention them gives no ground truth.
+_ABSENCE_IS_NONE = frozenset(("headwear", "carrying"))
+SPICE_UNAVAILABLE = "unavailable: SPICE needs Stanford CoreNLP models downloaded at run time (offline here)"
+METEOR_TIMEOUT_S = 300.0
+
+# Words (keeping inner hyphens/apostrophes: "t-shirt", "don't") or single punctuation characters.
+_WORD_RE = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*|[^\sa-z0-9]")
+_WORD_START = re.compile(r"[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of ``pvlm-eval``.
+
+    ``model``: an export bundle directory or a ``.pt`` checkpoint (exported to a temporary bundle).
+    ``backends``: runtime backends to run; the first one's descriptions are scored.
+    ``reference``: compare every backend's token ids with the PyTorch FP32 reference.
+    ``meteor``: compute METEOR (starts a Java process, ~10 s); reported unavailable when Java does not run.
+    """
+
+    model: str
+    data: str
+    image_root: str | None = None
+    backends: tuple[str, ...] = ("onnxruntime-cpu",)
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    batch_size: int = 32
+    reference: bool = True
+    progress: bool = True
+    meteor: bool = True
+
+
+# --------------------------------------------------------------------------- caption metrics
+
+
+def tokenize_caption(text: str) -> str:
+    """Lowercase, split punctuation off words and drop it (as coco-caption's PTBTokenizer does)."""
+    return " ".join(t for t in _WORD_RE.findall((text or "").lower().replace("\u2019", "'")) if _WORD_START.match(t))
+
+
+def caption_metrics(predictions: Sequence[str], references: Sequence[str | Sequence[str]],
+                    meteor: bool = False) -> dict[str, Any]:
+    """COCO caption metrics of ``predictions`` against ``references`` (one string or a list per image).
+
+    Returns floats for :data:`CAPTION_METRICS`, plus ``METEOR`` (float, or ``"unavailable: <reason>"``;
+    skipped unless ``meteor``) and ``SPICE`` (always unavailable offline). CIDEr's IDF is computed over
+    this set of references, so it depends on the set (a single image scores 0).
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not predictions:
+        raise ValueError("no captions to score")
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError:
+        raise RuntimeError("caption metrics need pycocoevalcap: pip install 'personvlm-toolkit[eval]'") from None
+    gts = {i: [tokenize_caption(r) for r in ([refs] if isinstance(refs, str) else refs)]
+           for i, refs in enumerate(references)}
+    res = {i: [tokenize_caption(p)] for i, p in enumerate(predictions)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
+    out: dict[str, Any] = {f"BLEU-{n}": float(b) for n, b in enumerate(bleu, 1)}
+    out["ROUGE-L"] = float(rouge)
+    out["CIDEr"] = float(cider)
+    out["METEOR"] = meteor_score(gts, res) if meteor else "unavailable: disabled"
+    out["SPICE"] = SPICE_UNAVAILABLE
+    return out
+
+
+def meteor_score(gts: dict[int, list[str]], res: dict[int, list[str]],
+                 timeout: float = METEOR_TIMEOUT_S) -> float | str:
+    """METEOR 1.5 through pycocoevalcap's Java wrapper; ``"unavailable: <reason>"`` when it cannot run."""
+    java = shutil.which("java")
+    if java is None:
+        return "unavailable: java not found on PATH"
+    try:
+        subprocess.run([java, "-version"], capture_output=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unavailable: java does not run ({type(e).__name__})"
+    try:
+        from pycocoevalcap.meteor.meteor import Meteor
+    except ImportError:
+        return "unavailable: pycocoevalcap not installed"
+    try:
+        scorer = Meteor()
+    except OSError as e:
+        return f"unavailable: could not start METEOR ({e})"
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["score"] = float(scorer.compute_score(gts, res)[0])
+        except Exception as e:  # noqa: BLE001 - any failure of the Java side means "unavailable"
+            box["error"] = e
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    proc = scorer.meteor_p
+    if worker.is_alive() or "score" not in box:  # kill it: readline() then sees EOF and the thread ends
+        proc.kill()
+        worker.join(10)
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    proc.kill()
+    proc.wait()
+    # The wrapper's __del__ takes its lock, which a failed compute_score never released: give it a fresh one.
+    scorer.lock = threading.Lock()
+    if "score" in box:
+        return box["score"]
+    if worker.is_alive() or "error" not in box:
+        return f"unavailable: METEOR did not answer within {timeout:.0f} s"
+    err = proc.stderr.read().decode(errors="replace").strip().splitlines() if proc.stderr else []
+    reason = err[-1] if err else f"{type(box['error']).__name__}: {box['error']}"
+    return f"unavailable: METEOR failed ({reason})"
+
+
+# --------------------------------------------------------------------------- attributes
+
+
+def normalize_attribute(key: str, value: Any) -> Any:
+    """One attribute value in the parser's conventions: ``"none"``/empty -> None; ``carrying`` -> sorted list."""
+    if key == "carrying":
+        if value is None:
+            return []
+        items = [value] if isinstance(value, str) else list(value)
+        return sorted({str(v).strip().lower() for v in items if v is not None and str(v).strip().lower()
+                       not in ("", "none", "nothing")})
+    if value is None:
+        return None
+    s = str(value).strip().lower()
+    return None if s in ("", "none", "unknown") else s
+
+
+def expected_attributes(labels: Mapping[str, Any], reference: str,
+                        categories: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """Ground truth per category: ``(value, source)``, source ``"label"`` or ``"caption"``.
+
+    Labels win where present; other categories come from parsing the reference caption.
+    A caption that does not mention a category gives None (unknown), except for headwear and carrying.
+    """
+    from runtime.attributes import parse_attributes
+
+    parsed: dict[str, Any] | None = None
+    out: dict[str, tuple[Any, str]] = {}
+    for key in categories:
+        if key in labels:
+            out[key] = (normalize_attribute(key, labels[key]), "label")
+            continue
+        if parsed is None:
+            parsed = parse_attributes(reference)
+        out[key] = (normalize_attribute(key, parsed.get(key)), "caption")
+    return out
+
+
+def attribute_accuracy(predicted: Sequence[Mapping[str, Any]], expected: Sequence[Mapping[str, Any]],
+                       categories: Sequence[str] | None = None,
+                       sources: Sequence[Mapping[str, str]] | None = None) -> dict[str, Any]:
+    """Accuracy per category of ``predicted`` against ``expected`` attribute dicts (one pair per image).
+
+    Both sides are normalised (:func:`normalize_attribute`). Where ``sources`` says an expected value
+    came from a caption and it is None, the image is not counted for that category (the caption is
+    silent about it), except for headwear and carrying. Returns ``{"categories": {key: {"accuracy",
+    "correct", "n"}}, "mean": macro mean over categories with n > 0 (None if none)}``.
+    """
+    if len(predicted) != len(expected):
+        raise ValueError(f"{len(predicted)} predictions for {len(expected)} expected attribute sets")
+    cats = list(categories) if categories is not None else list(ATTRIBUTE_CATEGORIES)
+    result: dict[str, dict[str, Any]] = {}
+    for key in cats:
+        correct = n = 0
+        for i, (p, e) in enumerate(zip(predicted, expected)):
+            ok = attribute_correct(key, p.get(key), e.get(key),
+                                   sources[i].get(key, "label") if sources is not None else "label")
+            if ok is None:
+                continue
+            n += 1
+            correct += ok
+        result[key] = {"accuracy": correct / n if n else None, "correct": correct, "n": n}
+    scored = [v["accuracy"] for v in result.values() if v["n"]]
+    return {"categories": result, "mean": sum(scored) / len(scored) if scored else None}
+
+
+def attribute_correct(key: str, predicted: Any, expected: Any, source: str = "label") -> bool | None:
+    """Whether one prediction matches; None when there is no ground truth for it."""
+    exp = normalize_attribute(key, expected)
+    if source == "caption" and exp is None and key not in _ABSENCE_IS_NONE:
+        return None
+    return normalize_attribute(key, predicted) == exp
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def token_parity(reference: Sequence[Sequence[int]], candidate: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """Exact-sequence match rate and token agreement (equal positions / max length, summed over images)."""
+    if len(reference) != len(candidate):
+        raise ValueError(f"{len(reference)} reference sequences for {len(candidate)} candidates")
+    exact = equal = total = 0
+    mismatched: list[int] = []
+    for i, (a, b) in enumerate(zip(reference, candidate)):
+        same = list(a) == list(b)
+        exact += same
+        if not same:
+            mismatched.append(i)
+        equal += sum(x == y for x, y in zip(a, b))
+        total += max(len(a), len(b))
+    n = len(reference)
+    return {
+        "n": n,
+        "exact_match_rate": exact / n if n else None,
+        "token_agreement": equal / total if total else 1.0,
+        "mismatched": mismatched[:50],
+        "n_mismatched": len(mismatched),
+    }
+
+
+def reference_generate(checkpoint: Path, images: Sequence[Path], max_new_tokens: int, batch_size: int,
+                       progress: bool = False) -> tuple[list[list[int]], float]:
+    """The PyTorch FP32 reference: ``pvlm.generate`` on ``pvlm.data.preprocess`` pixels; (ids, seconds)."""
+    import torch
+    from PIL import Image
+
+    import pvlm
+    from pvlm.data import preprocess
+
+    model, _, _ = pvlm.load_checkpoint(checkpoint)
+    model = model.eval()
+    if not 1 <= max_new_tokens <= model.cfg.max_len:
+        raise ValueError(f"max_new_tokens must be in [1, {model.cfg.max_len}] for {checkpoint}, got {max_new_tokens}")
+    out: list[list[int]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(images), desc="pytorch reference", unit="img", disable=not progress, leave=False)
+    for start in range(0, len(images), batch_size):
+        pixels = []
+        for p in images[start:start + batch_size]:
+            with Image.open(p) as im:
+                pixels.append(preprocess(im.convert("RGB"), model.cfg))
+        with torch.no_grad():
+            ids = pvlm.generate(model, torch.stack(pixels), max_new_tokens)
+        out += [pvlm.trim(row, model.cfg.eos_id) for row in ids]
+        bar.update(len(pixels))
+    bar.close()
+    return out, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- the evaluation
+
+
+def _count_rows(path: Path) -> int:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _validate(cfg: EvalConfig) -> None:
+    from runtime.backends import NAMES
+
+    if not cfg.backends:
+        raise ValueError("give at least one backend")
+    unknown = [b for b in cfg.backends if b not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(NAMES)}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"limit must be >= 1, got {cfg.limit}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {cfg.batch_size}")
+    if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
+        raise ValueError(f"max new tokens must be >= 1, got {cfg.max_new_tokens}")
+    if not Path(cfg.model).exists():
+        raise FileNotFoundError(f"{cfg.model}: no such bundle directory or checkpoint")
+    if not Path(cfg.data).is_file():
+        raise FileNotFoundError(f"{cfg.data}: no such dataset file")
+
+
+def _source_checkpoint(bundle_dir: Path, manifest: Mapping[str, Any]) -> tuple[Path | None, str | None]:
+    """The bundle's source checkpoint if it still exists, else (None, why not)."""
+    src = (manifest.get("source") or {}).get("checkpoint")
+    if not src:
+        return None, "the bundle manifest names no source checkpoint"
+    for cand in (Path(src), bundle_dir / src):
+        if cand.is_file():
+            return cand, None
+    return None, f"the bundle's source checkpoint {src} does not exist here"
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Describe every image of ``cfg.data`` with each backend and score the first; returns the report.
+
+    Report keys: ``config``, ``model``, ``n_images``, ``skipped``, ``caption_metrics``, ``attributes``
+    (``categories``/``mean``), ``parity`` (``available``, ``reason``, ``reference``, ``backends``),
+    ``throughput`` (per backend), ``timing``, ``machine``, ``rows`` (per image, for the HTML report).
+    Raises ValueError / FileNotFoundError on bad input (unknown backend, empty dataset, ...).
+    """
+    from pvlm.data import load_jsonl
+
+    from .harness import machine_info
+
+    t_start = time.perf_counter()
+    _validate(cfg)
+    data = Path(cfg.data)
+    records = load_jsonl(data, cfg.image_root)
+    skipped = max(0, _count_rows(data) - len(records))
+    if not records:
+        raise ValueError(f"{data}: no usable images ({skipped} row(s) skipped)")
+    if cfg.limit is not None:
+        records = records[: cfg.limit]
+    timing: dict[str, Any] = {"load_s": time.perf_counter() - t_start}
+    model_path = Path(cfg.model)
+    with tempfile.TemporaryDirectory(prefix="pvlm-eval-") as tmp:
+        reference_ckpt: Path | None = None
+        reason: str | None = None
+        if model_path.is_file():  # a checkpoint: export it, and it is its own reference
+            from export import export_onnx
+
+            t0 = time.perf_counter()
+            log.info("exporting %s to a temporary bundle", model_path)
+            export_kw = {} if cfg.max_new_tokens is None else {"max_new_tokens": cfg.max_new_tokens}
+            bundle_dir = export_onnx(model_path, Path(tmp) / "bundle", max_batch=cfg.batch_size, **export_kw)
+            timing["export_s"] = time.perf_counter() - t0
+            reference_ckpt = model_path
+        else:
+            bundle_dir = model_path
+        from runtime import Describer
+        from runtime.bundle import Bundle
+
+        bundle = Bundle.load(bundle_dir, verify=False)
+        if model_path.is_dir():
+            reference_ckpt, reason = _source_checkpoint(bundle_dir, bundle.manifest)
+        if not cfg.reference:
+            reference_ckpt, reason = None, "reference comparison disabled"
+        images = [r.image for r in records]
+        # never past the bundle's stated limit (TensorRT engines are built for it; ONNX would stretch)
+        batch = min(cfg.batch_size, int(bundle.limits["max_batch"]))
+        outputs: dict[str, list[Any]] = {}
+        throughput: dict[str, dict[str, Any]] = {}
+        max_new_tokens = cfg.max_new_tokens
+        for name in cfg.backends:
+            describer = Describer(bundle_dir, backend=name, max_batch=batch, max_new_tokens=cfg.max_new_tokens)
+            max_new_tokens = describer.max_new_tokens
+            outs: list[Any] = []
+            bar = tqdm(total=len(images), desc=f"describing ({name})", unit="img", disable=not cfg.progress,
+                       leave=False)
+            t0 = time.perf_counter()
+            for start in range(0, len(images), batch):
+                outs += describer.describe(images[start:start + batch])
+                bar.update(len(outs) - bar.n)
+            seconds = time.perf_counter() - t0
+            bar.close()
+            outputs[name] = outs
+            throughput[name] = {"backend": describer.backend_name, "images": len(images), "seconds": seconds,
+                                "images_per_s": len(images) / seconds if seconds > 0 else None,
+                                "batch_size": describer.max_batch, "max_new_tokens": max_new_tokens,
+                                "errors": sum(not d.ok for d in outs)}
+        parity: dict[str, Any] = {"available": False, "reason": reason,
+                                  "reference": str(reference_ckpt) if reference_ckpt else None, "backends": {}}
+        ref_ids: list[list[int]] | None = None
+        if reference_ckpt is not None:
+            try:
+                ref_ids, ref_s = reference_generate(reference_ckpt, images, int(max_new_tokens), batch,
+                                                    cfg.progress)
+            except ImportError as e:
+                parity["reason"] = f"the PyTorch reference needs torch ({e})"
+            else:
+                timing["reference_s"] = ref_s
+                parity.update(available=True, reason=None, max_new_tokens=int(max_new_tokens))
+                parity["backends"] = {n: token_parity(ref_ids, [d.tokens for d in outs]) for n, outs in outputs.items()}
+        if parity["reason"]:
+            log.info("no backend parity: %s", parity["reason"])
+    t0 = time.perf_counter()
+    scored = outputs[cfg.backends[0]]
+    metrics = caption_metrics([d.text for d in scored], [r.caption for r in records], meteor=cfg.meteor)
+    timing["metrics_s"] = time.perf_counter() - t0
+    categories = list(ATTRIBUTE_CATEGORIES)
+    # gender/age: only where the ground truth has them (labels, or a caption that mentions them)
+    expected_all = [expected_attributes(r.attributes, r.caption, ATTRIBUTE_CATEGORIES + OPTIONAL_CATEGORIES)
+                    for r in records]
+    categories += [k for k in OPTIONAL_CATEGORIES if any(e[k][0] is not None for e in expected_all)]
+    expected = [{k: e[k][0] for k in categories} for e in expected_all]
+    sources = [{k: e[k][1] for k in categories} for e in expected_all]
+    predicted = [d.attributes if d.ok else {} for d in scored]
+    attrs = attribute_accuracy(predicted, expected, categories, sources)
+    attrs["source"] = ("labels" if all(s == "label" for row in sources for s in row.values())
+                       else "captions" if all(s == "caption" for row in sources for s in row.values()) else "mixed")
+    rows = []
+    for i, (r, d) in enumerate(zip(records, scored)):
+        row_attrs = {k: {"predicted": normalize_attribute(k, predicted[i].get(k)), "expected": expected[i][k],
+                         "correct": attribute_correct(k, predicted[i].get(k), expected[i][k], sources[i][k])}
+                     for k in categories}
+        row: dict[str, Any] = {"image": str(r.image), "reference": r.caption, "generated": d.text, "error": d.error,
+                               "attributes": row_attrs}
+        if ref_ids is not None:
+            row["matches_reference"] = list(d.tokens) == ref_ids[i]
+        others = {n: outs[i].text for n, outs in outputs.items() if n != cfg.backends[0] and outs[i].text != d.text}
+        if others:
+            row["other_backends"] = others
+        rows.append(row)
+    timing["total_s"] = time.perf_counter() - t_start
+    return {
+        "config": asdict(cfg),
+        "model": {"path": str(model_path), "kind": "checkpoint" if model_path.is_file() else "bundle",
+                  **{k: bundle.model.get(k) for k in ("backbone", "image_size", "d_model", "n_layers", "vocab_size")}},
+        "n_images": len(records),
+        "skipped": skipped,
+        "scored_backend": cfg.backends[0],
+        "caption_metrics": metrics,
+        "attributes": attrs,
+        "parity": parity,
+        "throughput": throughput,
+        "timing": timing,
+        "machine": machine_info(None),
+        "rows": rows,
+    }
+
+
+__all__ = [
+    "ATTRIBUTE_CATEGORIES", "CAPTION_METRICS", "EvalConfig", "attribute_accuracy", "attribute_correct",
+    "caption_metrics", "evaluate", "expected_attributes", "meteor_score", "normalize_attribute", "reference_generate",
+    "token_parity", "tokenize_caption",
+]

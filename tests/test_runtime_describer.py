@@ -1,0 +1,364 @@
+"""``runtime.Describer`` against the PyTorch reference: tokens, text, batching, early EOS, threads, bundle checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+MAX_NEW = 24
+SIZES = ((96, 48), (128, 64), (80, 40), (64, 32))
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def make_crops(n: int, seed: int) -> list:
+    """``n`` synthetic PIL person crops of assorted sizes (none at the model's own input size only)."""
+    from pvlm.synth import render_person, sample_attributes
+
+    rng = np.random.default_rng(seed)
+    return [render_person(sample_attributes(rng), rng, size=SIZES[i % len(SIZES)]) for i in range(n)]
+
+
+def reference(model, images, max_new_tokens: int = MAX_NEW) -> list[list[int]]:
+    """pvlm.generate on pvlm.data.preprocess, trimmed at EOS."""
+    import pvlm
+    from pvlm.data import preprocess
+
+    pixels = torch.stack([preprocess(im, model.cfg) for im in images])
+    return [pvlm.trim(row) for row in pvlm.generate(model, pixels, max_new_tokens=max_new_tokens)]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoint):
+    import pvlm
+
+    model, vocab, _ = pvlm.load_checkpoint(tiny_checkpoint)
+    return model.eval(), vocab
+
+
+@pytest.fixture(scope="module")
+def crops() -> list:
+    return make_crops(12, seed=5)
+
+
+@pytest.fixture(scope="module")
+def describer(tiny_bundle):
+    from runtime import Describer
+
+    return Describer(tiny_bundle, backend="onnxruntime-cpu")
+
+
+@pytest.fixture(scope="module")
+def ref_ids(loaded, crops):
+    return reference(loaded[0], crops)
+
+
+def _eos_and_best_other(model, pixels, steps: int):
+    """Along the greedy path that never picks EOS: EOS logit E and the best other logit M, each (B, steps)."""
+    b = pixels.shape[0]
+    with torch.no_grad():
+        ck, cv = model.cross_kv(model.encode_image(pixels))
+        cache_k, cache_v = model.empty_cache(b, steps)
+        tok = torch.full((b, 1), model.cfg.bos_id)
+        E, M = [], []
+        for t in range(steps):
+            logits, k, v = model.decode_step(tok, torch.full((b, 1), t), ck, cv, cache_k, cache_v)
+            cache_k[:, :, :, t], cache_v[:, :, :, t] = k[:, :, :, 0], v[:, :, :, 0]
+            E.append(logits[:, model.cfg.eos_id].clone().numpy())
+            logits[:, model.cfg.eos_id] = -torch.inf
+            best, nxt = logits.max(-1)
+            M.append(best.numpy())
+            tok = nxt[:, None]
+    return np.stack(E, 1), np.stack(M, 1)
+
+
+def _lengths(E, M, s: float):
+    """Generated lengths when the EOS embedding (tied head row) is scaled by ``s``; and the smallest margin."""
+    win = s * E > M
+    L = np.where(win.any(1), win.argmax(1), E.shape[1])
+    margin = min(np.abs(s * E[i, :L[i] + 1] - M[i, :L[i] + 1]).min() for i in range(len(L)))
+    return L, float(margin)
+
+
+@pytest.fixture(scope="module")
+def eos_setup(loaded, crops, tmp_path_factory):
+    """A derived model whose rows finish at different, image-dependent lengths, exported to its own bundle.
+
+    The random-init projector output is dominated by its image-independent position embedding, so the
+    projector MLP is scaled up (images then matter), and the EOS row of the tied embedding is scaled by a
+    factor picked so that EOS wins at different steps for different crops, with a clear logit margin.
+    """
+    import pvlm
+    from export import export_onnx
+    from pvlm.data import preprocess
+
+    base, vocab = loaded
+    pixels = torch.stack([preprocess(im, base.cfg) for im in crops])
+    chosen = None
+    for amp in (30.0, 100.0, 300.0):
+        m = copy.deepcopy(base)
+        with torch.no_grad():
+            m.projector.mlp[0].weight *= amp**0.5
+            m.projector.mlp[3].weight *= amp**0.5
+        E, M = _eos_and_best_other(m, pixels, MAX_NEW)
+        for s in np.linspace(1.5, 60.0, 1171):
+            L, margin = _lengths(E, M, s)
+            if margin < 5e-3 or L.min() >= MAX_NEW:
+                continue
+            # most distinct lengths; then prefer having rows that never finish
+            key = (len(set(L.tolist())), int((L == MAX_NEW).any()))
+            if chosen is None or key > chosen[0]:
+                chosen = (key, m, s, L)
+    assert chosen is not None and chosen[0][0] >= 3, "could not derive a model whose rows finish at different lengths"
+    _, model, scale, predicted = chosen
+    with torch.no_grad():
+        model.tok_emb.weight[model.cfg.eos_id] *= scale
+    ref = reference(model, crops)
+    assert [len(r) for r in ref] == predicted.tolist()
+    ckpt = pvlm.save_checkpoint(tmp_path_factory.mktemp("eos") / "eos.pt", model, vocab, {"note": "eos-biased"})
+    bundle = export_onnx(ckpt, ckpt.with_suffix(""), max_batch=8, max_new_tokens=MAX_NEW)
+    return bundle, model, ref
+
+
+# --------------------------------------------------------------------------- parity with pvlm.generate
+
+
+def test_batched_matches_reference_in_order(describer, crops, ref_ids, loaded):
+    vocab = loaded[1]
+    out = describer.describe(crops)
+    assert len(out) == len(crops)
+    assert [d.tokens for d in out] == ref_ids
+    for d in out:
+        assert d.ok and d.error is None
+        assert d.text == vocab.decode(d.tokens)
+        assert all(isinstance(t, int) for t in d.tokens)
+    # max_batch 8: 12 inputs run as a batch of 8 then a batch of 4
+    assert [d.timings["batch"] for d in out] == [8] * 8 + [4] * 4
+    assert describer.backend_name == "onnxruntime-cpu"
+
+
+def test_batch_of_one_matches_reference(tiny_bundle, crops, ref_ids):
+    from runtime import Describer
+
+    d1 = Describer(tiny_bundle, backend="onnxruntime-cpu", max_batch=1)
+    out = d1.describe(crops)
+    assert [d.tokens for d in out] == ref_ids
+    assert {d.timings["batch"] for d in out} == {1}
+    # and one at a time through single-input calls
+    singles = [d1.describe(x) for x in crops[:3]]
+    assert [len(s) for s in singles] == [1, 1, 1]
+    assert [s[0].tokens for s in singles] == ref_ids[:3]
+
+
+def test_max_new_tokens_override(describer, crops, loaded):
+    out = describer.describe(crops[:5], max_new_tokens=5)
+    assert [d.tokens for d in out] == reference(loaded[0], crops[:5], max_new_tokens=5)
+    assert all(len(d.tokens) <= 5 for d in out)
+
+
+def test_rows_finishing_early(eos_setup, crops):
+    from runtime import Describer
+
+    bundle, model, ref = eos_setup
+    lengths = [len(r) for r in ref]
+    assert len(set(lengths)) >= 2 and min(lengths) < MAX_NEW
+    d = Describer(bundle, backend="onnxruntime-cpu", max_batch=5)
+    out = d.describe(crops)
+    assert [x.tokens for x in out] == ref
+    voc_tokens = d.bundle.tokens
+    from pvlm import Vocabulary
+
+    vocab = Vocabulary(voc_tokens)
+    assert [x.text for x in out] == [vocab.decode(r) for r in ref]
+    # chunks of 5, 5, 2; each stops one step after its longest row emits EOS (or at the limit)
+    chunk_steps = []
+    for start in range(0, len(crops), 5):
+        chunk = out[start:start + 5]
+        want_steps = min(MAX_NEW, max(lengths[start:start + 5]) + 1)
+        assert {x.timings["steps"] for x in chunk} == {want_steps}
+        assert {x.timings["batch"] for x in chunk} == {len(chunk)}
+        chunk_steps.append(want_steps)
+    assert min(chunk_steps) < MAX_NEW, f"no chunk finished early: lengths {lengths}"
+
+
+def test_rows_finishing_early_batch_of_one(eos_setup, crops):
+    from runtime import Describer
+
+    bundle, _, ref = eos_setup
+    out = Describer(bundle, backend="onnxruntime-cpu", max_batch=1).describe(crops)
+    assert [x.tokens for x in out] == ref
+    assert [x.timings["steps"] for x in out] == [min(MAX_NEW, len(r) + 1) for r in ref]
+
+
+def test_generate_ids_fixed_work_matches_reference(eos_setup, crops):
+    """stop_at_eos=False decodes every row to the limit, EOS included, as pvlm.generate does."""
+    import pvlm
+    from pvlm.data import preprocess
+    from runtime import Describer
+
+    bundle, model, _ = eos_setup
+    d = Describer(bundle, backend="onnxruntime-cpu")
+    pixels = torch.stack([preprocess(im, model.cfg) for im in crops[:6]])
+    ids, timings = d.generate_ids(pixels.numpy(), stop_at_eos=False)
+    ref = pvlm.generate(model, pixels, max_new_tokens=MAX_NEW, stop_at_eos=False).tolist()
+    assert ids == ref
+    assert timings["steps"] == MAX_NEW and all(len(r) == MAX_NEW for r in ids)
+    with pytest.raises(ValueError, match="max_batch"):
+        d.generate_ids(np.zeros((9, 3, 64, 32), np.float32))
+
+
+# --------------------------------------------------------------------------- preprocessing parity
+
+
+def _images_for_preprocess():
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    rgb = Image.fromarray(rng.integers(0, 256, (173, 59, 3), dtype=np.uint8), "RGB")
+    gray = Image.fromarray(rng.integers(0, 256, (40, 90), dtype=np.uint8), "L")
+    rgba = Image.fromarray(rng.integers(0, 256, (64, 32, 4), dtype=np.uint8), "RGBA")
+    return {"rgb-173x59": rgb, "gray": gray, "rgba": rgba}
+
+
+@pytest.mark.parametrize("kind", ["rgb-173x59", "gray", "rgba"])
+def test_preprocess_matches_training_transform(describer, loaded, kind):
+    from pvlm.data import preprocess
+
+    img = _images_for_preprocess()[kind]
+    got = describer.preprocess(img)
+    want = preprocess(img, loaded[0].cfg).numpy()
+    assert got.shape == want.shape == (3, 64, 32) and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-5
+
+
+# --------------------------------------------------------------------------- attributes
+
+
+def test_attributes_have_all_keys(describer, crops):
+    from runtime.attributes import ATTRIBUTE_KEYS, parse_attributes
+
+    for d in describer.describe(crops[:4]):
+        assert isinstance(d.attributes, dict)
+        assert set(d.attributes) == set(ATTRIBUTE_KEYS)
+        assert d.attributes == parse_attributes(d.text)
+
+
+# --------------------------------------------------------------------------- thread safety
+
+
+def test_concurrent_describe_equals_sequential(eos_setup):
+    """One Describer shared by 4 threads, each describing its own list 3 times."""
+    from runtime import Describer
+
+    bundle = eos_setup[0]
+    d = Describer(bundle, backend="onnxruntime-cpu", max_batch=3)
+    pool = make_crops(16, seed=9)
+    lists = [pool[i::4] + pool[:i] for i in range(4)]  # different contents and lengths per thread
+    sequential = [[x.tokens for x in d.describe(lst)] for lst in lists]
+
+    def work(i: int):
+        return [[x.tokens for x in d.describe(lists[i])] for _ in range(3)]
+
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        results = list(ex.map(work, range(4)))
+    for i, runs in enumerate(results):
+        assert runs == [sequential[i]] * 3
+
+
+# --------------------------------------------------------------------------- bundle integrity
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+def test_copied_bundle_loads(bundle_copy):
+    from runtime import Describer
+
+    assert Describer(bundle_copy, backend="onnxruntime-cpu").describe(np.zeros((64, 32, 3), np.uint8))[0].ok
+
+
+def test_missing_decoder(bundle_copy):
+    from runtime import BundleError, Describer
+
+    (bundle_copy / "decoder.onnx").unlink()
+    with pytest.raises(BundleError, match="decoder.onnx"):
+        Describer(bundle_copy, backend="onnxruntime-cpu")
+
+
+def test_flipped_byte_in_encoder(bundle_copy):
+    from runtime import BundleError, Describer
+
+    p = bundle_copy / "encoder.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256") as info:
+        Describer(bundle_copy, backend="onnxruntime-cpu")
+    assert "encoder.onnx" in str(info.value)
+
+
+def test_unsupported_manifest_version(bundle_copy):
+    from runtime import BundleError, Describer
+
+    path = bundle_copy / "manifest.json"
+    m = json.loads(path.read_text())
+    m["version"] = 99
+    path.write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="version") as info:
+        Describer(bundle_copy, backend="onnxruntime-cpu")
+    assert "99" in str(info.value)
+
+
+def test_no_manifest(bundle_copy):
+    from runtime import BundleError, Describer
+
+    (bundle_copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="manifest"):
+        Describer(bundle_copy, backend="onnxruntime-cpu")
+
+
+def test_corrupt_manifest_and_wrong_format(bundle_copy):
+    from runtime import BundleError, Describer
+
+    path = bundle_copy / "manifest.json"
+    good = json.loads(path.read_text())
+    path.write_text("{not json")
+    with pytest.raises(BundleError, match="corrupt"):
+        Describer(bundle_copy, backend="onnxruntime-cpu")
+    path.write_text(json.dumps({**good, "format": "something-else"}))
+    with pytest.raises(BundleError, match="format"):
+        Describer(bundle_copy, backend="onnxruntime-cpu")
+
+
+def test_nonexistent_bundle_dir(tmp_path):
+    from runtime import BundleError, Describer
+
+    with pytest.raises(BundleError, match="does not exist"):
+        Describer(tmp_path / "nowhere", backend="onnxruntime-cpu")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"backend": "no-such-backend"}, "unknown backend"),
+    ({"max_new_tokens": 65}, "max_new_tokens"),
+    ({"channel_order": "rgba"}, "channel_order"),
+    ({"on_error": "ignore"}, "on_error"),
+])
+def test_bad_describer_options(tiny_bundle, kwargs, match):
+    from runtime import Describer
+
+    kwargs = {"backend": "onnxruntime-cpu", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        Describer(tiny_bundle, **kwargs)

@@ -1,0 +1,149 @@
+"""pvlm.train: a tiny end-to-end run, checkpoints, resume, schedule and device selection."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pvlm import CheckpointError, load_checkpoint  # noqa: E402
+from pvlm.train import TrainConfig, lr_factor, pick_device, train, unigram_loss  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Two shared CPU cores: one intra-op thread avoids oversubscription stalls (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _config(synth_dir: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(train=str(synth_dir / "train.jsonl"), val=str(synth_dir / "val.jsonl"), out=str(out), preset="tiny",
+                image_size=(64, 32), epochs=3, batch_size=8, lr=3e-3, warmup_steps=2, progress=False, min_freq=1,
+                device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def run(synth_dir, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("train") / "run"
+    result = train(_config(synth_dir, out))
+    return {"out": out, "result": result}
+
+
+def test_outputs_written(run) -> None:
+    out, result = run["out"], run["result"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.json", "last.pt"]  # no temp files
+    assert result["best"] == str(out / "best.pt") and result["last"] == str(out / "last.pt")
+    history = json.loads((out / "history.json").read_text())
+    assert history["unigram_val_loss"] == pytest.approx(result["unigram_val_loss"])
+    epochs = history["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [e["step"] for e in epochs] == [4, 8, 12]  # 36 images, batch 8, last partial batch dropped
+    assert epochs == result["epochs"]
+    assert all(math.isfinite(e["train_loss"]) and math.isfinite(e["val_loss"]) for e in epochs)
+
+
+def test_model_learns_beyond_unigram_baseline(run) -> None:
+    result = run["result"]
+    epochs = result["epochs"]
+    baseline = result["unigram_val_loss"]
+    assert 0 < baseline < math.log(256)
+    assert epochs[-1]["val_loss"] < baseline
+    assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]
+    assert result["best_val_loss"] == pytest.approx(min(e["val_loss"] for e in epochs))
+
+
+@torch.no_grad()
+def test_checkpoints_load_and_reproduce(run) -> None:
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randn(2, 3, 64, 32, generator=g)
+    for name in ("best.pt", "last.pt"):
+        m1, v1, meta = load_checkpoint(run["out"] / name)
+        m2, v2, _ = load_checkpoint(run["out"] / name)
+        assert v1 == v2 and m1.cfg == m2.cfg
+        assert m1.cfg.image_size == (64, 32) and m1.cfg.vocab_size == len(v1)
+        ids = torch.tensor([v1.encode("a man wearing a red shirt")[:6]] * 2)
+        assert torch.equal(m1(pixels, ids), m2(pixels, ids))
+        assert meta["preset"] == "tiny" and meta["train_size"] == 36 and meta["val_size"] == 12
+        assert meta["unigram_val_loss"] == pytest.approx(run["result"]["unigram_val_loss"])
+    best_meta = load_checkpoint(run["out"] / "best.pt")[2]
+    assert best_meta["val_loss"] == pytest.approx(run["result"]["best_val_loss"])
+    last = torch.load(run["out"] / "last.pt", weights_only=True)
+    assert last["train_state"]["epoch"] == 3 and last["train_state"]["step"] == 12
+    assert "train_state" not in torch.load(run["out"] / "best.pt", weights_only=True)
+
+
+def test_resume_continues_epoch_counter(run, synth_dir, tmp_path: Path) -> None:
+    result = train(_config(synth_dir, tmp_path / "resumed", epochs=4, resume=str(run["out"] / "last.pt")))
+    epochs = result["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert epochs[:3] == run["result"]["epochs"]  # history carried over unchanged
+    assert epochs[3]["step"] == 16
+    history = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert len(history["epochs"]) == 4
+    last = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert last["train_state"]["epoch"] == 4
+    # the resumed run starts from the trained weights, not from scratch
+    assert epochs[3]["val_loss"] < run["result"]["epochs"][0]["val_loss"]
+
+
+def test_resume_from_best_is_refused(run, synth_dir, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="training state"):
+        train(_config(synth_dir, tmp_path / "x", epochs=4, resume=str(run["out"] / "best.pt")))
+
+
+def test_holdout_split_and_max_steps(synth_dir, tmp_path: Path) -> None:
+    result = train(_config(synth_dir, tmp_path / "h", val=None, val_fraction=0.25, epochs=5, max_steps=2))
+    assert len(result["epochs"]) == 1 and result["epochs"][0]["step"] == 2
+    meta = load_checkpoint(tmp_path / "h" / "last.pt")[2]
+    assert (meta["train_size"], meta["val_size"]) == (27, 9)
+
+
+def test_no_usable_images_raises(tmp_path: Path) -> None:
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text(json.dumps({"image": "missing.png", "answer": "a man"}) + "\n")
+    with pytest.raises(ValueError, match="usable"):
+        train(TrainConfig(train=str(jsonl), out=str(tmp_path / "o"), preset="tiny", progress=False, device="cpu"))
+
+
+# --------------------------------------------------------------------------- schedule, baseline, device
+
+
+def test_lr_factor_warmup_then_cosine() -> None:
+    warmup, total, floor = 5, 50, 0.1
+    f = [lr_factor(s, warmup, total, floor) for s in range(total + 10)]
+    assert f[0] == pytest.approx(1 / warmup)
+    assert all(a < b for a, b in zip(f[:warmup], f[1:warmup]))  # strictly increasing during warmup
+    assert f[warmup - 1] == pytest.approx(1.0) and f[warmup] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[warmup:], f[warmup + 1 :]))  # non-increasing afterwards
+    mid = warmup + (total - warmup) // 2
+    assert f[mid] == pytest.approx(floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (mid - warmup) / (total - warmup))))
+    assert f[total] == pytest.approx(floor)
+    assert f[-1] == pytest.approx(floor)  # clamped past the end
+    assert min(f) == pytest.approx(floor) and max(f) == pytest.approx(1.0)
+
+
+def test_unigram_loss() -> None:
+    # vocab 4; train targets: [2, 3] and [3]; counts (add-one) = [1, 1, 2, 3] -> p(3) = 3/7, p(2) = 2/7
+    loss = unigram_loss([[1, 2, 3], [1, 3]], [[1, 3, 2]], 4)
+    assert loss == pytest.approx(-(math.log(3 / 7) + math.log(2 / 7)) / 2)
+
+
+def test_pick_device(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA"):
+        pick_device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device"):
+        pick_device("tpu")
+    if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        assert pick_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="MPS"):
+            pick_device("mps")
