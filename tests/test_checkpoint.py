@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 import re
 import sys
 import types
@@ -35,10 +35,6 @@ def _inputs(cfg: PersonVLMConfig, batch: int = 2, t: int = 6, seed: int = 0) -> 
     ids = torch.randint(4, cfg.vocab_size, (batch, t), generator=g)
     ids[:, 0] = cfg.bos_id
     return pixels, ids
-
-
-def _temp_files(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
 
 
 # --------------------------------------------------------------------------- our format
@@ -127,7 +123,7 @@ def test_compiled_wrapper_saved_without_orig_mod_prefix(tiny_model, tiny_vocab, 
 def _bad_file(kind: str, folder: Path, good: Path) -> Path:
     path = folder / f"{kind}.pt"
     if kind == "corrupt":
-        path.write_bytes(os.urandom(2048))
+        path.write_bytes(random.Random(0).randbytes(2048))
     elif kind == "truncated":
         data = good.read_bytes()
         path.write_bytes(data[: len(data) // 2])
@@ -182,6 +178,18 @@ def _edit(blob: dict, kind: str) -> dict:
 def test_inconsistent_contents_raise_checkpoint_error(kind: str, tiny_checkpoint, tmp_path: Path) -> None:
     path = tmp_path / f"{kind}.pt"
     torch.save(_edit(torch.load(tiny_checkpoint, weights_only=True), kind), path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("seed", [12, 47, 49, 0, 1, 2])
+def test_random_bytes_raise_checkpoint_error(seed: int, tmp_path: Path) -> None:
+    """Seeds 12, 47 and 49 once escaped as KeyError, IndexError and struct.error from the unpickler."""
+    rng = random.Random(seed)
+    path = tmp_path / "noise.pt"
+    path.write_bytes(rng.randbytes(rng.choice([1, 2, 7, 64, 2048])))
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert str(path) in str(info.value)
