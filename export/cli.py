@@ -20,7 +20,7 @@ def main() -> None:
 @main.command("onnx")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Bundle directory (default: CHECKPOINT without .pt).")
-@click.option("--opset", type=int, default=18, help="ONNX opset (>= 18).")
+@click.option("--opset", type=int, default=20, help="ONNX opset (>= 18; 20 has a Gelu op).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, help="Largest batch the runtime will send.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, help="Decoder cache capacity.")
 @click.option("--vocab", type=click.Path(dir_okay=False), help="vocabulary.json, for original-repository checkpoints.")
@@ -62,6 +62,31 @@ def print_report(report: dict) -> None:
                f"(max |logit| {p['logits_max_abs']:.2f})")
     click.echo(f"  \u2713 greedy sequences identical: {p['sequences_identical']}/{p['images']} images "
                f"(batches {p['batch_sizes']}, token agreement {p['token_agreement']:.4f})")
+
+
+@main.command("triton")
+@click.argument("bundle", type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model repository to write.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, help="Describer max_batch_size (<= the bundle's).")
+@click.option("--queue-delay-ms", type=click.FloatRange(min=0), default=50.0,
+              help="Dynamic batcher: run a batch when full or after this delay.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, help="Instances of each model.")
+@click.option("--kind", type=click.Choice(["cpu", "gpu"]), default="cpu", help="Instance group kind.")
+@click.option("--flavor", type=click.Choice(["native", "python"]), default="native",
+              help="native: ONNX Runtime / TensorRT backends; python: Python-backend models running ONNX Runtime.")
+@click.option("--force", is_flag=True, help="Replace an existing repository.")
+def triton_cmd(bundle: str, out_dir: str, max_batch: int, queue_delay_ms: float, instances: int, kind: str,
+               flavor: str, force: bool) -> None:
+    """Write a Triton Inference Server model repository for BUNDLE (encoder, decoder step, describer)."""
+    from .triton import write_triton_repo
+
+    with fail_on_bad_input():
+        repo = write_triton_repo(bundle, out_dir, max_batch=max_batch, queue_delay_ms=queue_delay_ms,
+                                 instances=instances, kind=kind, flavor=flavor, force=force)
+    for model in sorted(p.name for p in repo.iterdir() if p.is_dir()):
+        click.echo(f"  \u2713 {model}", err=True)
+    click.echo(f"repository: {repo} ({flavor} flavor, {kind}, max batch {max_batch}, "
+               f"queue delay {queue_delay_ms:g} ms)")
 
 
 __all__ = ["InputError", "main"]

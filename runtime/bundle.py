@@ -60,7 +60,11 @@ class Bundle:
 
     def verify(self, names: list[str] | None = None) -> None:
         """Check sha256 of the named artefacts (default: all listed in the manifest)."""
-        artifacts = self.manifest.get("artifacts", {})
+        artifacts = self.manifest.get("artifacts") or {}
+        graph_files = [g["file"] for g in self.manifest.get("graphs", {}).values()]
+        unlisted = [f for f in graph_files if f not in artifacts]
+        if unlisted:
+            raise BundleError(f"{self.root}: manifest lists no sha256 for {', '.join(unlisted)}")
         for name in names or list(artifacts):
             entry = artifacts.get(name)
             if entry is None:

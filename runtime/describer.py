@@ -101,8 +101,8 @@ class Describer:
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.bundle = Bundle.load(bundle_dir, verify=verify)
         limits = self.bundle.limits
-        self.max_batch = int(max_batch or limits["max_batch"])
-        self.max_new_tokens = int(max_new_tokens or limits["max_new_tokens"])
+        self.max_batch = int(limits["max_batch"] if max_batch is None else max_batch)
+        self.max_new_tokens = int(limits["max_new_tokens"] if max_new_tokens is None else max_new_tokens)
         if not 1 <= self.max_batch <= limits["max_batch"]:
             raise ValueError(f"max_batch must be in [1, {limits['max_batch']}] (the bundle's limit), got {self.max_batch}")
         if not 1 <= self.max_new_tokens <= limits["max_positions"]:
@@ -130,7 +130,7 @@ class Describer:
     def describe(self, inputs: ImageInput | Sequence[ImageInput], *, max_new_tokens: int | None = None,
                  on_error: str | None = None) -> list[Description]:
         """One Description per input, in input order; batches of up to ``max_batch``."""
-        if isinstance(inputs, (str, Path, np.ndarray)) or not isinstance(inputs, Sequence):
+        if isinstance(inputs, (str, Path, np.ndarray, bytes, bytearray)) or not isinstance(inputs, Sequence):
             inputs = [inputs]
         return self._run([(lambda x=x, i=i: self.preprocess(x, i)) for i, x in enumerate(inputs)],
                          max_new_tokens, on_error)
@@ -148,7 +148,10 @@ class Describer:
     def generate_ids(self, pixels: np.ndarray, max_new_tokens: int | None = None,
                      stop_at_eos: bool = True) -> tuple[list[list[int]], dict[str, float]]:
         """Greedy ids for preprocessed float32 (B, 3, H, W), B <= max_batch (for benchmarks and tests)."""
-        n = int(max_new_tokens or self.max_new_tokens)
+        n = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        limit = self.bundle.limits["max_positions"]
+        if not 1 <= n <= limit:  # past the position table the decoder fails deep inside the backend
+            raise ValueError(f"max_new_tokens must be in [1, {limit}], got {n}")
         if pixels.shape[0] > self.max_batch:
             raise ValueError(f"batch {pixels.shape[0]} exceeds max_batch {self.max_batch}")
         return greedy_decode(self.backend, np.ascontiguousarray(pixels, np.float32), self._bos, self._eos, n, stop_at_eos)
@@ -176,7 +179,7 @@ class Describer:
                        "batch": len(good)}
             for i, row in zip(good, ids):
                 text = detokenize(row, self._itos)
-                results[i] = Description(text, row, parse_attributes(text), timings)
+                results[i] = Description(text, row, parse_attributes(text), dict(timings))
         return [r for r in results if r is not None]
 
 

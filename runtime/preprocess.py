@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -21,20 +22,26 @@ def describe_input(x: ImageInput, index: int) -> str:
         return f"input {index} ({os.fspath(x)})"
     if isinstance(x, np.ndarray):
         return f"input {index} (array {x.shape} {x.dtype})"
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return f"input {index} ({len(x)} bytes)"
     return f"input {index} ({type(x).__name__})"
 
 
 def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb") -> Image.Image:
-    """A path, PIL image or uint8 array (HxW, HxWx1/3/4; RGB or BGR) -> RGB PIL image."""
+    """A path, encoded bytes, PIL image or uint8 array (HxW, HxWx1/3/4; RGB or BGR) -> RGB PIL image."""
     name = describe_input(x, index)
-    if isinstance(x, (str, os.PathLike)):
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        if len(x) == 0:
+            raise InputError(f"{name}: empty image bytes")
+        x = io.BytesIO(bytes(x))
+    if isinstance(x, (str, os.PathLike, io.BytesIO)):
         try:
             with Image.open(x) as im:
                 im.load()
                 img = im
         except FileNotFoundError:
             raise InputError(f"{name}: file not found") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
     elif isinstance(x, Image.Image):
         img = x
@@ -72,6 +79,8 @@ def clip_box(box: Any, frame_h: int, frame_w: int, index: int) -> tuple[int, int
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError):
         raise InputError(f"box {index}: expected (x1, y1, x2, y2), got {box!r}") from None
+    if np.isnan([x1, y1, x2, y2]).any():  # NaN would otherwise clip silently to a frame edge
+        raise InputError(f"box {index}: NaN coordinate in {tuple(box)}")
     cx1, cy1 = int(max(0, min(frame_w, np.floor(x1)))), int(max(0, min(frame_h, np.floor(y1))))
     cx2, cy2 = int(max(0, min(frame_w, np.ceil(x2)))), int(max(0, min(frame_h, np.ceil(y2))))
     if cx2 <= cx1 or cy2 <= cy1:

@@ -1,4 +1,4 @@
-"""``pvlm-describe BUNDLE IMAGE...``: one line per image, --json lines, bad images reported (exit 1), bad bundle exit 2."""
+"""``pvlm-describe BUNDLE IMAGE...``: a line per image, --json lines, bad images (exit 1), bad bundle (exit 2)."""
 
 from __future__ import annotations
 

@@ -82,13 +82,24 @@ def test_existing_output_without_force_is_untouched(tiny_checkpoint, tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_force_replaces_existing_output(tiny_checkpoint, tmp_path):
-    """A real export (small limits, to keep it quick) over an existing directory."""
+def test_force_replaces_existing_output(tiny_checkpoint, tiny_bundle, tmp_path, monkeypatch):
+    """--force over an existing directory: the whole pipeline (checks, parity, manifest, atomic swap) runs for
+    real; only torch.onnx.export is replaced by a copy of the fixture's graphs of the same checkpoint (~15 s)."""
+    import export.onnx as export_onnx_mod
+
+    exported = []
+
+    def copy_graph(module, spec, path, *args, **kwargs):
+        exported.append(spec.file)
+        shutil.copyfile(tiny_bundle / spec.file, path)
+
+    monkeypatch.setattr(export_onnx_mod, "export_graph", copy_graph)
     out = tmp_path / "bundle"
     out.mkdir()
     (out / "stale.txt").write_text("old")
     res = run_cli(tiny_checkpoint, "--out", out, "--force", "--json", "--max-batch", "2", "--max-new-tokens", "4")
     assert res.exit_code == 0, res.output
+    assert exported == ["encoder.onnx", "decoder.onnx"]
     assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["limits"]["max_batch"] == 2 and manifest["limits"]["max_new_tokens"] == 4

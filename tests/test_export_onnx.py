@@ -248,7 +248,7 @@ def test_batch_and_cache_dims_are_symbolic(onnx_graphs, manifest, name):
                     assert isinstance(g, str) and g, f"{v.name}: {w} dim frozen to {g!r}"
                 else:
                     assert g == w, v.name
-            # the batch axis is the same symbol across every tensor of the graph
+    # the batch axis is one and the same symbol across every input and output of the graph
     batch_syms = {dims(v)[0 if v.name in ("pixels", "tokens", "positions", "logits", "next_ids") else 1]
                   for v in [*model.graph.input, *model.graph.output]}
     assert len(batch_syms) == 1 and isinstance(next(iter(batch_syms)), str)
@@ -372,6 +372,8 @@ def test_decoder_constants_are_fp16_safe(onnx_graphs):
         assert np.isfinite(a).all(), f"{name}: non-finite constant"
         assert not (a == lowest).any(), f"{name}: float32 finfo.min"
         assert a.size == 0 or a.min() > FP16_LOWEST, f"{name}: {a.min()} overflows FP16"
+    # the attention mask is the finite -1e4 the graphs module documents (so the walk does see it)
+    assert any((a == -1.0e4).any() for _, a in consts)
 
 
 # --------------------------------------------------------------------------- failure path

@@ -125,7 +125,8 @@ def eos_setup(loaded, crops, tmp_path_factory):
     ref = reference(model, crops)
     assert [len(r) for r in ref] == predicted.tolist()
     ckpt = pvlm.save_checkpoint(tmp_path_factory.mktemp("eos") / "eos.pt", model, vocab, {"note": "eos-biased"})
-    bundle = export_onnx(ckpt, ckpt.with_suffix(""), max_batch=8, max_new_tokens=MAX_NEW)
+    # parity for this model is checked by the tests below (and more cheaply by test_export_parity_with_early_eos)
+    bundle = export_onnx(ckpt, ckpt.with_suffix(""), max_batch=8, max_new_tokens=MAX_NEW, verify=False)
     return bundle, model, ref
 
 
@@ -159,25 +160,34 @@ def test_batch_of_one_matches_reference(tiny_bundle, crops, ref_ids):
     assert [s[0].tokens for s in singles] == ref_ids[:3]
 
 
-def test_max_new_tokens_override(describer, crops, loaded):
-    out = describer.describe(crops[:5], max_new_tokens=5)
-    assert [d.tokens for d in out] == reference(loaded[0], crops[:5], max_new_tokens=5)
-    assert all(len(d.tokens) <= 5 for d in out)
+@pytest.mark.parametrize("n", [1, 5])
+def test_max_new_tokens_override(describer, crops, loaded, n):
+    """Per-call limits, including a one-slot cache (the exporter's example used two)."""
+    out = describer.describe(crops[:5], max_new_tokens=n)
+    assert [d.tokens for d in out] == reference(loaded[0], crops[:5], max_new_tokens=n)
+    assert all(len(d.tokens) <= n for d in out)
+
+
+@pytest.mark.parametrize("n", [0, 65])
+def test_max_new_tokens_out_of_range_is_a_clear_error(describer, crops, n):
+    """Beyond the model's position table (64) the decoder would fail deep inside ONNX Runtime after 64 steps."""
+    with pytest.raises(ValueError, match=r"max_new_tokens must be in \[1, 64\]"):
+        describer.describe(crops[:2], max_new_tokens=n)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        describer.generate_ids(np.zeros((1, 3, 64, 32), np.float32), max_new_tokens=n)
 
 
 def test_rows_finishing_early(eos_setup, crops):
+    from pvlm import Vocabulary
     from runtime import Describer
 
-    bundle, model, ref = eos_setup
+    bundle, _, ref = eos_setup
     lengths = [len(r) for r in ref]
     assert len(set(lengths)) >= 2 and min(lengths) < MAX_NEW
     d = Describer(bundle, backend="onnxruntime-cpu", max_batch=5)
     out = d.describe(crops)
     assert [x.tokens for x in out] == ref
-    voc_tokens = d.bundle.tokens
-    from pvlm import Vocabulary
-
-    vocab = Vocabulary(voc_tokens)
+    vocab = Vocabulary(d.bundle.tokens)
     assert [x.text for x in out] == [vocab.decode(r) for r in ref]
     # chunks of 5, 5, 2; each stops one step after its longest row emits EOS (or at the limit)
     chunk_steps = []
@@ -197,6 +207,18 @@ def test_rows_finishing_early_batch_of_one(eos_setup, crops):
     out = Describer(bundle, backend="onnxruntime-cpu", max_batch=1).describe(crops)
     assert [x.tokens for x in out] == ref
     assert [x.timings["steps"] for x in out] == [min(MAX_NEW, len(r) + 1) for r in ref]
+
+
+def test_export_parity_with_early_eos(eos_setup):
+    """export.validate.check_parity on a model whose rows stop early (finished rows leave the comparison)."""
+    from export.validate import check_parity
+
+    bundle, model, _ = eos_setup
+    rep, failures = check_parity(model, bundle / "encoder.onnx", bundle / "decoder.onnx", MAX_NEW, batches=(1, 5))
+    assert failures == []
+    assert rep.images == 6 and rep.sequences_identical == 6 and rep.token_agreement == 1.0
+    assert rep.logits_max_abs_diff < 1e-4 and rep.encoder_max_abs_diff < 1e-4
+    assert 0 < rep.steps_compared <= 2 * MAX_NEW
 
 
 def test_generate_ids_fixed_work_matches_reference(eos_setup, crops):
@@ -353,6 +375,9 @@ def test_nonexistent_bundle_dir(tmp_path):
 @pytest.mark.parametrize("kwargs,match", [
     ({"backend": "no-such-backend"}, "unknown backend"),
     ({"max_new_tokens": 65}, "max_new_tokens"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"max_batch": 0}, "max_batch"),
+    ({"max_batch": 9}, "max_batch"),
     ({"channel_order": "rgba"}, "channel_order"),
     ({"on_error": "ignore"}, "on_error"),
 ])

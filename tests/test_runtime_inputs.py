@@ -185,6 +185,18 @@ def test_bad_input_raises_with_on_error_raise(describer, tiny_bundle, bad_inputs
     assert [r.ok for r in res] == [False, True]
 
 
+def test_decompression_bomb_is_a_named_input_error(describer, rgb_array, tmp_path, monkeypatch):
+    """PIL refuses huge images with DecompressionBombError (not an OSError): it must not sink the batch."""
+    import PIL.Image
+
+    png = tmp_path / "huge.png"
+    Image.fromarray(rgb_array).save(png)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)  # 96x48 now counts as a bomb
+    out = describer.describe([rgb_array, png])
+    assert [r.ok for r in out] == [True, False]
+    assert "input 1" in out[1].error and "huge.png" in out[1].error
+
+
 def test_all_inputs_bad(describer, bad_inputs):
     out = describer.describe([v for v, _ in bad_inputs.values()])
     assert [r.ok for r in out] == [False] * len(bad_inputs)
@@ -220,11 +232,12 @@ def test_describe_crops_clips_and_names_bad_boxes(describer, frame, monkeypatch)
         ("a", 0, 10, 10),           # 5: not numbers
         (50, 50, 40, 60),           # 6: inverted
         (10.4, 20.6, 59.5, 149.2),  # 7: fractional -> floor/ceil -> box 0
+        (0, 0, float("nan"), 50),   # 8: NaN (would otherwise clip to the frame edge)
     ]
     out = describer.describe_crops(frame, boxes)
     assert len(out) == len(boxes)
-    assert [r.ok for r in out] == [True, True, True, False, False, False, False, True]
-    for i in (3, 4, 5, 6):
+    assert [r.ok for r in out] == [True, True, True, False, False, False, False, True, False]
+    for i in (3, 4, 5, 6, 8):
         assert f"box {i}" in out[i].error
     assert "no area" in out[3].error
     manual = [frame.crop(b) for b in ((10, 20, 60, 150), (0, 0, 40, 90), (70, 150, 100, 200), (10, 20, 60, 150))]

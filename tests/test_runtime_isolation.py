@@ -52,7 +52,7 @@ def test_describing_never_imports_torch_or_pvlm(probe):
     assert "onnxruntime" in loaded  # the probe really ran the backend
 
 
-def test_subprocess_result_is_sane(probe, tiny_bundle):
+def test_subprocess_result_is_sane(probe):
     assert probe["ok"] == [True, False]
     assert probe["tokens"] and all(isinstance(t, int) for t in probe["tokens"])
     assert "input 1" in probe["error"] and "file not found" in probe["error"]

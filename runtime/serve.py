@@ -1,0 +1,346 @@
+"""``pvlm-serve``: a Triton Inference Server on one machine through PyTriton, bound to ``Describer``.
+
+Triton's dynamic batcher groups concurrent requests (batch full or ``queue_delay_ms`` elapsed);
+the bound function describes the whole batch with one :class:`runtime.Describer` call. Health
+(``/v2/health/ready``), the HTTP/gRPC inference protocol and Prometheus metrics (``/metrics``)
+are Triton's own. PyTriton (``pip install nvidia-pytriton``, the ``serve`` extra) is imported
+only inside functions: ``import runtime`` never loads it.
+
+Model ``pvlm`` (see docs/serving.md):
+  IMAGE      BYTES [1]  one encoded JPEG/PNG image per request row
+  TEXT       BYTES [1]  the description (UTF-8)
+  ATTRIBUTES BYTES [1]  the parsed attributes as JSON
+  ERROR      BYTES [1]  empty, or why this row could not be described (not an image, too large...)
+
+PyTriton fails a whole batch when its function raises, so a bad image is reported in ERROR and
+never costs the requests it was batched with their answers.
+
+Also here: :func:`image_from_bytes` (shared with the repository's ``pvlm_describer`` model) and
+:func:`run_repository`, which runs the tritonserver binary shipped in nvidia-pytriton on a
+repository written by ``pvlm-export triton --flavor python`` (no Docker needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .preprocess import InputError, to_rgb
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "pvlm"
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per encoded image
+MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard (an 8K frame is 33 Mpx)
+
+
+def image_from_bytes(data: bytes, index: int = 0, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
+    """Encoded JPEG/PNG/... bytes -> RGB PIL image; :class:`InputError` naming input ``index`` otherwise."""
+    name = f"input {index} ({len(data)} bytes)"
+    if not data:
+        raise InputError(f"input {index}: empty image bytes")
+    if len(data) > max_bytes:
+        raise InputError(f"{name}: larger than the {max_bytes} byte limit")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"{name}: {im.width}x{im.height} exceeds {MAX_IMAGE_PIXELS} pixels")
+            im.load()
+            img = im
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
+    return to_rgb(img, index)
+
+
+# --------------------------------------------------------------------------- tritonserver plumbing
+
+
+def tritonserver_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a tritonserver whose Python backend stub must run this interpreter's Python.
+
+    The stub embeds libpython and finds its prefix through ``python3`` on PATH, so this
+    interpreter's bin directory goes first on PATH and its libpython directory first on
+    LD_LIBRARY_PATH (otherwise a system libpython of another patch release may be loaded
+    against this interpreter's standard library).
+    """
+    env = dict(os.environ if base is None else base)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    libdir = sysconfig.get_config_var("LIBDIR")
+    ldlib = sysconfig.get_config_var("LDLIBRARY")
+    if libdir and ldlib and (Path(libdir) / ldlib).exists() and libdir not in paths:
+        paths.insert(0, libdir)
+    try:  # the server's and the stub's bundled libraries (PyTriton adds the same directory)
+        from pytriton.utils.distribution import get_libs_path
+
+        libs = str(get_libs_path())
+        if libs not in paths:
+            paths.append(libs)
+    except ImportError:
+        pass
+    if paths:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
+    return env
+
+
+def shipped_tritonserver(workdir: str | Path) -> tuple[Path, Path]:
+    """The tritonserver binary in nvidia-pytriton and a backend directory prepared in ``workdir``.
+
+    Returns ``(binary, backend_dir)``; ``backend_dir/python`` holds the Python backend with the
+    stub built for this interpreter's Python version (as PyTriton itself lays it out).
+    """
+    try:
+        import pytriton
+    except ImportError:
+        raise RuntimeError("nvidia-pytriton is not installed: pip install nvidia-pytriton "
+                           "(or pip install -e '.[serve]')") from None
+    dist = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    binary = dist / "bin" / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not binary.is_file() or not stub.is_file():
+        raise RuntimeError(f"{dist}: no tritonserver binary or no Python backend stub for Python {version}")
+    backends = Path(workdir) / "backends"
+    shutil.copytree(dist / "backends", backends, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+    return binary, backends
+
+
+def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url``/v2/health/ready until HTTP 200; TimeoutError after ``timeout_s`` (or when ``proc`` exits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"tritonserver exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def run_repository(repo: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
+                   metrics_port: int = 8002, log_file: str | Path | None = None,
+                   ready_timeout_s: float = 120, stop_timeout_s: float = 30) -> Iterator[subprocess.Popen]:
+    """Run nvidia-pytriton's tritonserver on a (python-flavor) repository until the block exits.
+
+    Yields the server process once ``/v2/health/ready`` answers; on exit sends SIGINT, waits
+    ``stop_timeout_s`` and kills it if it is still there. Server output goes to ``log_file``.
+    """
+    with tempfile.TemporaryDirectory(prefix="pvlm-triton-") as work:
+        binary, backends = shipped_tritonserver(work)
+        args = [str(binary), f"--model-repository={Path(repo).resolve()}", f"--backend-directory={backends}",
+                f"--http-address={host}", f"--http-port={http_port}", f"--grpc-address={host}",
+                f"--grpc-port={grpc_port}", f"--metrics-address={host}", f"--metrics-port={metrics_port}",
+                "--allow-gpu-metrics=false", f"--exit-timeout-secs={int(stop_timeout_s)}",
+                # a unique shm prefix: several servers (or test runs) on one machine never collide
+                f"--backend-config=python,shm-region-prefix-name=pvlm{os.getpid()}x{http_port}"]
+        out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=tritonserver_env(), cwd=work)
+        try:
+            wait_ready(f"http://{host}:{http_port}", ready_timeout_s, proc)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("tritonserver did not stop within %.0f s; killing it", stop_timeout_s)
+                    proc.kill()
+                    proc.wait(10)
+            if log_file:
+                out.close()
+
+
+# --------------------------------------------------------------------------- pvlm-serve (PyTriton)
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value)
+    if isinstance(value, np.ndarray):
+        return value.tobytes()
+    if isinstance(value, str):
+        return value.encode("latin-1", "replace")
+    return bytes(value)
+
+
+def make_infer_fn(describer: Any, max_image_bytes: int = MAX_IMAGE_BYTES) -> Any:
+    """PyTriton ``@batch`` function: IMAGE (B, 1) bytes -> TEXT, ATTRIBUTES, ERROR (B, 1)."""
+    import json
+
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(IMAGE: np.ndarray) -> dict[str, np.ndarray]:  # noqa: N803 - Triton tensor name
+        rows = IMAGE.reshape(IMAGE.shape[0], -1)
+        texts, attrs, errors = [""] * len(rows), ["{}"] * len(rows), [""] * len(rows)
+        good, images = [], []
+        for i, row in enumerate(rows):
+            try:
+                if row.size != 1:
+                    raise InputError(f"input {i}: expected one encoded image per row, got {row.size}")
+                images.append(image_from_bytes(_as_bytes(row[0]), i, max_image_bytes))
+                good.append(i)
+            except InputError as e:
+                errors[i] = str(e)
+        if images:
+            for i, d in zip(good, describer.describe(images)):
+                if d.ok:
+                    texts[i], attrs[i] = d.text, json.dumps(d.attributes, sort_keys=True)
+                else:
+                    errors[i] = d.error or "could not describe this image"
+        if any(errors):
+            log.warning("%d of %d images in this batch failed: %s", sum(map(bool, errors)), len(rows),
+                        "; ".join(e for e in errors if e))
+
+        def column(values: list[str]) -> np.ndarray:
+            return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_)
+
+        return {"TEXT": column(texts), "ATTRIBUTES": column(attrs), "ERROR": column(errors)}
+
+    return infer
+
+
+def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
+          metrics_port: int = 8002, max_batch: int = 8, queue_delay_ms: float = 50, backend: str = "auto",
+          threads: int | None = None, max_image_bytes: int = MAX_IMAGE_BYTES, model_name: str = MODEL_NAME,
+          exit_timeout_s: int = 10) -> Any:
+    """Start a PyTriton server describing with ``bundle``; returns the running ``pytriton.triton.Triton``.
+
+    Use it as a context manager (``with serve(...) as triton:``) or call ``triton.stop()``.
+    ``max_batch`` is Triton's ``max_batch_size`` (at most the bundle's limit); ``queue_delay_ms``
+    the dynamic batcher's ``max_queue_delay_microseconds`` / 1000.
+    """
+    try:
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+    except ImportError:
+        raise RuntimeError("pvlm-serve needs PyTriton: pip install nvidia-pytriton (or pip install -e '.[serve]')") \
+            from None
+    from .describer import Describer
+
+    if queue_delay_ms < 0:
+        raise ValueError(f"queue_delay_ms must be >= 0, got {queue_delay_ms}")
+    describer = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch)
+    limit = int(describer.bundle.limits["max_batch"])
+    if max_batch > limit:
+        raise ValueError(f"max_batch must be <= {limit} (the bundle's limit), got {max_batch}")
+    # the Python backend stub must load this interpreter's libpython and site-packages
+    os.environ.update({k: v for k, v in tritonserver_env().items() if k in ("PATH", "LD_LIBRARY_PATH")})
+    config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
+                          metrics_address=host, metrics_port=metrics_port, allow_gpu_metrics=False,
+                          exit_timeout_secs=exit_timeout_s)
+    triton = Triton(config=config)
+    try:
+        triton.bind(
+            model_name=model_name,
+            infer_func=make_infer_fn(describer, max_image_bytes),
+            inputs=[Tensor(name="IMAGE", dtype=np.bytes_, shape=(1,))],
+            outputs=[Tensor(name="TEXT", dtype=np.bytes_, shape=(1,)),
+                     Tensor(name="ATTRIBUTES", dtype=np.bytes_, shape=(1,)),
+                     Tensor(name="ERROR", dtype=np.bytes_, shape=(1,))],
+            config=ModelConfig(max_batch_size=max_batch,
+                               batcher=DynamicBatcher(max_queue_delay_microseconds=int(round(queue_delay_ms * 1000)))),
+            strict=True,
+        )
+        triton.run()
+    except BaseException:
+        triton.stop()
+        raise
+    log.info("serving %s (%s) as model %r: http://%s:%d, grpc %s:%d, metrics http://%s:%d/metrics",
+             bundle, describer.backend_name, model_name, host, http_port, host, grpc_port, host, metrics_port)
+    return triton
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``pvlm-serve`` (errors: one line on stderr, exit 2 for bad usage or input)."""
+    import click
+
+    class UsageError(click.ClickException):
+        exit_code = 2
+
+        def show(self, file: Any = None) -> None:
+            click.echo(f"error: {self.format_message()}", err=True)
+
+    @click.command(context_settings={"show_default": True})
+    @click.argument("bundle", type=click.Path())
+    @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
+    @click.option("--http-port", type=click.IntRange(1, 65535), default=8000)
+    @click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001)
+    @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002)
+    @click.option("--max-batch", type=click.IntRange(min=1), default=8, help="Triton max_batch_size.")
+    @click.option("--queue-delay-ms", type=click.FloatRange(min=0), default=50.0,
+                  help="Dynamic batcher: run a batch when full or after this delay.")
+    @click.option("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, ...")
+    @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
+    @click.option("--max-image-bytes", type=click.IntRange(min=1), default=MAX_IMAGE_BYTES)
+    @click.option("--verbose", is_flag=True, help="Log PyTriton's and Triton's messages too.")
+    def cli(bundle: str, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
+            queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, verbose: bool) -> None:
+        """Serve BUNDLE with Triton's HTTP/gRPC protocol (model "pvlm") until SIGINT or SIGTERM."""
+        from .backends import BackendUnavailable
+        from .bundle import BundleError
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        if not verbose:
+            logging.getLogger("pytriton").setLevel(logging.WARNING)
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("signal %d received: stopping", signum)
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        try:
+            triton = serve(bundle, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                           max_batch=max_batch, queue_delay_ms=queue_delay_ms, backend=backend, threads=threads,
+                           max_image_bytes=max_image_bytes)
+        except (BundleError, BackendUnavailable, ValueError) as e:
+            raise UsageError(str(e).strip().splitlines()[0]) from None
+        except (RuntimeError, TimeoutError) as e:
+            raise click.ClickException(str(e).strip().splitlines()[0]) from None
+        with triton:
+            click.echo(f"ready: http://{host}:{http_port}/v2/models/{MODEL_NAME} (grpc {host}:{grpc_port}, "
+                       f"metrics http://{host}:{metrics_port}/metrics)", err=True)
+            while not stop.wait(1.0):
+                if not triton.is_alive():
+                    raise click.ClickException("Triton stopped unexpectedly")
+        click.echo("stopped", err=True)
+
+    cli.main(args=argv, prog_name="pvlm-serve")
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["MAX_IMAGE_BYTES", "MODEL_NAME", "image_from_bytes", "main", "make_infer_fn", "run_repository", "serve",
+           "shipped_tritonserver", "tritonserver_env", "wait_ready"]
