@@ -15,6 +15,8 @@ validation): ``position < S`` for every step, else the output would be silently 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 
@@ -33,11 +35,17 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderStepGraph(nn.Module):
-    """One greedy step: logits, argmax ids and this token's K/V (see the module docstring)."""
+    """One greedy step: logits, argmax ids and this token's K/V (see the module docstring).
+
+    Works on a copy of the model whose attention scale is folded into the query weights.
+    """
 
     def __init__(self, model: PersonVLM):
         super().__init__()
-        self.model = model
+        self.model = copy.deepcopy(model)
+        for blk in self.model.blocks:
+            blk.attn.fold_scale()
+            blk.cross.fold_scale()
 
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor,

@@ -181,6 +181,19 @@ class Attention(nn.Module):
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
         self.drop = nn.Dropout(cfg.dropout)
+        self.q_scale = self.head_dim**-0.5  # 1.0 once folded into q's weights (see fold_scale)
+
+    def fold_scale(self) -> None:
+        """Fold the 1/sqrt(head_dim) score scale into q's weights: one multiply less per step (export)."""
+        if self.q_scale != 1.0:
+            with torch.no_grad():
+                self.q.weight.mul_(self.q_scale)
+                self.q.bias.mul_(self.q_scale)
+            self.q_scale = 1.0
+
+    def scale(self, q: torch.Tensor) -> torch.Tensor:
+        """Apply the score scale to q unless it is folded into the weights."""
+        return q if self.q_scale == 1.0 else q * self.q_scale
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, heads, T, head_dim)."""
@@ -194,7 +207,7 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Scaled dot-product attention; ``mask`` is True where attention is allowed."""
-        scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2)
+        scores = self.scale(q) @ k.transpose(-1, -2)
         if mask is not None:
             scores = scores.masked_fill(~mask, MASK_VALUE)
         return self.drop(scores.softmax(-1)) @ v
@@ -217,10 +230,10 @@ class Attention(nn.Module):
         so the graph never copies the cache; the caller stores them at the token's position.
         Working on 2-D (B, D) activations lets each Linear export as one Gemm.
         """
-        q = self.heads1(self.q(x)) * self.head_dim**-0.5  # (B, H, 1, Dh)
+        q = self.scale(self.heads1(self.q(x)))  # (B, H, 1, Dh)
         k, v = self.heads1(self.k(x)), self.heads1(self.v(x))
         s_cache = (q @ cache_k.transpose(-1, -2)).masked_fill(~valid, MASK_VALUE)  # (B, H, 1, S)
-        s_new = (q * k).sum(-1, keepdim=True)  # (B, H, 1, 1)
+        s_new = q @ k.transpose(-1, -2)  # (B, H, 1, 1)
         p = torch.cat([s_cache, s_new], dim=-1).softmax(-1)
         s = cache_k.shape[2]
         out = p[..., :s] @ cache_v + p[..., s:] * v
