@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -53,23 +54,21 @@ MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard (an 8K frame is 33 Mpx
 
 
 def image_from_bytes(data: bytes, index: int = 0, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
-    """Encoded JPEG/PNG/... bytes -> RGB PIL image; :class:`InputError` naming input ``index`` otherwise."""
-    name = f"input {index} ({len(data)} bytes)"
-    if not data:
-        raise InputError(f"input {index}: empty image bytes")
+    """Encoded JPEG/PNG/... bytes -> RGB PIL image; :class:`InputError` naming input ``index`` otherwise.
+
+    Refuses more than ``max_bytes`` bytes or :data:`MAX_IMAGE_PIXELS` pixels before decoding;
+    the decoding itself is the runtime's (``preprocess.to_rgb``).
+    """
     if len(data) > max_bytes:
-        raise InputError(f"{name}: larger than the {max_bytes} byte limit")
+        raise InputError(f"input {index} ({len(data)} bytes): larger than the {max_bytes} byte limit")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise InputError(f"{name}: {im.width}x{im.height} exceeds {MAX_IMAGE_PIXELS} pixels")
-            im.load()
-            img = im
-    except InputError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
-    return to_rgb(img, index)
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            width, height = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        width = height = 0  # to_rgb names the problem
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"input {index} ({len(data)} bytes): {width}x{height} exceeds {MAX_IMAGE_PIXELS} pixels")
+    return to_rgb(data, index)
 
 
 # --------------------------------------------------------------------------- tritonserver plumbing
@@ -84,7 +83,9 @@ def tritonserver_env(base: dict[str, str] | None = None) -> dict[str, str]:
     against this interpreter's standard library).
     """
     env = dict(os.environ if base is None else base)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    bindir = str(Path(sys.executable).parent)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bindir]
+    env["PATH"] = os.pathsep.join([bindir, *path])
     paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
     libdir = sysconfig.get_config_var("LIBDIR")
     ldlib = sysconfig.get_config_var("LDLIBRARY")
@@ -127,14 +128,18 @@ def shipped_tritonserver(workdir: str | Path) -> tuple[Path, Path]:
     return binary, backends
 
 
-def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
-    """Poll ``url``/v2/health/ready until HTTP 200; TimeoutError after ``timeout_s`` (or when ``proc`` exits)."""
+def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen | None = None, model: str | None = None) -> None:
+    """Poll until ``url`` is ready (``/v2/health/ready``, or ``/v2/models/MODEL/ready``): HTTP 200.
+
+    TimeoutError after ``timeout_s``; RuntimeError as soon as ``proc`` (the server) exits.
+    """
+    path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"tritonserver exited with code {proc.returncode} before it was ready")
+            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
         try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as r:
                 if r.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -149,9 +154,11 @@ def run_repository(repo: str | Path, host: str = "127.0.0.1", http_port: int = 8
                    ready_timeout_s: float = 120, stop_timeout_s: float = 30) -> Iterator[subprocess.Popen]:
     """Run nvidia-pytriton's tritonserver on a (python-flavor) repository until the block exits.
 
-    Yields the server process once ``/v2/health/ready`` answers; on exit sends SIGINT, waits
-    ``stop_timeout_s`` and kills it if it is still there. Server output goes to ``log_file``.
+    Yields the server process once ``/v2/health/ready`` answers (every model loaded); on exit
+    sends SIGINT (Triton waits up to ``stop_timeout_s`` for open requests and connections) and
+    kills it if it is still there 10 s later. Server output goes to ``log_file``.
     """
+    shm_prefix = f"pvlm{os.getpid()}x{http_port}x"
     with tempfile.TemporaryDirectory(prefix="pvlm-triton-") as work:
         binary, backends = shipped_tritonserver(work)
         args = [str(binary), f"--model-repository={Path(repo).resolve()}", f"--backend-directory={backends}",
@@ -159,7 +166,7 @@ def run_repository(repo: str | Path, host: str = "127.0.0.1", http_port: int = 8
                 f"--grpc-port={grpc_port}", f"--metrics-address={host}", f"--metrics-port={metrics_port}",
                 "--allow-gpu-metrics=false", f"--exit-timeout-secs={int(stop_timeout_s)}",
                 # a unique shm prefix: several servers (or test runs) on one machine never collide
-                f"--backend-config=python,shm-region-prefix-name=pvlm{os.getpid()}x{http_port}"]
+                f"--backend-config=python,shm-region-prefix-name={shm_prefix}"]
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed below
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=tritonserver_env(), cwd=work)
         try:
@@ -169,11 +176,13 @@ def run_repository(repo: str | Path, host: str = "127.0.0.1", http_port: int = 8
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 try:
-                    proc.wait(stop_timeout_s)
+                    proc.wait(stop_timeout_s + 10)  # Triton itself gives up on open connections after stop_timeout_s
                 except subprocess.TimeoutExpired:
-                    log.warning("tritonserver did not stop within %.0f s; killing it", stop_timeout_s)
+                    log.warning("tritonserver did not stop within %.0f s; killing it", stop_timeout_s + 10)
                     proc.kill()
                     proc.wait(10)
+            for region in Path("/dev/shm").glob(f"{shm_prefix}*"):  # left behind only by a killed server
+                region.unlink(missing_ok=True)
             if log_file:
                 out.close()
 
@@ -193,8 +202,6 @@ def _as_bytes(value: Any) -> bytes:
 
 def make_infer_fn(describer: Any, max_image_bytes: int = MAX_IMAGE_BYTES) -> Any:
     """PyTriton ``@batch`` function: IMAGE (B, 1) bytes -> TEXT, ATTRIBUTES, ERROR (B, 1)."""
-    import json
-
     from pytriton.decorators import batch
 
     @batch
@@ -228,15 +235,33 @@ def make_infer_fn(describer: Any, max_image_bytes: int = MAX_IMAGE_BYTES) -> Any
     return infer
 
 
+@contextlib.contextmanager
+def _stub_environment() -> Iterator[None]:
+    """PATH and LD_LIBRARY_PATH of :func:`tritonserver_env` while PyTriton starts tritonserver."""
+    keys = ("PATH", "LD_LIBRARY_PATH")
+    saved = {k: os.environ.get(k) for k in keys}
+    env = tritonserver_env()
+    os.environ.update({k: env[k] for k in keys if k in env})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
           metrics_port: int = 8002, max_batch: int = 8, queue_delay_ms: float = 50, backend: str = "auto",
           threads: int | None = None, max_image_bytes: int = MAX_IMAGE_BYTES, model_name: str = MODEL_NAME,
-          exit_timeout_s: int = 10) -> Any:
+          exit_timeout_s: int = 10, log_file: str | Path | None = None) -> Any:
     """Start a PyTriton server describing with ``bundle``; returns the running ``pytriton.triton.Triton``.
 
     Use it as a context manager (``with serve(...) as triton:``) or call ``triton.stop()``.
     ``max_batch`` is Triton's ``max_batch_size`` (at most the bundle's limit); ``queue_delay_ms``
-    the dynamic batcher's ``max_queue_delay_microseconds`` / 1000.
+    the dynamic batcher's ``max_queue_delay_microseconds`` / 1000. tritonserver's own log goes to
+    ``log_file`` (default: this process's stdout, as PyTriton does).
     """
     try:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -248,15 +273,10 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
 
     if queue_delay_ms < 0:
         raise ValueError(f"queue_delay_ms must be >= 0, got {queue_delay_ms}")
-    describer = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch)
-    limit = int(describer.bundle.limits["max_batch"])
-    if max_batch > limit:
-        raise ValueError(f"max_batch must be <= {limit} (the bundle's limit), got {max_batch}")
-    # the Python backend stub must load this interpreter's libpython and site-packages
-    os.environ.update({k: v for k, v in tritonserver_env().items() if k in ("PATH", "LD_LIBRARY_PATH")})
+    describer = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch)  # checks max_batch
     config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, allow_gpu_metrics=False,
-                          exit_timeout_secs=exit_timeout_s)
+                          exit_timeout_secs=exit_timeout_s, log_file=Path(log_file) if log_file else None)
     triton = Triton(config=config)
     try:
         triton.bind(
@@ -270,7 +290,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
                                batcher=DynamicBatcher(max_queue_delay_microseconds=int(round(queue_delay_ms * 1000)))),
             strict=True,
         )
-        triton.run()
+        with _stub_environment():
+            triton.run()  # tritonserver (and its Python backend stubs) inherit the environment here
     except BaseException:
         triton.stop()
         raise
@@ -301,9 +322,12 @@ def main(argv: list[str] | None = None) -> None:
     @click.option("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, ...")
     @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
     @click.option("--max-image-bytes", type=click.IntRange(min=1), default=MAX_IMAGE_BYTES)
-    @click.option("--verbose", is_flag=True, help="Log PyTriton's and Triton's messages too.")
+    @click.option("--triton-log", type=click.Path(dir_okay=False),
+                  help="tritonserver's log file (default: a file in the temp directory; stdout with --verbose).")
+    @click.option("--verbose", is_flag=True, help="Log PyTriton's and tritonserver's messages too.")
     def cli(bundle: str, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
-            queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, verbose: bool) -> None:
+            queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, triton_log: str | None,
+            verbose: bool) -> None:
         """Serve BUNDLE with Triton's HTTP/gRPC protocol (model "pvlm") until SIGINT or SIGTERM."""
         from .backends import BackendUnavailable
         from .bundle import BundleError
@@ -319,17 +343,20 @@ def main(argv: list[str] | None = None) -> None:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
+        if triton_log is None and not verbose:
+            triton_log = str(Path(tempfile.gettempdir()) / f"pvlm-serve-{os.getpid()}-tritonserver.log")
         try:
             triton = serve(bundle, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                            max_batch=max_batch, queue_delay_ms=queue_delay_ms, backend=backend, threads=threads,
-                           max_image_bytes=max_image_bytes)
+                           max_image_bytes=max_image_bytes, log_file=triton_log)
         except (BundleError, BackendUnavailable, ValueError) as e:
             raise UsageError(str(e).strip().splitlines()[0]) from None
         except (RuntimeError, TimeoutError) as e:
             raise click.ClickException(str(e).strip().splitlines()[0]) from None
         with triton:
             click.echo(f"ready: http://{host}:{http_port}/v2/models/{MODEL_NAME} (grpc {host}:{grpc_port}, "
-                       f"metrics http://{host}:{metrics_port}/metrics)", err=True)
+                       f"metrics http://{host}:{metrics_port}/metrics)"
+                       + (f"; tritonserver log: {triton_log}" if triton_log else ""), err=True)
             while not stop.wait(1.0):
                 if not triton.is_alive():
                     raise click.ClickException("Triton stopped unexpectedly")

@@ -1,0 +1,116 @@
+"""Triton Python-backend model ``pvlm_describer`` (copied to ``pvlm_describer/1/model.py``).
+
+Dynamic batching delivers several requests per ``execute``; their images are decoded and
+preprocessed here, then ``runtime.describer.greedy_decode`` runs once for the whole batch over
+``TritonBlsBackend`` (BLS calls to ``pvlm_encoder`` and ``pvlm_decoder``), dropping finished
+rows. The ``runtime`` package beside this file is a copy of the toolkit's: the repository
+needs only numpy and pillow in Triton's Python (plus onnxruntime for ``--flavor python``).
+
+Per request, send exactly one of
+  IMAGE  UINT8 [k, n]       encoded JPEG/PNG bytes (k images of n bytes; usually k = 1)
+  RAW    UINT8 [k, H, W, 3] RGB pixels
+and receive TEXT [k, 1] (UTF-8) and ATTRIBUTES [k, 1] (JSON). A bad request is answered with an
+error naming what is wrong; the other requests of its batch are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))  # the runtime copy beside this file, not whatever is installed
+
+from runtime.attributes import parse_attributes  # noqa: E402
+from runtime.backends.triton_bls import TritonBlsBackend  # noqa: E402
+from runtime.bundle import Bundle  # noqa: E402
+from runtime.describer import detokenize, greedy_decode  # noqa: E402
+from runtime.preprocess import InputError, preprocess, to_rgb  # noqa: E402
+from runtime.serve import image_from_bytes  # noqa: E402
+
+
+class TritonPythonModel:
+    """IMAGE/RAW -> TEXT, ATTRIBUTES through the runtime's greedy loop over BLS."""
+
+    def initialize(self, args: dict) -> None:
+        """Read the manifest copied beside this file and the parameters of ``config.pbtxt``."""
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        bundle = Bundle.load(_HERE, verify=False)  # only the manifest travels here; graphs are models
+        pre = bundle.preprocess
+        self.pre = (pre["height"], pre["width"], pre["mean"], pre["std"])
+        self.bos, self.eos = bundle.special["bos"], bundle.special["eos"]
+        self.itos = bundle.tokens
+        self.max_batch = int(bundle.limits["max_batch"])
+        self.max_new_tokens = int(params.get("max_new_tokens") or bundle.limits["max_new_tokens"])
+        self.max_bytes = int(params.get("max_image_bytes") or 20 * 1024 * 1024)
+        self.backend = TritonBlsBackend(bundle.model, params.get("encoder_model") or "pvlm_encoder",
+                                        params.get("decoder_model") or "pvlm_decoder", pb_utils=pb_utils)
+
+    def _pixels(self, request: object) -> list[np.ndarray]:
+        """One request -> float32 (3, H, W) per image; InputError names the problem."""
+        image = pb_utils.get_input_tensor_by_name(request, "IMAGE")
+        raw = pb_utils.get_input_tensor_by_name(request, "RAW")
+        if (image is None) == (raw is None):
+            raise InputError("send exactly one of IMAGE (encoded JPEG/PNG bytes, UINT8 [1, n]) "
+                             "or RAW (UINT8 [1, H, W, 3])")
+        if image is not None:
+            data = image.as_numpy()
+            data = data.reshape(1, -1) if data.ndim == 1 else data.reshape(data.shape[0], -1)
+            if data.shape[0] == 0 or data.shape[1] == 0:
+                raise InputError("input 0 (IMAGE): empty")
+            images = [image_from_bytes(row.tobytes(), i, self.max_bytes) for i, row in enumerate(data)]
+        else:
+            data = raw.as_numpy()
+            if data.ndim != 4 or data.shape[0] == 0:
+                raise InputError(f"input 0 (RAW): expected UINT8 [k, H, W, 3], got shape {list(data.shape)}")
+            images = [to_rgb(row, i) for i, row in enumerate(data)]
+        return [preprocess(img, *self.pre) for img in images]
+
+    def execute(self, requests: list) -> list:
+        """Decode every good request of the batch together; bad ones get their own error."""
+        responses: list = [None] * len(requests)
+        pixels: list[np.ndarray] = []
+        owners: list[tuple[int, int]] = []  # (request index, images it sent)
+        for r, request in enumerate(requests):
+            try:
+                arrays = self._pixels(request)
+            except InputError as e:
+                responses[r] = _error(str(e), invalid_argument=True)
+                continue
+            owners.append((r, len(arrays)))
+            pixels.extend(arrays)
+        if not pixels:
+            return responses
+        ids: list[list[int]] = []
+        try:
+            for start in range(0, len(pixels), self.max_batch):
+                batch = np.stack(pixels[start:start + self.max_batch])  # (B, 3, H, W)
+                rows, _ = greedy_decode(self.backend, batch, self.bos, self.eos, self.max_new_tokens)
+                ids.extend(rows)
+        except Exception as e:  # noqa: BLE001 - a graph model failed: every request of the batch hears why
+            for r, _ in owners:
+                responses[r] = _error(f"pvlm_describer: {type(e).__name__}: {e}")
+            return responses
+        i = 0
+        for r, n in owners:
+            texts = [detokenize(row, self.itos) for row in ids[i:i + n]]
+            i += n
+            attrs = [json.dumps(parse_attributes(t), sort_keys=True) for t in texts]
+            responses[r] = pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("TEXT", np.array([[t.encode()] for t in texts], dtype=np.object_)),
+                pb_utils.Tensor("ATTRIBUTES", np.array([[a.encode()] for a in attrs], dtype=np.object_)),
+            ])
+        return responses
+
+
+def _error(message: str, invalid_argument: bool = False) -> object:
+    """An error response; a bad input is INVALID_ARG (HTTP 400) where this Triton's Python backend has codes."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if invalid_argument else None
+    error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)

@@ -1,0 +1,231 @@
+"""``pvlm-serve``: PyTriton bound to ``Describer``, called with tritonclient over loopback.
+
+In-process server (``runtime.serve.serve``) for parity, batching, health, metrics, faults and load;
+the console entry point as a subprocess for SIGTERM and usage errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("pytriton", reason="pvlm-serve needs nvidia-pytriton (pip install -e '.[serve]')")
+pytest.importorskip("tritonclient.grpc", reason="the tests call it with tritonclient[all] (pip install -e '.[serve]')")
+
+from test_triton_repo import (  # noqa: E402 - shared helpers and the session bundle fixture
+    free_ports,
+    lively_bundle,  # noqa: F401 - fixture
+    local_texts,
+    make_images,
+    report_load,
+    run_load,
+)
+
+N_IMAGES = 24
+LOAD_REQUESTS, LOAD_THREADS, LOAD_BUDGET_S = 200, 8, 150
+
+
+@pytest.fixture(scope="module")
+def images() -> list[bytes]:
+    return make_images(N_IMAGES, seed=5)
+
+
+@pytest.fixture(scope="module")
+def expected(lively_bundle, images) -> list[str]:
+    return local_texts(lively_bundle, images)
+
+
+@pytest.fixture(scope="module")
+def pvlm_server(lively_bundle, tmp_path_factory):
+    """``serve()`` in this process on free loopback ports; stopped at module end."""
+    from runtime.serve import serve
+
+    http, grpc, metrics = free_ports(3)
+    triton = serve(lively_bundle, host="127.0.0.1", http_port=http, grpc_port=grpc, metrics_port=metrics,
+                   max_batch=8, queue_delay_ms=50, backend="onnxruntime-cpu", exit_timeout_s=5,
+                   log_file=tmp_path_factory.mktemp("pytriton") / "tritonserver.log")
+    try:
+        triton.ports = {"http": http, "grpc": grpc, "metrics": metrics}
+        yield triton
+    finally:
+        triton.stop()
+
+
+def _client(srv):
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient.InferenceServerClient(f"127.0.0.1:{srv.ports['grpc']}")
+
+
+def _inputs(data: bytes):
+    import tritonclient.grpc as grpcclient
+
+    inp = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    return [inp]
+
+
+def _describe(client, data: bytes) -> tuple[str, dict, str]:
+    res = client.infer("pvlm", _inputs(data), client_timeout=60)
+    return (res.as_numpy("TEXT")[0, 0].decode(), json.loads(res.as_numpy("ATTRIBUTES")[0, 0]),
+            res.as_numpy("ERROR")[0, 0].decode())
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read().decode()
+
+
+def test_import_runtime_does_not_load_pytriton(tmp_path):
+    code = ("import sys, runtime, runtime.serve, runtime.backends.triton_bls; "
+            "print(sorted(m for m in ('pytriton', 'tritonclient', 'torch', 'pvlm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_image_from_bytes_limits():
+    import io
+
+    from PIL import Image
+
+    from runtime.preprocess import InputError
+    from runtime.serve import MAX_IMAGE_PIXELS, image_from_bytes
+
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, "PNG")  # 48 Mpx that compress to a few kB: a decompression bomb
+    assert len(buf.getvalue()) < 1_000_000
+    with pytest.raises(InputError, match=f"input 2 .*8000x6000 exceeds {MAX_IMAGE_PIXELS} pixels"):
+        image_from_bytes(buf.getvalue(), 2)
+    with pytest.raises(InputError, match="larger than the 100 byte limit"):
+        image_from_bytes(make_images(1)[0], max_bytes=100)
+    with pytest.raises(InputError, match="not a readable image"):
+        image_from_bytes(b"\xff\xd8\xff truncated jpeg")
+    assert image_from_bytes(make_images(1)[0]).mode == "RGB"
+
+
+def test_concurrent_requests_match_local_describer_and_batch(pvlm_server, images, expected):
+    from runtime import parse_attributes
+
+    clients = [_client(pvlm_server) for _ in range(8)]
+    try:
+        load = run_load(lambda k, data: _describe(clients[k], data), images, threads=8, budget_s=120)
+    finally:
+        for c in clients:
+            c.close()
+    assert not load["errors"], load["errors"]
+    for i, (text, attrs, error) in enumerate(load["results"]):
+        assert error == "" and text == expected[i], f"image {i}: {error}"
+        assert attrs == json.loads(json.dumps(parse_attributes(text)))
+    req = urllib.request.Request(f"http://127.0.0.1:{pvlm_server.ports['http']}/v2/models/pvlm/stats",
+                                 headers={"triton-access-token": pvlm_server.get_access_token()})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        stats = json.loads(r.read())["model_stats"][0]
+    sizes = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+    print(f"pvlm executions by batch size: {dict(sorted(sizes.items()))}")
+    assert max(sizes) > 1, f"no execution had more than one request: {sizes}"
+
+
+def test_health_and_metrics(pvlm_server, images):
+    ports = pvlm_server.ports
+    assert _get(f"http://127.0.0.1:{ports['http']}/v2/health/ready")[0] == 200
+    assert _get(f"http://127.0.0.1:{ports['http']}/v2/health/live")[0] == 200
+    assert _get(f"http://127.0.0.1:{ports['http']}/v2/models/pvlm/ready")[0] == 200
+    with _client(pvlm_server) as c:
+        _describe(c, images[0])
+    status, text = _get(f"http://127.0.0.1:{ports['metrics']}/metrics")
+    assert status == 200 and "nv_inference_request_success" in text
+    success = [line for line in text.splitlines() if line.startswith("nv_inference_request_success{") and
+               'model="pvlm"' in line]
+    assert success and float(success[0].rsplit(" ", 1)[1]) >= 1
+
+
+def test_malformed_requests_get_clear_errors_and_server_keeps_serving(pvlm_server, images, expected):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from runtime.serve import MAX_IMAGE_BYTES
+
+    with _client(pvlm_server) as c:
+        text, _, error = _describe(c, b"this is not an image")
+        assert text == "" and "not a readable image" in error
+        text, _, error = _describe(c, b"")
+        assert text == "" and "empty" in error
+        text, _, error = _describe(c, images[0] + bytes(MAX_IMAGE_BYTES))
+        assert text == "" and f"{MAX_IMAGE_BYTES} byte limit" in error
+        wrong = grpcclient.InferInput("IMAGE", [1, 1], "FP32")
+        wrong.set_data_from_numpy(np.zeros((1, 1), np.float32))
+        with pytest.raises(InferenceServerException, match="FP32|BYTES|data ?type"):
+            c.infer("pvlm", [wrong], client_timeout=60)
+        empty = grpcclient.InferInput("IMAGE", [1, 0], "BYTES")
+        empty.set_data_from_numpy(np.zeros((1, 0), dtype=np.object_))
+        with pytest.raises(InferenceServerException, match="shape"):
+            c.infer("pvlm", [empty], client_timeout=60)
+        assert _describe(c, images[1])[0] == expected[1]  # still serving, still right
+        assert c.is_server_live() and c.is_model_ready("pvlm")
+
+
+def test_load_nothing_lost(pvlm_server, images, expected):
+    payloads = [i % len(images) for i in range(LOAD_REQUESTS)]
+    clients = [_client(pvlm_server) for _ in range(LOAD_THREADS)]
+    try:
+        load = run_load(lambda k, i: _describe(clients[k], images[i])[0], payloads, LOAD_THREADS, LOAD_BUDGET_S)
+    finally:
+        for c in clients:
+            c.close()
+    report_load("pvlm-serve (PyTriton)", load, LOAD_REQUESTS)
+    assert not load["errors"], list(load["errors"].values())[:3]
+    assert all(r is not None for r in load["results"]), "the time budget ran out before every request was sent"
+    assert load["results"] == [expected[i] for i in payloads]
+
+
+def _serve_cmd(bundle: Path, ports: list[int], triton_log: Path) -> list[str]:
+    return [sys.executable, "-m", "runtime.serve", str(bundle), "--host", "127.0.0.1", "--http-port", str(ports[0]),
+            "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--backend", "onnxruntime-cpu",
+            "--triton-log", str(triton_log)]
+
+
+def test_cli_sigterm_shuts_down_cleanly(lively_bundle, images, expected, tmp_path):
+    from runtime.serve import wait_ready
+
+    ports = free_ports(3)
+    log = tmp_path / "pvlm-serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(_serve_cmd(lively_bundle, ports, tmp_path / "tritonserver.log"), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_ready(f"http://127.0.0.1:{ports[0]}", timeout_s=120, proc=proc, model="pvlm")
+        import tritonclient.grpc as grpcclient
+
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{ports[1]}") as c:
+            assert _describe(c, images[2])[0] == expected[2]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        print(f"pvlm-serve stopped {time.monotonic() - t0:.1f} s after SIGTERM (exit code {code})")
+        assert code in (0, -signal.SIGTERM), log.read_text()[-3000:]
+        assert "stopped" in log.read_text()
+        with pytest.raises(OSError):  # nothing listens any more: tritonserver went with it
+            _get(f"http://127.0.0.1:{ports[0]}/v2/health/live")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_cli_bad_bundle_is_a_usage_error(tmp_path):
+    ports = free_ports(3)
+    out = subprocess.run(_serve_cmd(tmp_path / "missing", ports, tmp_path / "t.log"), capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error:") and "does not exist" in out.stderr
