@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .runners import TORCH_BACKENDS, make_runner
+from .runners import TORCH_BACKENDS
+from .workers import WorkerRunner
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class BenchConfig:
     sweep_backend: str = "onnxruntime-cpu"
     sweep_batch: int = 8
     descriptions_per_camera_s: float = 2.0
+    # Idle gap before every timed call: OpenMP pools (PyTorch's by default spin ~200 ms after
+    # their work) must not steal cores from the next backend's run.
+    gap_s: float = 0.3
     seed: int = 0
     progress: bool = True
 
@@ -153,41 +158,17 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             raise ValueError(f"--batch {max(cfg.batches)} exceeds the bundle's max batch {max_batch}")
         if max_tokens > int(b.limits["max_new_tokens"]):
             raise ValueError(f"--new-tokens {max_tokens} exceeds the bundle's limit {b.limits['max_new_tokens']}")
-        runners = {name: make_runner(name, bundle, checkpoint, cfg.threads, max_batch, max_tokens) for name in cfg.backends}
         pixels = bench_inputs((pre["height"], pre["width"]), max(cfg.batches + (cfg.sweep_batch,)), pre["mean"],
                               pre["std"], cfg.seed)
-        stop = not cfg.natural
-        results: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in runners}
-        total = len(cfg.batches) * (cfg.warmup + cfg.iters) * len(runners) + len(cfg.token_sweep)
-        bar = tqdm(total=total, desc="benchmarking", disable=not cfg.progress, dynamic_ncols=True)
-        for batch in cfg.batches:
-            x = pixels[:batch]
-            for _ in range(cfg.warmup):
-                for r in runners.values():
-                    r.run(x, cfg.new_tokens, not stop)
-                    bar.update()
-            samples: dict[str, list[Any]] = {n: [] for n in runners}
-            rss: dict[str, int] = dict.fromkeys(runners, 0)
-            for _ in range(cfg.iters):  # interleaved: drift hits every backend alike
-                for name, r in runners.items():
-                    with PeakRSS() as mem:
-                        res = r.run(x, cfg.new_tokens, not stop)
-                    rss[name] = max(rss[name], mem.peak)
-                    samples[name].append(res)
-                    bar.update()
-            for name, runs in samples.items():
-                results[name][batch] = summarize(runs, batch, rss[name], runners[name].peak_device_bytes())
-        sweep = []
-        for n in cfg.token_sweep:
-            r = runners.get(cfg.sweep_backend) or make_runner(cfg.sweep_backend, bundle, checkpoint, cfg.threads,
-                                                              max_batch, max_tokens)
-            r.run(pixels[: cfg.sweep_batch], n, False)
-            runs = [r.run(pixels[: cfg.sweep_batch], n, False) for _ in range(max(3, cfg.iters))]
-            sweep.append({"new_tokens": n, "batch": cfg.sweep_batch,
-                          "step_ms_p50": percentile([s.decode_ms / s.steps for s in runs], 50),
-                          "decode_ms_p50": percentile([s.decode_ms for s in runs], 50)})
-            bar.update()
-        bar.close()
+        names = list(dict.fromkeys((*cfg.backends, *([cfg.sweep_backend] if cfg.token_sweep else []))))
+        runners: dict[str, WorkerRunner] = {}
+        try:
+            for name in tqdm(names, desc="starting backends", disable=not cfg.progress, leave=False):
+                runners[name] = WorkerRunner(name, bundle, checkpoint, cfg.threads, max_batch, max_tokens)
+            results, sweep = _measure(cfg, runners, pixels)
+        finally:
+            for r in runners.values():
+                r.close()
     report = {
         "config": {**asdict(cfg), "bundle": str(cfg.bundle) if cfg.bundle else None},
         "machine": machine_info(cfg.threads),
@@ -197,6 +178,47 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     }
     report["comparisons"] = compare(report, cfg)
     return report
+
+
+def _measure(cfg: BenchConfig, runners: dict[str, WorkerRunner], pixels: np.ndarray
+             ) -> tuple[dict[str, dict[int, dict[str, Any]]], list[dict[str, Any]]]:
+    """Warm-up, then interleaved timed iterations per batch size; then the optional token sweep."""
+    stop = not cfg.natural
+    timed = {n: r for n, r in runners.items() if n in cfg.backends}
+    results: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in timed}
+    total = len(cfg.batches) * (cfg.warmup + cfg.iters) * len(timed) + len(cfg.token_sweep)
+    bar = tqdm(total=total, desc="benchmarking", disable=not cfg.progress, dynamic_ncols=True)
+    for batch in cfg.batches:
+        for r in timed.values():
+            r.load(batch, pixels[:batch])
+        for _ in range(cfg.warmup):
+            for r in timed.values():
+                time.sleep(cfg.gap_s)
+                r.run_key(batch, cfg.new_tokens, not stop)
+                bar.update()
+        samples: dict[str, list[Any]] = {n: [] for n in timed}
+        rss: dict[str, int] = dict.fromkeys(timed, 0)
+        for _ in range(cfg.iters):  # interleaved: drift hits every backend alike
+            for name, r in timed.items():
+                time.sleep(cfg.gap_s)
+                samples[name].append(r.run_key(batch, cfg.new_tokens, not stop))
+                rss[name] = max(rss[name], r.last_peak_rss)
+                bar.update()
+        for name, runs in samples.items():
+            results[name][batch] = summarize(runs, batch, rss[name], timed[name].last_device_bytes)
+    sweep = []
+    if cfg.token_sweep:
+        r = runners[cfg.sweep_backend]
+        r.load(-1, pixels[: cfg.sweep_batch])
+        for n in cfg.token_sweep:
+            r.run_key(-1, n, False)
+            runs = [r.run_key(-1, n, False) for _ in range(max(3, cfg.iters))]
+            sweep.append({"new_tokens": n, "batch": cfg.sweep_batch,
+                          "step_ms_p50": percentile([s.decode_ms / s.steps for s in runs], 50),
+                          "decode_ms_p50": percentile([s.decode_ms for s in runs], 50)})
+            bar.update()
+    bar.close()
+    return results, sweep
 
 
 def summarize(runs: list[Any], batch: int, peak_rss: int, device_bytes: int | None) -> dict[str, Any]:

@@ -105,6 +105,9 @@ def _print_eval(rep: dict) -> None:
     click.echo("caption metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in cap.items() if isinstance(v, float)))
     cats = rep["attributes"]["categories"]
     click.echo("attribute accuracy: " + ", ".join(f"{k} {v['accuracy']:.1%}" for k, v in cats.items()))
-    for name, p in rep["parity"].items():
-        if isinstance(p, dict) and "exact_match_rate" in p:
-            click.echo(f"parity {name} vs PyTorch: exact {p['exact_match_rate']:.1%}, tokens {p['token_agreement']:.1%}")
+    parity = rep["parity"]
+    if not parity.get("backends"):
+        click.echo(f"no backend parity: {parity.get('reason')}")
+    for name, p in (parity.get("backends") or {}).items():
+        click.echo(f"parity {name} vs PyTorch FP32: exact sequences {p['exact_match_rate']:.1%}, "
+                   f"token agreement {p['token_agreement']:.1%}")

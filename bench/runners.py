@@ -88,18 +88,18 @@ class TorchRunner:
             self.torch.cuda.synchronize()
 
     def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
-        """Encoder, then :func:`pvlm.generate` re-using the encoder output."""
-        import pvlm
+        """Encoder, then the reference greedy decoder (cached or naive) on its output."""
+        from pvlm.generate import decode_greedy
 
         torch, model = self.torch, self.model
         with torch.no_grad():
             x = torch.from_numpy(pixels).to(self.device)
             self._sync()
             t0 = time.perf_counter()
-            model.cross_kv(model.encode_image(x))
+            cross_k, cross_v = model.cross_kv(model.encode_image(x))
             self._sync()
             t1 = time.perf_counter()
-            ids = pvlm.generate(model, x, max_new_tokens, use_cache=self.use_cache, stop_at_eos=stop_at_eos)
+            ids = decode_greedy(model, cross_k, cross_v, max_new_tokens, self.use_cache, stop_at_eos)
             self._sync()
             t2 = time.perf_counter()
         eos, pad = model.cfg.eos_id, model.cfg.pad_id
@@ -107,9 +107,7 @@ class TorchRunner:
         for r in ids.tolist():
             cut = r.index(eos) + 1 if eos in r and stop_at_eos else len(r)
             rows.append([-1 if i == eos else i for i in r[:cut] if i != pad or not stop_at_eos])
-        # generate() encodes again inside; charge that to encode, not decode
-        enc_ms = (t1 - t0) * 1e3
-        return RunResult(rows, enc_ms, (t2 - t1) * 1e3 - enc_ms, ids.shape[1])
+        return RunResult(rows, (t1 - t0) * 1e3, (t2 - t1) * 1e3, ids.shape[1])
 
     def peak_device_bytes(self) -> int | None:
         """torch's CUDA allocator peak."""

@@ -18,11 +18,19 @@ def generate(
 
     ``stop_at_eos=False`` decodes exactly ``max_new_tokens`` per row (fixed work, for benchmarks).
     """
+    return decode_greedy(model, *model.cross_kv(model.encode_image(pixels)), max_new_tokens, use_cache, stop_at_eos)
+
+
+@torch.no_grad()
+def decode_greedy(
+    model: PersonVLM, cross_k: torch.Tensor, cross_v: torch.Tensor, max_new_tokens: int = 48, use_cache: bool = True,
+    stop_at_eos: bool = True,
+) -> torch.Tensor:
+    """The decoding half of :func:`generate`, from precomputed cross-attention K/V (L, B, H, N, Dh)."""
     cfg = model.cfg
     if max_new_tokens < 1 or max_new_tokens > cfg.max_len:
         raise ValueError(f"max_new_tokens must be in [1, {cfg.max_len}], got {max_new_tokens}")
-    b, dev = pixels.shape[0], pixels.device
-    cross_k, cross_v = model.cross_kv(model.encode_image(pixels))
+    b, dev = cross_k.shape[1], cross_k.device
     seq = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=dev)
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     if use_cache:

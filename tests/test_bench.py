@@ -1,0 +1,104 @@
+"""The benchmark harness checked on the tiny preset: structure, token counts, percentiles, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from bench import report as rep
+from bench.cli import main as bench_main
+from bench.harness import BenchConfig, percentile, run_bench
+
+BACKENDS = ("torch-naive", "torch", "onnxruntime-cpu")
+
+
+@pytest.fixture(scope="module")
+def fixed_report():
+    cfg = BenchConfig(preset="tiny", backends=BACKENDS, batches=(1, 3), new_tokens=6, warmup=1, iters=3,
+                      token_sweep=(4, 8), sweep_batch=2, progress=False, gap_s=0.0)
+    return run_bench(cfg)
+
+
+def test_report_structure_and_machine(fixed_report):
+    assert set(fixed_report["results"]) == set(BACKENDS)
+    for per in fixed_report["results"].values():
+        assert set(per) == {"1", "3"}
+    m = fixed_report["machine"]
+    assert m["cores"] >= 1 and m["cpu"] and "onnxruntime" in m["libraries"] and "torch" in m["libraries"]
+    assert fixed_report["model"]["backbone"] == "test_efficientnet"
+
+
+def test_fixed_work_token_counts_match(fixed_report):
+    for per in fixed_report["results"].values():
+        for batch, r in per.items():
+            assert r["tokens"] == [int(batch) * 6] * 3  # every iteration decoded exactly new_tokens per row
+    for c in fixed_report["comparisons"]:
+        assert c["tokens_match"] and c["throughput_x"] > 0 and c["latency_x"] > 0
+
+
+def test_percentiles_ordered_and_rates_consistent(fixed_report):
+    for per in fixed_report["results"].values():
+        for batch, r in per.items():
+            assert 0 < r["latency_ms_p50"] <= r["latency_ms_p90"] <= r["latency_ms_p99"]
+            assert r["images_per_s"] == pytest.approx(int(batch) / (r["latency_ms_p50"] / 1e3))
+            assert r["encode_ms_p50"] > 0 and r["step_ms_p50"] > 0 and r["peak_rss_mb"] > 10
+
+
+def test_token_sweep_and_renderings(fixed_report, tmp_path):
+    assert [s["new_tokens"] for s in fixed_report["token_sweep"]] == [4, 8]
+    assert all(s["step_ms_p50"] > 0 for s in fixed_report["token_sweep"])
+    md = rep.markdown(fixed_report)
+    assert "| onnxruntime-cpu | 3 |" in md and "camera capacity" in md and "decoder ms/step" in md
+    assert "onnxruntime-cpu vs torch-naive @ batch 1" in "\n".join(rep.comparison_lines(fixed_report))
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    rep.plot(fixed_report, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mismatched_token_counts_show_no_ratio():
+    fake = {"config": {"descriptions_per_camera_s": 2.0},
+            "results": {"a": {"1": {"tokens": [5], "images_per_s": 1.0, "latency_ms_p50": 1.0}},
+                        "b": {"1": {"tokens": [4], "images_per_s": 2.0, "latency_ms_p50": 0.5}}}}
+    from bench.harness import compare
+
+    (c,) = compare(fake, BenchConfig(preset="tiny", backends=("a", "b"), batches=(1,)))
+    assert c["tokens_match"] is False and c["throughput_x"] is None
+    fake["comparisons"] = [c]
+    assert "token counts differ" in rep.comparison_lines(fake)[0]
+
+
+def test_percentile_matches_definition():
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+
+
+def test_natural_mode_backends_agree(tiny_bundle, tiny_checkpoint):
+    r = run_bench(BenchConfig(bundle=str(tiny_bundle), checkpoint=str(tiny_checkpoint),
+                              backends=("torch", "onnxruntime-cpu"), batches=(2,), new_tokens=8, natural=True,
+                              warmup=0, iters=1, progress=False, gap_s=0.0))
+    assert r["results"]["torch"]["2"]["tokens"] == r["results"]["onnxruntime-cpu"]["2"]["tokens"]
+
+
+def test_cli_multi_value_options_and_json(tiny_bundle, tiny_checkpoint, tmp_path):
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(bench_main, [str(tiny_bundle), "--checkpoint", str(tiny_checkpoint), "--backend", "torch",
+                                          "onnxruntime-cpu", "--batch", "1", "2", "--new-tokens", "4", "--iters", "1",
+                                          "--warmup", "0", "--quiet", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert set(data["results"]["onnxruntime-cpu"]) == {"1", "2"} and "onnxruntime-cpu vs torch" in res.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--batch", "0"], "--batch"),
+    (["/nonexistent/bundle"], "bundle"),
+    (["--batch", "64"], "max batch"),
+])
+def test_cli_bad_input_exit_2(args, needle, tiny_bundle):
+    if args[0] == "--batch":
+        args = [str(tiny_bundle), *args, "--backend", "onnxruntime-cpu"]
+    res = CliRunner().invoke(bench_main, [*args, "--quiet", "--iters", "1"])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error:") and needle in res.output
