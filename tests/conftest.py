@@ -9,6 +9,15 @@ import pytest
 torch = pytest.importorskip("torch", reason="the PyTorch side needs torch (pip install -e .[torch])")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two shared CPU cores: one intra-op thread avoids oversubscription stalls (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_vocab():
     """A vocabulary of the tiny preset's size built from synthetic captions."""

@@ -19,13 +19,7 @@ from pvlm import CheckpointError, PersonVLM, PersonVLMConfig, Vocabulary, load_c
 from pvlm.checkpoint import rename_original_key  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two shared CPU cores: one intra-op thread avoids oversubscription stalls (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(cfg: PersonVLMConfig, batch: int = 2, t: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -443,3 +437,16 @@ def test_original_checkpoint_with_mismatched_decoder_size_raises(size: str, orig
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path, vocab=original["vocab"])
     assert str(path) in str(info.value)
+
+
+def test_original_checkpoint_exports_and_validates(original, tmp_path: Path) -> None:
+    """Completeness: a checkpoint of the original repository (the seed-7m preset) exports to a verified bundle."""
+    from export import export_onnx
+
+    bundle = export_onnx(original["path"], tmp_path / "b", vocab=original["vocab"], max_batch=16, max_new_tokens=8)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    parity = manifest["verification"]["parity"]
+    assert parity["sequences_identical"] == parity["images"] >= 32
+    assert parity["logits_max_abs_diff"] < 1e-4 and parity["encoder_max_abs_diff"] < 1e-4
+    assert manifest["model"]["backbone"] == "mobilevit_xs" and manifest["model"]["vocab_size"] == V
+    assert manifest["source"]["meta"]["imported_from"] == "rishi02102017/PersonVLM"

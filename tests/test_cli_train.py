@@ -14,13 +14,7 @@ from pvlm.cli_errors import parse_size  # noqa: E402
 from pvlm.cli_train import main  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two shared CPU cores: one intra-op thread avoids oversubscription stalls (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _args(synth_dir: Path, out: Path, *extra: str) -> list[str]:

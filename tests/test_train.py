@@ -14,13 +14,7 @@ from pvlm import CheckpointError, load_checkpoint  # noqa: E402
 from pvlm.train import TrainConfig, lr_factor, pick_device, train, unigram_loss  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two shared CPU cores: one intra-op thread avoids oversubscription stalls (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(synth_dir: Path, out: Path, **kw) -> TrainConfig:
