@@ -87,7 +87,7 @@ def greedy_decode(backend: Any, pixels: np.ndarray, bos: int, eos: int, max_new_
 class Describer:
     """Describe person crops with an exported bundle. Thread-safe: per-call state only.
 
-    ``backend``: ``auto`` (tensorrt > onnxruntime-cuda > coreml > onnxruntime-cpu) or a name.
+    ``backend``: ``auto`` (onnxruntime-cuda when onnxruntime-gpu sees a GPU, else onnxruntime-cpu) or a name.
     ``on_error``: ``"skip"`` gives a failed input a Description with ``error`` set; ``"raise"``
     raises :class:`InputError` naming the input.
     """

@@ -1,4 +1,4 @@
-"""Backend choice: ``auto`` = tensorrt > onnxruntime-cuda > coreml > onnxruntime-cpu."""
+"""Backend choice: ``auto`` = onnxruntime-cuda > onnxruntime-cpu (TensorRT and CoreML will slot in first)."""
 
 from __future__ import annotations
 
