@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runtime.bundle import sha256_path  # the reader's own hash, so writer and reader cannot disagree
+
 BUNDLE_FORMAT = "pvlm-bundle"
 BUNDLE_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file (or of every file under a directory, for .mlpackage folders)."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def artifact_entry(bundle: Path, name: str) -> dict[str, Any]:
     """``{"sha256": ..., "bytes": ...}`` for a file in the bundle."""
     p = bundle / name
     size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
-    return {"sha256": sha256_file(p), "bytes": size}
+    return {"sha256": sha256_path(p), "bytes": size}
 
 
 def producer_versions() -> dict[str, str]:

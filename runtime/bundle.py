@@ -16,7 +16,8 @@ class BundleError(ValueError):
     """A bundle that is missing, tampered with, or of an unknown format."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_path(path: Path) -> str:
+    """Hex sha256 of a file, or of every file under a folder (names included), e.g. an .mlpackage."""
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
@@ -72,7 +73,7 @@ class Bundle:
             p = self.root / name
             if not p.exists():
                 raise BundleError(f"{p}: missing from the bundle")
-            if _sha256(p) != entry["sha256"]:
+            if sha256_path(p) != entry["sha256"]:
                 raise BundleError(f"{p}: sha256 does not match the manifest (file modified or corrupt)")
 
     @property

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..bundle import Bundle
 from .base import BackendUnavailable
+from .host_cache import DECODER_OUTPUTS, HostCacheBackend
 
 
 def _ort():
@@ -27,15 +27,7 @@ def cuda_available() -> bool:
         return False
 
 
-@dataclass
-class _State:
-    cross_k: np.ndarray
-    cross_v: np.ndarray
-    cache_k: np.ndarray  # (L, B, H, capacity, Dh); slot t holds position t
-    cache_v: np.ndarray
-
-
-class OrtBackend:
+class OrtBackend(HostCacheBackend):
     """Encoder + decoder-step sessions; the cache lives in numpy arrays passed by reference."""
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None,
@@ -54,32 +46,14 @@ class OrtBackend:
                                   else ["CPUExecutionProvider"])
         self.encoder = ort.InferenceSession(str(bundle.path("encoder")), opts, providers=providers)
         self.decoder = ort.InferenceSession(str(bundle.path("decoder")), opts, providers=providers)
-        m = bundle.model
-        self._cache_shape = (m["n_layers"], m["n_heads"], m["d_model"] // m["n_heads"])
-        self._outputs = ["next_ids", "new_k", "new_v"]  # logits stay inside the session
+        super().__init__(bundle.model)
 
-    def encode(self, pixels: np.ndarray, capacity: int) -> _State:
-        """Run the encoder; zeroed cache of ``capacity`` slots."""
+    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder session: cross_k, cross_v."""
         ck, cv = self.encoder.run(None, {"pixels": pixels})
-        layers, heads, dh = self._cache_shape
-        cache = np.zeros((layers, pixels.shape[0], heads, capacity, dh), np.float32)
-        return _State(ck, cv, cache, np.zeros_like(cache))
+        return ck, cv
 
-    def step(self, state: _State, tokens: np.ndarray, position: int) -> np.ndarray:
-        """One step; stores this token's K/V at slot ``position``."""
-        if position >= state.cache_k.shape[3]:
-            raise ValueError(f"position {position} exceeds the cache capacity {state.cache_k.shape[3]}")
-        positions = np.full((tokens.shape[0], 1), position, np.int64)
-        ids, nk, nv = self.decoder.run(self._outputs, {
-            "tokens": tokens, "positions": positions, "cross_k": state.cross_k, "cross_v": state.cross_v,
-            "cache_k": state.cache_k, "cache_v": state.cache_v})
-        state.cache_k[:, :, :, position] = nk[:, :, :, 0]
-        state.cache_v[:, :, :, position] = nv[:, :, :, 0]
-        return ids
-
-    def keep(self, state: _State, rows: np.ndarray) -> None:
-        """Compact every per-row buffer to ``rows``."""
-        state.cross_k = np.ascontiguousarray(state.cross_k[:, rows])
-        state.cross_v = np.ascontiguousarray(state.cross_v[:, rows])
-        state.cache_k = np.ascontiguousarray(state.cache_k[:, rows])
-        state.cache_v = np.ascontiguousarray(state.cache_v[:, rows])
+    def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decoder-step session; numpy inputs are passed by reference (no copy on CPU)."""
+        ids, nk, nv = self.decoder.run(DECODER_OUTPUTS, feeds)
+        return ids, nk, nv

@@ -11,27 +11,19 @@ when the backend is created, or passed in (tests pass a stand-in).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .base import BackendUnavailable
+from .host_cache import DECODER_OUTPUTS, HostCacheBackend
 
 
 class BlsError(RuntimeError):
     """A BLS request to a graph model failed; the message carries Triton's."""
 
 
-@dataclass
-class _State:
-    cross_k: np.ndarray
-    cross_v: np.ndarray
-    cache_k: np.ndarray  # (L, B, H, capacity, Dh); slot t holds position t
-    cache_v: np.ndarray
-
-
-class TritonBlsBackend:
+class TritonBlsBackend(HostCacheBackend):
     """encode/step/keep as BLS requests to ``encoder_model`` and ``decoder_model`` (Backend protocol)."""
 
     name = "triton-bls"
@@ -46,8 +38,7 @@ class TritonBlsBackend:
                 raise BackendUnavailable("triton-bls runs only inside a Triton Python-backend model") from None
         self._pb = pb_utils
         self.encoder_model, self.decoder_model = encoder_model, decoder_model
-        self._cache_shape = (model["n_layers"], model["n_heads"], model["d_model"] // model["n_heads"])
-        self._outputs = ["next_ids", "new_k", "new_v"]  # logits stay in the decoder model
+        super().__init__(model)
         cpu = getattr(pb_utils, "TRITONSERVER_MEMORY_CPU", None)
         preferred = getattr(pb_utils, "PreferredMemory", None)
         # a GPU graph model's outputs come back in host memory: the loop runs in numpy
@@ -70,31 +61,15 @@ class TritonBlsBackend:
             arrays.append(np.array(tensor.as_numpy()))  # own the memory, not the response's
         return arrays
 
-    def encode(self, pixels: np.ndarray, capacity: int) -> _State:
-        """Encoder request for float32 (B, 3, H, W); zeroed cache of ``capacity`` slots."""
+    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder request for float32 (B, 3, H, W)."""
         ck, cv = self._call(self.encoder_model, {"pixels": pixels}, ["cross_k", "cross_v"])
-        layers, heads, dh = self._cache_shape
-        cache = np.zeros((layers, pixels.shape[0], heads, capacity, dh), np.float32)
-        return _State(ck, cv, cache, np.zeros_like(cache))
+        return ck, cv
 
-    def step(self, state: _State, tokens: np.ndarray, position: int) -> np.ndarray:
-        """One decoder request; stores this token's K/V at slot ``position``; next ids (B,) int64."""
-        if position >= state.cache_k.shape[3]:
-            raise ValueError(f"position {position} exceeds the cache capacity {state.cache_k.shape[3]}")
-        positions = np.full((tokens.shape[0], 1), position, np.int64)
-        ids, nk, nv = self._call(self.decoder_model, {
-            "tokens": tokens, "positions": positions, "cross_k": state.cross_k, "cross_v": state.cross_v,
-            "cache_k": state.cache_k, "cache_v": state.cache_v}, self._outputs)
-        state.cache_k[:, :, :, position] = nk[:, :, :, 0]
-        state.cache_v[:, :, :, position] = nv[:, :, :, 0]
-        return ids.astype(np.int64, copy=False)
-
-    def keep(self, state: _State, rows: np.ndarray) -> None:
-        """Compact every per-row buffer to ``rows`` (finished rows stop costing decoder work)."""
-        state.cross_k = np.ascontiguousarray(state.cross_k[:, rows])
-        state.cross_v = np.ascontiguousarray(state.cross_v[:, rows])
-        state.cache_k = np.ascontiguousarray(state.cache_k[:, rows])
-        state.cache_v = np.ascontiguousarray(state.cache_v[:, rows])
+    def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One decoder request."""
+        ids, nk, nv = self._call(self.decoder_model, feeds, DECODER_OUTPUTS)
+        return ids, nk, nv
 
 
 __all__ = ["BlsError", "TritonBlsBackend"]

@@ -1,0 +1,67 @@
+"""Backends whose per-batch buffers live in host numpy arrays: one implementation of encode/step/keep.
+
+Subclasses only say how to run the two graphs (ONNX Runtime sessions, Triton BLS requests, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DECODER_OUTPUTS = ["next_ids", "new_k", "new_v"]  # logits stay inside the decoder
+
+
+@dataclass
+class HostState:
+    """One batch in flight."""
+
+    cross_k: np.ndarray
+    cross_v: np.ndarray
+    cache_k: np.ndarray  # (L, B, H, capacity, Dh); slot t holds position t
+    cache_v: np.ndarray
+
+
+class HostCacheBackend:
+    """The Backend protocol over two graph calls; the cache is written by slot, never copied whole."""
+
+    name = "host-cache"
+
+    def __init__(self, model: dict[str, Any]):
+        """``model``: the bundle manifest's model config (layers, heads, d_model)."""
+        self._cache_shape = (model["n_layers"], model["n_heads"], model["d_model"] // model["n_heads"])
+
+    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (B, 3, H, W) -> cross_k, cross_v."""
+        raise NotImplementedError
+
+    def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decoder-step feeds -> next_ids, new_k, new_v."""
+        raise NotImplementedError
+
+    def encode(self, pixels: np.ndarray, capacity: int) -> HostState:
+        """Run the encoder; zeroed cache of ``capacity`` slots."""
+        ck, cv = self.run_encoder(pixels)
+        layers, heads, dh = self._cache_shape
+        cache = np.zeros((layers, pixels.shape[0], heads, capacity, dh), np.float32)
+        return HostState(ck, cv, cache, np.zeros_like(cache))
+
+    def step(self, state: HostState, tokens: np.ndarray, position: int) -> np.ndarray:
+        """One step; stores this token's K/V at slot ``position``; next ids (B,) int64."""
+        if position >= state.cache_k.shape[3]:
+            raise ValueError(f"position {position} exceeds the cache capacity {state.cache_k.shape[3]}")
+        positions = np.full((tokens.shape[0], 1), position, np.int64)
+        ids, nk, nv = self.run_decoder({
+            "tokens": tokens, "positions": positions, "cross_k": state.cross_k, "cross_v": state.cross_v,
+            "cache_k": state.cache_k, "cache_v": state.cache_v})
+        state.cache_k[:, :, :, position] = nk[:, :, :, 0]
+        state.cache_v[:, :, :, position] = nv[:, :, :, 0]
+        return ids.astype(np.int64, copy=False)
+
+    def keep(self, state: HostState, rows: np.ndarray) -> None:
+        """Compact every per-row buffer to ``rows`` (finished rows stop costing decoder work)."""
+        state.cross_k = np.ascontiguousarray(state.cross_k[:, rows])
+        state.cross_v = np.ascontiguousarray(state.cross_v[:, rows])
+        state.cache_k = np.ascontiguousarray(state.cache_k[:, rows])
+        state.cache_v = np.ascontiguousarray(state.cache_v[:, rows])
