@@ -180,6 +180,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start_epoch, step, best = int(st["epoch"]), int(st["step"]), float(st["best_val_loss"])
+        if "shuffle_rng" in st:  # exact continuation: same batch order and dropout masks as an uninterrupted run
+            gen.set_state(st["shuffle_rng"])
+            torch.set_rng_state(st["torch_rng"])
         history = json.loads(st["history"])
 
     baseline = unigram_loss(train_ds.ids, val_ds.ids, len(vocab))
@@ -220,6 +223,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             best = val_loss
             save_checkpoint(out / "best.pt", model, vocab, meta)
         train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                       "shuffle_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
                        "step": step, "best_val_loss": best, "history": json.dumps(history)}
         save_checkpoint(out / "last.pt", model, vocab, meta, train_state=train_state)
         _write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": history})

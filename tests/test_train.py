@@ -88,6 +88,29 @@ def test_resume_continues_epoch_counter(run, synth_dir, tmp_path: Path) -> None:
     assert epochs[3]["val_loss"] < run["result"]["epochs"][0]["val_loss"]
 
 
+def test_resume_continues_exactly(synth_dir, tmp_path: Path, monkeypatch) -> None:
+    """A 4-epoch run killed during epoch 4 and resumed == the same run uninterrupted (batch order, RNG, schedule)."""
+    import pvlm.train as train_mod
+
+    straight = train(_config(synth_dir, tmp_path / "straight", epochs=4))
+    real, calls = train_mod.evaluate_loss, []
+
+    def dies_in_epoch_4(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate_loss", dies_in_epoch_4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(_config(synth_dir, tmp_path / "killed", epochs=4))
+    monkeypatch.setattr(train_mod, "evaluate_loss", real)
+    resumed = train(_config(synth_dir, tmp_path / "killed", epochs=4, resume=str(tmp_path / "killed" / "last.pt")))
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3, 4]
+    assert resumed["epochs"][3]["val_loss"] == pytest.approx(straight["epochs"][3]["val_loss"], abs=1e-6)
+    assert resumed["epochs"][3]["train_loss"] == pytest.approx(straight["epochs"][3]["train_loss"], abs=1e-6)
+
+
 def test_resume_from_best_is_refused(run, synth_dir, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="training state"):
         train(_config(synth_dir, tmp_path / "x", epochs=4, resume=str(run["out"] / "best.pt")))
