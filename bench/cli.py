@@ -9,13 +9,16 @@ from pathlib import Path
 import click
 
 from pvlm.cli_errors import fail_on_bad_input
+from runtime.backends import NAMES as RUNTIME_BACKENDS
+
+from .runners import TORCH_BACKENDS
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
     return [v for item in values for v in item.replace(",", " ").split()]
 
 
-BACKEND_NAMES = ("torch", "torch-naive", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "coreml", "auto")
+BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS)
 
 
 class MultiValueCommand(click.Command):

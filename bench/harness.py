@@ -7,7 +7,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .runners import TORCH_BACKENDS
 from .workers import WorkerRunner
 
 
@@ -49,33 +47,6 @@ class BenchConfig:
 def percentile(values: list[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default)."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-class PeakRSS:
-    """Samples this process's resident set size in a thread; ``peak`` in bytes."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval, self.peak = interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        while not self._stop.is_set():
-            try:
-                with open("/proc/self/statm") as f:
-                    self.peak = max(self.peak, int(f.read().split()[1]) * page)
-            except OSError:
-                return
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def machine_info(threads: int | None) -> dict[str, Any]:
@@ -258,4 +229,4 @@ def compare(report: dict[str, Any], cfg: BenchConfig) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["TORCH_BACKENDS", "BenchConfig", "run_bench"]
+__all__ = ["BenchConfig", "run_bench"]

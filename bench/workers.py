@@ -9,6 +9,8 @@ transfers never enter the measurements.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,35 @@ import numpy as np
 from .runners import RunResult, make_runner
 
 
+class PeakRSS:
+    """Samples this process's resident set size in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            try:
+                with open("/proc/self/statm") as f:
+                    self.peak = max(self.peak, int(f.read().split()[1]) * page)
+            except OSError:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _worker(conn: Any, name: str, bundle: str | None, checkpoint: str | None, threads: int | None,
             max_batch: int, max_new_tokens: int) -> None:
-    from .harness import PeakRSS
-
     try:
         runner = make_runner(name, Path(bundle) if bundle else None, Path(checkpoint) if checkpoint else None,
                              threads, max_batch, max_new_tokens)
