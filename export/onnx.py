@@ -1,4 +1,4 @@
-"""Export a checkpoint to a verified ONNX bundle: ``manifest.json``, ``encoder.onnx``, ``decoder.onnx``."""
+"""Export a checkpoint to a verified ONNX bundle: ``manifest.json``, ``encoder.onnx``, ``decoder.onnx``, ``decoder_ort.onnx``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pvlm.vocab import SPECIALS, Vocabulary
 
 from .graphs import DecoderStepGraph, EncoderGraph
 from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, artifact_entry, producer_versions, write_manifest
+from .ort_decoder import export_ort_decoder
 from .spec import GraphSpec, graph_specs
 from .validate import ParityReport, ValidationError, check_graph, check_parity
 
@@ -71,19 +72,20 @@ def build_bundle(
     model: PersonVLM, vocab: Vocabulary, out: Path, *, opset: int = DEFAULT_OPSET, max_batch: int = 64,
     max_new_tokens: int = 48, verify: bool = True, atol: float = 1e-4,
 ) -> dict[str, Any]:
-    """Export both graphs into ``out`` and validate them; returns the manifest (not yet written)."""
+    """Export the graphs into ``out`` and validate them; returns the manifest (not yet written)."""
     model = model.eval()
     cfg = model.cfg
     specs = graph_specs(cfg)
     t0 = time.time()
     export_graph(EncoderGraph(model), specs["encoder"], out / specs["encoder"].file, opset, cfg, max_new_tokens)
     export_graph(DecoderStepGraph(model), specs["decoder"], out / specs["decoder"].file, opset, cfg, max_new_tokens)
+    export_ort_decoder(model, specs["decoder_ort"], out / specs["decoder_ort"].file, opset)
     export_s = time.time() - t0
     failures = [f for name, spec in specs.items() for f in check_graph(out / spec.file, spec)]
     parity = ParityReport()
     if verify and not failures:
         parity, more = check_parity(model, out / specs["encoder"].file, out / specs["decoder"].file,
-                                    max_new_tokens, atol=atol)
+                                    max_new_tokens, atol=atol, ort_decoder_path=out / specs["decoder_ort"].file)
         failures += more
     report = {"export_seconds": round(export_s, 2), "checks": "onnx.checker(full_check) + strict shape inference + spec",
               "parity": parity.to_dict() if verify else None, "failures": failures}

@@ -1,7 +1,9 @@
 """The one declarative I/O spec of the two graphs (Optimum's ``inputs``/``outputs`` habit).
 
 It drives the ONNX export's dynamic shapes, the manifest entries, TensorRT optimisation
-profiles and the runtime's input checks. A dimension is an ``int`` (static) or a name
+profiles and the runtime's input checks. ``decoder_ort`` is the same step for ONNX Runtime
+only (see ``export/ort_decoder.py``): per-layer tensors, the cache shared between
+``past_*`` and ``present_*``. A dimension is an ``int`` (static) or a name
 (dynamic): ``batch`` (images in flight) and ``cache`` (self-attention cache capacity).
 """
 
@@ -52,11 +54,15 @@ class GraphSpec:
 
 
 def graph_specs(cfg: PersonVLMConfig) -> dict[str, GraphSpec]:
-    """The encoder and decoder-step graph specs for a model config."""
+    """The encoder, decoder-step and ONNX Runtime decoder-step graph specs for a model config."""
     h, w = cfg.image_size
     kv_cross = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, cfg.n_visual, cfg.head_dim))
     kv_cache = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, "cache", cfg.head_dim))
     kv_new = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, 1, cfg.head_dim))
+    layer_cross = TensorSpec("float32", ("batch", cfg.n_heads, cfg.n_visual, cfg.head_dim))
+    layer_cache = TensorSpec("float32", ("batch", cfg.n_heads, "cache", cfg.head_dim))
+    step_in = {"tokens": TensorSpec("int64", ("batch", 1)), "positions": TensorSpec("int64", ("batch", 1))}
+    step_out = {"logits": TensorSpec("float32", ("batch", cfg.vocab_size)), "next_ids": TensorSpec("int64", ("batch",))}
     return {
         "encoder": GraphSpec(
             file="encoder.onnx",
@@ -65,19 +71,13 @@ def graph_specs(cfg: PersonVLMConfig) -> dict[str, GraphSpec]:
         ),
         "decoder": GraphSpec(
             file="decoder.onnx",
-            inputs={
-                "tokens": TensorSpec("int64", ("batch", 1)),
-                "positions": TensorSpec("int64", ("batch", 1)),
-                "cross_k": kv_cross,
-                "cross_v": kv_cross,
-                "cache_k": kv_cache,
-                "cache_v": kv_cache,
-            },
-            outputs={
-                "logits": TensorSpec("float32", ("batch", cfg.vocab_size)),
-                "next_ids": TensorSpec("int64", ("batch",)),
-                "new_k": kv_new,
-                "new_v": kv_new,
-            },
+            inputs={**step_in, "cross_k": kv_cross, "cross_v": kv_cross, "cache_k": kv_cache, "cache_v": kv_cache},
+            outputs={**step_out, "new_k": kv_new, "new_v": kv_new},
+        ),
+        "decoder_ort": GraphSpec(
+            file="decoder_ort.onnx",
+            inputs={**step_in, **{f"{kind}_{i}": spec for i in range(cfg.n_layers) for kind, spec in (
+                ("cross_k", layer_cross), ("cross_v", layer_cross), ("past_k", layer_cache), ("past_v", layer_cache))}},
+            outputs={**step_out, **{f"present_{kv}_{i}": layer_cache for i in range(cfg.n_layers) for kv in "kv"}},
         ),
     }

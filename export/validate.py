@@ -47,6 +47,7 @@ class ParityReport:
     sequences_identical: int = 0
     token_agreement: float = 1.0
     max_new_tokens: int = 0
+    decoder_ort: dict[str, Any] | None = None  # the same numbers for decoder_ort.onnx
 
     def to_dict(self) -> dict[str, Any]:
         """Manifest form."""
@@ -102,27 +103,78 @@ def parity_images(model: PersonVLM, n: int, seed: int = 0) -> np.ndarray:
     return normalize(np.stack(crops + noise), cfg.mean, cfg.std)
 
 
+@dataclass
+class _Tally:
+    """One decoder graph's numbers over the parity run."""
+
+    logits_max_abs_diff: float = 0.0
+    steps_compared: int = 0
+    sequences_identical: int = 0
+    agree: int = 0
+    total: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"logits_max_abs_diff": self.logits_max_abs_diff, "steps_compared": self.steps_compared,
+                "sequences_identical": self.sequences_identical,
+                "token_agreement": self.agree / max(1, self.total)}
+
+
+class _PortableStep:
+    """``decoder.onnx``: the cache is a host array the caller writes by slot."""
+
+    def __init__(self, session: Any, cfg: Any, ck: np.ndarray, cv: np.ndarray, capacity: int):
+        self.session, self.ck, self.cv = session, ck, cv
+        self.cache_k = np.zeros((cfg.n_layers, ck.shape[1], cfg.n_heads, capacity, cfg.head_dim), np.float32)
+        self.cache_v = np.zeros_like(self.cache_k)
+
+    def __call__(self, tokens: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        logits, ids, nk, nv = self.session.run(None, {
+            "tokens": tokens, "positions": np.full(tokens.shape, t, np.int64), "cross_k": self.ck, "cross_v": self.cv,
+            "cache_k": self.cache_k, "cache_v": self.cache_v})
+        self.cache_k[:, :, :, t], self.cache_v[:, :, :, t] = nk[:, :, :, 0], nv[:, :, :, 0]
+        return logits, ids
+
+
+class _BoundStep:
+    """``decoder_ort.onnx`` through the runtime's own IO-binding code (cache appended in place)."""
+
+    def __init__(self, bound: Any, ck: np.ndarray, cv: np.ndarray, capacity: int):
+        self.bound, self.state = bound, bound.start(ck, cv, capacity)
+
+    def __call__(self, tokens: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.bound.step(self.state, tokens, t)
+        return self.bound.logits(self.state), ids
+
+
 def check_parity(
     model: PersonVLM, encoder_path: Path, decoder_path: Path, max_new_tokens: int,
     batches: tuple[int, ...] = PARITY_BATCHES, atol: float = 1e-4, rtol: float = 1e-5, seed: int = 0,
+    ort_decoder_path: Path | None = None,
 ) -> tuple[ParityReport, list[str]]:
     """Compare ONNX Runtime with the PyTorch reference on real images.
 
-    Encoder outputs are compared directly. The decoder runs step by step on its own
-    ONNX-computed cache, fed the reference's greedy tokens; at each step its logits are
-    compared and its argmax must equal the reference token. Agreement at every step of a
-    row is exactly "greedy sequence identical", without a second decoding loop here.
+    Encoder outputs are compared directly. Each decoder graph (``decoder.onnx``, and
+    ``decoder_ort.onnx`` when given) runs step by step on its own ONNX-computed cache, fed the
+    reference's greedy tokens; at each step its logits are compared and its argmax must equal
+    the reference token. Agreement at every step of a row is exactly "greedy sequence
+    identical", without a second decoding loop here.
     """
     import onnxruntime as ort
+
+    from runtime.backends.ort_bound import BoundDecoder
 
     cfg = model.cfg
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    enc = ort.InferenceSession(str(encoder_path), opts, providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(str(decoder_path), opts, providers=["CPUExecutionProvider"])
+    cpu = ["CPUExecutionProvider"]
+    enc = ort.InferenceSession(str(encoder_path), opts, providers=cpu)
+    dec = ort.InferenceSession(str(decoder_path), opts, providers=cpu)
+    bound = None
+    if ort_decoder_path is not None:
+        bound = BoundDecoder(ort, ort.InferenceSession(str(ort_decoder_path), opts, providers=cpu), cfg.to_dict(), "cpu")
+    tallies = {"decoder": _Tally(), **({"decoder_ort": _Tally()} if bound else {})}
     pixels_all = parity_images(model, sum(batches), seed)
     rep = ParityReport(images=len(pixels_all), batch_sizes=list(batches), max_new_tokens=max_new_tokens)
-    agree = total = 0
     start = 0
     for b in batches:
         pixels = pixels_all[start:start + b]
@@ -132,42 +184,50 @@ def check_parity(
         ck, cv = enc.run(None, {"pixels": pixels})
         rep.encoder_max_abs_diff = max(rep.encoder_max_abs_diff, float(np.abs(ck - ref_k.numpy()).max()),
                                        float(np.abs(cv - ref_v.numpy()).max()))
-        cache_k = np.zeros((cfg.n_layers, b, cfg.n_heads, max_new_tokens, cfg.head_dim), np.float32)
-        cache_v = np.zeros_like(cache_k)
+        steps = {"decoder": _PortableStep(dec, cfg, ck, cv, max_new_tokens)}
+        if bound:
+            steps["decoder_ort"] = _BoundStep(bound, ck, cv, max_new_tokens)
         t_cache_k, t_cache_v = model.empty_cache(b, max_new_tokens)
         alive = np.ones(b, bool)
-        row_ok = np.ones(b, bool)
+        row_ok = {name: np.ones(b, bool) for name in steps}
         tokens = np.full((b, 1), cfg.bos_id, np.int64)
         for t in range(max_new_tokens):
-            positions = np.full((b, 1), t, np.int64)
-            logits, ids, nk, nv = dec.run(None, {"tokens": tokens, "positions": positions, "cross_k": ck,
-                                                 "cross_v": cv, "cache_k": cache_k, "cache_v": cache_v})
             with torch.no_grad():
-                ref_logits, tk, tv = model.decode_step(torch.from_numpy(tokens), torch.from_numpy(positions),
+                ref_logits, tk, tv = model.decode_step(torch.from_numpy(tokens), torch.full((b, 1), t),
                                                        ref_k, ref_v, t_cache_k, t_cache_v)
-            cache_k[:, :, :, t], cache_v[:, :, :, t] = nk[:, :, :, 0], nv[:, :, :, 0]
             t_cache_k[:, :, :, t], t_cache_v[:, :, :, t] = tk[:, :, :, 0], tv[:, :, :, 0]
             ref_logits = ref_logits.numpy()
             ref_next = ref_logits.argmax(-1)
-            rep.logits_max_abs_diff = max(rep.logits_max_abs_diff, float(np.abs(logits - ref_logits)[alive].max(initial=0)))
             rep.logits_max_abs = max(rep.logits_max_abs, float(np.abs(ref_logits[alive]).max(initial=0)))
-            match = ids == ref_next
-            agree += int((match & alive).sum())
-            total += int(alive.sum())
-            rep.steps_compared += 1
-            row_ok &= match | ~alive
+            for name, step in steps.items():
+                logits, ids = step(tokens, t)
+                tally = tallies[name]
+                tally.logits_max_abs_diff = max(tally.logits_max_abs_diff,
+                                                float(np.abs(logits - ref_logits)[alive].max(initial=0)))
+                match = ids == ref_next
+                tally.agree += int((match & alive).sum())
+                tally.total += int(alive.sum())
+                tally.steps_compared += 1
+                row_ok[name] &= match | ~alive
             tokens = ref_next[:, None].astype(np.int64)  # teacher-forced with the reference's greedy choice
             alive &= ref_next != cfg.eos_id
             if not alive.any():
                 break
-        rep.sequences_identical += int(row_ok.sum())
-    rep.token_agreement = agree / max(1, total)
+        for name, ok in row_ok.items():
+            tallies[name].sequences_identical += int(ok.sum())
+    main = tallies["decoder"]
+    rep.logits_max_abs_diff, rep.steps_compared = main.logits_max_abs_diff, main.steps_compared
+    rep.sequences_identical, rep.token_agreement = main.sequences_identical, main.agree / max(1, main.total)
+    if bound:
+        rep.decoder_ort = tallies["decoder_ort"].to_dict()
     failures = []
     if rep.encoder_max_abs_diff > atol:
         failures.append(f"encoder outputs differ by {rep.encoder_max_abs_diff:.3g} (> {atol:g})")
-    if rep.logits_max_abs_diff > atol + rtol * rep.logits_max_abs:
-        failures.append(f"decoder logits differ by {rep.logits_max_abs_diff:.3g} (> {atol:g} + {rtol:g}*{rep.logits_max_abs:.3g})")
-    if rep.sequences_identical != rep.images:
-        failures.append(f"greedy sequences identical for {rep.sequences_identical}/{rep.images} images "
-                        f"(token agreement {rep.token_agreement:.4f})")
+    for name, tally in tallies.items():
+        if tally.logits_max_abs_diff > atol + rtol * rep.logits_max_abs:
+            failures.append(f"{name} logits differ by {tally.logits_max_abs_diff:.3g} "
+                            f"(> {atol:g} + {rtol:g}*{rep.logits_max_abs:.3g})")
+        if tally.sequences_identical != rep.images:
+            failures.append(f"{name}: greedy sequences identical for {tally.sequences_identical}/{rep.images} images "
+                            f"(token agreement {tally.agree / max(1, tally.total):.4f})")
     return rep, failures

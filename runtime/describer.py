@@ -88,13 +88,16 @@ class Describer:
     """Describe person crops with an exported bundle. Thread-safe: per-call state only.
 
     ``backend``: ``auto`` (onnxruntime-cuda when onnxruntime-gpu sees a GPU, else onnxruntime-cpu) or a name.
+    ``decoder`` (ONNX Runtime backends): ``auto`` runs the bundle's ``decoder_ort`` graph with the
+    cache bound in place when it has one; ``portable`` forces ``decoder.onnx``.
     ``on_error``: ``"skip"`` gives a failed input a Description with ``error`` set; ``"raise"``
     raises :class:`InputError` naming the input.
     """
 
     def __init__(self, bundle_dir: str | Path, backend: str = "auto", *, threads: int | None = None,
                  max_batch: int | None = None, max_new_tokens: int | None = None, channel_order: str = "rgb",
-                 on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None):
+                 on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None,
+                 decoder: str = "auto"):
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         if on_error not in ("skip", "raise"):
@@ -111,6 +114,8 @@ class Describer:
         options: dict[str, Any] = {"threads": threads}
         if providers is not None:
             options["providers"] = providers
+        if decoder != "auto":
+            options["decoder"] = decoder
         self.backend = create_backend(backend, self.bundle, **options)
         pre = self.bundle.preprocess
         self._pre = (pre["height"], pre["width"], pre["mean"], pre["std"])

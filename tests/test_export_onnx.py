@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-GRAPHS = ("encoder.onnx", "decoder.onnx")
+GRAPHS = ("encoder.onnx", "decoder.onnx", "decoder_ort.onnx")
+STACKED = ("cross_k", "cross_v", "cache_k", "cache_v", "new_k", "new_v")  # (L, batch, ...): batch on axis 1
 DECODER_INPUTS = ["tokens", "positions", "cross_k", "cross_v", "cache_k", "cache_v"]
 DECODER_OUTPUTS = ["logits", "next_ids", "new_k", "new_v"]
 FP16_LOWEST = -65504.0
@@ -132,8 +133,9 @@ def decoder_feed(model, batch: int, cache: int, positions, seed: int, pixels_see
 # --------------------------------------------------------------------------- bundle layout / manifest
 
 
-def test_bundle_holds_exactly_manifest_and_two_graphs(tiny_bundle):
-    assert sorted(p.name for p in tiny_bundle.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
+def test_bundle_holds_exactly_manifest_and_graphs(tiny_bundle):
+    assert sorted(p.name for p in tiny_bundle.iterdir()) == ["decoder.onnx", "decoder_ort.onnx", "encoder.onnx",
+                                                             "manifest.json"]
     leftovers = [p.name for p in tiny_bundle.parent.iterdir() if p.name.startswith(f".{tiny_bundle.name}.tmp-")]
     assert leftovers == []
 
@@ -207,6 +209,9 @@ def test_manifest_parity_report(manifest):
     assert 0 <= p["encoder_max_abs_diff"] < 1e-4
     assert 0 <= p["logits_max_abs_diff"] < 1e-4
     assert p["steps_compared"] > 0 and p["token_agreement"] == 1.0
+    ort_p = p["decoder_ort"]  # the ONNX Runtime graph is held to the same bar
+    assert ort_p["sequences_identical"] == p["images"] and ort_p["token_agreement"] == 1.0
+    assert 0 <= ort_p["logits_max_abs_diff"] < 1e-4 and ort_p["steps_compared"] == p["steps_compared"]
 
 
 # --------------------------------------------------------------------------- graph structure
@@ -249,7 +254,7 @@ def test_batch_and_cache_dims_are_symbolic(onnx_graphs, manifest, name):
                 else:
                     assert g == w, v.name
     # the batch axis is one and the same symbol across every input and output of the graph
-    batch_syms = {dims(v)[0 if v.name in ("pixels", "tokens", "positions", "logits", "next_ids") else 1]
+    batch_syms = {dims(v)[1 if v.name in STACKED else 0]
                   for v in [*model.graph.input, *model.graph.output]}
     assert len(batch_syms) == 1 and isinstance(next(iter(batch_syms)), str)
 

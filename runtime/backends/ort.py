@@ -1,4 +1,9 @@
-"""ONNX Runtime backend (CPU, or CUDA with onnxruntime-gpu)."""
+"""ONNX Runtime backends (CPU, or CUDA with onnxruntime-gpu).
+
+``OrtBackend`` runs ``decoder_ort.onnx`` with its cache bound in place on the session's device
+(see ``ort_bound.py``) when the bundle has that graph, else the portable ``decoder.onnx``
+with a host numpy cache (bundles exported before the ONNX Runtime graph existed).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ import numpy as np
 
 from ..bundle import Bundle
 from .base import BackendUnavailable
-from .host_cache import DECODER_OUTPUTS, HostCacheBackend
+from .host_cache import DECODER_OUTPUTS, HostCacheBackend, HostState
+from .ort_bound import BoundDecoder, BoundState
+
+DECODERS = ("auto", "ort", "portable")
 
 
 def _ort():
@@ -28,14 +36,23 @@ def cuda_available() -> bool:
 
 
 class OrtBackend(HostCacheBackend):
-    """Encoder + decoder-step sessions; the cache lives in numpy arrays passed by reference."""
+    """Encoder + decoder-step sessions.
+
+    ``decoder``: ``auto`` (the ONNX Runtime graph when the bundle has it), ``ort`` or ``portable``.
+    """
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None,
-                 providers: list[Any] | None = None):
+                 providers: list[Any] | None = None, decoder: str = "auto"):
         ort = _ort()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        has_ort_graph = "decoder_ort" in bundle.manifest.get("graphs", {})
+        if decoder == "ort" and not has_ort_graph:
+            raise BackendUnavailable(f"{bundle.root}: the bundle has no decoder_ort graph; re-export it")
         if device == "cuda" and not cuda_available():
             raise BackendUnavailable("onnxruntime-cuda needs onnxruntime-gpu and an NVIDIA GPU")
         self.name = f"onnxruntime-{device}"
+        self.decoder_graph = "decoder_ort" if decoder != "portable" and has_ort_graph else "decoder"
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -45,7 +62,8 @@ class OrtBackend(HostCacheBackend):
         providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
                                   else ["CPUExecutionProvider"])
         self.encoder = ort.InferenceSession(str(bundle.path("encoder")), opts, providers=providers)
-        self.decoder = ort.InferenceSession(str(bundle.path("decoder")), opts, providers=providers)
+        self.decoder = ort.InferenceSession(str(bundle.path(self.decoder_graph)), opts, providers=providers)
+        self.bound = BoundDecoder(ort, self.decoder, bundle.model, device) if self.decoder_graph == "decoder_ort" else None
         super().__init__(bundle.model)
 
     def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +72,24 @@ class OrtBackend(HostCacheBackend):
         return ck, cv
 
     def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decoder-step session; numpy inputs are passed by reference (no copy on CPU)."""
+        """Portable decoder-step session; numpy inputs are passed by reference (no copy on CPU)."""
         ids, nk, nv = self.decoder.run(DECODER_OUTPUTS, feeds)
         return ids, nk, nv
+
+    def encode(self, pixels: np.ndarray, capacity: int) -> HostState | BoundState:
+        """Run the encoder; an empty cache of ``capacity`` slots (on the device with ``decoder_ort``)."""
+        if self.bound is None:
+            return super().encode(pixels, capacity)
+        return self.bound.start(*self.run_encoder(pixels), capacity)
+
+    def step(self, state: HostState | BoundState, tokens: np.ndarray, position: int) -> np.ndarray:
+        """One decoder step at ``position``; next ids (B,) int64."""
+        if self.bound is None:
+            return super().step(state, tokens, position)
+        return self.bound.step(state, tokens, position)
+
+    def keep(self, state: HostState | BoundState, rows: np.ndarray) -> None:
+        """Keep only ``rows`` of the batch."""
+        if self.bound is None:
+            return super().keep(state, rows)
+        self.bound.keep(state, rows)

@@ -1,0 +1,99 @@
+"""ONNX Runtime on ``decoder_ort.onnx``: the KV cache stays where the session runs (IO binding).
+
+Each layer's cache is one OrtValue of shape (B, H, capacity, Dh) on the session's device,
+bound both as the ``past_*`` input and the ``present_*`` output: the fused attention kernel
+appends each token's K/V in place, so a step moves only the token ids in and the next ids
+out. The cross-attention K/V are uploaded once per batch. Dropping finished rows (at most
+once per row) compacts the buffers through the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class BoundState:
+    """One batch in flight: its device buffers and the binding that names them."""
+
+    binding: Any
+    capacity: int
+    cross: list[Any]  # per layer: K, V OrtValues (B, H, N, Dh)
+    cache: list[Any]  # per layer: K, V OrtValues (B, H, capacity, Dh), past == present
+    next_ids: np.ndarray  # host buffer the session writes the step's ids into
+    logits: Any  # device OrtValue (bound so the session does not allocate one per step)
+    hold: list[Any] = field(default_factory=list)  # host arrays CPU OrtValues share memory with
+
+
+class BoundDecoder:
+    """Runs one decoder step after another on device-resident buffers; one per backend, many states."""
+
+    def __init__(self, ort: Any, session: Any, model: dict[str, Any], device: str):
+        """``model``: the bundle manifest's model config; ``device``: where the session runs (cpu, cuda)."""
+        self._ort, self.session, self.device = ort, session, device
+        self.layers, self.heads = model["n_layers"], model["n_heads"]
+        self.head_dim = model["d_model"] // model["n_heads"]
+        self.vocab = model["vocab_size"]
+
+    def _upload(self, arr: np.ndarray, hold: list[Any]) -> Any:
+        """Host array -> OrtValue on the session's device (on CPU it shares ``arr``'s memory)."""
+        arr = np.ascontiguousarray(arr)
+        hold.append(arr)
+        return self._ort.OrtValue.ortvalue_from_numpy(arr, self.device, 0)
+
+    def start(self, cross_k: np.ndarray, cross_v: np.ndarray, capacity: int) -> BoundState:
+        """State for a batch: cross K/V (L, B, H, N, Dh) on the device and an empty cache of ``capacity`` slots."""
+        hold: list[Any] = []
+        batch = cross_k.shape[1]
+        cross = [self._upload(src[i], hold) for i in range(self.layers) for src in (cross_k, cross_v)]
+        shape = (batch, self.heads, capacity, self.head_dim)
+        cache = [self._upload(np.zeros(shape, np.float32), hold) for _ in range(2 * self.layers)]
+        return self._bind(BoundState(None, capacity, cross, cache, np.zeros(batch, np.int64), None, hold))
+
+    def _bind(self, state: BoundState) -> BoundState:
+        ort, batch = self._ort, state.next_ids.shape[0]
+        io = self.session.io_binding()
+        for i in range(self.layers):
+            io.bind_ortvalue_input(f"cross_k_{i}", state.cross[2 * i])
+            io.bind_ortvalue_input(f"cross_v_{i}", state.cross[2 * i + 1])
+            for j, kv in enumerate("kv"):
+                buf = state.cache[2 * i + j]
+                io.bind_ortvalue_input(f"past_{kv}_{i}", buf)
+                io.bind_ortvalue_output(f"present_{kv}_{i}", buf)  # same buffer: appended in place
+        state.logits = ort.OrtValue.ortvalue_from_shape_and_type((batch, self.vocab), np.float32, self.device, 0)
+        io.bind_ortvalue_output("logits", state.logits)
+        ids = state.next_ids
+        io.bind_output("next_ids", "cpu", 0, np.int64, list(ids.shape), ids.ctypes.data)
+        state.binding = io
+        return state
+
+    def step(self, state: BoundState, tokens: np.ndarray, position: int) -> np.ndarray:
+        """Run one step; this token's K/V land in slot ``position``; returns next ids (B,) int64 (a copy)."""
+        if position >= state.capacity:
+            raise ValueError(f"position {position} exceeds the cache capacity {state.capacity}")
+        tokens = np.ascontiguousarray(tokens, np.int64)
+        positions = np.full(tokens.shape, position, np.int64)
+        state.binding.bind_cpu_input("tokens", tokens)
+        state.binding.bind_cpu_input("positions", positions)
+        self.session.run_with_iobinding(state.binding)
+        return state.next_ids.copy()
+
+    def logits(self, state: BoundState) -> np.ndarray:
+        """The last step's logits (B, vocab) on the host (validation; the greedy loop never needs them)."""
+        return state.logits.numpy()
+
+    def cache(self, state: BoundState) -> tuple[np.ndarray, np.ndarray]:
+        """The cache as host arrays (L, B, H, capacity, Dh) for K and V (tests, validation)."""
+        host = [v.numpy() for v in state.cache]
+        return np.stack(host[0::2]), np.stack(host[1::2])
+
+    def keep(self, state: BoundState, rows: np.ndarray) -> None:
+        """Keep only ``rows`` of every buffer (host round trip; happens at most once per finished row)."""
+        hold: list[Any] = []
+        state.cross = [self._upload(v.numpy()[rows], hold) for v in state.cross]
+        state.cache = [self._upload(v.numpy()[rows], hold) for v in state.cache]
+        state.hold, state.next_ids = hold, np.zeros(len(rows), np.int64)
+        self._bind(state)
