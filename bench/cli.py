@@ -11,14 +11,14 @@ import click
 from pvlm.cli_errors import fail_on_bad_input
 from runtime.backends import NAMES as RUNTIME_BACKENDS
 
-from .runners import TORCH_BACKENDS
+from .runners import RUNTIME_VARIANTS, TORCH_BACKENDS
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
     return [v for item in values for v in item.replace(",", " ").split()]
 
 
-BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS)
+BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS, *RUNTIME_VARIANTS)
 
 
 class MultiValueCommand(click.Command):
@@ -48,8 +48,9 @@ class MultiValueCommand(click.Command):
 @click.argument("bundle", required=False, type=click.Path(file_okay=False))
 @click.option("--preset", help="Benchmark a random-init model of this preset (exported to a temporary bundle).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="PyTorch checkpoint for the torch baselines.")
-@click.option("--backend", "backends", multiple=True, default=("torch-naive", "onnxruntime-cpu"),
-              help="Repeat or comma-separate; the first is the baseline. torch, torch-naive or a runtime backend.")
+@click.option("--backend", "backends", multiple=True, default=("torch-original", "onnxruntime-cpu"),
+              help="Repeat or comma-separate; the first is the baseline: torch, torch-naive, torch-original (the "
+                   "original repository's loop), a runtime backend, or onnxruntime-cpu-portable (decoder.onnx).")
 @click.option("--batch", "batches", multiple=True, default=("1", "32"), help="Batch sizes (repeat or space-separate).")
 @click.option("--new-tokens", type=click.IntRange(min=1), default=48, help="Tokens per description (fixed work).")
 @click.option("--natural", is_flag=True, help="Stop at EOS instead of decoding a fixed number of tokens.")

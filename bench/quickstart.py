@@ -85,7 +85,7 @@ def main(out: str, n_images: int, test_n: int, epochs: int, preset: str, bench_i
 
         t = _step("6/6 benchmarking against the PyTorch baselines (48 tokens, fixed work)")
         bench = run_bench(BenchConfig(bundle=str(bundle), checkpoint=res["best"],
-                                      backends=("torch-naive", "torch", "onnxruntime-cpu"), batches=(1, 8, 32),
+                                      backends=("torch-original", "torch", "onnxruntime-cpu"), batches=(1, 8, 32),
                                       iters=bench_iters))
         (root / "bench.json").write_text(json.dumps(bench, indent=2))
         (root / "bench.md").write_text(bench_report.markdown(bench))

@@ -9,7 +9,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-TORCH_BACKENDS = ("torch", "torch-naive")
+TORCH_BACKENDS = ("torch", "torch-naive", "torch-original")
+# Runtime backends with a non-default option, to measure an option side by side with the default.
+RUNTIME_VARIANTS = {"onnxruntime-cpu-portable": ("onnxruntime-cpu", {"decoder": "portable"})}
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,9 @@ class RuntimeRunner:
     def __init__(self, bundle: Path, backend: str, threads: int | None, max_batch: int, max_new_tokens: int):
         from runtime import Describer
 
-        self.describer = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch,
-                                   max_new_tokens=max_new_tokens)
+        runtime_name, options = RUNTIME_VARIANTS.get(backend, (backend, {}))
+        self.describer = Describer(bundle, backend=runtime_name, threads=threads, max_batch=max_batch,
+                                   max_new_tokens=max_new_tokens, **options)
         self.name = backend
 
     def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
@@ -67,7 +70,9 @@ class RuntimeRunner:
 
 
 class TorchRunner:
-    """The PyTorch reference: ``torch`` (KV cache) or ``torch-naive`` (re-run the whole prefix per token)."""
+    """The PyTorch reference: ``torch`` (KV cache), ``torch-naive`` (re-run the whole prefix per token) or
+    ``torch-original`` (the original repository's loop: also re-projects the cross-attention K/V and
+    filters top-k/top-p every step; see :func:`pvlm.generate.decode_like_original`)."""
 
     def __init__(self, checkpoint: Path, backend: str, threads: int | None, device: str = "cpu"):
         import torch
@@ -81,6 +86,7 @@ class TorchRunner:
         self.device = torch.device(device)
         self.model.to(self.device)
         self.use_cache = backend == "torch"
+        self.original = backend == "torch-original"
         self.name = backend
 
     def _sync(self) -> None:
@@ -89,17 +95,22 @@ class TorchRunner:
 
     def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
         """Encoder, then the reference greedy decoder (cached or naive) on its output."""
-        from pvlm.generate import decode_greedy
+        from pvlm.generate import decode_greedy, decode_like_original
 
         torch, model = self.torch, self.model
         with torch.no_grad():
             x = torch.from_numpy(pixels).to(self.device)
             self._sync()
             t0 = time.perf_counter()
-            cross_k, cross_v = model.cross_kv(model.encode_image(x))
+            visual = model.encode_image(x)
+            if not self.original:
+                cross_k, cross_v = model.cross_kv(visual)
             self._sync()
             t1 = time.perf_counter()
-            ids = decode_greedy(model, cross_k, cross_v, max_new_tokens, self.use_cache, stop_at_eos)
+            if self.original:
+                ids = decode_like_original(model, visual, max_new_tokens, stop_at_eos)
+            else:
+                ids = decode_greedy(model, cross_k, cross_v, max_new_tokens, self.use_cache, stop_at_eos)
             self._sync()
             t2 = time.perf_counter()
         eos, pad = model.cfg.eos_id, model.cfg.pad_id

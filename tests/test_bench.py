@@ -11,7 +11,7 @@ from bench import report as rep
 from bench.cli import main as bench_main
 from bench.harness import BenchConfig, percentile, run_bench
 
-BACKENDS = ("torch-naive", "torch", "onnxruntime-cpu")
+BACKENDS = ("torch-original", "torch-naive", "torch", "onnxruntime-cpu", "onnxruntime-cpu-portable")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_token_sweep_and_renderings(fixed_report, tmp_path):
     assert all(s["step_ms_p50"] > 0 for s in fixed_report["token_sweep"])
     md = rep.markdown(fixed_report)
     assert "| onnxruntime-cpu | 3 |" in md and "camera capacity" in md and "decoder ms/step" in md
-    assert "onnxruntime-cpu vs torch-naive @ batch 1" in "\n".join(rep.comparison_lines(fixed_report))
+    assert "onnxruntime-cpu vs torch-original @ batch 1" in "\n".join(rep.comparison_lines(fixed_report))
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     rep.plot(fixed_report, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -76,9 +76,10 @@ def test_percentile_matches_definition():
 
 def test_natural_mode_backends_agree(tiny_bundle, tiny_checkpoint):
     r = run_bench(BenchConfig(bundle=str(tiny_bundle), checkpoint=str(tiny_checkpoint),
-                              backends=("torch", "onnxruntime-cpu"), batches=(2,), new_tokens=8, natural=True,
-                              warmup=0, iters=1, progress=False, gap_s=0.0))
-    assert r["results"]["torch"]["2"]["tokens"] == r["results"]["onnxruntime-cpu"]["2"]["tokens"]
+                              backends=("torch", "torch-original", "onnxruntime-cpu", "onnxruntime-cpu-portable"),
+                              batches=(2,), new_tokens=8, natural=True, warmup=0, iters=1, progress=False, gap_s=0.0))
+    tokens = {name: per["2"]["tokens"] for name, per in r["results"].items()}
+    assert len(set(map(tuple, tokens.values()))) == 1, tokens
 
 
 def test_cli_multi_value_options_and_json(tiny_bundle, tiny_checkpoint, tmp_path):

@@ -127,3 +127,34 @@ def test_invalid_max_new_tokens(tiny_model, n: int) -> None:
 def test_max_new_tokens_up_to_max_len(tiny_model) -> None:
     out = generate(tiny_model, _pixels(tiny_model, 1, seed=3), tiny_model.cfg.max_len, stop_at_eos=False)
     assert out.shape == (1, tiny_model.cfg.max_len)
+
+
+@pytest.mark.parametrize("stop_at_eos", [True, False])
+def test_like_original_loop_equals_greedy(tiny_model, stop_at_eos: bool) -> None:
+    """The original repository's per-step work (cross K/V re-projected, top-k/top-p filters) picks greedy tokens."""
+    from pvlm.generate import decode_like_original
+
+    forced = _EosAt(tiny_model, [2, 5, 9])
+    pixels = _pixels(tiny_model, 3, seed=21)
+    with torch.no_grad():
+        visual = tiny_model.encode_image(pixels)
+    got = decode_like_original(forced, visual, 12, stop_at_eos=stop_at_eos)
+    assert torch.equal(got, generate(forced, pixels, 12, use_cache=True, stop_at_eos=stop_at_eos))
+    assert got.shape == ((3, 10) if stop_at_eos else (3, 12))
+
+
+def test_like_original_loop_reprojects_cross_kv_every_step(tiny_model) -> None:
+    """The work it times is the original's: cross_kv runs once per generated token, not once per image."""
+    from pvlm.generate import decode_like_original
+
+    calls = []
+
+    class Counting(_EosAt):
+        def cross_kv(self, visual):
+            calls.append(visual.shape)
+            return self.model.cross_kv(visual)
+
+    with torch.no_grad():
+        visual = tiny_model.encode_image(_pixels(tiny_model, 2, seed=3))
+    decode_like_original(Counting(tiny_model, [99, 99]), visual, 7, stop_at_eos=False)
+    assert len(calls) == 7

@@ -22,7 +22,7 @@ def test_quickstart_runs_every_stage(tmp_path):
     ev = json.loads((out / "eval.json").read_text())
     assert ev["n_images"] == 8 and ev["parity"]["backends"]["onnxruntime-cpu"]["exact_match_rate"] == 1.0
     bench = json.loads((out / "bench.json").read_text())
-    assert set(bench["results"]) == {"torch-naive", "torch", "onnxruntime-cpu"}
+    assert set(bench["results"]) == {"torch-original", "torch", "onnxruntime-cpu"}
     assert all(c["tokens_match"] for c in bench["comparisons"])
 
 

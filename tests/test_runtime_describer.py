@@ -177,14 +177,16 @@ def test_max_new_tokens_out_of_range_is_a_clear_error(describer, crops, n):
         describer.generate_ids(np.zeros((1, 3, 64, 32), np.float32), max_new_tokens=n)
 
 
-def test_rows_finishing_early(eos_setup, crops):
+@pytest.mark.parametrize("decoder", ["auto", "portable"])
+def test_rows_finishing_early(eos_setup, crops, decoder):
     from pvlm import Vocabulary
     from runtime import Describer
 
     bundle, _, ref = eos_setup
     lengths = [len(r) for r in ref]
     assert len(set(lengths)) >= 2 and min(lengths) < MAX_NEW
-    d = Describer(bundle, backend="onnxruntime-cpu", max_batch=5)
+    d = Describer(bundle, backend="onnxruntime-cpu", max_batch=5, decoder=decoder)
+    assert d.backend.decoder_graph == ("decoder_ort" if decoder == "auto" else "decoder")
     out = d.describe(crops)
     assert [x.tokens for x in out] == ref
     vocab = Vocabulary(d.bundle.tokens)
@@ -214,9 +216,11 @@ def test_export_parity_with_early_eos(eos_setup):
     from export.validate import check_parity
 
     bundle, model, _ = eos_setup
-    rep, failures = check_parity(model, bundle / "encoder.onnx", bundle / "decoder.onnx", MAX_NEW, batches=(1, 5))
+    rep, failures = check_parity(model, bundle / "encoder.onnx", bundle / "decoder.onnx", MAX_NEW, batches=(1, 5),
+                                 ort_decoder_path=bundle / "decoder_ort.onnx")
     assert failures == []
     assert rep.images == 6 and rep.sequences_identical == 6 and rep.token_agreement == 1.0
+    assert rep.decoder_ort["sequences_identical"] == 6 and rep.decoder_ort["logits_max_abs_diff"] < 1e-4
     assert rep.logits_max_abs_diff < 1e-4 and rep.encoder_max_abs_diff < 1e-4
     assert 0 < rep.steps_compared <= 2 * MAX_NEW
 

@@ -61,8 +61,11 @@ class OrtBackend(HostCacheBackend):
             opts.inter_op_num_threads = 1
         providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
                                   else ["CPUExecutionProvider"])
-        self.encoder = ort.InferenceSession(str(bundle.path("encoder")), opts, providers=providers)
         self.decoder = ort.InferenceSession(str(bundle.path(self.decoder_graph)), opts, providers=providers)
+        # The encoder runs once per batch: its threads spin while it runs, then stop at once instead of
+        # spinning on the cores the decoder steps need next.
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+        self.encoder = ort.InferenceSession(str(bundle.path("encoder")), opts, providers=providers)
         self.bound = BoundDecoder(ort, self.decoder, bundle.model, device) if self.decoder_graph == "decoder_ort" else None
         super().__init__(bundle.model)
 

@@ -26,6 +26,8 @@ class BoundState:
     next_ids: np.ndarray  # host buffer the session writes the step's ids into
     logits: Any  # device OrtValue (bound so the session does not allocate one per step)
     hold: list[Any] = field(default_factory=list)  # host arrays CPU OrtValues share memory with
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))  # bound once, written per step
+    positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))
 
 
 class BoundDecoder:
@@ -67,6 +69,10 @@ class BoundDecoder:
         io.bind_ortvalue_output("logits", state.logits)
         ids = state.next_ids
         io.bind_output("next_ids", "cpu", 0, np.int64, list(ids.shape), ids.ctypes.data)
+        # Host inputs the step rewrites in place: OrtValues over them are bound once, not per step.
+        state.tokens, state.positions = np.zeros((batch, 1), np.int64), np.zeros((batch, 1), np.int64)
+        io.bind_ortvalue_input("tokens", ort.OrtValue.ortvalue_from_numpy(state.tokens))
+        io.bind_ortvalue_input("positions", ort.OrtValue.ortvalue_from_numpy(state.positions))
         state.binding = io
         return state
 
@@ -74,10 +80,8 @@ class BoundDecoder:
         """Run one step; this token's K/V land in slot ``position``; returns next ids (B,) int64 (a copy)."""
         if position >= state.capacity:
             raise ValueError(f"position {position} exceeds the cache capacity {state.capacity}")
-        tokens = np.ascontiguousarray(tokens, np.int64)
-        positions = np.full(tokens.shape, position, np.int64)
-        state.binding.bind_cpu_input("tokens", tokens)
-        state.binding.bind_cpu_input("positions", positions)
+        state.tokens[:] = tokens
+        state.positions.fill(position)
         self.session.run_with_iobinding(state.binding)
         return state.next_ids.copy()
 

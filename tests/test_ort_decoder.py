@@ -1,0 +1,177 @@
+"""decoder_ort.onnx: ONNX Runtime's fused kernels with the KV cache bound in place (IO binding).
+
+The same binding code runs on CPU here and on CUDA where onnxruntime-gpu sees a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    import pvlm
+
+    return pvlm.load_checkpoint(tiny_checkpoint)[0].eval()
+
+
+@pytest.fixture(scope="module")
+def bound(tiny_bundle):
+    from runtime.backends.ort_bound import BoundDecoder
+    from runtime.bundle import Bundle
+
+    b = Bundle.load(tiny_bundle)
+    session = ort.InferenceSession(str(b.path("decoder_ort")), providers=["CPUExecutionProvider"])
+    return BoundDecoder(ort, session, b.model, "cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bundle):
+    return ort.InferenceSession(str(tiny_bundle / "encoder.onnx"), providers=["CPUExecutionProvider"])
+
+
+def _pixels(model, batch: int, seed: int) -> np.ndarray:
+    h, w = model.cfg.image_size
+    return np.random.default_rng(seed).standard_normal((batch, 3, h, w)).astype(np.float32)
+
+
+def _optimised_nodes(path, tmp_path) -> list[str]:
+    import onnx
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / f"{path.stem}.opt.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+
+
+def test_fewer_nodes_and_fused_attention(tiny_bundle, model, tmp_path):
+    portable = _optimised_nodes(tiny_bundle / "decoder.onnx", tmp_path)
+    fused = _optimised_nodes(tiny_bundle / "decoder_ort.onnx", tmp_path)
+    assert fused.count("MultiHeadAttention") == 2 * model.cfg.n_layers  # self and cross per layer
+    assert len(fused) < 0.6 * len(portable), (len(fused), len(portable))
+
+
+def test_cache_appended_in_place_and_equal_to_torch(bound, encoder, model):
+    """Steps write K/V into the bound buffers themselves (same memory every step) and match PyTorch."""
+    cfg, b, steps, capacity = model.cfg, 3, 6, 10
+    pixels = _pixels(model, b, seed=1)
+    ck, cv = encoder.run(None, {"pixels": pixels})
+    state = bound.start(ck, cv, capacity)
+    pointers = [v.data_ptr() for v in state.cache]
+    with torch.no_grad():
+        ref_k, ref_v = model.cross_kv(model.encode_image(torch.from_numpy(pixels)))
+        t_k, t_v = model.empty_cache(b, capacity)
+        tokens = np.full((b, 1), cfg.bos_id, np.int64)
+        for t in range(steps):
+            ids = bound.step(state, tokens, t)
+            logits, k, v = model.decode_step(torch.from_numpy(tokens), torch.full((b, 1), t), ref_k, ref_v, t_k, t_v)
+            t_k[:, :, :, t], t_v[:, :, :, t] = k[:, :, :, 0], v[:, :, :, 0]
+            np.testing.assert_allclose(bound.logits(state), logits.numpy(), atol=1e-4)
+            assert ids.tolist() == logits.argmax(-1).tolist()
+            assert [v.data_ptr() for v in state.cache] == pointers  # no reallocation, no copy
+            tokens = ids[:, None]
+    cache_k, cache_v = bound.cache(state)
+    np.testing.assert_allclose(cache_k[:, :, :, :steps], t_k[:, :, :, :steps].numpy(), atol=1e-5)
+    np.testing.assert_allclose(cache_v[:, :, :, :steps], t_v[:, :, :, :steps].numpy(), atol=1e-5)
+    assert not cache_k[:, :, :, steps:].any()  # slots past the last step untouched
+
+
+def test_keep_drops_rows_without_changing_the_others(bound, encoder, model):
+    pixels = _pixels(model, 3, seed=2)
+    ck, cv = encoder.run(None, {"pixels": pixels})
+    full = bound.start(ck, cv, 8)
+    tokens = np.full((3, 1), model.cfg.bos_id, np.int64)
+    for t in range(3):
+        tokens = bound.step(full, tokens, t)[:, None]
+    rows = np.array([0, 2])
+    bound.keep(full, rows)
+    kept_ids = bound.step(full, tokens[rows], 3)
+    # the same two rows decoded on their own from the start
+    alone = bound.start(np.ascontiguousarray(ck[:, rows]), np.ascontiguousarray(cv[:, rows]), 8)
+    t2 = np.full((2, 1), model.cfg.bos_id, np.int64)
+    for t in range(4):
+        ids = bound.step(alone, t2, t)
+        t2 = ids[:, None]
+    assert kept_ids.tolist() == ids.tolist()
+    np.testing.assert_allclose(bound.logits(full), bound.logits(alone), atol=1e-5)
+
+
+def test_position_past_capacity_is_refused(bound, encoder, model):
+    ck, cv = encoder.run(None, {"pixels": _pixels(model, 1, seed=3)})
+    state = bound.start(ck, cv, 2)
+    with pytest.raises(ValueError, match="capacity"):
+        bound.step(state, np.ones((1, 1), np.int64), 2)
+
+
+def test_describer_paths_agree(tiny_bundle, model):
+    from runtime import Describer
+
+    fused, portable = Describer(tiny_bundle), Describer(tiny_bundle, decoder="portable")
+    assert (fused.backend.decoder_graph, portable.backend.decoder_graph) == ("decoder_ort", "decoder")
+    pixels = _pixels(model, 5, seed=4)
+    a, _ = fused.generate_ids(pixels, 12, stop_at_eos=False)
+    b, _ = portable.generate_ids(pixels, 12, stop_at_eos=False)
+    assert a == b
+
+
+def test_old_bundle_without_the_graph_falls_back(tiny_bundle, tmp_path):
+    from runtime import Describer
+    from runtime.backends import BackendUnavailable
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["graphs"]["decoder_ort"], manifest["artifacts"]["decoder_ort.onnx"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    (old / "decoder_ort.onnx").unlink()
+    d = Describer(old)
+    assert d.backend.decoder_graph == "decoder"
+    assert d.describe(np.zeros((64, 32, 3), np.uint8))[0].ok
+    with pytest.raises(BackendUnavailable, match="decoder_ort"):
+        Describer(old, decoder="ort")
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        Describer(tiny_bundle, decoder="fast")
+
+
+def test_validation_catches_a_wrong_ort_graph(tiny_bundle, model, tmp_path):
+    """A decoder_ort built from slightly different weights fails the export's parity check."""
+    from export.ort_decoder import export_ort_decoder
+    from export.spec import graph_specs
+    from export.validate import check_parity
+
+    wrong = copy.deepcopy(model)
+    with torch.no_grad():
+        wrong.blocks[-1].mlp[3].bias[::2] += 0.2  # not a uniform shift, which the final LayerNorm would remove
+    path = tmp_path / "decoder_ort.onnx"
+    export_ort_decoder(wrong, graph_specs(model.cfg)["decoder_ort"], path, 20)
+    rep, failures = check_parity(model, tiny_bundle / "encoder.onnx", tiny_bundle / "decoder.onnx", 6,
+                                 batches=(1, 2), ort_decoder_path=path)
+    assert any(f.startswith("decoder_ort logits differ") for f in failures), failures
+    assert not any(f.startswith(("decoder logits", "decoder:")) for f in failures)  # the portable graph passes
+    assert rep.decoder_ort["logits_max_abs_diff"] > 1e-3
+
+
+@pytest.mark.skipif(not any(p == "CUDAExecutionProvider" for p in ort.get_available_providers()),
+                    reason="needs onnxruntime-gpu and an NVIDIA GPU (CUDAExecutionProvider not available)")
+def test_cuda_cache_stays_on_the_device(tiny_bundle, model):
+    from runtime import Describer
+
+    cuda = Describer(tiny_bundle, backend="onnxruntime-cuda")
+    assert cuda.backend.bound is not None and cuda.backend.bound.device == "cuda"
+    pixels = _pixels(model, 4, seed=5)
+    state = cuda.backend.encode(pixels, 4)
+    assert {v.device_name().lower() for v in state.cache} == {"cuda"}
+    a, _ = cuda.generate_ids(pixels, 12, stop_at_eos=False)
+    b, _ = Describer(tiny_bundle, backend="onnxruntime-cpu").generate_ids(pixels, 12, stop_at_eos=False)
+    assert a == b
