@@ -104,8 +104,10 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
     b.node("Reshape", [logits, b.const("logits.shape", np.array([0, -1], np.int64))], ["logits"])
     b.node("ArgMax", ["logits"], ["next_ids"], axis=-1, keepdims=0)
     graph = helper.make_graph(b.nodes, "personvlm_decoder_ort", _values(spec.inputs), _values(spec.outputs), b.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(CONTRIB, 1)],
-                             producer_name="personvlm-toolkit")
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid(CONTRIB, 1)]
+    # The lowest IR version the opset allows, not the installed onnx's newest: older runtimes load it.
+    return helper.make_model(graph, opset_imports=opsets, producer_name="personvlm-toolkit",
+                             ir_version=helper.find_min_ir_version_for(opsets, ignore_unknown=True))
 
 
 def _values(tensors: dict) -> list[onnx.ValueInfoProto]:

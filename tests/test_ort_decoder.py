@@ -175,3 +175,44 @@ def test_cuda_cache_stays_on_the_device(tiny_bundle, model):
     a, _ = cuda.generate_ids(pixels, 12, stop_at_eos=False)
     b, _ = Describer(tiny_bundle, backend="onnxruntime-cpu").generate_ids(pixels, 12, stop_at_eos=False)
     assert a == b
+
+
+def test_ir_version_loadable_by_older_runtimes(tiny_bundle):
+    """The hand-built graph declares the opset's minimum IR version, not the installed onnx's newest
+    (ONNX Runtime 1.30 refuses IR 14, which onnx 1.23 writes by default)."""
+    import onnx
+
+    fused = onnx.load(str(tiny_bundle / "decoder_ort.onnx"), load_external_data=False)
+    portable = onnx.load(str(tiny_bundle / "decoder.onnx"), load_external_data=False)
+    assert fused.ir_version <= portable.ir_version and fused.ir_version <= 10
+
+
+@pytest.mark.parametrize("version, ok", [("1.30.0", False), ("1.31.1", True), ("1.32.0", True), ("2.0.0", True),
+                                         ("1.9.0", False), ("dev", False)])
+def test_version_floor(version, ok):
+    from runtime.backends.ort_bound import supports_bound_cache
+
+    assert supports_bound_cache(version) is ok
+
+
+def test_older_onnxruntime_falls_back_to_the_portable_graph(tiny_bundle, monkeypatch, caplog):
+    """ONNX Runtime 1.30 corrupts the heap on this graph: the runtime must not hand it over."""
+    from runtime import Describer
+    from runtime.backends import BackendUnavailable
+
+    monkeypatch.setattr(ort, "__version__", "1.30.0")
+    with caplog.at_level("WARNING"):
+        d = Describer(tiny_bundle)
+    assert d.backend.decoder_graph == "decoder" and "onnxruntime>=1.31" in caplog.text
+    assert d.describe(np.zeros((64, 32, 3), np.uint8))[0].ok
+    with pytest.raises(BackendUnavailable, match=r"onnxruntime>=1\.31 \(this is 1\.30\.0\)"):
+        Describer(tiny_bundle, decoder="ort")
+
+
+def test_export_with_older_onnxruntime_leaves_the_graph_out(model, tiny_vocab, tmp_path, monkeypatch):
+    from export.onnx import build_bundle
+
+    monkeypatch.setattr(ort, "__version__", "1.30.0")
+    manifest = build_bundle(model, tiny_vocab, tmp_path, max_batch=2, max_new_tokens=4)
+    assert set(manifest["graphs"]) == {"encoder", "decoder"} and "decoder_ort.onnx" not in manifest["artifacts"]
+    assert not (tmp_path / "decoder_ort.onnx").exists() and manifest["verification"]["parity"]["decoder_ort"] is None

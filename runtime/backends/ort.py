@@ -7,6 +7,7 @@ with a host numpy cache (bundles exported before the ONNX Runtime graph existed)
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,9 @@ import numpy as np
 from ..bundle import Bundle
 from .base import BackendUnavailable
 from .host_cache import DECODER_OUTPUTS, HostCacheBackend, HostState
-from .ort_bound import BoundDecoder, BoundState
+from .ort_bound import MIN_ONNXRUNTIME, BoundDecoder, BoundState, supports_bound_cache
+
+log = logging.getLogger(__name__)
 
 DECODERS = ("auto", "ort", "portable")
 
@@ -49,6 +52,13 @@ class OrtBackend(HostCacheBackend):
         has_ort_graph = "decoder_ort" in bundle.manifest.get("graphs", {})
         if decoder == "ort" and not has_ort_graph:
             raise BackendUnavailable(f"{bundle.root}: the bundle has no decoder_ort graph; re-export it")
+        if decoder != "portable" and has_ort_graph and not supports_bound_cache(ort.__version__):
+            reason = (f"decoder_ort needs onnxruntime>={'.'.join(map(str, MIN_ONNXRUNTIME))} "
+                      f"(this is {ort.__version__})")
+            if decoder == "ort":
+                raise BackendUnavailable(reason)
+            log.warning("%s; using the portable decoder.onnx", reason)
+            has_ort_graph = False
         if device == "cuda" and not cuda_available():
             raise BackendUnavailable("onnxruntime-cuda needs onnxruntime-gpu and an NVIDIA GPU")
         self.name = f"onnxruntime-{device}"

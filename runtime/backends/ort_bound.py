@@ -9,10 +9,21 @@ once per row) compacts the buffers through the host.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+# Older ONNX Runtime CPU kernels ignore past_sequence_length and write one slot past the shared
+# buffer (heap corruption, seen with 1.30.0); 1.31.1 and 1.32.0 append in place as specified.
+MIN_ONNXRUNTIME = (1, 31)
+
+
+def supports_bound_cache(version: str) -> bool:
+    """True when this ONNX Runtime version runs ``decoder_ort.onnx`` correctly."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_ONNXRUNTIME
 
 
 @dataclass
