@@ -72,9 +72,10 @@ class OrtBackend(HostCacheBackend):
         providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
                                   else ["CPUExecutionProvider"])
         self.decoder = ort.InferenceSession(str(bundle.path(self.decoder_graph)), opts, providers=providers)
-        # The encoder runs once per batch: its threads spin while it runs, then stop at once instead of
-        # spinning on the cores the decoder steps need next.
-        opts.add_session_config_entry("session.force_spinning_stop", "1")
+        # The encoder runs once per batch: its idle threads must not spin on the cores the decoder steps
+        # need next (measured end to end at batch 1: 62 ms without spinning, 87 ms with it;
+        # force_spinning_stop slowed the encoder itself by half).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.encoder = ort.InferenceSession(str(bundle.path("encoder")), opts, providers=providers)
         self.bound = BoundDecoder(ort, self.decoder, bundle.model, device) if self.decoder_graph == "decoder_ort" else None
         super().__init__(bundle.model)
