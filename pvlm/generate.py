@@ -32,11 +32,8 @@ def decode_greedy(
 ) -> torch.Tensor:
     """The decoding half of :func:`generate`, from precomputed cross-attention K/V (L, B, H, N, Dh)."""
     cfg = model.cfg
-    if max_new_tokens < 1 or max_new_tokens > cfg.max_len:
-        raise ValueError(f"max_new_tokens must be in [1, {cfg.max_len}], got {max_new_tokens}")
     b, dev = cross_k.shape[1], cross_k.device
-    seq = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=dev)
-    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    seq, done = _start(cfg, max_new_tokens, b, dev)
     if use_cache:
         cache_k, cache_v = model.empty_cache(b, max_new_tokens, dev, cross_k.dtype)
     for t in range(max_new_tokens):
@@ -51,6 +48,14 @@ def decode_greedy(
         if stop_at_eos and bool(done.all()):
             break
     return seq[:, 1:]
+
+
+def _start(cfg: Any, max_new_tokens: int, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check ``max_new_tokens``; the ``<bos>`` column and the per-row finished flags."""
+    if max_new_tokens < 1 or max_new_tokens > cfg.max_len:
+        raise ValueError(f"max_new_tokens must be in [1, {cfg.max_len}], got {max_new_tokens}")
+    return (torch.full((batch, 1), cfg.bos_id, dtype=torch.long, device=device),
+            torch.zeros(batch, dtype=torch.bool, device=device))
 
 
 def _append(seq: torch.Tensor, nxt: torch.Tensor, done: torch.Tensor, cfg: Any, stop_at_eos: bool) -> torch.Tensor:
@@ -76,11 +81,7 @@ def decode_like_original(model: PersonVLM, visual: torch.Tensor, max_new_tokens:
     filtered out), so the output equals greedy decoding and every backend's tokens compare.
     """
     cfg = model.cfg
-    if max_new_tokens < 1 or max_new_tokens > cfg.max_len:
-        raise ValueError(f"max_new_tokens must be in [1, {cfg.max_len}], got {max_new_tokens}")
-    b, dev = visual.shape[0], visual.device
-    seq = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=dev)
-    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    seq, done = _start(cfg, max_new_tokens, visual.shape[0], visual.device)
     for _ in range(max_new_tokens):
         logits = model.decode_full(seq, *model.cross_kv(visual))[:, -1] / ORIGINAL_TEMPERATURE
         kth = torch.topk(logits, min(ORIGINAL_TOP_K, logits.shape[-1]))[0][:, -1, None]

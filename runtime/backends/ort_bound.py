@@ -54,7 +54,8 @@ class BoundDecoder:
     def _upload(self, arr: np.ndarray, hold: list[Any]) -> Any:
         """Host array -> OrtValue on the session's device (on CPU it shares ``arr``'s memory)."""
         arr = np.ascontiguousarray(arr)
-        hold.append(arr)
+        if self.device == "cpu":  # elsewhere the OrtValue holds its own device copy
+            hold.append(arr)
         return self._ort.OrtValue.ortvalue_from_numpy(arr, self.device, 0)
 
     def start(self, cross_k: np.ndarray, cross_v: np.ndarray, capacity: int) -> BoundState:
