@@ -47,15 +47,15 @@ def load_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = N
     root = Path(image_root) if image_root is not None else None
     records: list[Record] = []
     bad_lines = bad_images = 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:  # decoded line by line: one invalid UTF-8 line must not lose the file
+        for raw in f:
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8"))
                 caption = str(row["answer"])
                 img = resolve_image(str(row["image"]), path.parent, root)
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
                 bad_lines += 1
                 continue
             if verify and not _readable(img):

@@ -78,6 +78,8 @@ def test_bad_rows_are_skipped_with_a_warning(synth_dir: Path, tmp_path: Path, ca
         good[1],
     ]
     jsonl = _write_jsonl(tmp_path / "mixed.jsonl", lines)
+    with open(jsonl, "ab") as f:  # a line that is not UTF-8 costs that line only
+        f.write(b'{"image": "x.png", "answer": "caf\xe9"}\n')
     with caplog.at_level(logging.WARNING, logger="pvlm.data"):
         records = load_jsonl(jsonl)
     assert [r.caption for r in records] == [good[0]["answer"], good[1]["answer"]]
@@ -85,7 +87,7 @@ def test_bad_rows_are_skipped_with_a_warning(synth_dir: Path, tmp_path: Path, ca
     assert len(warnings) == 1
     msg = warnings[0].getMessage()
     assert str(jsonl) in msg
-    assert "2 malformed line(s)" in msg and "2 missing/unreadable image(s)" in msg and "2 usable" in msg
+    assert "3 malformed line(s)" in msg and "2 missing/unreadable image(s)" in msg and "2 usable" in msg
 
 
 def test_clean_file_logs_nothing(synth_dir: Path, caplog) -> None:
