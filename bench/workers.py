@@ -9,7 +9,6 @@ transfers never enter the measurements.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import traceback
 from pathlib import Path
 from typing import Any

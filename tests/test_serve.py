@@ -23,16 +23,15 @@ pytest.importorskip("pytriton", reason="pvlm-serve needs nvidia-pytriton (pip in
 pytest.importorskip("tritonclient.grpc", reason="the tests call it with tritonclient[all] (pip install -e '.[serve]')")
 
 from test_triton_repo import (  # noqa: E402 - shared helpers and the session bundle fixture
+    check_load_nothing_lost,
     free_ports,
     lively_bundle,  # noqa: F401 - fixture
     local_texts,
     make_images,
-    report_load,
     run_load,
 )
 
 N_IMAGES = 24
-LOAD_REQUESTS, LOAD_THREADS, LOAD_BUDGET_S = 200, 8, 150
 
 
 @pytest.fixture(scope="module")
@@ -176,17 +175,7 @@ def test_malformed_requests_get_clear_errors_and_server_keeps_serving(pvlm_serve
 
 
 def test_load_nothing_lost(pvlm_server, images, expected):
-    payloads = [i % len(images) for i in range(LOAD_REQUESTS)]
-    clients = [_client(pvlm_server) for _ in range(LOAD_THREADS)]
-    try:
-        load = run_load(lambda k, i: _describe(clients[k], images[i])[0], payloads, LOAD_THREADS, LOAD_BUDGET_S)
-    finally:
-        for c in clients:
-            c.close()
-    report_load("pvlm-serve (PyTriton)", load, LOAD_REQUESTS)
-    assert not load["errors"], list(load["errors"].values())[:3]
-    assert all(r is not None for r in load["results"]), "the time budget ran out before every request was sent"
-    assert load["results"] == [expected[i] for i in payloads]
+    check_load_nothing_lost(lambda: _client(pvlm_server), _describe, images, expected, "pvlm-serve (PyTriton)")
 
 
 def _serve_cmd(bundle: Path, ports: list[int], triton_log: Path) -> list[str]:

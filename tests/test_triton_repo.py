@@ -151,6 +151,21 @@ def run_load(call, payloads: list, threads: int, budget_s: float) -> dict:
     return {"results": results, "errors": errors, "latencies": latencies, "wall_s": time.perf_counter() - t0}
 
 
+def check_load_nothing_lost(new_client, describe, images: list, expected: list, name: str) -> None:
+    """LOAD_REQUESTS requests from LOAD_THREADS clients: every one answered, each answer the local one."""
+    payloads = [i % len(images) for i in range(LOAD_REQUESTS)]
+    clients = [new_client() for _ in range(LOAD_THREADS)]
+    try:
+        load = run_load(lambda k, i: describe(clients[k], images[i])[0], payloads, LOAD_THREADS, LOAD_BUDGET_S)
+    finally:
+        for c in clients:
+            c.close()
+    report_load(name, load, LOAD_REQUESTS)
+    assert not load["errors"], list(load["errors"].values())[:3]
+    assert all(r is not None for r in load["results"]), "the time budget ran out before every request was sent"
+    assert load["results"] == [expected[i] for i in payloads]
+
+
 def report_load(name: str, load: dict, n: int) -> str:
     """One line: answered/failed counts, p50/p99 latency and throughput (printed into the test output)."""
     lat = np.asarray(load["latencies"]) * 1e3
@@ -549,14 +564,5 @@ def test_malformed_requests_get_clear_errors_and_server_keeps_serving(server, im
 
 
 def test_load_nothing_lost(server, images, expected):
-    payloads = [i % len(images) for i in range(LOAD_REQUESTS)]
-    clients = [_grpc_client(server) for _ in range(LOAD_THREADS)]
-    try:
-        load = run_load(lambda k, i: _describe(clients[k], images[i])[0], payloads, LOAD_THREADS, LOAD_BUDGET_S)
-    finally:
-        for c in clients:
-            c.close()
-    report_load("tritonserver python-flavor repository", load, LOAD_REQUESTS)
-    assert not load["errors"], list(load["errors"].values())[:3]
-    assert all(r is not None for r in load["results"]), "the time budget ran out before every request was sent"
-    assert [r for r in load["results"]] == [expected[i] for i in payloads]
+    check_load_nothing_lost(lambda: _grpc_client(server), _describe, images, expected,
+                            "tritonserver python-flavor repository")
