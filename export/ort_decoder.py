@@ -3,7 +3,8 @@
 Same arithmetic as :meth:`pvlm.PersonVLM.decode_step` (parity-checked at export), written
 with ONNX Runtime's ``com.microsoft`` kernels, which ONNX Runtime runs on CPU and CUDA:
 
-- ``MultiHeadAttention`` with ``past_sequence_length``: past and present K/V are ONE buffer
+- ``MultiHeadAttention`` with ``past_sequence_length`` (and an all-zero ``cache_indirection``,
+  which the CUDA kernel requires before it shares buffers): past and present K/V are ONE buffer
   per layer of shape (B, H, capacity, Dh). The runtime binds the same buffer (IO binding)
   as the ``past_*`` input and the ``present_*`` output, the kernel appends this token's K/V
   in place at slot ``position``, and nothing is copied per step on any device.
@@ -84,7 +85,7 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
         b_qkv = b.const(f"{p}.qkv.b", torch.cat([sa.q.bias * sa.q_scale, sa.k.bias, sa.v.bias]))
         b.node("Split", [matmul(h, w_qkv, f"{p}.qkv")], [f"{p}.q", f"{p}.k", f"{p}.v"], axis=-1, num_outputs=3)
         b.node("MultiHeadAttention",
-               [f"{p}.q", f"{p}.k", f"{p}.v", b_qkv, "", "", f"past_k_{i}", f"past_v_{i}", past],
+               [f"{p}.q", f"{p}.k", f"{p}.v", b_qkv, "", "", f"past_k_{i}", f"past_v_{i}", past, "cache_indirection"],
                [f"{p}.self", f"present_k_{i}", f"present_v_{i}"], domain=CONTRIB, num_heads=heads, scale=1.0)
         h, x = skip_norm(matmul(f"{p}.self", b.weight(f"{p}.self.o.w", sa.o), f"{p}.self.o"), x, blk.ln2, sa.o.bias,
                          f"{p}.ln2")

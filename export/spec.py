@@ -77,7 +77,9 @@ def graph_specs(cfg: PersonVLMConfig) -> dict[str, GraphSpec]:
         "decoder_ort": GraphSpec(
             file="decoder_ort.onnx",
             inputs={**step_in, **{f"{kind}_{i}": spec for i in range(cfg.n_layers) for kind, spec in (
-                ("cross_k", layer_cross), ("cross_v", layer_cross), ("past_k", layer_cache), ("past_v", layer_cache))}},
+                ("cross_k", layer_cross), ("cross_v", layer_cross), ("past_k", layer_cache), ("past_v", layer_cache))},
+                # zeros (beam width 1): ONNX Runtime's CUDA kernel shares past/present only when it is given
+                "cache_indirection": TensorSpec("int32", ("batch", 1, "cache"))},
             outputs={**step_out, **{f"present_{kv}_{i}": layer_cache for i in range(cfg.n_layers) for kv in "kv"}},
         ),
     }

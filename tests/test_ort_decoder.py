@@ -60,6 +60,13 @@ def test_fewer_nodes_and_fused_attention(tiny_bundle, model, tmp_path):
     fused = _optimised_nodes(tiny_bundle / "decoder_ort.onnx", tmp_path)
     assert fused.count("MultiHeadAttention") == 2 * model.cfg.n_layers  # self and cross per layer
     assert len(fused) < 0.6 * len(portable), (len(fused), len(portable))
+    import onnx
+
+    graph = onnx.load(str(tiny_bundle / "decoder_ort.onnx")).graph
+    self_attn = [n for n in graph.node if n.op_type == "MultiHeadAttention" and len(n.input) > 3]
+    # past_sequence_length and cache_indirection both given: what the CUDA kernel needs to share past/present
+    assert len(self_attn) == model.cfg.n_layers
+    assert all(n.input[8] == "past_length" and n.input[9] == "cache_indirection" for n in self_attn)
 
 
 def test_cache_appended_in_place_and_equal_to_torch(bound, encoder, model):

@@ -39,6 +39,7 @@ class BoundState:
     hold: list[Any] = field(default_factory=list)  # host arrays CPU OrtValues share memory with
     tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))  # bound once, written per step
     positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))
+    indirection: Any = None  # all-zero (B, 1, capacity) int32 on the device: greedy is beam width 1
 
 
 class BoundDecoder:
@@ -81,6 +82,10 @@ class BoundDecoder:
         io.bind_ortvalue_output("logits", state.logits)
         ids = state.next_ids
         io.bind_output("next_ids", "cpu", 0, np.int64, list(ids.shape), ids.ctypes.data)
+        zeros = np.zeros((batch, 1, state.capacity), np.int32)
+        state.indirection = ort.OrtValue.ortvalue_from_numpy(zeros, self.device, 0)
+        state.hold.append(zeros)
+        io.bind_ortvalue_input("cache_indirection", state.indirection)
         # Host inputs the step rewrites in place: OrtValues over them are bound once, not per step.
         state.tokens, state.positions = np.zeros((batch, 1), np.int64), np.zeros((batch, 1), np.int64)
         io.bind_ortvalue_input("tokens", ort.OrtValue.ortvalue_from_numpy(state.tokens))
