@@ -53,8 +53,9 @@ class RuntimeRunner:
         from runtime import Describer
 
         runtime_name, options = RUNTIME_VARIANTS.get(backend, (backend, {}))
+        # Each backend has a worker process of its own, so ONNX Runtime's shared thread pool is safe here.
         self.describer = Describer(bundle, backend=runtime_name, threads=threads, max_batch=max_batch,
-                                   max_new_tokens=max_new_tokens, **options)
+                                   max_new_tokens=max_new_tokens, shared_threads=True, **options)
         self.name = backend
 
     def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:

@@ -223,3 +223,35 @@ def test_export_with_older_onnxruntime_leaves_the_graph_out(model, tiny_vocab, t
     manifest = build_bundle(model, tiny_vocab, tmp_path, max_batch=2, max_new_tokens=4)
     assert set(manifest["graphs"]) == {"encoder", "decoder"} and "decoder_ort.onnx" not in manifest["artifacts"]
     assert not (tmp_path / "decoder_ort.onnx").exists() and manifest["verification"]["parity"]["decoder_ort"] is None
+
+
+SHARED_POOL_SCRIPT = """
+import json, sys
+import numpy as np
+from runtime import Describer
+pixels = np.load(sys.argv[2])
+d = Describer(sys.argv[1], shared_threads=True)
+again = Describer(sys.argv[1], shared_threads=True)  # a second Describer joins the same pool
+print(json.dumps({"pool": [d.backend.thread_pool, again.backend.thread_pool],
+                  "ids": d.generate_ids(pixels, 10, stop_at_eos=False)[0],
+                  "again": again.generate_ids(pixels, 10, stop_at_eos=False)[0]}))
+"""
+
+
+def test_shared_thread_pool_gives_the_same_tokens(tiny_bundle, model, tmp_path):
+    """ONNX Runtime's process-wide pool changes every later session in the process: checked in a subprocess."""
+    import subprocess
+    import sys
+
+    from runtime import Describer
+
+    pixels = _pixels(model, 3, seed=6)
+    np.save(tmp_path / "pixels.npy", pixels)
+    out = subprocess.run([sys.executable, "-c", SHARED_POOL_SCRIPT, str(tiny_bundle), str(tmp_path / "pixels.npy")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    want, _ = Describer(tiny_bundle).generate_ids(pixels, 10, stop_at_eos=False)
+    assert got["pool"] == ["shared", "shared"]
+    assert got["ids"] == want and got["again"] == want
+    assert Describer(tiny_bundle).backend.thread_pool == "per-session"  # the default leaves the process alone
