@@ -17,6 +17,7 @@ import torch
 
 from pvlm.data import normalize
 from pvlm.model import PersonVLM
+from runtime.backends.host_cache import HostCacheBackend, HostState
 
 from .spec import GraphSpec
 
@@ -119,20 +120,23 @@ class _Tally:
                 "token_agreement": self.agree / max(1, self.total)}
 
 
-class _PortableStep:
-    """``decoder.onnx``: the cache is a host array the caller writes by slot."""
+class _PortableStep(HostCacheBackend):
+    """``decoder.onnx`` through the runtime's own host-cache code (the cache written by slot)."""
 
     def __init__(self, session: Any, cfg: Any, ck: np.ndarray, cv: np.ndarray, capacity: int):
-        self.session, self.ck, self.cv = session, ck, cv
-        self.cache_k = np.zeros((cfg.n_layers, ck.shape[1], cfg.n_heads, capacity, cfg.head_dim), np.float32)
-        self.cache_v = np.zeros_like(self.cache_k)
+        super().__init__(cfg.to_dict())
+        self.session, self.logits = session, None
+        layers, heads, dh = self._cache_shape
+        cache = np.zeros((layers, ck.shape[1], heads, capacity, dh), np.float32)
+        self.state = HostState(ck, cv, cache, np.zeros_like(cache))
+
+    def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.logits, ids, nk, nv = self.session.run(None, feeds)
+        return ids, nk, nv
 
     def __call__(self, tokens: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
-        logits, ids, nk, nv = self.session.run(None, {
-            "tokens": tokens, "positions": np.full(tokens.shape, t, np.int64), "cross_k": self.ck, "cross_v": self.cv,
-            "cache_k": self.cache_k, "cache_v": self.cache_v})
-        self.cache_k[:, :, :, t], self.cache_v[:, :, :, t] = nk[:, :, :, 0], nv[:, :, :, 0]
-        return logits, ids
+        ids = self.step(self.state, tokens, t)
+        return self.logits, ids
 
 
 class _BoundStep:

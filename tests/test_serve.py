@@ -27,8 +27,8 @@ from test_triton_repo import (  # noqa: E402 - shared helpers and the session bu
     free_ports,
     lively_bundle,  # noqa: F401 - fixture
     local_texts,
+    load_with_clients,
     make_images,
-    run_load,
 )
 
 N_IMAGES = 24
@@ -116,12 +116,7 @@ def test_image_from_bytes_limits():
 def test_concurrent_requests_match_local_describer_and_batch(pvlm_server, images, expected):
     from runtime import parse_attributes
 
-    clients = [_client(pvlm_server) for _ in range(8)]
-    try:
-        load = run_load(lambda k, data: _describe(clients[k], data), images, threads=8, budget_s=120)
-    finally:
-        for c in clients:
-            c.close()
+    load = load_with_clients(lambda: _client(pvlm_server), _describe, images, threads=8, budget_s=120)
     assert not load["errors"], load["errors"]
     for i, (text, attrs, error) in enumerate(load["results"]):
         assert error == "" and text == expected[i], f"image {i}: {error}"

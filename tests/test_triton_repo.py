@@ -151,15 +151,21 @@ def run_load(call, payloads: list, threads: int, budget_s: float) -> dict:
     return {"results": results, "errors": errors, "latencies": latencies, "wall_s": time.perf_counter() - t0}
 
 
-def check_load_nothing_lost(new_client, describe, images: list, expected: list, name: str) -> None:
-    """LOAD_REQUESTS requests from LOAD_THREADS clients: every one answered, each answer the local one."""
-    payloads = [i % len(images) for i in range(LOAD_REQUESTS)]
-    clients = [new_client() for _ in range(LOAD_THREADS)]
+def load_with_clients(new_client, call, payloads: list, threads: int, budget_s: float) -> dict:
+    """:func:`run_load` with one client per thread, closed afterwards; ``call(client, payload)``."""
+    clients = [new_client() for _ in range(threads)]
     try:
-        load = run_load(lambda k, i: describe(clients[k], images[i])[0], payloads, LOAD_THREADS, LOAD_BUDGET_S)
+        return run_load(lambda k, payload: call(clients[k], payload), payloads, threads, budget_s)
     finally:
         for c in clients:
             c.close()
+
+
+def check_load_nothing_lost(new_client, describe, images: list, expected: list, name: str) -> None:
+    """LOAD_REQUESTS requests from LOAD_THREADS clients: every one answered, each answer the local one."""
+    payloads = [i % len(images) for i in range(LOAD_REQUESTS)]
+    load = load_with_clients(new_client, lambda c, i: describe(c, images[i])[0], payloads, LOAD_THREADS,
+                             LOAD_BUDGET_S)
     report_load(name, load, LOAD_REQUESTS)
     assert not load["errors"], list(load["errors"].values())[:3]
     assert all(r is not None for r in load["results"]), "the time budget ran out before every request was sent"
@@ -500,12 +506,7 @@ def test_concurrent_requests_match_local_describer_and_batch(server, images, exp
 
     garbage = {5: b"this is not an image", 13: b"\x89PNG\r\n\x1a\n truncated"}
     payloads = [garbage.get(i, img) for i, img in enumerate(images)]
-    clients = [_grpc_client(server) for _ in range(8)]
-    try:
-        load = run_load(lambda k, data: _describe(clients[k], data), payloads, threads=8, budget_s=120)
-    finally:
-        for c in clients:
-            c.close()
+    load = load_with_clients(lambda: _grpc_client(server), _describe, payloads, threads=8, budget_s=120)
     assert set(load["errors"]) == set(garbage), load["errors"]  # bad requests fail alone, not their batch
     assert all("not a readable image" in msg for msg in load["errors"].values()), load["errors"]
     for i, res in enumerate(load["results"]):

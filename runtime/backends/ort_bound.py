@@ -82,9 +82,7 @@ class BoundDecoder:
         io.bind_ortvalue_output("logits", state.logits)
         ids = state.next_ids
         io.bind_output("next_ids", "cpu", 0, np.int64, list(ids.shape), ids.ctypes.data)
-        zeros = np.zeros((batch, 1, state.capacity), np.int32)
-        state.indirection = ort.OrtValue.ortvalue_from_numpy(zeros, self.device, 0)
-        state.hold.append(zeros)
+        state.indirection = self._upload(np.zeros((batch, 1, state.capacity), np.int32), state.hold)
         io.bind_ortvalue_input("cache_indirection", state.indirection)
         # Host inputs the step rewrites in place: OrtValues over them are bound once, not per step.
         state.tokens, state.positions = np.zeros((batch, 1), np.int64), np.zeros((batch, 1), np.int64)
