@@ -22,13 +22,19 @@ import torch.nn as nn
 
 from pvlm.model import PersonVLM
 
+from .mobilevit import patch_mobilevit_blocks
+
 
 class EncoderGraph(nn.Module):
-    """pixels (B, 3, H, W) -> cross_k, cross_v (L, B, H, N, Dh): all the decoder needs from an image."""
+    """pixels (B, 3, H, W) -> cross_k, cross_v (L, B, H, N, Dh): all the decoder needs from an image.
+
+    Works on a copy of the model whose MobileViT blocks move tensors the way ONNX Runtime does fast.
+    """
 
     def __init__(self, model: PersonVLM):
         super().__init__()
-        self.model = model
+        self.model = copy.deepcopy(model)
+        patch_mobilevit_blocks(self.model)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.cross_kv(self.model.encode_image(pixels))

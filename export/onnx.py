@@ -1,4 +1,5 @@
-"""Export a checkpoint to a verified ONNX bundle: ``manifest.json``, ``encoder.onnx``, ``decoder.onnx``, ``decoder_ort.onnx``."""
+"""Export a checkpoint to a verified ONNX bundle: ``manifest.json``, ``encoder.onnx``, ``decoder.onnx``,
+and for ONNX Runtime ``cross_ort.onnx`` + ``decoder_ort.onnx``."""
 
 from __future__ import annotations
 
@@ -84,19 +85,20 @@ def build_bundle(
     if ort_version and not supports_bound_cache(ort_version):  # it could not be validated (nor run) here
         log.warning("onnxruntime %s cannot run decoder_ort.onnx; the bundle gets the portable decoder only",
                     ort_version)
-        del specs["decoder_ort"]
+        del specs["decoder_ort"], specs["cross_ort"]
     t0 = time.time()
     export_graph(EncoderGraph(model), specs["encoder"], out / specs["encoder"].file, opset, cfg, max_new_tokens)
     export_graph(DecoderStepGraph(model), specs["decoder"], out / specs["decoder"].file, opset, cfg, max_new_tokens)
     if "decoder_ort" in specs:
-        export_ort_decoder(model, specs["decoder_ort"], out / specs["decoder_ort"].file, opset)
+        export_ort_decoder(model, specs, out, opset)
     export_s = time.time() - t0
     failures = [f for name, spec in specs.items() for f in check_graph(out / spec.file, spec)]
     parity = ParityReport()
     if verify and not failures:
         parity, more = check_parity(model, out / specs["encoder"].file, out / specs["decoder"].file,
                                     max_new_tokens, atol=atol,
-                                    ort_decoder_path=out / specs["decoder_ort"].file if "decoder_ort" in specs else None)
+                                    ort_paths=(out / specs["cross_ort"].file, out / specs["decoder_ort"].file)
+                                    if "decoder_ort" in specs else None)
         failures += more
     report = {"export_seconds": round(export_s, 2), "checks": "onnx.checker(full_check) + strict shape inference + spec",
               "parity": parity.to_dict() if verify else None, "failures": failures}

@@ -8,9 +8,16 @@ with ONNX Runtime's ``com.microsoft`` kernels, which ONNX Runtime runs on CPU an
   per layer of shape (B, H, capacity, Dh). The runtime binds the same buffer (IO binding)
   as the ``past_*`` input and the ``present_*`` output, the kernel appends this token's K/V
   in place at slot ``position``, and nothing is copied per step on any device.
+- Cross-attention with its projections absorbed into per-batch tables. The visual tokens are
+  fixed for a whole description, so ``cross_ort.onnx`` folds, once per batch, the query
+  projection into each image's keys (``cross_qk``: hidden -> all heads' scores, with the
+  query bias as ``cross_qkb``) and the output projection into its values (``cross_ov``:
+  softmaxed scores -> hidden). A step then reads heads x visual-tokens columns per image
+  instead of two d_model x d_model weights, and runs no attention kernel for it: about 75 us
+  less per batch-1 step on two cores (0.41 -> 0.33 ms), also faster at batch 8 and 32.
 - ``SkipLayerNormalization`` (projection bias + residual add + next LayerNorm in one node)
-  and ``BiasGelu``: 65 nodes per step after ONNX Runtime's optimiser, against 180 for the
-  portable ``decoder.onnx``, whose per-node dispatch dominated batch-1 latency.
+  and ``BiasGelu``: about 70 nodes per step after ONNX Runtime's optimiser, against 180 for
+  the portable ``decoder.onnx``, whose per-node dispatch dominated batch-1 latency.
 
 Every row of a batch must be at the same ``position`` (the runtime's greedy loop starts all
 rows together and drops finished ones). TensorRT and Triton keep using the portable graph.
@@ -18,6 +25,8 @@ The graph is written with ``onnx.helper`` because the exporters emit no contrib 
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -40,7 +49,8 @@ class _Builder:
 
     def const(self, name: str, value: torch.Tensor | np.ndarray) -> str:
         arr = value.detach().float().numpy() if isinstance(value, torch.Tensor) else value
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # (which would make a scalar 1-D)
+        self.inits.append(numpy_helper.from_array(arr, name))
         return name
 
     def weight(self, name: str, linear: torch.nn.Linear, scale: float = 1.0) -> str:
@@ -76,6 +86,8 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
     # Rows share the step's position: the cache holds `position` filled slots before this token.
     past = b.node("Cast", [b.node("ReduceMax", ["positions"], ["positions.max"], keepdims=0)], ["past_length"],
                   to=TensorProto.INT32)
+    per_head = b.const("cross.per_head", np.array([0, heads, cfg.n_visual], np.int64))
+    all_heads = b.const("cross.all_heads", np.array([0, 1, heads * cfg.n_visual], np.int64))
     first = blocks[0].ln1
     h = b.node("LayerNormalization", [x, b.const("l0.ln1.gamma", first.weight), b.const("l0.ln1.beta", first.bias)],
                ["l0.ln1"], axis=-1, epsilon=first.eps)
@@ -89,12 +101,11 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
                [f"{p}.self", f"present_k_{i}", f"present_v_{i}"], domain=CONTRIB, num_heads=heads, scale=1.0)
         h, x = skip_norm(matmul(f"{p}.self", b.weight(f"{p}.self.o.w", sa.o), f"{p}.self.o"), x, blk.ln2, sa.o.bias,
                          f"{p}.ln2")
-        q = b.node("Add", [matmul(h, b.weight(f"{p}.cross.q.w", ca.q), f"{p}.cross.qm"),
-                           b.const(f"{p}.cross.q.b", ca.q.bias)], [f"{p}.cross.q"])
-        att = b.node("MultiHeadAttention", [q, f"cross_k_{i}", f"cross_v_{i}"], [f"{p}.cross"], domain=CONTRIB,
-                     num_heads=heads, scale=float(ca.q_scale))
-        h, x = skip_norm(matmul(att, b.weight(f"{p}.cross.o.w", ca.o), f"{p}.cross.o"), x, blk.ln3, ca.o.bias,
-                         f"{p}.ln3")
+        qk = b.node("FusedMatMul", [h, f"cross_qk_{i}"], [f"{p}.cross.qk"], domain=CONTRIB, transB=1)
+        scores = b.node("Add", [qk, f"cross_qkb_{i}"], [f"{p}.cross.s"])
+        probs = b.node("Softmax", [b.node("Reshape", [scores, per_head], [f"{p}.cross.sh"])], [f"{p}.cross.p"], axis=-1)
+        flat = b.node("Reshape", [probs, all_heads], [f"{p}.cross.pf"])
+        h, x = skip_norm(matmul(flat, f"cross_ov_{i}", f"{p}.cross.o"), x, blk.ln3, ca.o.bias, f"{p}.ln3")
         fc1, fc2 = blk.mlp[0], blk.mlp[3]
         g = b.node("BiasGelu", [matmul(h, b.weight(f"{p}.fc1.w", fc1), f"{p}.fc1"), b.const(f"{p}.fc1.b", fc1.bias)],
                    [f"{p}.gelu"], domain=CONTRIB)
@@ -104,7 +115,54 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
     logits = matmul(h, b.weight("head.w", model.head), "logits3")
     b.node("Reshape", [logits, b.const("logits.shape", np.array([0, -1], np.int64))], ["logits"])
     b.node("ArgMax", ["logits"], ["next_ids"], axis=-1, keepdims=0)
-    graph = helper.make_graph(b.nodes, "personvlm_decoder_ort", _values(spec.inputs), _values(spec.outputs), b.inits)
+    return _model(b, "personvlm_decoder_ort", spec, opset)
+
+
+def build_ort_cross(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.ModelProto:
+    """Per-batch cross-attention tables for ``decoder_ort`` from the encoder's cross K/V (L, B, H, N, Dh).
+
+    Per layer, with the score scale folded in: ``cross_qk`` (B, H*N, D) and ``cross_qkb``
+    (B, 1, H*N) give every head's scores from the hidden state (``h @ qk^T + qkb``), and
+    ``cross_ov`` (B, H*N, D) maps the per-head softmax straight to the output projection's
+    input sum (its bias stays in the step graph).
+    """
+    cfg = model.cfg
+    layers, heads, dh, d, n = cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.n_visual
+    b = _Builder()
+
+    def shape(name: str, *dims: int) -> str:
+        return b.const(name, np.array(dims, np.int64))
+
+    def per_head(src: str) -> str:
+        """(L, B, H, N, Dh) -> (L, H, B*N, Dh): every layer's and head's rows in one matrix each."""
+        t = b.node("Transpose", [src], [f"{src}.lh"], perm=[0, 2, 1, 3, 4])
+        return b.node("Reshape", [t, shape(f"{src}.lh.shape", layers, heads, -1, dh)], [f"{src}.rows"])
+
+    def stacked(per_layer) -> torch.Tensor:
+        return torch.stack([per_layer(blk.cross) for blk in model.blocks])
+
+    # All layers and heads at once: one (B*N, Dh) @ (Dh, X) matmul per layer and head. Every
+    # permutation below keeps the innermost axis in place (ONNX Runtime's fast Transpose path).
+    wq = b.const("q.w", stacked(lambda a: (a.q.weight * a.q_scale).reshape(heads, dh, d)))  # (L, H, Dh, D)
+    bq = b.const("q.b", stacked(lambda a: (a.q.bias * a.q_scale).reshape(heads, dh, 1)))  # (L, H, Dh, 1)
+    wo = b.const("o.w", stacked(lambda a: a.o.weight.T.reshape(heads, dh, d)))  # (L, H, Dh, D)
+    k, v = per_head("cross_k"), per_head("cross_v")
+    tables = {  # name -> (matmul, 5-D view, permutation to (L, B, ...), final per-batch shape)
+        "cross_qk": (b.node("MatMul", [k, wq], ["kq"]), (layers, heads, -1, n, d), [0, 2, 1, 3, 4], (heads * n, d)),
+        "cross_qkb": (b.node("MatMul", [k, bq], ["kb"]), (layers, heads, -1, n), [0, 2, 1, 3], (1, heads * n)),
+        "cross_ov": (b.node("MatMul", [v, wo], ["vo"]), (layers, heads, -1, n, d), [0, 2, 1, 3, 4], (heads * n, d)),
+    }
+    for name, (mm, view, perm, final) in tables.items():
+        t = b.node("Transpose", [b.node("Reshape", [mm, shape(f"{name}.view.shape", *view)], [f"{name}.view"])],
+                   [f"{name}.lb"], perm=perm)
+        t = b.node("Reshape", [t, shape(f"{name}.all.shape", layers, -1, *final)], [f"{name}.all"])
+        for i in range(layers):
+            b.node("Gather", [t, b.const(f"{name}.{i}", np.array(i, np.int64))], [f"{name}_{i}"], axis=0)
+    return _model(b, "personvlm_cross_ort", spec, opset)
+
+
+def _model(b: _Builder, name: str, spec: GraphSpec, opset: int) -> onnx.ModelProto:
+    graph = helper.make_graph(b.nodes, name, _values(spec.inputs), _values(spec.outputs), b.inits)
     opsets = [helper.make_opsetid("", opset), helper.make_opsetid(CONTRIB, 1)]
     # The lowest IR version the opset allows, not the installed onnx's newest: older runtimes load it.
     return helper.make_model(graph, opset_imports=opsets, producer_name="personvlm-toolkit",
@@ -116,7 +174,9 @@ def _values(tensors: dict) -> list[onnx.ValueInfoProto]:
             for name, t in tensors.items()]
 
 
-def export_ort_decoder(model: PersonVLM, spec: GraphSpec, path, opset: int) -> None:
-    """Build and save the ONNX Runtime decoder step (weights inline)."""
+def export_ort_decoder(model: PersonVLM, specs: dict[str, GraphSpec], out: Path, opset: int) -> None:
+    """Build and save the ONNX Runtime cross tables and decoder step (``cross_ort``, ``decoder_ort``) into ``out``."""
     with torch.no_grad():
-        onnx.save(build_ort_decoder(model.eval(), spec, opset), str(path))
+        model = model.eval()
+        onnx.save(build_ort_cross(model, specs["cross_ort"], opset), str(out / specs["cross_ort"].file))
+        onnx.save(build_ort_decoder(model, specs["decoder_ort"], opset), str(out / specs["decoder_ort"].file))

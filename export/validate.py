@@ -153,12 +153,13 @@ class _BoundStep:
 def check_parity(
     model: PersonVLM, encoder_path: Path, decoder_path: Path, max_new_tokens: int,
     batches: tuple[int, ...] = PARITY_BATCHES, atol: float = 1e-4, rtol: float = 1e-5, seed: int = 0,
-    ort_decoder_path: Path | None = None,
+    ort_paths: tuple[Path, Path] | None = None,
 ) -> tuple[ParityReport, list[str]]:
     """Compare ONNX Runtime with the PyTorch reference on real images.
 
     Encoder outputs are compared directly. Each decoder graph (``decoder.onnx``, and
-    ``decoder_ort.onnx`` when given) runs step by step on its own ONNX-computed cache, fed the
+    ``decoder_ort.onnx`` on its ``cross_ort.onnx`` tables when ``ort_paths`` gives both)
+    runs step by step on its own ONNX-computed cache, fed the
     reference's greedy tokens; at each step its logits are compared and its argmax must equal
     the reference token. Agreement at every step of a row is exactly "greedy sequence
     identical", without a second decoding loop here.
@@ -174,8 +175,9 @@ def check_parity(
     enc = ort.InferenceSession(str(encoder_path), opts, providers=cpu)
     dec = ort.InferenceSession(str(decoder_path), opts, providers=cpu)
     bound = None
-    if ort_decoder_path is not None:
-        bound = BoundDecoder(ort, ort.InferenceSession(str(ort_decoder_path), opts, providers=cpu), cfg.to_dict(), "cpu")
+    if ort_paths is not None:
+        cross, step = (ort.InferenceSession(str(p), opts, providers=cpu) for p in ort_paths)
+        bound = BoundDecoder(ort, step, cross, cfg.to_dict(), "cpu")
     tallies = {"decoder": _Tally(), **({"decoder_ort": _Tally()} if bound else {})}
     pixels_all = parity_images(model, sum(batches), seed)
     rep = ParityReport(images=len(pixels_all), batch_sizes=list(batches), max_new_tokens=max_new_tokens)

@@ -100,7 +100,8 @@ def test_force_replaces_existing_output(tiny_checkpoint, tiny_bundle, tmp_path, 
     res = run_cli(tiny_checkpoint, "--out", out, "--force", "--json", "--max-batch", "2", "--max-new-tokens", "4")
     assert res.exit_code == 0, res.output
     assert exported == ["encoder.onnx", "decoder.onnx"]
-    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "decoder_ort.onnx", "encoder.onnx", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cross_ort.onnx", "decoder.onnx", "decoder_ort.onnx", "encoder.onnx", "manifest.json"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["limits"]["max_batch"] == 2 and manifest["limits"]["max_new_tokens"] == 4
     assert manifest["source"]["checkpoint"] == str(tiny_checkpoint)

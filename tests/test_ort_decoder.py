@@ -1,4 +1,4 @@
-"""decoder_ort.onnx: ONNX Runtime's fused kernels with the KV cache bound in place (IO binding).
+"""decoder_ort.onnx + cross_ort.onnx: ONNX Runtime's fused kernels, the KV cache bound in place (IO binding).
 
 The same binding code runs on CPU here and on CUDA where onnxruntime-gpu sees a GPU.
 """
@@ -31,8 +31,9 @@ def bound(tiny_bundle):
     from runtime.bundle import Bundle
 
     b = Bundle.load(tiny_bundle)
-    session = ort.InferenceSession(str(b.path("decoder_ort")), providers=["CPUExecutionProvider"])
-    return BoundDecoder(ort, session, b.model, "cpu")
+    step, cross = (ort.InferenceSession(str(b.path(g)), providers=["CPUExecutionProvider"])
+                   for g in ("decoder_ort", "cross_ort"))
+    return BoundDecoder(ort, step, cross, b.model, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +59,16 @@ def _optimised_nodes(path, tmp_path) -> list[str]:
 def test_fewer_nodes_and_fused_attention(tiny_bundle, model, tmp_path):
     portable = _optimised_nodes(tiny_bundle / "decoder.onnx", tmp_path)
     fused = _optimised_nodes(tiny_bundle / "decoder_ort.onnx", tmp_path)
-    assert fused.count("MultiHeadAttention") == 2 * model.cfg.n_layers  # self and cross per layer
+    assert fused.count("MultiHeadAttention") == model.cfg.n_layers  # self-attention; cross goes through tables
     assert len(fused) < 0.6 * len(portable), (len(fused), len(portable))
     import onnx
 
     graph = onnx.load(str(tiny_bundle / "decoder_ort.onnx")).graph
+    inputs = {i.name for i in graph.input}
+    tables = {f"{kind}_{i}" for i in range(model.cfg.n_layers) for kind in ("cross_qk", "cross_qkb", "cross_ov")}
+    assert tables <= inputs and not any(name.startswith(("cross_k", "cross_v")) for name in inputs)
+    cross = onnx.load(str(tiny_bundle / "cross_ort.onnx")).graph
+    assert [i.name for i in cross.input] == ["cross_k", "cross_v"] and {o.name for o in cross.output} == tables
     self_attn = [n for n in graph.node if n.op_type == "MultiHeadAttention" and len(n.input) > 3]
     # past_sequence_length and cache_indirection both given: what the CUDA kernel needs to share past/present
     assert len(self_attn) == model.cfg.n_layers
@@ -132,38 +138,50 @@ def test_describer_paths_agree(tiny_bundle, model):
     assert a == b
 
 
-def test_old_bundle_without_the_graph_falls_back(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("missing", [("decoder_ort", "cross_ort"), ("cross_ort",)],
+                         ids=["no-ort-graphs", "first-decoder_ort-layout"])
+def test_old_bundle_without_the_graphs_falls_back(tiny_bundle, tmp_path, missing):
+    """Bundles from before decoder_ort, or with its first layout (cross K/V per step, no cross_ort)."""
     from runtime import Describer
     from runtime.backends import BackendUnavailable
 
     old = tmp_path / "old"
     shutil.copytree(tiny_bundle, old)
     manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["graphs"]["decoder_ort"], manifest["artifacts"]["decoder_ort.onnx"]
+    for graph in missing:
+        del manifest["graphs"][graph], manifest["artifacts"][f"{graph}.onnx"]
+        (old / f"{graph}.onnx").unlink()
     (old / "manifest.json").write_text(json.dumps(manifest))
-    (old / "decoder_ort.onnx").unlink()
     d = Describer(old)
     assert d.backend.decoder_graph == "decoder"
     assert d.describe(np.zeros((64, 32, 3), np.uint8))[0].ok
-    with pytest.raises(BackendUnavailable, match="decoder_ort"):
+    with pytest.raises(BackendUnavailable, match="cross_ort \\+ decoder_ort"):
         Describer(old, decoder="ort")
     with pytest.raises(ValueError, match="decoder must be one of"):
         Describer(tiny_bundle, decoder="fast")
 
 
-def test_validation_catches_a_wrong_ort_graph(tiny_bundle, model, tmp_path):
-    """A decoder_ort built from slightly different weights fails the export's parity check."""
+def _mlp_bias(m) -> torch.Tensor:  # in the step graph
+    return m.blocks[-1].mlp[3].bias
+
+
+def _cross_query_bias(m) -> torch.Tensor:  # folded into cross_ort's tables
+    return m.blocks[0].cross.q.bias
+
+
+@pytest.mark.parametrize("param", [_mlp_bias, _cross_query_bias], ids=["decoder_ort", "cross_ort"])
+def test_validation_catches_a_wrong_ort_graph(tiny_bundle, model, tmp_path, param):
+    """ONNX Runtime graphs built from slightly different weights fail the export's parity check."""
     from export.ort_decoder import export_ort_decoder
     from export.spec import graph_specs
     from export.validate import check_parity
 
     wrong = copy.deepcopy(model)
     with torch.no_grad():
-        wrong.blocks[-1].mlp[3].bias[::2] += 0.2  # not a uniform shift, which the final LayerNorm would remove
-    path = tmp_path / "decoder_ort.onnx"
-    export_ort_decoder(wrong, graph_specs(model.cfg)["decoder_ort"], path, 20)
+        param(wrong)[::2] += 0.5  # not a uniform shift, which a LayerNorm or softmax would remove
+    export_ort_decoder(wrong, graph_specs(model.cfg), tmp_path, 20)
     rep, failures = check_parity(model, tiny_bundle / "encoder.onnx", tiny_bundle / "decoder.onnx", 6,
-                                 batches=(1, 2), ort_decoder_path=path)
+                                 batches=(1, 2), ort_paths=(tmp_path / "cross_ort.onnx", tmp_path / "decoder_ort.onnx"))
     assert any(f.startswith("decoder_ort logits differ") for f in failures), failures
     assert not any(f.startswith(("decoder logits", "decoder:")) for f in failures)  # the portable graph passes
     assert rep.decoder_ort["logits_max_abs_diff"] > 1e-3
@@ -221,8 +239,10 @@ def test_export_with_older_onnxruntime_leaves_the_graph_out(model, tiny_vocab, t
 
     monkeypatch.setattr(ort, "__version__", "1.30.0")
     manifest = build_bundle(model, tiny_vocab, tmp_path, max_batch=2, max_new_tokens=4)
-    assert set(manifest["graphs"]) == {"encoder", "decoder"} and "decoder_ort.onnx" not in manifest["artifacts"]
-    assert not (tmp_path / "decoder_ort.onnx").exists() and manifest["verification"]["parity"]["decoder_ort"] is None
+    assert set(manifest["graphs"]) == {"encoder", "decoder"} and set(manifest["artifacts"]) == {"encoder.onnx",
+                                                                                              "decoder.onnx"}
+    assert not (tmp_path / "decoder_ort.onnx").exists() and not (tmp_path / "cross_ort.onnx").exists()
+    assert manifest["verification"]["parity"]["decoder_ort"] is None
 
 
 SHARED_POOL_SCRIPT = """

@@ -217,7 +217,7 @@ def test_export_parity_with_early_eos(eos_setup):
 
     bundle, model, _ = eos_setup
     rep, failures = check_parity(model, bundle / "encoder.onnx", bundle / "decoder.onnx", MAX_NEW, batches=(1, 5),
-                                 ort_decoder_path=bundle / "decoder_ort.onnx")
+                                 ort_paths=(bundle / "cross_ort.onnx", bundle / "decoder_ort.onnx"))
     assert failures == []
     assert rep.images == 6 and rep.sequences_identical == 6 and rep.token_agreement == 1.0
     assert rep.decoder_ort["sequences_identical"] == 6 and rep.decoder_ort["logits_max_abs_diff"] < 1e-4

@@ -68,9 +68,11 @@ class OrtBackend(HostCacheBackend):
         ort = _ort()
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-        has_ort_graph = "decoder_ort" in bundle.manifest.get("graphs", {})
+        graphs = bundle.manifest.get("graphs", {})
+        # A decoder_ort without cross_ort is the first layout (cross K/V per step): re-export to use it.
+        has_ort_graph = "decoder_ort" in graphs and "cross_ort" in graphs
         if decoder == "ort" and not has_ort_graph:
-            raise BackendUnavailable(f"{bundle.root}: the bundle has no decoder_ort graph; re-export it")
+            raise BackendUnavailable(f"{bundle.root}: the bundle has no cross_ort + decoder_ort graphs; re-export it")
         if decoder != "portable" and has_ort_graph and not supports_bound_cache(ort.__version__):
             reason = (f"decoder_ort needs onnxruntime>={'.'.join(map(str, MIN_ONNXRUNTIME))} "
                       f"(this is {ort.__version__})")
@@ -101,7 +103,10 @@ class OrtBackend(HostCacheBackend):
             # force_spinning_stop slowed the encoder itself by half).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.encoder = ort.InferenceSession(str(bundle.path("encoder")), opts, providers=providers)
-        self.bound = BoundDecoder(ort, self.decoder, bundle.model, device) if self.decoder_graph == "decoder_ort" else None
+        self.bound = None
+        if self.decoder_graph == "decoder_ort":
+            cross = ort.InferenceSession(str(bundle.path("cross_ort")), opts, providers=providers)
+            self.bound = BoundDecoder(ort, self.decoder, cross, bundle.model, device)
         super().__init__(bundle.model)
 
     def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,9 @@
 Each layer's cache is one OrtValue of shape (B, H, capacity, Dh) on the session's device,
 bound both as the ``past_*`` input and the ``present_*`` output: the fused attention kernel
 appends each token's K/V in place, so a step moves only the token ids in and the next ids
-out. The cross-attention K/V are uploaded once per batch. Dropping finished rows (at most
-once per row) compacts the buffers through the host.
+out. Once per batch, ``cross_ort.onnx`` turns the encoder's cross K/V into the step's
+cross-attention tables, which stay on the device. Dropping finished rows (at most once per
+row) compacts the buffers through the host.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class BoundState:
 
     binding: Any
     capacity: int
-    cross: list[Any]  # per layer: K, V OrtValues (B, H, N, Dh)
+    cross: dict[str, Any]  # cross-attention tables by input name (cross_qk_0, ...), OrtValues
     cache: list[Any]  # per layer: K, V OrtValues (B, H, capacity, Dh), past == present
     next_ids: np.ndarray  # host buffer the session writes the step's ids into
     logits: Any  # device OrtValue (bound so the session does not allocate one per step)
@@ -45,9 +46,11 @@ class BoundState:
 class BoundDecoder:
     """Runs one decoder step after another on device-resident buffers; one per backend, many states."""
 
-    def __init__(self, ort: Any, session: Any, model: dict[str, Any], device: str):
-        """``model``: the bundle manifest's model config; ``device``: where the session runs (cpu, cuda)."""
-        self._ort, self.session, self.device = ort, session, device
+    def __init__(self, ort: Any, session: Any, cross_session: Any, model: dict[str, Any], device: str):
+        """Sessions of ``decoder_ort`` and ``cross_ort``; ``model``: the manifest's model config;
+        ``device``: where the sessions run (cpu, cuda)."""
+        self._ort, self.session, self.cross_session, self.device = ort, session, cross_session, device
+        self.cross_names = [o.name for o in cross_session.get_outputs()]
         self.layers, self.heads = model["n_layers"], model["n_heads"]
         self.head_dim = model["d_model"] // model["n_heads"]
         self.vocab = model["vocab_size"]
@@ -60,10 +63,16 @@ class BoundDecoder:
         return self._ort.OrtValue.ortvalue_from_numpy(arr, self.device, 0)
 
     def start(self, cross_k: np.ndarray, cross_v: np.ndarray, capacity: int) -> BoundState:
-        """State for a batch: cross K/V (L, B, H, N, Dh) on the device and an empty cache of ``capacity`` slots."""
+        """State for a batch: cross tables from cross K/V (L, B, H, N, Dh) and an empty cache of ``capacity`` slots."""
         hold: list[Any] = []
         batch = cross_k.shape[1]
-        cross = [self._upload(src[i], hold) for i in range(self.layers) for src in (cross_k, cross_v)]
+        io = self.cross_session.io_binding()
+        io.bind_cpu_input("cross_k", np.ascontiguousarray(cross_k, np.float32))
+        io.bind_cpu_input("cross_v", np.ascontiguousarray(cross_v, np.float32))
+        for name in self.cross_names:
+            io.bind_output(name, self.device)
+        self.cross_session.run_with_iobinding(io)
+        cross = dict(zip(self.cross_names, io.get_outputs()))
         shape = (batch, self.heads, capacity, self.head_dim)
         cache = [self._upload(np.zeros(shape, np.float32), hold) for _ in range(2 * self.layers)]
         return self._bind(BoundState(None, capacity, cross, cache, np.zeros(batch, np.int64), None, hold))
@@ -71,9 +80,9 @@ class BoundDecoder:
     def _bind(self, state: BoundState) -> BoundState:
         ort, batch = self._ort, state.next_ids.shape[0]
         io = self.session.io_binding()
+        for name, value in state.cross.items():
+            io.bind_ortvalue_input(name, value)
         for i in range(self.layers):
-            io.bind_ortvalue_input(f"cross_k_{i}", state.cross[2 * i])
-            io.bind_ortvalue_input(f"cross_v_{i}", state.cross[2 * i + 1])
             for j, kv in enumerate("kv"):
                 buf = state.cache[2 * i + j]
                 io.bind_ortvalue_input(f"past_{kv}_{i}", buf)
@@ -112,7 +121,7 @@ class BoundDecoder:
     def keep(self, state: BoundState, rows: np.ndarray) -> None:
         """Keep only ``rows`` of every buffer (host round trip; happens at most once per finished row)."""
         hold: list[Any] = []
-        state.cross = [self._upload(v.numpy()[rows], hold) for v in state.cross]
+        state.cross = {name: self._upload(v.numpy()[rows], hold) for name, v in state.cross.items()}
         state.cache = [self._upload(v.numpy()[rows], hold) for v in state.cache]
         state.hold, state.next_ids = hold, np.zeros(len(rows), np.int64)
         self._bind(state)
