@@ -14,10 +14,13 @@ with ONNX Runtime's ``com.microsoft`` kernels, which ONNX Runtime runs on CPU an
   query bias as ``cross_qkb``) and the output projection into its values (``cross_ov``:
   softmaxed scores -> hidden). A step then reads heads x visual-tokens columns per image
   instead of two d_model x d_model weights, and runs no attention kernel for it: about 75 us
-  less per batch-1 step on two cores (0.41 -> 0.33 ms), also faster at batch 8 and 32.
+  less per batch-1 step on two cores (0.41 -> 0.33 ms), also faster at batch 8 and 32. The
+  tables hold heads x visual tokens rows per image, so this pays while that stays near
+  d_model or below (every preset: seed-7m has 4 x 8 = 32 against 256); a model with hundreds
+  of visual tokens would read less through an attention kernel.
 - ``SkipLayerNormalization`` (projection bias + residual add + next LayerNorm in one node)
-  and ``BiasGelu``: about 70 nodes per step after ONNX Runtime's optimiser, against 180 for
-  the portable ``decoder.onnx``, whose per-node dispatch dominated batch-1 latency.
+  and ``BiasGelu``: 73 nodes per step after ONNX Runtime's optimiser (seed-7m), against 180
+  for the portable ``decoder.onnx``, whose per-node dispatch dominated batch-1 latency.
 
 Every row of a batch must be at the same ``position`` (the runtime's greedy loop starts all
 rows together and drops finished ones). TensorRT and Triton keep using the portable graph.
