@@ -140,7 +140,7 @@ def test_describer_paths_agree(tiny_bundle, model):
 
 @pytest.mark.parametrize("missing", [("decoder_ort", "cross_ort"), ("cross_ort",)],
                          ids=["no-ort-graphs", "first-decoder_ort-layout"])
-def test_old_bundle_without_the_graphs_falls_back(tiny_bundle, tmp_path, missing):
+def test_old_bundle_without_the_graphs_falls_back(tiny_bundle, tmp_path, missing, caplog):
     """Bundles from before decoder_ort, or with its first layout (cross K/V per step, no cross_ort)."""
     from runtime import Describer
     from runtime.backends import BackendUnavailable
@@ -152,8 +152,10 @@ def test_old_bundle_without_the_graphs_falls_back(tiny_bundle, tmp_path, missing
         del manifest["graphs"][graph], manifest["artifacts"][f"{graph}.onnx"]
         (old / f"{graph}.onnx").unlink()
     (old / "manifest.json").write_text(json.dumps(manifest))
-    d = Describer(old)
+    with caplog.at_level("WARNING"):
+        d = Describer(old)
     assert d.backend.decoder_graph == "decoder"
+    assert ("Re-export the bundle" in caplog.text) == ("decoder_ort" not in missing)  # only the first layout
     assert d.describe(np.zeros((64, 32, 3), np.uint8))[0].ok
     with pytest.raises(BackendUnavailable, match="cross_ort \\+ decoder_ort"):
         Describer(old, decoder="ort")

@@ -69,8 +69,10 @@ class OrtBackend(HostCacheBackend):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         graphs = bundle.manifest.get("graphs", {})
-        # A decoder_ort without cross_ort is the first layout (cross K/V per step): re-export to use it.
         has_ort_graph = "decoder_ort" in graphs and "cross_ort" in graphs
+        if "decoder_ort" in graphs and not has_ort_graph and decoder == "auto":
+            log.warning("%s: decoder_ort.onnx has the first layout (no cross_ort.onnx); using the portable "
+                        "decoder.onnx. Re-export the bundle for the faster decoder.", bundle.root)
         if decoder == "ort" and not has_ort_graph:
             raise BackendUnavailable(f"{bundle.root}: the bundle has no cross_ort + decoder_ort graphs; re-export it")
         if decoder != "portable" and has_ort_graph and not supports_bound_cache(ort.__version__):
