@@ -43,8 +43,8 @@ def _transposes(block, x) -> tuple[list[list[int]], bytes]:
         warnings.simplefilter("ignore")
         torch.onnx.export(block, (x,), f, input_names=["x"], dynamo=False, dynamic_axes={"x": {0: "batch"}})
     model = onnx.load_from_string(f.getvalue())
-    perms = [list(a.ints) for n in model.graph.node if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
-    return perms, f.getvalue()
+    nodes = [n for n in model.graph.node if n.op_type == "Transpose"]
+    return [list(a.ints) for n in nodes for a in n.attribute if a.name == "perm"], f.getvalue()
 
 
 def test_exported_block_avoids_the_patch_axis_swap(backbone):

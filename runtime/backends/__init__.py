@@ -33,9 +33,9 @@ def create_backend(name: str, bundle: Bundle, **options: Any) -> Backend:
 
 def _create(name: str, bundle: Bundle, **options: Any) -> Backend:
     if name in ("onnxruntime-cpu", "onnxruntime-cuda"):
-        from .ort import OrtBackend
+        from .ort import ort_backend
 
-        return OrtBackend(bundle, device=name.split("-")[1], **options)
+        return ort_backend(bundle, device=name.split("-")[1], **options)
     raise ValueError(f"unknown backend {name!r}")
 
 

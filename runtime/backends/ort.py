@@ -1,8 +1,9 @@
 """ONNX Runtime backends (CPU, or CUDA with onnxruntime-gpu).
 
-``OrtBackend`` runs ``decoder_ort.onnx`` with its cache bound in place on the session's device
-(see ``ort_bound.py``) when the bundle has that graph, else the portable ``decoder.onnx``
-with a host numpy cache (bundles exported before the ONNX Runtime graph existed).
+``ort_backend`` picks the class: ``OrtBoundBackend`` runs ``cross_ort.onnx`` + ``decoder_ort.onnx``
+with the cache bound in place on the session's device (see ``ort_bound.py``) when the bundle
+has those graphs; ``OrtBackend`` runs the portable ``decoder.onnx`` with a host numpy cache
+(bundles exported before the ONNX Runtime graphs existed, or ``decoder="portable"``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from .base import BackendUnavailable
-from .host_cache import DECODER_OUTPUTS, HostCacheBackend, HostState
+from .host_cache import DECODER_OUTPUTS, HostCacheBackend
 from .ort_bound import MIN_ONNXRUNTIME, BoundDecoder, BoundState, supports_bound_cache
 
 log = logging.getLogger(__name__)
@@ -53,39 +54,53 @@ def cuda_available() -> bool:
         return False
 
 
-class OrtBackend(HostCacheBackend):
-    """Encoder + decoder-step sessions.
+def choose_decoder(ort: Any, bundle: Bundle, decoder: str) -> str:
+    """The decoder graph to run: ``decoder_ort`` or ``decoder``, for a ``decoder`` choice of ``DECODERS``."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    graphs = bundle.manifest.get("graphs", {})
+    has_ort_graphs = "decoder_ort" in graphs and "cross_ort" in graphs
+    if decoder == "portable":
+        return "decoder"
+    if not has_ort_graphs:
+        if decoder == "ort":
+            raise BackendUnavailable(f"{bundle.root}: the bundle has no cross_ort + decoder_ort graphs; re-export it")
+        if "decoder_ort" in graphs:
+            log.warning("%s: decoder_ort.onnx has the first layout (no cross_ort.onnx); using the portable "
+                        "decoder.onnx. Re-export the bundle for the faster decoder.", bundle.root)
+        return "decoder"
+    if not supports_bound_cache(ort.__version__):
+        reason = f"decoder_ort needs onnxruntime>={'.'.join(map(str, MIN_ONNXRUNTIME))} (this is {ort.__version__})"
+        if decoder == "ort":
+            raise BackendUnavailable(reason)
+        log.warning("%s; using the portable decoder.onnx", reason)
+        return "decoder"
+    return "decoder_ort"
 
-    ``decoder``: ``auto`` (the ONNX Runtime graph when the bundle has it), ``ort`` or ``portable``.
-    ``shared_threads``: run both sessions on ONNX Runtime's process-wide thread pool, so the
+
+def ort_backend(bundle: Bundle, device: str = "cpu", *, decoder: str = "auto", **options: Any) -> OrtBackend:
+    """The ONNX Runtime backend for ``bundle`` on ``device``; ``options`` go to :class:`OrtBackend`."""
+    graph = choose_decoder(_ort(), bundle, decoder)
+    return (OrtBoundBackend if graph == "decoder_ort" else OrtBackend)(bundle, device, **options)
+
+
+class OrtBackend(HostCacheBackend):
+    """Encoder + portable decoder-step sessions, the cache in host numpy arrays.
+
+    ``shared_threads``: run the sessions on ONNX Runtime's process-wide thread pool, so the
     encoder's threads can spin without stealing cores from the decoder's (about 20% faster at
     batch 1 on two cores). Process-wide: afterwards every ONNX Runtime session in the process
     must use that pool, so turn it on only in a process that pvlm owns (pvlm-bench's workers do).
     """
 
+    decoder_graph = "decoder"
+
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None,
-                 providers: list[Any] | None = None, decoder: str = "auto", shared_threads: bool = False):
+                 providers: list[Any] | None = None, shared_threads: bool = False):
         ort = _ort()
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-        graphs = bundle.manifest.get("graphs", {})
-        has_ort_graph = "decoder_ort" in graphs and "cross_ort" in graphs
-        if "decoder_ort" in graphs and not has_ort_graph and decoder == "auto":
-            log.warning("%s: decoder_ort.onnx has the first layout (no cross_ort.onnx); using the portable "
-                        "decoder.onnx. Re-export the bundle for the faster decoder.", bundle.root)
-        if decoder == "ort" and not has_ort_graph:
-            raise BackendUnavailable(f"{bundle.root}: the bundle has no cross_ort + decoder_ort graphs; re-export it")
-        if decoder != "portable" and has_ort_graph and not supports_bound_cache(ort.__version__):
-            reason = (f"decoder_ort needs onnxruntime>={'.'.join(map(str, MIN_ONNXRUNTIME))} "
-                      f"(this is {ort.__version__})")
-            if decoder == "ort":
-                raise BackendUnavailable(reason)
-            log.warning("%s; using the portable decoder.onnx", reason)
-            has_ort_graph = False
         if device == "cuda" and not cuda_available():
             raise BackendUnavailable("onnxruntime-cuda needs onnxruntime-gpu and an NVIDIA GPU")
         self.name = f"onnxruntime-{device}"
-        self.decoder_graph = "decoder_ort" if decoder != "portable" and has_ort_graph else "decoder"
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -105,11 +120,11 @@ class OrtBackend(HostCacheBackend):
             # force_spinning_stop slowed the encoder itself by half).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.encoder = ort.InferenceSession(str(bundle.path("encoder")), opts, providers=providers)
-        self.bound = None
-        if self.decoder_graph == "decoder_ort":
-            cross = ort.InferenceSession(str(bundle.path("cross_ort")), opts, providers=providers)
-            self.bound = BoundDecoder(ort, self.decoder, cross, bundle.model, device)
+        self._setup(ort, bundle, device, opts, providers)
         super().__init__(bundle.model)
+
+    def _setup(self, ort: Any, bundle: Bundle, device: str, opts: Any, providers: list[Any]) -> None:
+        """Subclass hook for further sessions, with the same options and providers."""
 
     def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Encoder session: cross_k, cross_v."""
@@ -121,20 +136,24 @@ class OrtBackend(HostCacheBackend):
         ids, nk, nv = self.decoder.run(DECODER_OUTPUTS, feeds)
         return ids, nk, nv
 
-    def encode(self, pixels: np.ndarray, capacity: int) -> HostState | BoundState:
-        """Run the encoder; an empty cache of ``capacity`` slots (on the device with ``decoder_ort``)."""
-        if self.bound is None:
-            return super().encode(pixels, capacity)
+
+class OrtBoundBackend(OrtBackend):
+    """Encoder, ``cross_ort`` and ``decoder_ort`` sessions; the cache and cross tables stay on the device."""
+
+    decoder_graph = "decoder_ort"
+
+    def _setup(self, ort: Any, bundle: Bundle, device: str, opts: Any, providers: list[Any]) -> None:
+        cross = ort.InferenceSession(str(bundle.path("cross_ort")), opts, providers=providers)
+        self.bound = BoundDecoder(ort, self.decoder, cross, bundle.model, device)
+
+    def encode(self, pixels: np.ndarray, capacity: int) -> BoundState:
+        """Run the encoder and the cross tables; an empty cache of ``capacity`` slots on the device."""
         return self.bound.start(*self.run_encoder(pixels), capacity)
 
-    def step(self, state: HostState | BoundState, tokens: np.ndarray, position: int) -> np.ndarray:
+    def step(self, state: BoundState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One decoder step at ``position``; next ids (B,) int64."""
-        if self.bound is None:
-            return super().step(state, tokens, position)
         return self.bound.step(state, tokens, position)
 
-    def keep(self, state: HostState | BoundState, rows: np.ndarray) -> None:
+    def keep(self, state: BoundState, rows: np.ndarray) -> None:
         """Keep only ``rows`` of the batch."""
-        if self.bound is None:
-            return super().keep(state, rows)
         self.bound.keep(state, rows)
