@@ -17,7 +17,7 @@ import torch
 
 from pvlm.data import normalize
 from pvlm.model import PersonVLM
-from runtime.backends.host_cache import HostCacheBackend, HostState
+from runtime.backends.host_cache import HostCacheBackend
 
 from .spec import GraphSpec
 
@@ -126,9 +126,7 @@ class _PortableStep(HostCacheBackend):
     def __init__(self, session: Any, cfg: Any, ck: np.ndarray, cv: np.ndarray, capacity: int):
         super().__init__(cfg.to_dict())
         self.session, self.logits = session, None
-        layers, heads, dh = self._cache_shape
-        cache = np.zeros((layers, ck.shape[1], heads, capacity, dh), np.float32)
-        self.state = HostState(ck, cv, cache, np.zeros_like(cache))
+        self.state = self.start(ck, cv, capacity)
 
     def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self.logits, ids, nk, nv = self.session.run(None, feeds)

@@ -88,8 +88,8 @@ class Describer:
     """Describe person crops with an exported bundle. Thread-safe: per-call state only.
 
     ``backend``: ``auto`` (onnxruntime-cuda when onnxruntime-gpu sees a GPU, else onnxruntime-cpu) or a name.
-    ``decoder`` (ONNX Runtime backends): ``auto`` runs the bundle's ``decoder_ort`` graph with the
-    cache bound in place when it has one; ``portable`` forces ``decoder.onnx``. ``shared_threads``:
+    ``decoder`` (ONNX Runtime backends): ``auto`` runs the bundle's ``cross_ort`` + ``decoder_ort``
+    graphs with the cache bound in place when it has them; ``portable`` forces ``decoder.onnx``. ``shared_threads``:
     ONNX Runtime's process-wide thread pool for both graphs (faster; process-wide, see ``OrtBackend``).
     ``on_error``: ``"skip"`` gives a failed input a Description with ``error`` set; ``"raise"``
     raises :class:`InputError` naming the input.

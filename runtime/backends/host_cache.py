@@ -42,10 +42,13 @@ class HostCacheBackend:
 
     def encode(self, pixels: np.ndarray, capacity: int) -> HostState:
         """Run the encoder; zeroed cache of ``capacity`` slots."""
-        ck, cv = self.run_encoder(pixels)
+        return self.start(*self.run_encoder(pixels), capacity)
+
+    def start(self, cross_k: np.ndarray, cross_v: np.ndarray, capacity: int) -> HostState:
+        """State for a batch from the encoder's cross K/V (L, B, H, N, Dh); zeroed cache of ``capacity`` slots."""
         layers, heads, dh = self._cache_shape
-        cache = np.zeros((layers, pixels.shape[0], heads, capacity, dh), np.float32)
-        return HostState(ck, cv, cache, np.zeros_like(cache))
+        cache = np.zeros((layers, cross_k.shape[1], heads, capacity, dh), np.float32)
+        return HostState(cross_k, cross_v, cache, np.zeros_like(cache))
 
     def step(self, state: HostState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One step; stores this token's K/V at slot ``position``; next ids (B,) int64."""
