@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 import click
 
@@ -25,31 +26,46 @@ def main() -> None:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, help="Decoder cache capacity.")
 @click.option("--vocab", type=click.Path(dir_okay=False), help="vocabulary.json, for original-repository checkpoints.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@click.option("--fp16", is_flag=True, help="Also write FP16 graphs (FP32 I/O), verified against PyTorch FP32.")
+@click.option("--int8", is_flag=True, help="Also write INT8 graphs for CPUs (ONNX Runtime quantization), verified.")
+@click.option("--calibration", type=click.Path(dir_okay=False, exists=True),
+              help="JSONL of images to calibrate INT8 on (default: synthetic person crops).")
+@click.option("--accept-mismatch", is_flag=True, help="Keep FP16/INT8 graphs that fall below their parity floor.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, max_new_tokens: int,
-             vocab: str | None, force: bool, as_json: bool) -> None:
+             vocab: str | None, force: bool, fp16: bool, int8: bool, calibration: str | None, accept_mismatch: bool,
+             as_json: bool) -> None:
     """Export CHECKPOINT to a verified bundle: manifest.json, encoder.onnx, decoder.onnx."""
     from pvlm.checkpoint import CheckpointError
 
     from .manifest import read_manifest
     from .onnx import export_onnx
     from .validate import ValidationError
+    from .variants import VariantOptions, summary
 
     t0 = time.time()
     click.echo(f"exporting {checkpoint} (opset {opset}, max batch {max_batch}, {max_new_tokens} new tokens)...", err=True)
     try:
         with fail_on_bad_input(CheckpointError):
             bundle = export_onnx(checkpoint, out_dir, opset=opset, max_batch=max_batch,
-                                 max_new_tokens=max_new_tokens, force=force, vocab=vocab)
+                                 max_new_tokens=max_new_tokens, force=force, vocab=vocab,
+                                 precisions=tuple(p for p, on in (("fp16", fp16), ("int8", int8)) if on),
+                                 variant_options=VariantOptions(calibration=calibration and Path(calibration)),
+                                 accept_mismatch=accept_mismatch)
     except ValidationError as e:
         for f in e.failures:
             click.echo(f"  \u2717 {f}", err=True)
         raise click.ClickException(f"validation failed ({len(e.failures)} problem(s)); no bundle written") from None
-    report = read_manifest(bundle)["verification"]
+    manifest = read_manifest(bundle)
+    report = manifest["verification"]
+    variants = {p: v["verification"] for p, v in manifest.get("variants", {}).items()}
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps({**report, "variants": variants}, indent=2))
     else:
         print_report(report)
+        for precision, rep in variants.items():
+            mark = "\u2717" if rep["accepted_mismatch"] else "\u2713"
+            click.echo(f"  {mark} {summary(precision, rep)}")
     click.echo(f"bundle: {bundle} ({time.time() - t0:.1f} s)")
 
 

@@ -25,6 +25,7 @@ from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, artifact_entry, producer_ve
 from .ort_decoder import export_ort_decoder
 from .spec import GraphSpec, graph_specs
 from .validate import ParityReport, ValidationError, check_graph, check_parity
+from .variants import VariantOptions, add_variants
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,14 @@ DEFAULT_OPSET = 20  # Gelu is one op from 20 (fewer nodes per decoder step)
 def export_onnx(
     checkpoint: str | Path, out_dir: str | Path | None = None, *, opset: int = DEFAULT_OPSET, max_batch: int = 64,
     max_new_tokens: int = 48, force: bool = False, vocab: str | Path | None = None, verify: bool = True,
-    atol: float = 1e-4,
+    atol: float = 1e-4, precisions: tuple[str, ...] = (), variant_options: VariantOptions | None = None,
+    accept_mismatch: bool = False,
 ) -> Path:
     """Export, validate and write a bundle atomically; returns the bundle directory.
 
-    ``vocab`` is only needed for checkpoints of the original repository. A failed
-    validation raises :class:`ValidationError` and leaves nothing behind.
+    ``vocab`` is only needed for checkpoints of the original repository. ``precisions``
+    (``fp16``, ``int8``) adds verified variants of the graphs (see ``export/variants.py``).
+    A failed validation raises :class:`ValidationError` and leaves nothing behind.
     """
     checkpoint = Path(checkpoint)
     out = Path(out_dir) if out_dir is not None else checkpoint.with_suffix("")
@@ -61,6 +64,8 @@ def export_onnx(
                                 verify=verify, atol=atol)
         manifest["source"] = {"checkpoint": str(checkpoint), "meta": _plain(meta)}
         write_manifest(tmp, manifest)
+        if precisions:
+            add_variants(model, tmp, manifest, tuple(precisions), variant_options, accept_mismatch)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         tmp.rename(out)

@@ -48,6 +48,7 @@ class ParityReport:
     sequences_identical: int = 0
     token_agreement: float = 1.0
     max_new_tokens: int = 0
+    nonfinite: int = 0  # NaN/inf values in encoder outputs or logits (FP16 overflow shows up here)
     decoder_ort: dict[str, Any] | None = None  # the same numbers for decoder_ort.onnx
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +187,7 @@ def check_parity(
         with torch.no_grad():
             ref_k, ref_v = model.cross_kv(model.encode_image(torch.from_numpy(pixels)))
         ck, cv = enc.run(None, {"pixels": pixels})
+        rep.nonfinite += int((~np.isfinite(ck)).sum() + (~np.isfinite(cv)).sum())
         rep.encoder_max_abs_diff = max(rep.encoder_max_abs_diff, float(np.abs(ck - ref_k.numpy()).max()),
                                        float(np.abs(cv - ref_v.numpy()).max()))
         steps = {"decoder": _PortableStep(dec, cfg, ck, cv, max_new_tokens)}
@@ -205,6 +207,7 @@ def check_parity(
             rep.logits_max_abs = max(rep.logits_max_abs, float(np.abs(ref_logits[alive]).max(initial=0)))
             for name, step in steps.items():
                 logits, ids = step(tokens, t)
+                rep.nonfinite += int((~np.isfinite(logits[alive])).sum())
                 tally = tallies[name]
                 tally.logits_max_abs_diff = max(tally.logits_max_abs_diff,
                                                 float(np.abs(logits - ref_logits)[alive].max(initial=0)))

@@ -63,6 +63,7 @@ class Bundle:
         """Check sha256 of the named artefacts (default: all listed in the manifest)."""
         artifacts = self.manifest.get("artifacts") or {}
         graph_files = [g["file"] for g in self.manifest.get("graphs", {}).values()]
+        graph_files += [f for v in self.manifest.get("variants", {}).values() for f in v["graphs"].values()]
         unlisted = [f for f in graph_files if f not in artifacts]
         if unlisted:
             raise BundleError(f"{self.root}: manifest lists no sha256 for {', '.join(unlisted)}")
@@ -105,6 +106,25 @@ class Bundle:
         """A graph's manifest entry (file, inputs, outputs)."""
         return self.manifest["graphs"][name]
 
-    def path(self, name: str) -> Path:
-        """Path of a graph's file."""
-        return self.root / self.graph(name)["file"]
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """Precisions the bundle holds graphs for: ``fp32`` always, then its variants (``fp16``, ``int8``)."""
+        return ("fp32", *self.manifest.get("variants", {}))
+
+    def variant_graphs(self, precision: str) -> dict[str, str]:
+        """Graph name -> file of the graphs a precision variant replaces (``{}`` for fp32).
+
+        A variant lists only the graphs it replaces; the others run in FP32 (e.g. an INT8
+        encoder in front of the FP32 decoder). Their inputs and outputs are the FP32 graph's.
+        """
+        if precision == "fp32":
+            return {}
+        variants = self.manifest.get("variants", {})
+        if precision not in variants:
+            raise BundleError(f"{self.root}: the bundle has no {precision} graphs (it holds "
+                              f"{', '.join(self.precisions)}); re-export it with pvlm-export onnx --{precision}")
+        return dict(variants[precision]["graphs"])
+
+    def path(self, name: str, precision: str = "fp32") -> Path:
+        """Path of a graph's file in ``precision`` (the FP32 file where the variant does not replace it)."""
+        return self.root / self.variant_graphs(precision).get(name, self.graph(name)["file"])

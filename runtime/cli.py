@@ -24,9 +24,11 @@ class _UsageError(click.ClickException):
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Default: the bundle's limit.")
 @click.option("--max-batch", type=click.IntRange(min=1), help="Default: the bundle's limit.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
+              help="Graph precision; fp16/int8 need a bundle exported with --fp16/--int8.")
 @click.option("--bgr", is_flag=True, help="Arrays are BGR (irrelevant for image files).")
 def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, max_new_tokens: int | None,
-         max_batch: int | None, threads: int | None, bgr: bool) -> None:
+         max_batch: int | None, threads: int | None, precision: str, bgr: bool) -> None:
     """Describe each IMAGE with the exported BUNDLE. Unreadable images are reported and skipped (exit 1)."""
     from .backends import BackendUnavailable
     from .bundle import BundleError
@@ -35,7 +37,7 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, max_
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     try:
         d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch,
-                      max_new_tokens=max_new_tokens, channel_order="bgr" if bgr else "rgb")
+                      max_new_tokens=max_new_tokens, channel_order="bgr" if bgr else "rgb", precision=precision)
     except (BundleError, BackendUnavailable, ValueError) as e:
         raise _UsageError(str(e)) from None
     failed = 0

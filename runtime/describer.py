@@ -91,6 +91,8 @@ class Describer:
     ``decoder`` (ONNX Runtime backends): ``auto`` runs the bundle's ``cross_ort`` + ``decoder_ort``
     graphs with the cache bound in place when it has them; ``portable`` forces ``decoder.onnx``. ``shared_threads``:
     ONNX Runtime's process-wide thread pool for both graphs (faster; process-wide, see ``OrtBackend``).
+    ``precision``: ``fp32`` (default), or a variant the bundle holds (``fp16``, ``int8``; see
+    ``Bundle.precisions``). FP16 on ONNX Runtime CPU is a correctness check, not a speed-up.
     ``on_error``: ``"skip"`` gives a failed input a Description with ``error`` set; ``"raise"``
     raises :class:`InputError` naming the input.
     """
@@ -98,7 +100,7 @@ class Describer:
     def __init__(self, bundle_dir: str | Path, backend: str = "auto", *, threads: int | None = None,
                  max_batch: int | None = None, max_new_tokens: int | None = None, channel_order: str = "rgb",
                  on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None,
-                 decoder: str = "auto", shared_threads: bool = False):
+                 decoder: str = "auto", shared_threads: bool = False, precision: str = "fp32"):
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         if on_error not in ("skip", "raise"):
@@ -119,6 +121,10 @@ class Describer:
             options["decoder"] = decoder
         if shared_threads:
             options["shared_threads"] = True
+        if precision != "fp32":
+            self.bundle.variant_graphs(precision)  # a clear BundleError when the bundle lacks it
+            options["precision"] = precision
+        self.precision = precision
         self.backend = create_backend(backend, self.bundle, **options)
         pre = self.bundle.preprocess
         self._pre = (pre["height"], pre["width"], pre["mean"], pre["std"])

@@ -54,12 +54,21 @@ def cuda_available() -> bool:
         return False
 
 
-def choose_decoder(ort: Any, bundle: Bundle, decoder: str) -> str:
-    """The decoder graph to run: ``decoder_ort`` or ``decoder``, for a ``decoder`` choice of ``DECODERS``."""
+def choose_decoder(ort: Any, bundle: Bundle, decoder: str, precision: str = "fp32") -> str:
+    """The decoder graph to run: ``decoder_ort`` or ``decoder``, for a ``decoder`` choice of ``DECODERS``.
+
+    A precision variant that replaces the portable decoder but not ``decoder_ort`` runs the
+    portable one, so that ``precision`` means what it says for the decoder too.
+    """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     graphs = bundle.manifest.get("graphs", {})
     has_ort_graphs = "decoder_ort" in graphs and "cross_ort" in graphs
+    variant = bundle.variant_graphs(precision)
+    if "decoder" in variant and "decoder_ort" not in variant:
+        if decoder == "ort":
+            raise BackendUnavailable(f"{bundle.root}: the bundle's {precision} graphs have no decoder_ort")
+        return "decoder"
     if decoder == "portable":
         return "decoder"
     if not has_ort_graphs:
@@ -78,10 +87,11 @@ def choose_decoder(ort: Any, bundle: Bundle, decoder: str) -> str:
     return "decoder_ort"
 
 
-def ort_backend(bundle: Bundle, device: str = "cpu", *, decoder: str = "auto", **options: Any) -> OrtBackend:
-    """The ONNX Runtime backend for ``bundle`` on ``device``; ``options`` go to :class:`OrtBackend`."""
-    graph = choose_decoder(_ort(), bundle, decoder)
-    return (OrtBoundBackend if graph == "decoder_ort" else OrtBackend)(bundle, device, **options)
+def ort_backend(bundle: Bundle, device: str = "cpu", *, decoder: str = "auto", precision: str = "fp32",
+                **options: Any) -> OrtBackend:
+    """The ONNX Runtime backend for ``bundle`` on ``device`` in ``precision``; ``options`` go to :class:`OrtBackend`."""
+    graph = choose_decoder(_ort(), bundle, decoder, precision)
+    return (OrtBoundBackend if graph == "decoder_ort" else OrtBackend)(bundle, device, precision=precision, **options)
 
 
 class OrtBackend(HostCacheBackend):
@@ -96,8 +106,9 @@ class OrtBackend(HostCacheBackend):
     decoder_graph = "decoder"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None,
-                 providers: list[Any] | None = None, shared_threads: bool = False):
+                 providers: list[Any] | None = None, shared_threads: bool = False, precision: str = "fp32"):
         ort = _ort()
+        self.precision = precision
         if device == "cuda" and not cuda_available():
             raise BackendUnavailable("onnxruntime-cuda needs onnxruntime-gpu and an NVIDIA GPU")
         self.name = f"onnxruntime-{device}"
@@ -113,13 +124,13 @@ class OrtBackend(HostCacheBackend):
             opts.inter_op_num_threads = 1
         providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
                                   else ["CPUExecutionProvider"])
-        self.decoder = ort.InferenceSession(str(bundle.path(self.decoder_graph)), opts, providers=providers)
+        self.decoder = ort.InferenceSession(str(bundle.path(self.decoder_graph, precision)), opts, providers=providers)
         if not shared_threads:
             # With its own pool, the encoder (once per batch) must not leave threads spinning on the cores
             # the decoder steps need next (batch 1 end to end: 62 ms without spinning, 87 ms with it;
             # force_spinning_stop slowed the encoder itself by half).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.encoder = ort.InferenceSession(str(bundle.path("encoder")), opts, providers=providers)
+        self.encoder = ort.InferenceSession(str(bundle.path("encoder", precision)), opts, providers=providers)
         self._setup(ort, bundle, device, opts, providers)
         super().__init__(bundle.model)
 
@@ -143,7 +154,7 @@ class OrtBoundBackend(OrtBackend):
     decoder_graph = "decoder_ort"
 
     def _setup(self, ort: Any, bundle: Bundle, device: str, opts: Any, providers: list[Any]) -> None:
-        cross = ort.InferenceSession(str(bundle.path("cross_ort")), opts, providers=providers)
+        cross = ort.InferenceSession(str(bundle.path("cross_ort", self.precision)), opts, providers=providers)
         self.bound = BoundDecoder(ort, self.decoder, cross, bundle.model, device)
 
     def encode(self, pixels: np.ndarray, capacity: int) -> BoundState:

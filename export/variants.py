@@ -1,0 +1,182 @@
+"""Precision variants of a bundle's graphs (FP16, INT8), built beside the FP32 graphs and verified.
+
+A variant replaces some of the FP32 graphs (``Variant.graphs``: graph name -> file); the
+others keep running in FP32. Inputs and outputs stay those of the FP32 graph, so the
+runtime's loop and the spec checks are the same for every precision. Each variant is
+verified at export against PyTorch FP32 the way a user meets it: free-running greedy
+decoding through the runtime's own backend in that precision (exact sequences, token
+agreement, agreement of the parsed attributes), plus teacher-forced logits differences and
+a count of non-finite values. Below its floor (``GATES``) the export fails unless the
+caller accepts the mismatch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pvlm.generate import generate, trim
+from pvlm.model import PersonVLM
+from runtime.attributes import parse_attributes
+from runtime.describer import Describer, detokenize
+
+from .spec import GraphSpec
+from .validate import check_parity, parity_images
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp16", "int8")
+# The export fails below these floors unless --accept-mismatch: (report key, floor).
+GATES: dict[str, tuple[str, float]] = {"fp16": ("sequence_match_rate", 0.99), "int8": ("attribute_agreement", 0.98)}
+# Images each variant is verified on (3/4 synthetic crops, 1/4 noise; another seed than the FP32 parity run).
+VERIFY_IMAGES: dict[str, int] = {"fp16": 64, "int8": 200}
+VERIFY_SEED = 1
+
+
+@dataclass(frozen=True)
+class VariantOptions:
+    """Knobs for building variants: INT8 calibration data (JSONL of images; default synthetic crops)."""
+
+    calibration: Path | None = None
+    calibration_images: int = 64
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The graphs a precision variant replaces (name -> file in the bundle) and how they were made."""
+
+    precision: str
+    graphs: dict[str, str]
+    plan: dict[str, Any] = field(default_factory=dict)  # which nodes stay FP32 / were quantized, tool versions
+
+    def to_dict(self) -> dict[str, Any]:
+        """Manifest form (``manifest["variants"][precision]``, the report added by :func:`verify_variant`)."""
+        return {"graphs": dict(self.graphs), "plan": self.plan}
+
+
+def build_variant(precision: str, model: PersonVLM, out: Path, specs: dict[str, GraphSpec],
+                  options: VariantOptions) -> Variant:
+    """Write ``precision``'s graphs next to the FP32 ones in ``out``."""
+    if precision == "fp16":
+        from .fp16 import build_fp16 as build
+    elif precision == "int8":
+        from .int8 import build_int8 as build
+    else:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return build(model, out, specs, options)
+
+
+def verify_variant(model: PersonVLM, bundle_dir: Path, precision: str, max_new_tokens: int,
+                   n_images: int | None = None, batch: int = 16) -> dict[str, Any]:
+    """Measure a variant already listed in ``bundle_dir``'s manifest against PyTorch FP32.
+
+    Free-running: the runtime's greedy loop in ``precision`` against :func:`pvlm.generate`.
+    Teacher-forced: the variant's graphs fed the reference's tokens (logits max diff, non-finite count).
+    """
+    n = n_images or VERIFY_IMAGES[precision]
+    pixels = parity_images(model, n, seed=VERIFY_SEED)
+    describer = Describer(bundle_dir, backend="onnxruntime-cpu", precision=precision, verify=False,
+                          max_new_tokens=max_new_tokens)
+    itos = describer.bundle.tokens
+    batch = min(batch, describer.max_batch)
+    eos = model.cfg.eos_id
+    exact = agree = total = attr_same = attr_total = 0
+    for start in range(0, n, batch):
+        chunk = pixels[start:start + batch]
+        ours, _ = describer.generate_ids(chunk, max_new_tokens)
+        with torch.no_grad():
+            ref = generate(model, torch.from_numpy(chunk), max_new_tokens)
+        for got, want_row in zip(ours, ref):
+            want = trim(want_row, eos)
+            exact += got == want
+            agree += sum(a == b for a, b in zip(got, want))
+            total += max(len(got), len(want), 1)
+            a, b = parse_attributes(detokenize(got, itos)), parse_attributes(detokenize(want, itos))
+            keys = [k for k in set(a) | set(b) if a.get(k) is not None or b.get(k) is not None]
+            attr_same += sum(a.get(k) == b.get(k) for k in keys)
+            attr_total += len(keys)
+    tf = _teacher_forced(model, describer, precision, max_new_tokens)
+    report = {
+        "images": n, "seed": VERIFY_SEED, "max_new_tokens": max_new_tokens,
+        "sequences_identical": exact, "sequence_match_rate": exact / n,
+        "token_agreement": agree / max(1, total),
+        "attribute_agreement": attr_same / max(1, attr_total) if attr_total else 1.0,
+        "attribute_fields": attr_total,
+        **tf,
+    }
+    return report
+
+
+def _teacher_forced(model: PersonVLM, describer: Describer, precision: str, max_new_tokens: int) -> dict[str, Any]:
+    """Logits and encoder differences of the variant's graphs on the reference's tokens (FP32 parity's images)."""
+    bundle = describer.bundle
+    variant = bundle.variant_graphs(precision)
+    ort_paths = None
+    if "decoder_ort" in variant and "cross_ort" in variant:
+        ort_paths = (bundle.path("cross_ort", precision), bundle.path("decoder_ort", precision))
+    rep, _ = check_parity(model, bundle.path("encoder", precision), bundle.path("decoder", precision),
+                          max_new_tokens, ort_paths=ort_paths)
+    out = {"encoder_max_abs_diff": rep.encoder_max_abs_diff, "logits_max_abs_diff": rep.logits_max_abs_diff,
+           "logits_max_abs": rep.logits_max_abs, "nonfinite": rep.nonfinite,
+           "teacher_forced_sequences_identical": rep.sequences_identical, "teacher_forced_images": rep.images}
+    if rep.decoder_ort is not None:
+        out["decoder_ort"] = rep.decoder_ort
+    return out
+
+
+def gate_failures(precision: str, report: dict[str, Any]) -> list[str]:
+    """The floor a variant's report must reach, as failure lines (empty when it passes)."""
+    key, floor = GATES[precision]
+    failures = []
+    if report[key] < floor:
+        failures.append(f"{precision}: {key.replace('_', ' ')} {report[key]:.4f} is below {floor:g} "
+                        f"({report['sequences_identical']}/{report['images']} sequences identical to PyTorch FP32)")
+    if report.get("nonfinite"):
+        failures.append(f"{precision}: {report['nonfinite']} non-finite values (overflow) in encoder outputs or logits")
+    return failures
+
+
+def summary(precision: str, report: dict[str, Any]) -> str:
+    """One line for the CLI."""
+    return (f"{precision}: greedy sequences identical to PyTorch FP32 {report['sequences_identical']}/{report['images']}, "
+            f"token agreement {report['token_agreement']:.4f}, attributes {report['attribute_agreement']:.4f}, "
+            f"logits max abs diff {report['logits_max_abs_diff']:.2e}, non-finite {report['nonfinite']}")
+
+
+
+def add_variants(model: PersonVLM, out: Path, manifest: dict[str, Any], precisions: tuple[str, ...],
+                 options: VariantOptions | None = None, accept_mismatch: bool = False) -> None:
+    """Build, check and verify each precision variant in ``out``; records them in ``manifest`` (written as it goes).
+
+    Raises :class:`ValidationError` when a variant's graph fails the structural checks, or
+    falls below its floor and ``accept_mismatch`` is false.
+    """
+    from .manifest import artifact_entry, write_manifest
+    from .spec import graph_specs
+    from .validate import ValidationError, check_graph
+
+    options = options or VariantOptions()
+    specs = {name: spec for name, spec in graph_specs(model.cfg).items() if name in manifest["graphs"]}
+    variants = manifest.setdefault("variants", {})
+    for precision in precisions:
+        variant = build_variant(precision, model, out, specs, options)
+        failures = [f for name, file in variant.graphs.items() for f in check_graph(out / file, specs[name])]
+        if failures:
+            raise ValidationError(failures, {"precision": precision})
+        for file in variant.graphs.values():
+            manifest["artifacts"][file] = artifact_entry(out, file)
+        variants[precision] = variant.to_dict()
+        write_manifest(out, manifest)  # verification runs the variant through the runtime, which reads the manifest
+        report = verify_variant(model, out, precision, manifest["limits"]["max_new_tokens"])
+        failures = gate_failures(precision, report)
+        report["accepted_mismatch"] = bool(failures) and accept_mismatch
+        variants[precision]["verification"] = report
+        if failures and not accept_mismatch:
+            raise ValidationError(failures, report)
+        for f in failures:
+            log.warning("%s (accepted with --accept-mismatch)", f)
+        write_manifest(out, manifest)
