@@ -42,33 +42,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .preprocess import InputError, to_rgb
+from .preprocess import DEFAULT_MAX_PIXELS, InputError, to_rgb
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "pvlm"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per encoded image
-MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard (an 8K frame is 33 Mpx)
 
 
-def image_from_bytes(data: bytes, index: int = 0, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
+def image_from_bytes(data: bytes, index: int = 0, max_bytes: int = MAX_IMAGE_BYTES,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Encoded JPEG/PNG/... bytes -> RGB PIL image; :class:`InputError` naming input ``index`` otherwise.
 
-    Refuses more than ``max_bytes`` bytes or :data:`MAX_IMAGE_PIXELS` pixels before decoding;
+    Refuses more than ``max_bytes`` bytes, or (before decoding) more than ``max_pixels`` pixels;
     the decoding itself is the runtime's (``preprocess.to_rgb``).
     """
     if len(data) > max_bytes:
         raise InputError(f"input {index} ({len(data)} bytes): larger than the {max_bytes} byte limit")
-    try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            width, height = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        width = height = 0  # to_rgb names the problem
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InputError(f"input {index} ({len(data)} bytes): {width}x{height} exceeds {MAX_IMAGE_PIXELS} pixels")
-    return to_rgb(data, index)
+    return to_rgb(data, index, max_pixels=max_pixels)
 
 
 # --------------------------------------------------------------------------- tritonserver plumbing
