@@ -97,9 +97,10 @@ def temp_dir_beside(out: str | os.PathLike) -> Path:
     Failures (read-only or missing parent, a file in the way) are reported by ``out``, not the temp name.
     """
     out = Path(out)
+    full = Path(os.path.abspath(out))  # "--out ." has no name and no parent of its own
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        full.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{full.name}.tmp-", dir=full.parent))
         tmp.chmod(0o755)
     except OSError as e:
         raise OutputError(f"{out}: cannot write there ({e.strerror or type(e).__name__})") from None
@@ -108,11 +109,11 @@ def temp_dir_beside(out: str | os.PathLike) -> Path:
 
 def swap_in(tmp: Path, out: str | os.PathLike, *, force: bool, is_ours: IsOurs, what: str) -> Path:
     """Rename the finished ``tmp`` to ``out``, replacing what :func:`check_replaceable` allows (checked again)."""
-    out = Path(out)
     check_replaceable(out, force, is_ours, what)
-    with set_aside(out):
-        tmp.rename(out)
-    return out
+    full = Path(os.path.abspath(out))
+    with set_aside(full):
+        tmp.rename(full)
+    return Path(out)
 
 
 @contextlib.contextmanager
@@ -121,7 +122,7 @@ def set_aside(out: str | os.PathLike) -> Iterator[None]:
 
     Call only after :func:`check_replaceable`. An empty directory is simply removed.
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))
     old = None
     if os.path.lexists(out):
         if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):

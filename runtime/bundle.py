@@ -269,6 +269,7 @@ class Bundle:
             raise BundleError(f"{root}: bundle directory does not exist")
         if not path.is_file():
             raise BundleError(f"{root}: not an export bundle (no manifest.json)")
+        inside(root, "manifest.json")  # a symlinked manifest counts too, before anything is read
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
@@ -277,7 +278,6 @@ class Bundle:
             manifest = Manifest.from_dict(data)
         except BundleError as e:
             raise BundleError(f"{path}: {e}") from None
-        inside(root, "manifest.json")  # a symlinked manifest counts too
         for name in manifest.files():
             inside(root, name)
         bundle = cls(root, manifest)
@@ -295,6 +295,9 @@ class Bundle:
             p = inside(self.root, name)
             if not p.exists():
                 raise BundleError(f"{self.root / name}: missing from the bundle")
+            if p.is_dir():  # a package (.mlpackage): nothing inside it may point out of the bundle either
+                for f in p.rglob("*"):
+                    inside(self.root, f"{name}/{f.relative_to(p).as_posix()}")
             try:
                 actual = sha256_path(p)
             except OSError as e:

@@ -39,6 +39,7 @@ def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb",
            max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """A path, encoded bytes, PIL image or uint8 array (HxW, HxWx1/3/4; RGB or BGR) -> RGB PIL image.
 
+    An array's 4th channel is ignored (frame padding, not transparency); a PIL image's alpha is composited.
     Every PIL mode is converted for what it holds (see :func:`pil_to_rgb`); files and PIL images of more
     than ``max_pixels`` pixels are refused before decoding. Anything unusable is an :class:`InputError`.
     """
@@ -81,9 +82,9 @@ def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb",
             raise InputError(f"{name}: expected HxW, HxWx3 or HxWx4, got shape {x.shape}")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise InputError(f"{name}: empty image")
-        if x.ndim == 3 and channel_order == "bgr":
-            x = x[:, :, [2, 1, 0, 3][: x.shape[2]]]
-        img = pil_to_rgb(Image.fromarray(np.ascontiguousarray(x)), name)
+        if x.ndim == 3:  # a 4th channel of a frame is ignored: capture APIs fill BGRA/RGBX padding with 0 or 255
+            x = x[:, :, [2, 1, 0] if channel_order == "bgr" else [0, 1, 2]]
+        img = Image.fromarray(np.ascontiguousarray(x)).convert("RGB")
     else:
         raise InputError(f"{name}: unsupported input type {type(x).__name__} (path, PIL image or uint8 array)")
     if img.width == 0 or img.height == 0:

@@ -191,3 +191,22 @@ def test_manifest_json_too_deep_is_a_bundle_error(bundle_copy):
     (bundle_copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(BundleError, match="corrupt manifest"):
         Bundle.load(bundle_copy)
+
+
+def test_symlink_inside_a_package_artifact_is_refused(bundle_copy, tmp_path):
+    """A folder artefact (an .mlpackage) is hashed file by file: none of them may point out of the bundle."""
+    from export.manifest import artifact_entry
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    pkg = bundle_copy / "model.mlpackage"
+    (pkg / "Data").mkdir(parents=True)
+    (pkg / "Data" / "weights.bin").symlink_to(secret)
+    m = read(bundle_copy)
+    m["artifacts"]["model.mlpackage"] = artifact_entry(bundle_copy, "model.mlpackage")
+    write(bundle_copy, m)
+    with pytest.raises(BundleError, match="outside the bundle"):
+        Bundle.load(bundle_copy)
+    (pkg / "Data" / "weights.bin").unlink()
+    (pkg / "Data" / "weights.bin").write_text("outside")
+    Bundle.load(bundle_copy)  # the same package with a real file is fine

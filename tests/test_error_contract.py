@@ -49,8 +49,8 @@ def test_exit_codes_are_documented():
 
     text = CliRunner().invoke(main, ["--help"]).output
     assert "1 some images failed" in text and "2 bad usage" in text
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "exit 1 when some inputs of a batch failed" in readme
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "exit 2 for bad usage or unusable input" in readme and "exit 1 when some inputs of a batch failed" in readme
 
 
 def _evil(tmp_path: Path) -> Path:

@@ -138,23 +138,23 @@ def test_removed_if_unused_only_removes_what_it_created_and_is_empty(tmp_path):
 # --------------------------------------------------------------------------- every command with --force
 
 
-def test_export_onnx_force_refuses_a_foreign_directory(tmp_path):
-    """Refused before the checkpoint is even read (the checkpoint here does not exist)."""
+def test_export_onnx_force_refuses_a_foreign_directory(tiny_checkpoint, tmp_path):
+    """A real checkpoint: refused before any export work (it used to export, then replace the folder)."""
     from export.cli import main
 
     out = precious(tmp_path / "out")
     before = snapshot(out)
-    res = CliRunner().invoke(main, ["onnx", str(tmp_path / "x.pt"), "--out", str(out), "--force"])
+    res = CliRunner().invoke(main, ["onnx", str(tiny_checkpoint), "--out", str(out), "--force"])
     assert_refused(res, out, before)
 
 
-def test_export_onnx_force_refuses_the_working_directory(tmp_path, monkeypatch):
+def test_export_onnx_force_refuses_the_working_directory(tiny_checkpoint, tmp_path, monkeypatch):
     from export.cli import main
 
     work = precious(tmp_path / "work")
     before = snapshot(work)
     monkeypatch.chdir(work)
-    res = CliRunner().invoke(main, ["onnx", "x.pt", "--out", ".", "--force"])
+    res = CliRunner().invoke(main, ["onnx", str(tiny_checkpoint), "--out", ".", "--force"])
     assert_refused(res, Path("."), before)
 
 
@@ -260,3 +260,20 @@ def test_failed_or_interrupted_training_leaves_no_empty_output(synth_dir, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         train_mod.train(train_mod.TrainConfig(train=str(synth_dir / "train.jsonl"), out=str(out), preset="tiny"))
     assert out.is_dir()
+
+
+def test_swap_in_over_the_working_directory(tmp_path, monkeypatch):
+    """``--out . --force`` inside one of our bundles: the temp folder goes beside it, not inside it."""
+    from pvlm.outdir import swap_in, temp_dir_beside
+
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "manifest.json").write_text(json.dumps({"format": "pvlm-bundle"}))
+    monkeypatch.chdir(work)
+    tmp = temp_dir_beside(".")
+    assert tmp.parent == tmp_path
+    (tmp / "manifest.json").write_text(json.dumps({"format": "pvlm-bundle", "new": 1}))
+    swap_in(tmp, ".", force=True, is_ours=is_bundle, what="an export bundle")
+    monkeypatch.chdir(tmp_path)
+    assert json.loads((work / "manifest.json").read_text())["new"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
