@@ -23,6 +23,10 @@ class OutputError(ValueError):
     """An output path that cannot be written or must not be replaced; the message names the user's path."""
 
 
+class OutputExistsError(OutputError, FileExistsError):
+    """The output exists and may not be replaced (a FileExistsError too, as before this rule)."""
+
+
 def is_bundle(d: Path) -> bool:
     """A ``pvlm-export onnx`` bundle: ``manifest.json`` with our format tag."""
     try:
@@ -73,7 +77,7 @@ def is_quickstart_dir(d: Path) -> bool:
 
 
 def check_replaceable(out: str | os.PathLike, force: bool, is_ours: IsOurs, what: str) -> None:
-    """Raise :class:`OutputError` unless ``out`` may be (re)written: absent, empty, or ``force`` and ours.
+    """Raise :class:`OutputExistsError` unless ``out`` may be (re)written: absent, empty, or ``force`` and ours.
 
     ``what`` names the kind of output in messages, with its article (``"an export bundle"``); nothing is touched either way.
     """
@@ -81,13 +85,13 @@ def check_replaceable(out: str | os.PathLike, force: bool, is_ours: IsOurs, what
     if not os.path.lexists(out):
         return
     if out.is_symlink() or not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a directory; refusing to replace it")
+        raise OutputExistsError(f"{out}: exists and is not a directory; refusing to replace it")
     if not any(out.iterdir()):
         return
     if not force:
-        raise OutputError(f"{out}: already exists (use --force to replace {what})")
+        raise OutputExistsError(f"{out}: already exists (use --force to replace {what})")
     if not is_ours(out):
-        raise OutputError(f"{out}: not {what} (nor empty); --force only replaces {what} or an empty "
+        raise OutputExistsError(f"{out}: not {what} (nor empty); --force only replaces {what} or an empty "
                           "directory, so nothing was touched")
 
 
@@ -160,5 +164,5 @@ def removed_if_unused(out: str | os.PathLike) -> Iterator[None]:
         raise
 
 
-__all__ = ["OutputError", "check_replaceable", "is_bundle", "is_quickstart_dir", "is_synth_dataset",
+__all__ = ["OutputError", "OutputExistsError", "check_replaceable", "is_bundle", "is_quickstart_dir", "is_synth_dataset",
            "is_train_dir", "is_triton_repo", "removed_if_unused", "set_aside", "swap_in", "temp_dir_beside"]
