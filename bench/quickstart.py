@@ -29,10 +29,11 @@ def _step(title: str) -> float:
 @click.option("--epochs", type=click.IntRange(min=1), default=14)
 @click.option("--preset", default="small", help="Model preset to train.")
 @click.option("--bench-iters", type=click.IntRange(min=1), default=3)
-@click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+@click.option("--force", is_flag=True, help="Replace --out if it is a pvlm-quickstart folder (anything else is refused).")
 def main(out: str, n_images: int, test_n: int, epochs: int, preset: str, bench_iters: int, force: bool) -> None:
     """Run synth -> train -> export -> describe -> eval -> bench and print where everything went."""
     from export import export_onnx
+    from pvlm.outdir import check_replaceable, is_quickstart_dir
     from pvlm.synth import SynthConfig, write_dataset
     from pvlm.train import TrainConfig, train
     from runtime import Describer
@@ -45,9 +46,8 @@ def main(out: str, n_images: int, test_n: int, epochs: int, preset: str, bench_i
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     root = Path(out)
     with fail_on_bad_input():
-        if root.exists() and any(root.iterdir()):
-            if not force:
-                raise FileExistsError(f"{root}: already exists (use --force to replace it)")
+        check_replaceable(root, force, is_quickstart_dir, "a pvlm-quickstart folder")
+        if root.is_dir() and any(root.iterdir()):  # ours (checked above), and rebuilt step by step
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         t_all = time.time()

@@ -25,7 +25,7 @@ def main() -> None:
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, help="Largest batch the runtime will send.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, help="Decoder cache capacity.")
 @click.option("--vocab", type=click.Path(dir_okay=False), help="vocabulary.json, for original-repository checkpoints.")
-@click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@click.option("--force", is_flag=True, help="Replace --out if it is an export bundle or empty (anything else is refused).")
 @click.option("--fp16", is_flag=True, help="Also write FP16 graphs (FP32 I/O), verified against PyTorch FP32.")
 @click.option("--int8", is_flag=True, help="Also write INT8 graphs for CPUs (ONNX Runtime quantization), verified.")
 @click.option("--calibration", type=click.Path(dir_okay=False, exists=True),
@@ -90,7 +90,7 @@ def print_report(report: dict) -> None:
 @click.option("--kind", type=click.Choice(["cpu", "gpu"]), default="cpu", help="Instance group kind.")
 @click.option("--flavor", type=click.Choice(["native", "python"]), default="native",
               help="native: ONNX Runtime / TensorRT backends; python: Python-backend models running ONNX Runtime.")
-@click.option("--force", is_flag=True, help="Replace an existing repository.")
+@click.option("--force", is_flag=True, help="Replace --out if it is a repository written here or empty (anything else is refused).")
 def triton_cmd(bundle: str, out_dir: str, max_batch: int, queue_delay_ms: float, instances: int, kind: str,
                flavor: str, force: bool) -> None:
     """Write a Triton Inference Server model repository for BUNDLE (encoder, decoder step, describer)."""

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runtime.bundle import sha256_path  # the reader's own hash, so writer and reader cannot disagree
+from runtime.bundle import Manifest, sha256_path  # the reader's own schema and hash: writer and reader agree
 
 BUNDLE_FORMAT = "pvlm-bundle"
 BUNDLE_VERSION = 1
@@ -44,7 +44,8 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
 
 
 def write_manifest(bundle: Path, manifest: dict[str, Any]) -> Path:
-    """Write ``manifest.json`` atomically."""
+    """Validate ``manifest`` against the runtime's :class:`Manifest` schema, then write ``manifest.json`` atomically."""
+    Manifest.from_dict(json.loads(json.dumps(manifest)))  # as the reader will see it (tuples -> lists)
     path = Path(bundle) / "manifest.json"
     tmp = path.with_name(".manifest.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -7,7 +7,6 @@ import contextlib
 import io
 import logging
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from pvlm.checkpoint import load_checkpoint
 from pvlm.model import PersonVLM
+from pvlm.outdir import check_replaceable, is_bundle, swap_in, temp_dir_beside
 from pvlm.vocab import SPECIALS, Vocabulary
 from runtime.backends.ort_bound import supports_bound_cache
 
@@ -30,6 +30,7 @@ from .variants import VariantOptions, add_variants
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 18  # the torch.export-based exporter's floor; LayerNormalization is one op from 17
+WHAT = "an export bundle"
 DEFAULT_OPSET = 20  # Gelu is one op from 20 (fewer nodes per decoder step)
 
 
@@ -51,14 +52,11 @@ def export_onnx(
         raise ValueError(f"--opset must be >= {MIN_OPSET}, got {opset}")
     if max_batch < 1:
         raise ValueError(f"--max-batch must be >= 1, got {max_batch}")
-    if out.exists() and not force:
-        raise FileExistsError(f"{out}: already exists (use --force to replace it)")
+    check_replaceable(out, force, is_bundle, WHAT)  # before any work; checked again at the swap
     model, voc, meta = load_checkpoint(checkpoint, vocab=vocab)
     if not 1 <= max_new_tokens <= model.cfg.max_len:
         raise ValueError(f"--max-new-tokens must be in [1, {model.cfg.max_len}], got {max_new_tokens}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
+    tmp = temp_dir_beside(out)
     try:
         manifest = build_bundle(model, voc, tmp, opset=opset, max_batch=max_batch, max_new_tokens=max_new_tokens,
                                 verify=verify, atol=atol)
@@ -66,9 +64,7 @@ def export_onnx(
         write_manifest(tmp, manifest)
         if precisions:
             add_variants(model, tmp, manifest, tuple(precisions), variant_options, accept_mismatch)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.rename(out)
+        swap_in(tmp, out, force=force, is_ours=is_bundle, what=WHAT)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from pvlm.outdir import check_replaceable, is_triton_repo, swap_in, temp_dir_beside
 from runtime.serve import MAX_IMAGE_BYTES  # per encoded image; larger requests get a clear error
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ENCODER, DECODER, DESCRIBER = "pvlm_encoder", "pvlm_decoder", "pvlm_describer"
 KINDS = ("cpu", "gpu")
 FLAVORS = ("native", "python")
+WHAT = "a Triton repository written by pvlm-export triton"
 
 _TRITON_DTYPES = {
     "float32": "TYPE_FP32",
@@ -87,19 +88,14 @@ def write_triton_repo(bundle_dir: str | Path, out_dir: str | Path, max_batch: in
     if not 1 <= max_batch <= limit:
         raise ValueError(f"max_batch must be in [1, {limit}] (the bundle's limit), got {max_batch}")
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out}: already exists (use --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
+    check_replaceable(out, force, is_triton_repo, WHAT)
+    tmp = temp_dir_beside(out)
     try:
         engines = _engines(bundle) if flavor == "native" and kind == "gpu" else {}
         for model, graph in ((ENCODER, "encoder"), (DECODER, "decoder")):
             _write_graph_model(tmp / model, bundle, model, graph, flavor, kind, instances, engines.get(graph))
         _write_describer(tmp / DESCRIBER, bundle, max_batch, queue_delay_ms, instances, max_image_bytes)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.rename(out)
+        swap_in(tmp, out, force=force, is_ours=is_triton_repo, what=WHAT)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote Triton repository %s (%s flavor, %s, max batch %d)", out, flavor, kind, max_batch)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +108,30 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     if not p.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with torch.serialization.safe_globals(_ORIGINAL_GLOBALS):
+        # torch's warnings (pickle protocol, storage deprecations) say nothing the error below does not
+        with torch.serialization.safe_globals(_ORIGINAL_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             blob = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt bytes surface as UnpicklingError, IndexError, KeyError, struct.error...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PersonVLM checkpoint ({first[:160]})") from None
+        raise CheckpointError(_load_error(path, e)) from None
     if not isinstance(blob, dict) or not any(k in blob for k in ("state_dict", "model_state_dict")):
         raise CheckpointError(f"{path}: not a PersonVLM checkpoint (no state_dict inside)")
     return blob
+
+
+def _load_error(path: str | os.PathLike, e: Exception) -> str:
+    """Our words for a failed weights-only load (torch's own message advises ``weights_only=False``)."""
+    text = str(e)
+    m = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    detail = (m.group(1) if m else (text.strip().splitlines() or [""])[0]).strip()
+    if "Weights only load failed" in detail:  # no unpickler detail: keep nothing of torch's advice
+        detail = ""
+    g = re.search(r"Unsupported global: GLOBAL ([\w.]+)", detail)
+    if g:
+        return (f"{path}: refused: it holds a pickled Python object ({g.group(1)}) that no PersonVLM checkpoint "
+                "contains, and loading it could run code from the file")
+    detail = f"{type(e).__name__}: {detail[:120]}" if detail else type(e).__name__
+    return f"{path}: not a readable PersonVLM checkpoint (corrupt, truncated or not a PyTorch file; {detail})"
 
 
 def _from_original(path: str | os.PathLike, blob: dict[str, Any]) -> tuple[PersonVLMConfig, dict[str, torch.Tensor]]:

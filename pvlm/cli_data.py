@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import click
 
 from .cli_errors import fail_on_bad_input, parse_size
+from .outdir import check_replaceable, is_synth_dataset, set_aside
 
 
 @click.group()
@@ -23,7 +23,7 @@ def main() -> None:
 @click.option("--size", default="256x128", help="Image size HxW.")
 @click.option("--val-fraction", default=0.1, type=float, help="Held-out fraction (0: a single data.jsonl).")
 @click.option("--workers", default=0, type=int, help="Worker processes (0 or 1: none).")
-@click.option("--force", is_flag=True, help="Delete --out first if it exists.")
+@click.option("--force", is_flag=True, help="Replace --out if it is a dataset written by pvlm-data (anything else is refused).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def synth(out: str, n: int, seed: int, size: str, val_fraction: float, workers: int, force: bool, quiet: bool) -> None:
     """Render synthetic people with known attributes and MSP60k-style captions."""
@@ -36,12 +36,10 @@ def synth(out: str, n: int, seed: int, size: str, val_fraction: float, workers: 
     with fail_on_bad_input():
         if workers < 0:
             raise ValueError(f"--workers must be >= 0, got {workers}")
-        config.validate()  # before --force deletes anything
-        if force and out_dir.is_dir() and not out_dir.is_symlink():
-            shutil.rmtree(out_dir)
-        elif force and out_dir.exists():
-            out_dir.unlink()
-        paths = write_dataset(out_dir, config, workers=workers, progress=not quiet)
+        config.validate()  # before --force sets anything aside
+        check_replaceable(out_dir, force, is_synth_dataset, "a pvlm-data dataset")
+        with set_aside(out_dir):  # the old dataset comes back if writing fails
+            paths = write_dataset(out_dir, config, workers=workers, progress=not quiet)
     click.echo(f"wrote {n} images to {out_dir}")
     for name, path in paths.items():
         click.echo(f"{name}: {path}")

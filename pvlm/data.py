@@ -15,6 +15,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from runtime.preprocess import pil_to_rgb  # torch-free; the one conversion rule
+
 from .model import PersonVLMConfig
 from .vocab import Vocabulary
 
@@ -78,9 +80,13 @@ def _readable(p: Path) -> bool:
 
 
 def resize_rgb(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """Any PIL image -> uint8 (H, W, 3) RGB, stretched to ``size`` (height, width) with bilinear filtering."""
+    """Any PIL image -> uint8 (H, W, 3) RGB, stretched to ``size`` (height, width) with bilinear filtering.
+
+    Modes are converted by the runtime's own rule (16-bit scaled, alpha composited), so training and
+    inference see the same pixels.
+    """
     if image.mode != "RGB":
-        image = image.convert("RGB")
+        image = pil_to_rgb(image)
     return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import CaptionDataset, collate, data_hash, load_jsonl
 from .model import PersonVLM, PersonVLMConfig, lm_loss
+from .outdir import removed_if_unused
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,15 @@ def _param_groups(model: PersonVLM, weight_decay: float) -> list[dict[str, Any]]
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train a model; writes ``best.pt``, ``last.pt`` and ``history.json`` under ``cfg.out``. Returns the summary."""
+    """Train a model; writes ``best.pt``, ``last.pt`` and ``history.json`` under ``cfg.out``. Returns the summary.
+
+    A run that fails or is interrupted before writing anything removes the output directories it created.
+    """
+    with removed_if_unused(cfg.out):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     out = Path(cfg.out)

@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from .preprocess import DEFAULT_MAX_PIXELS
+
 
 class _UsageError(click.ClickException):
     exit_code = 2
@@ -27,9 +29,17 @@ class _UsageError(click.ClickException):
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
               help="Graph precision; fp16/int8 need a bundle exported with --fp16/--int8.")
 @click.option("--bgr", is_flag=True, help="Arrays are BGR (irrelevant for image files).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+              help="Refuse images with more pixels (decompression-bomb guard).")
 def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, max_new_tokens: int | None,
-         max_batch: int | None, threads: int | None, precision: str, bgr: bool) -> None:
-    """Describe each IMAGE with the exported BUNDLE. Unreadable images are reported and skipped (exit 1)."""
+         max_batch: int | None, threads: int | None, precision: str, bgr: bool, max_pixels: int) -> None:
+    """Describe each IMAGE with the exported BUNDLE.
+
+    \b
+    Exit status: 0 every image described; 1 some images failed (each named in
+    an "error:" line, the others printed); 2 bad usage, an unusable bundle, or
+    no image could be described.
+    """
     from .backends import BackendUnavailable
     from .bundle import BundleError
     from .describer import Describer
@@ -37,7 +47,8 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, max_
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     try:
         d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch,
-                      max_new_tokens=max_new_tokens, channel_order="bgr" if bgr else "rgb", precision=precision)
+                      max_new_tokens=max_new_tokens, channel_order="bgr" if bgr else "rgb", max_pixels=max_pixels,
+                      precision=precision)
     except (BundleError, BackendUnavailable, ValueError) as e:
         raise _UsageError(str(e)) from None
     failed = 0
@@ -53,4 +64,4 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, max_
         else:
             click.echo(f"{path}\t{res.text}")
     if failed:
-        sys.exit(1)
+        sys.exit(2 if failed == len(images) else 1)

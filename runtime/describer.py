@@ -14,7 +14,7 @@ import numpy as np
 from .attributes import parse_attributes
 from .backends import create_backend
 from .bundle import Bundle
-from .preprocess import ImageInput, InputError, clip_box, describe_input, preprocess, to_rgb
+from .preprocess import DEFAULT_MAX_PIXELS, ImageInput, InputError, clip_box, describe_input, preprocess, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,13 @@ def greedy_decode(backend: Any, pixels: np.ndarray, bos: int, eos: int, max_new_
     return out, {"encode_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3, "steps": steps}
 
 
+def _count(boxes: Any) -> int:
+    try:
+        return len(boxes)
+    except TypeError:
+        return 0
+
+
 class Describer:
     """Describe person crops with an exported bundle. Thread-safe: per-call state only.
 
@@ -94,13 +101,15 @@ class Describer:
     ``precision``: ``fp32`` (default), or a variant the bundle holds (``fp16``, ``int8``; see
     ``Bundle.precisions``). FP16 on ONNX Runtime CPU is a correctness check, not a speed-up.
     ``on_error``: ``"skip"`` gives a failed input a Description with ``error`` set; ``"raise"``
-    raises :class:`InputError` naming the input.
+    raises :class:`InputError` naming the input. ``max_pixels``: files and PIL images with more pixels are
+    refused before decoding (the decompression-bomb limit, 64 Mpx by default).
     """
 
     def __init__(self, bundle_dir: str | Path, backend: str = "auto", *, threads: int | None = None,
                  max_batch: int | None = None, max_new_tokens: int | None = None, channel_order: str = "rgb",
                  on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None,
-                 decoder: str = "auto", shared_threads: bool = False, precision: str = "fp32"):
+                 decoder: str = "auto", shared_threads: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 precision: str = "fp32"):
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         if on_error not in ("skip", "raise"):
@@ -113,7 +122,9 @@ class Describer:
             raise ValueError(f"max_batch must be in [1, {limits['max_batch']}] (the bundle's limit), got {self.max_batch}")
         if not 1 <= self.max_new_tokens <= limits["max_positions"]:
             raise ValueError(f"max_new_tokens must be in [1, {limits['max_positions']}], got {self.max_new_tokens}")
-        self.channel_order, self.on_error = channel_order, on_error
+        if max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+        self.channel_order, self.on_error, self.max_pixels = channel_order, on_error, max_pixels
         options: dict[str, Any] = {"threads": threads}
         if providers is not None:
             options["providers"] = providers
@@ -139,7 +150,7 @@ class Describer:
 
     def preprocess(self, image: ImageInput, index: int = 0) -> np.ndarray:
         """One input -> float32 (3, H, W)."""
-        return preprocess(to_rgb(image, index, self.channel_order), *self._pre)
+        return preprocess(to_rgb(image, index, self.channel_order, self.max_pixels), *self._pre)
 
     def describe(self, inputs: ImageInput | Sequence[ImageInput], *, max_new_tokens: int | None = None,
                  on_error: str | None = None) -> list[Description]:
@@ -151,8 +162,18 @@ class Describer:
 
     def describe_crops(self, frame: ImageInput, boxes: Sequence[Sequence[float]], *,
                        max_new_tokens: int | None = None, on_error: str | None = None) -> list[Description]:
-        """Describe boxes (x1, y1, x2, y2; clipped to the frame) cut out of one full frame."""
-        img = to_rgb(frame, 0, self.channel_order)
+        """Describe boxes (x1, y1, x2, y2; clipped to the frame) cut out of one full frame.
+
+        An unusable frame fails every box (each Description names it; raises with ``on_error="raise"``).
+        """
+        try:
+            img = to_rgb(frame, 0, self.channel_order, self.max_pixels)
+            boxes = list(boxes)
+        except (InputError, TypeError) as e:
+            if (on_error or self.on_error) == "raise":
+                raise InputError(f"frame: {e}") from None
+            log.warning("frame: %s", e)
+            return [Description("", [], {}, error=f"frame: {e}") for _ in range(_count(boxes))]
 
         def crop(box: Sequence[float], i: int) -> np.ndarray:
             return preprocess(img.crop(clip_box(box, img.height, img.width, i)), *self._pre)

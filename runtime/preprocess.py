@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
+
+DEFAULT_MAX_PIXELS = 64_000_000  # width x height; an 8K frame is 33 Mpx. The one decompression-bomb limit
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels become white, as on a page or a viewer's canvas
+
+# Our own max_pixels check runs first, so Pillow's DecompressionBombWarning (at 89 Mpx) would only repeat
+# it on stderr; the error Pillow raises past 2x its limit is caught and reported as an InputError.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class InputError(ValueError):
@@ -27,8 +35,14 @@ def describe_input(x: ImageInput, index: int) -> str:
     return f"input {index} ({type(x).__name__})"
 
 
-def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb") -> Image.Image:
-    """A path, encoded bytes, PIL image or uint8 array (HxW, HxWx1/3/4; RGB or BGR) -> RGB PIL image."""
+def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb",
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """A path, encoded bytes, PIL image or uint8 array (HxW, HxWx1/3/4; RGB or BGR) -> RGB PIL image.
+
+    An array's 4th channel is ignored (frame padding, not transparency); a PIL image's alpha is composited.
+    Every PIL mode is converted for what it holds (see :func:`pil_to_rgb`); files and PIL images of more
+    than ``max_pixels`` pixels are refused before decoding. Anything unusable is an :class:`InputError`.
+    """
     name = describe_input(x, index)
     if isinstance(x, (bytes, bytearray, memoryview)):
         if len(x) == 0:
@@ -37,14 +51,28 @@ def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb") -> Image.I
     if isinstance(x, (str, os.PathLike, io.BytesIO)):
         try:
             with Image.open(x) as im:
+                _check_pixels(im, name, max_pixels)  # from the header, before decoding
                 im.load()
-                img = im
+                img = pil_to_rgb(im, name)
         except FileNotFoundError:
             raise InputError(f"{name}: file not found") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        except IsADirectoryError:
+            raise InputError(f"{name}: is a directory") from None
+        except Image.DecompressionBombError:
+            raise InputError(f"{name}: too many pixels (Pillow's decompression-bomb limit)") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+            if isinstance(e, InputError):
+                raise
             raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
     elif isinstance(x, Image.Image):
-        img = x
+        _check_pixels(x, name, max_pixels)
+        try:
+            x.load()  # a lazily opened file decodes here: truncated data fails for this input only
+            img = pil_to_rgb(x, name)
+        except InputError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, MemoryError, AttributeError) as e:
+            raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
     elif isinstance(x, np.ndarray):
         if x.dtype != np.uint8:
             raise InputError(f"{name}: expected a uint8 array, got {x.dtype}")
@@ -54,16 +82,70 @@ def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb") -> Image.I
             raise InputError(f"{name}: expected HxW, HxWx3 or HxWx4, got shape {x.shape}")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise InputError(f"{name}: empty image")
-        if x.ndim == 3 and channel_order == "bgr":
-            x = x[:, :, [2, 1, 0, 3][: x.shape[2]]]
-        img = Image.fromarray(np.ascontiguousarray(x))
+        if x.ndim == 3:  # a 4th channel of a frame is ignored: capture APIs fill BGRA/RGBX padding with 0 or 255
+            x = x[:, :, [2, 1, 0] if channel_order == "bgr" else [0, 1, 2]]
+        img = Image.fromarray(np.ascontiguousarray(x)).convert("RGB")
     else:
         raise InputError(f"{name}: unsupported input type {type(x).__name__} (path, PIL image or uint8 array)")
     if img.width == 0 or img.height == 0:
         raise InputError(f"{name}: empty image")
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # grayscale, RGBA, palette, CMYK
     return img
+
+
+def _check_pixels(img: Image.Image, name: str, max_pixels: int) -> None:
+    w, h = img.size
+    if w * h > max_pixels:
+        raise InputError(f"{name}: {w}x{h} is {w * h} pixels, more than the {max_pixels} pixel limit (max_pixels)")
+
+
+def pil_to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
+    """Any PIL mode -> 8-bit RGB by what the pixels mean; :class:`InputError` for a mode we cannot convert.
+
+    - alpha (RGBA, LA, PA, P with transparency, premultiplied RGBa/La): composited on :data:`ALPHA_BACKGROUND`;
+    - I;16*: 16-bit samples / 257 (65535 -> 255); I (int32): kept if in 0..255, / 257 if in 0..65535,
+      otherwise stretched from its own min..max; F (float): x 255 if in 0..1, kept if in 0..255, otherwise
+      stretched from its min..max; 1, L, P, CMYK, YCbCr, LAB, HSV, RGBX: Pillow's own conversion.
+    """
+    if img.mode == "RGB":
+        return img
+    try:
+        return _convert(img, name)
+    except (ValueError, OSError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{name}: cannot convert PIL mode {img.mode} to RGB ({e})") from None
+
+
+def _convert(img: Image.Image, name: str) -> Image.Image:
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        gray = _gray_to_uint8(np.asarray(img), mode, name)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBa", "La"):  # premultiplied alpha: un-premultiply through RGBA
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _gray_to_uint8(a: np.ndarray, mode: str, name: str) -> np.ndarray:
+    a = a.astype(np.float64)
+    if a.size == 0:
+        return a.astype(np.uint8)
+    if not np.isfinite(a).all():
+        raise InputError(f"{name}: mode {mode} image has NaN or infinite pixels")
+    lo, hi = float(a.min()), float(a.max())
+    if mode.startswith("I;16") or (mode == "I" and lo >= 0 and hi > 255 and hi <= 65535):
+        a = a / 257.0
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        a = a * 255.0
+    elif lo < 0 or hi > 255:  # no known range: stretch the image's own
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
 def preprocess(img: Image.Image, height: int, width: int, mean: list[float], std: list[float]) -> np.ndarray:

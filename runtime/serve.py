@@ -23,12 +23,15 @@ repository written by ``pvlm-export triton --flavor python`` (no Docker needed).
 from __future__ import annotations
 
 import contextlib
-import io
+import ipaddress
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -42,33 +45,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .preprocess import InputError, to_rgb
+from .preprocess import DEFAULT_MAX_PIXELS, InputError, to_rgb
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "pvlm"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per encoded image
-MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard (an 8K frame is 33 Mpx)
 
 
-def image_from_bytes(data: bytes, index: int = 0, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
+def image_from_bytes(data: bytes, index: int = 0, max_bytes: int = MAX_IMAGE_BYTES,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Encoded JPEG/PNG/... bytes -> RGB PIL image; :class:`InputError` naming input ``index`` otherwise.
 
-    Refuses more than ``max_bytes`` bytes or :data:`MAX_IMAGE_PIXELS` pixels before decoding;
+    Refuses more than ``max_bytes`` bytes, or (before decoding) more than ``max_pixels`` pixels;
     the decoding itself is the runtime's (``preprocess.to_rgb``).
     """
     if len(data) > max_bytes:
         raise InputError(f"input {index} ({len(data)} bytes): larger than the {max_bytes} byte limit")
-    try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            width, height = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        width = height = 0  # to_rgb names the problem
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InputError(f"input {index} ({len(data)} bytes): {width}x{height} exceeds {MAX_IMAGE_PIXELS} pixels")
-    return to_rgb(data, index)
+    return to_rgb(data, index, max_pixels=max_pixels)
 
 
 # --------------------------------------------------------------------------- tritonserver plumbing
@@ -190,6 +186,40 @@ def run_repository(repo: str | Path, host: str = "127.0.0.1", http_port: int = 8
 # --------------------------------------------------------------------------- pvlm-serve (PyTriton)
 
 
+def check_listen(host: str, ports: dict[str, int]) -> bool:
+    """ValueError (one line) unless ``host`` is an address of this machine and every port is distinct and free.
+
+    ``ports``: endpoint name -> port. Run before starting Triton, which otherwise waits out its 120 s
+    start-up timeout on such mistakes. Returns True when ``host`` is a loopback address.
+    """
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in seen:
+            raise ValueError(f"--{seen[port]}-port and --{name}-port are both {port}; each endpoint needs its own port")
+        seen[port] = name
+    if re.fullmatch(r"[\d.]+", host):  # looks numeric: must be a valid IPv4 address, never a DNS name
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"--host {host}: not a valid IPv4 address") from None
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"--host {host}: unknown host ({getattr(e, 'strerror', None) or e})") from None
+    family, addr = infos[0][0], infos[0][4][0]
+    for name, port in ports.items():
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton does: TIME_WAIT is no conflict
+            try:
+                sock.bind((addr, port))
+            except OSError as e:
+                raise ValueError(f"--{name}-port {port}: cannot listen on {host}:{port} "
+                                 f"({e.strerror or type(e).__name__})") from None
+    return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+
+
 def _as_bytes(value: Any) -> bytes:
     if isinstance(value, (bytes, np.bytes_)):
         return bytes(value)
@@ -204,6 +234,8 @@ def make_infer_fn(describer: Any, max_image_bytes: int = MAX_IMAGE_BYTES) -> Any
     """PyTriton ``@batch`` function: IMAGE (B, 1) bytes -> TEXT, ATTRIBUTES, ERROR (B, 1)."""
     from pytriton.decorators import batch
 
+    max_pixels = getattr(describer, "max_pixels", DEFAULT_MAX_PIXELS)
+
     @batch
     def infer(IMAGE: np.ndarray) -> dict[str, np.ndarray]:  # noqa: N803 - Triton tensor name
         rows = IMAGE.reshape(IMAGE.shape[0], -1)
@@ -213,7 +245,7 @@ def make_infer_fn(describer: Any, max_image_bytes: int = MAX_IMAGE_BYTES) -> Any
             try:
                 if row.size != 1:
                     raise InputError(f"input {i}: expected one encoded image per row, got {row.size}")
-                images.append(image_from_bytes(_as_bytes(row[0]), i, max_image_bytes))
+                images.append(image_from_bytes(_as_bytes(row[0]), i, max_image_bytes, max_pixels))
                 good.append(i)
             except InputError as e:
                 errors[i] = str(e)
@@ -255,14 +287,19 @@ def _stub_environment() -> Iterator[None]:
 def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
           metrics_port: int = 8002, max_batch: int = 8, queue_delay_ms: float = 50, backend: str = "auto",
           threads: int | None = None, max_image_bytes: int = MAX_IMAGE_BYTES, model_name: str = MODEL_NAME,
-          exit_timeout_s: int = 10, log_file: str | Path | None = None) -> Any:
+          exit_timeout_s: int = 10, log_file: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     """Start a PyTriton server describing with ``bundle``; returns the running ``pytriton.triton.Triton``.
 
     Use it as a context manager (``with serve(...) as triton:``) or call ``triton.stop()``.
     ``max_batch`` is Triton's ``max_batch_size`` (at most the bundle's limit); ``queue_delay_ms``
     the dynamic batcher's ``max_queue_delay_microseconds`` / 1000. tritonserver's own log goes to
-    ``log_file`` (default: this process's stdout, as PyTriton does).
+    ``log_file`` (default: this process's stdout, as PyTriton does). ``exit_timeout_s``: on stop,
+    how long tritonserver keeps finishing queued and running requests (it accepts no new ones).
+    Host and ports are checked first (:func:`check_listen`): ValueError, nothing started.
     """
+    if not check_listen(host, {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}):
+        log.warning("listening on %s, not a loopback address: inference and metrics have NO authentication; "
+                    "put a TLS + authentication proxy in front (docs/serving.md, security)", host)
     try:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
@@ -273,7 +310,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
 
     if queue_delay_ms < 0:
         raise ValueError(f"queue_delay_ms must be >= 0, got {queue_delay_ms}")
-    describer = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch)  # checks max_batch
+    describer = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch,  # checks max_batch
+                          max_pixels=max_pixels)
     config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, allow_gpu_metrics=False,
                           exit_timeout_secs=exit_timeout_s, log_file=Path(log_file) if log_file else None)
@@ -300,6 +338,14 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
     return triton
 
 
+class _Interrupted(Exception):
+    """SIGINT/SIGTERM while the server was starting."""
+
+
+class _StartTimeout(Exception):
+    """--start-timeout elapsed before the server was ready."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script ``pvlm-serve`` (errors: one line on stderr, exit 2 for bad usage or input)."""
     import click
@@ -322,13 +368,27 @@ def main(argv: list[str] | None = None) -> None:
     @click.option("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, ...")
     @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
     @click.option("--max-image-bytes", type=click.IntRange(min=1), default=MAX_IMAGE_BYTES)
+    @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+                  help="Refuse images with more pixels (decompression-bomb guard).")
+    @click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0,
+                  help="On SIGTERM/SIGINT: seconds to finish queued and running requests (new ones are refused).")
+    @click.option("--start-timeout", type=click.FloatRange(min=1), default=120.0,
+                  help="Give up if the server is not ready within this many seconds.")
     @click.option("--triton-log", type=click.Path(dir_okay=False),
                   help="tritonserver's log file (default: a file in the temp directory; stdout with --verbose).")
     @click.option("--verbose", is_flag=True, help="Log PyTriton's and tritonserver's messages too.")
     def cli(bundle: str, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
-            queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, triton_log: str | None,
-            verbose: bool) -> None:
-        """Serve BUNDLE with Triton's HTTP/gRPC protocol (model "pvlm") until SIGINT or SIGTERM."""
+            queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, max_pixels: int,
+            drain_timeout: float, start_timeout: float, triton_log: str | None, verbose: bool) -> None:
+        """Serve BUNDLE with Triton's HTTP/gRPC protocol (model "pvlm") until SIGINT or SIGTERM.
+
+        \b
+        No authentication: keep the default loopback --host, or put a TLS and
+        authentication proxy in front (docs/serving.md). On SIGTERM/SIGINT the
+        server refuses new requests, finishes queued ones for up to
+        --drain-timeout seconds, then exits 0. Exit 2: bad usage, bundle, host or
+        port (checked before starting, within seconds).
+        """
         from .backends import BackendUnavailable
         from .bundle import BundleError
 
@@ -336,23 +396,43 @@ def main(argv: list[str] | None = None) -> None:
         if not verbose:
             logging.getLogger("pytriton").setLevel(logging.WARNING)
         stop = threading.Event()
+        starting = True
 
         def on_signal(signum: int, _frame: Any) -> None:
             log.info("signal %d received: stopping", signum)
             stop.set()
+            if starting:  # PyTriton's start-up blocks; leave it now rather than after its timeout
+                raise _Interrupted
+
+        def on_alarm(_signum: int, _frame: Any) -> None:
+            if starting:
+                raise _StartTimeout
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
+        signal.signal(signal.SIGALRM, on_alarm)
         if triton_log is None and not verbose:
             triton_log = str(Path(tempfile.gettempdir()) / f"pvlm-serve-{os.getpid()}-tritonserver.log")
+        signal.setitimer(signal.ITIMER_REAL, start_timeout)
         try:
             triton = serve(bundle, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                            max_batch=max_batch, queue_delay_ms=queue_delay_ms, backend=backend, threads=threads,
-                           max_image_bytes=max_image_bytes, log_file=triton_log)
+                           max_image_bytes=max_image_bytes, log_file=triton_log, max_pixels=max_pixels,
+                           exit_timeout_s=max(1, math.ceil(drain_timeout)))
+            starting = False
+        except _Interrupted:
+            click.echo("stopped before the server was ready", err=True)
+            return
+        except _StartTimeout:
+            raise click.ClickException(f"the server was not ready within {start_timeout:g} s (--start-timeout)"
+                                       + (f"; see {triton_log}" if triton_log else "")) from None
         except (BundleError, BackendUnavailable, ValueError) as e:
             raise UsageError(str(e).strip().splitlines()[0]) from None
         except (RuntimeError, TimeoutError) as e:
             raise click.ClickException(str(e).strip().splitlines()[0]) from None
+        finally:
+            starting = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
         with triton:
             click.echo(f"ready: http://{host}:{http_port}/v2/models/{MODEL_NAME} (grpc {host}:{grpc_port}, "
                        f"metrics http://{host}:{metrics_port}/metrics)"
@@ -360,7 +440,9 @@ def main(argv: list[str] | None = None) -> None:
             while not stop.wait(1.0):
                 if not triton.is_alive():
                     raise click.ClickException("Triton stopped unexpectedly")
-        click.echo("stopped", err=True)
+            click.echo(f"draining: new requests are refused, queued ones get up to {drain_timeout:g} s", err=True)
+            t0 = time.monotonic()
+        click.echo(f"stopped ({time.monotonic() - t0:.1f} s to drain and stop)", err=True)
 
     cli.main(args=argv, prog_name="pvlm-serve")
 

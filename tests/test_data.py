@@ -147,9 +147,12 @@ def test_preprocess_orientation_and_modes() -> None:
     assert float(x[0, :20].mean()) > float(x[0, -20:].mean()) + 3  # the red stays on top
     assert torch.allclose(x[1, :20], x[1, -20:])  # green channel is black everywhere
     grey_l = preprocess(Image.new("L", (32, 64), 128), cfg)
-    grey_rgba = preprocess(Image.new("RGBA", (32, 64), (128, 128, 128, 10)), cfg)
+    grey_rgba = preprocess(Image.new("RGBA", (32, 64), (128, 128, 128, 255)), cfg)
     grey_rgb = preprocess(Image.new("RGB", (32, 64), (128, 128, 128)), cfg)
     assert torch.equal(grey_l, grey_rgb) and torch.equal(grey_rgba, grey_rgb)
+    # transparency is composited on white, as the runtime does (runtime.preprocess.pil_to_rgb)
+    faint = preprocess(Image.new("RGBA", (32, 64), (128, 128, 128, 10)), cfg)
+    assert torch.equal(faint, preprocess(Image.new("RGB", (32, 64), (250, 250, 250)), cfg))
 
 
 # --------------------------------------------------------------------------- dataset and collate

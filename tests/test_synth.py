@@ -262,6 +262,11 @@ def test_cli_synth_existing_dir_needs_force(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 2 and res.stderr.startswith("error: ") and "--force" in res.stderr
     assert (out / "old.txt").exists()
-    res = CliRunner().invoke(cli, [*args, "--force"])
+    res = CliRunner().invoke(cli, [*args, "--force"])  # not a dataset: --force refuses it too (issue 16)
+    assert res.exit_code == 2 and "--force only replaces" in res.stderr, res.output
+    assert (out / "old.txt").exists()
+    (out / "old.txt").unlink()
+    assert CliRunner().invoke(cli, args).exit_code == 0  # empty: written without --force
+    res = CliRunner().invoke(cli, [*args[:4], "3", *args[5:], "--force"])  # a dataset: replaced
     assert res.exit_code == 0, res.output
-    assert not (out / "old.txt").exists() and (out / "train.jsonl").is_file()
+    assert len(list((out / "images").iterdir())) == 3 and (out / "train.jsonl").is_file()

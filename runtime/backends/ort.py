@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle
+from ..bundle import Bundle, BundleError
 from .base import BackendUnavailable
 from .host_cache import DECODER_OUTPUTS, HostCacheBackend
 from .ort_bound import MIN_ONNXRUNTIME, BoundDecoder, BoundState, supports_bound_cache
@@ -44,6 +44,16 @@ def _ort():
     except ImportError:
         raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)") from None
     return onnxruntime
+
+
+def session(ort: Any, bundle: Bundle, graph: str, opts: Any, providers: list[Any], precision: str = "fp32") -> Any:
+    """An InferenceSession for a bundle graph; a file ONNX Runtime cannot load is a BundleError naming it."""
+    path = bundle.path(graph, precision)
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # noqa: BLE001 - ORT raises its own classes (InvalidProtobuf, Fail, InvalidGraph...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({type(e).__name__}: {first[:160]})") from None
 
 
 def cuda_available() -> bool:
@@ -124,13 +134,13 @@ class OrtBackend(HostCacheBackend):
             opts.inter_op_num_threads = 1
         providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
                                   else ["CPUExecutionProvider"])
-        self.decoder = ort.InferenceSession(str(bundle.path(self.decoder_graph, precision)), opts, providers=providers)
+        self.decoder = session(ort, bundle, self.decoder_graph, opts, providers, precision)
         if not shared_threads:
             # With its own pool, the encoder (once per batch) must not leave threads spinning on the cores
             # the decoder steps need next (batch 1 end to end: 62 ms without spinning, 87 ms with it;
             # force_spinning_stop slowed the encoder itself by half).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.encoder = ort.InferenceSession(str(bundle.path("encoder", precision)), opts, providers=providers)
+        self.encoder = session(ort, bundle, "encoder", opts, providers, precision)
         self._setup(ort, bundle, device, opts, providers)
         super().__init__(bundle.model)
 
@@ -154,7 +164,7 @@ class OrtBoundBackend(OrtBackend):
     decoder_graph = "decoder_ort"
 
     def _setup(self, ort: Any, bundle: Bundle, device: str, opts: Any, providers: list[Any]) -> None:
-        cross = ort.InferenceSession(str(bundle.path("cross_ort", self.precision)), opts, providers=providers)
+        cross = session(ort, bundle, "cross_ort", opts, providers, self.precision)
         self.bound = BoundDecoder(ort, self.decoder, cross, bundle.model, device)
 
     def encode(self, pixels: np.ndarray, capacity: int) -> BoundState:
