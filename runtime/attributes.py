@@ -478,6 +478,19 @@ def _hedged(tokens: list[str], i: int) -> bool:
         "might", "may", "could"))
 
 
+_VIEW_WORDS = frozenset(
+    ("front", "frontal", "back", "behind", "rear", "side", "sideways", "profile", "view", "facing", "away", "camera")
+)
+
+
+def interpreted_words() -> frozenset[str]:
+    """Words :func:`parse_attributes` turns into attribute values (a search ranks by the other words)."""
+    nouns = {w for cat, words in _NOUNS.items() if cat != "other" for w in words}
+    return frozenset(
+        {*_COLORS, *_MODIFIERS, *_COLOR_FILLER, *nouns, *_MALE, *_FEMALE, *_YOUNG, *_ADULT, *_POSTURES, *_VIEW_WORDS}
+    )
+
+
 def _split_color(color: Color | None) -> tuple[str | None, str | None]:
     return (None, None) if color is None else color
 
