@@ -396,18 +396,26 @@ def _bind_colors(tokens: list[str], nouns: list[Noun | None]) -> dict[int, list[
 
 
 def _distribute(tokens: list[str], nouns: list[Noun | None], j: int, color: Color, bind: Any) -> None:
-    """A colour before a bare list of garments describes all of them: "dark-colored shirt, jacket, and trousers"."""
+    """A colour before a bare list of garments describes all of them: "dark-colored shirt, jacket, and trousers".
+
+    Only a bare shade ("dark-colored shirt and trousers"), a list of three, or two garments of the same
+    kind ("red shirt and jacket"): "a pink hoodie and trousers" says nothing about the trousers' colour.
+    """
     n = len(tokens)
     k = j + 1
+    more: list[int] = []
     while k < n:
         if tokens[k] in (",", "and", "or"):
             k += 1
             continue
         if nouns[k] and nouns[k][0] in _GARMENT_CATS and tokens[k - 1] in (",", "and", "or"):
-            bind(k, color)
+            more.append(k)
             k += 1
             continue
         break
+    if more and (color[0] in SHADES or len(more) >= 2 or nouns[more[0]][0] == nouns[j][0]):
+        for k in more:
+            bind(k, color)
 
 
 def _view(tokens: list[str], skip: list[bool]) -> str | None:
