@@ -12,6 +12,8 @@ scan. Search returns tracks, each with its best description.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import re
@@ -31,12 +33,14 @@ Box = tuple[float, float, float, float]
 _STOPWORDS = frozenset(
     "a an the in on of with and or wearing wears wear carrying carries carry holding holds hold who is are was "
     "were has have having person people someone somebody pedestrian individual find show me any some who's that "
-    "which whose his her their its dressed clothes clothing look looking for at to from by pair also".split()
+    "which whose his her their its dressed clothes clothing look looking for at to from by pair also seen viewed "
+    "shown shows photo image picture appears appearing like looks".split()
 )
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _TOKEN_ATTRS = ("upper", "lower", "headwear", "posture", "view", "gender", "age")
 # Rows fetched per page while collecting distinct tracks.
 _PAGE = 512
+RANK_WINDOW = 1000  # newest candidates a query's words rank (see SQLiteStore.search)
 
 
 class StoreError(ValueError):
@@ -133,6 +137,7 @@ def to_timestamp(value: float | int | str | datetime) -> float:
     return ts
 
 
+@functools.lru_cache(maxsize=4096)
 def _token(*parts: str) -> str:
     return "".join(re.sub(r"[^a-z0-9]", "", p.lower()) for p in parts)
 
@@ -155,6 +160,11 @@ def attribute_tokens(attributes: Mapping[str, Any]) -> list[str]:
     for item in attributes.get("carrying") or ():
         out.append(_token("carrying", str(item)))
     return out
+
+
+def camera_token(camera: str) -> str:
+    """Index token of a camera id (any string): the camera filter is then an index lookup, not a scan."""
+    return "camera" + hashlib.blake2s(camera.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def query_tokens(attributes: Mapping[str, Any]) -> list[str]:
@@ -253,6 +263,7 @@ CREATE TABLE IF NOT EXISTS descriptions (
     text TEXT NOT NULL,
     attributes TEXT NOT NULL,
     bundle TEXT,
+    tokens TEXT NOT NULL,  -- attribute tokens, copied into descriptions_fts.attrs
     UNIQUE (camera, track, ts)
 );
 CREATE INDEX IF NOT EXISTS descriptions_ts ON descriptions (ts);
@@ -295,26 +306,29 @@ class SQLiteStore:
             rec, attrs = validate_record(rec)
             box = rec.box or (None, None, None, None)
             rows.append((rec.camera, rec.track, rec.timestamp, *box, rec.text,
-                         json.dumps(attrs, separators=(",", ":")), rec.bundle, " ".join(attribute_tokens(attrs))))
+                         json.dumps(attrs, separators=(",", ":")), rec.bundle,
+                         " ".join([*attribute_tokens(attrs), camera_token(rec.camera)])))
         if not rows:
             return 0
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                new = []
-                for row in rows:
-                    cur = db.execute(
-                        "INSERT OR IGNORE INTO descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, "
-                        "bundle) VALUES (?,?,?,?,?,?,?,?,?,?)", row[:10])
-                    if cur.rowcount:
-                        new.append((cur.lastrowid, row[7], row[10]))
-                db.executemany("INSERT INTO descriptions_fts (rowid, text, attrs) VALUES (?,?,?)", new)
+                # New rows get ids above the current maximum (rows are never deleted), so the full-text
+                # index is filled from them in one statement instead of a round trip per row.
+                last = db.execute("SELECT coalesce(max(id), 0) FROM descriptions").fetchone()[0]
+                before = db.total_changes
+                db.executemany(
+                    "INSERT OR IGNORE INTO descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, bundle, "
+                    "tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                added = db.total_changes - before
+                db.execute("INSERT INTO descriptions_fts (rowid, text, attrs) "
+                           "SELECT id, text, tokens FROM descriptions WHERE id > ?", (last,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return len(new)
+        return added
 
     def count(self) -> int:
         """Number of stored descriptions."""
@@ -323,11 +337,16 @@ class SQLiteStore:
 
     def search(self, query: str, camera: str | None = None, since: float | None = None,
                limit: int = 10) -> list[Hit]:
-        """Tracks matching ``query`` (best first), each with its best description; ``since``: epoch seconds."""
+        """Tracks matching ``query`` (best first), each with its best description; ``since``: epoch seconds.
+
+        Hits that contain the query's other words come first, by BM25 among the newest
+        :data:`RANK_WINDOW` candidates; then the other rows matching the filters, newest first.
+        """
         if not isinstance(limit, int) or limit < 1:
             raise QueryError(f"limit must be a positive integer, got {limit!r}")
         q = parse_query(query)
-        attrs_expr = " AND ".join(f'"{t}"' for t in q.filters)
+        filters = [*q.filters, *([camera_token(camera)] if camera is not None else [])]
+        attrs_expr = " AND ".join(f'"{t}"' for t in filters)
         text_expr = " OR ".join(f'"{w}"' for w in q.words)
         where, params = [], []
         if camera is not None:
@@ -344,9 +363,12 @@ class SQLiteStore:
                 # Ranked: rows that also contain a query word, by BM25 on the text column only.
                 match = f"{{attrs}}: ({attrs_expr}) AND {{text}}: ({text_expr})" if attrs_expr else (
                     f"{{text}}: ({text_expr})")
-                sql = (f"SELECT {cols}, -bm25(descriptions_fts, 1.0, 0.0) AS score FROM descriptions_fts f "
-                       f"JOIN descriptions d ON d.id = f.rowid WHERE descriptions_fts MATCH ?{extra} "
-                       f"ORDER BY score DESC, d.id DESC")
+                # BM25 over the newest RANK_WINDOW candidates only: cost stays bounded however broad the
+                # filters are (ranking 500,000 rows that match "man" would take seconds).
+                sql = (f"SELECT {cols}, score FROM (SELECT d.id AS rid, -bm25(descriptions_fts, 1.0, 0.0) AS score "
+                       f"FROM descriptions_fts f JOIN descriptions d ON d.id = f.rowid "
+                       f"WHERE descriptions_fts MATCH ?{extra} ORDER BY f.rowid DESC LIMIT {RANK_WINDOW}) r "
+                       f"JOIN descriptions d ON d.id = r.rid ORDER BY score DESC, d.id DESC")
                 hits = self._tracks(sql, [match, *params], limit)
             if len(hits) < limit and attrs_expr:
                 # Then rows matching the filters only, newest first (FTS5 streams rowid order without sorting).
