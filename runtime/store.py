@@ -366,16 +366,26 @@ class SQLiteStore:
                 # scan of every filter token's posting list per query (its IDF): 10-40 ms at 1M rows.
                 match = f"{{attrs}}: ({attrs_expr}) AND {{text}}: ({text_expr})" if attrs_expr else (
                     f"{{text}}: ({text_expr})")
-                sql = (f"SELECT {cols} FROM descriptions_fts f JOIN descriptions d ON d.id = f.rowid "
-                       f"WHERE descriptions_fts MATCH ?{extra} ORDER BY f.rowid DESC LIMIT {RANK_WINDOW}")
+                sql = (f"SELECT d.id, d.camera, d.track, d.text FROM descriptions_fts f JOIN descriptions d "
+                       f"ON d.id = f.rowid WHERE descriptions_fts MATCH ?{extra} ORDER BY f.rowid DESC "
+                       f"LIMIT {RANK_WINDOW}")
                 try:
                     rows = self._db.execute(sql, [match, *params]).fetchall()
                 except sqlite3.OperationalError as e:
                     raise QueryError(f"search failed: {e}") from None
                 words = set(q.words)
-                scored = [(*r, len(words.intersection(_WORD_RE.findall(r[3].lower()))) / len(words)) for r in rows]
-                scored.sort(key=lambda r: -r[-1])  # stable: newest first among equal scores
-                hits = collect_tracks(scored, limit)
+                scored = sorted(rows, key=lambda r: -len(words.intersection(_WORD_RE.findall(r[3].lower()))))
+                best: dict[tuple[str, str], int] = {}  # track -> id of its best row, best tracks first
+                for rid, cam, track, _ in scored:  # stable sort: newest first among equal scores
+                    if len(best) >= limit:
+                        break
+                    best.setdefault((cam, track), rid)
+                if best:
+                    ids = list(best.values())
+                    full = {r[0]: r[1:] for r in self._db.execute(
+                        f"SELECT d.id, {cols} FROM descriptions d WHERE d.id IN ({','.join('?' * len(ids))})", ids)}
+                    hits = collect_tracks([(*full[i], len(words.intersection(_WORD_RE.findall(full[i][3].lower())))
+                                            / len(words)) for i in ids], limit)
             if len(hits) < limit and attrs_expr:
                 # Then rows matching the filters only, newest first (FTS5 streams rowid order without sorting).
                 sql = (f"SELECT {cols}, 0.0 FROM descriptions_fts f JOIN descriptions d ON d.id = f.rowid "
