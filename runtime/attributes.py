@@ -1,8 +1,34 @@
 """Structured person attributes parsed from a free-text description (standard library only).
 
-Understands the synthetic captions of ``pvlm.synth`` and real MSP60k-style sentences such as
-"The image shows a male adult with short black hair, wearing a dark blue jacket and gray pants,
-carrying a laptop bag, walking".
+Understands the synthetic captions of ``pvlm.synth`` and real MSP60k sentences such as
+"The image shows the back of an adult male walking away from the camera. He is wearing a
+dark-colored, long-sleeved, cotton-padded coat, light blue trousers and a hat."
+
+Grammar, in the order it is applied (one pass each over the tokens, no backtracking):
+
+- Tokens are lower-cased words with hyphenated words split ("dark-colored" -> dark colored),
+  except a few fixed words (t-shirt, off-white); sentences end at ``.``, ``!`` and ``?``.
+- Other people are cut out: a sentence that mentions the background, and the rest of a sentence
+  from "another person" / "other people" (and a following "This person ..." / "They ...").
+- Nouns come from a small lexicon (garments, headwear, carried objects, and "other" nouns such as
+  hair or mask that soak up the colour in front of them). In "X or Y" the second garment is an
+  alternative wording, never a second garment.
+- A colour phrase is a run of colour words and modifiers ("dark maroon or burgundy-colored",
+  "light-grey"); its value is the first base colour with the shade in front of it
+  (``dark``/``light``), or the bare shade when that is all it says ("dark-colored" -> "dark").
+  It binds forward to the next noun across adjectives and commas ("a dark-colored, long-sleeved,
+  cotton-padded coat") but not across articles, "and", "with" or verbs; after the garment
+  ("the jacket is red", "a coat in red"); and to every garment of a bare list that follows
+  ("a dark-colored shirt, jacket, and trousers"; "a jacket and trousers, both a solid red color").
+- Upper garment: the outermost of the first sentence that names one (coat > jacket > vest >
+  hoodie > sweater > dress > shirt, t-shirt, top: "an orange vest over a short-sleeved shirt").
+  Lower garment, headwear, posture, gender: the first mention. Negations ("no hat") and hedges
+  ("might be walking", "possibly a phone") drop what they cover; a carried object needs a
+  carrying word in its sentence when it is only "visible".
+
+Colours: ``*_color`` is the base colour (one of ``pvlm.synth.COLORS``) or ``dark``/``light`` when
+the text says only that; ``*_shade`` is ``dark``/``light`` when a base colour carries it
+("dark blue" -> color "blue", shade "dark"), so a query can match "blue" or "dark blue".
 """
 
 from __future__ import annotations
@@ -13,8 +39,10 @@ from typing import Any
 ATTRIBUTE_KEYS: tuple[str, ...] = (
     "upper",
     "upper_color",
+    "upper_shade",
     "lower",
     "lower_color",
+    "lower_shade",
     "headwear",
     "carrying",
     "posture",
@@ -23,20 +51,33 @@ ATTRIBUTE_KEYS: tuple[str, ...] = (
     "age",
     "shoes_color",
 )
+SHADES: tuple[str, ...] = ("dark", "light")
 
-_COLORS: dict[str, str] = {
-    **dict.fromkeys(("red", "crimson", "maroon", "burgundy", "scarlet", "wine"), "red"),
-    **dict.fromkeys(("blue", "navy", "cyan", "teal", "turquoise", "azure", "cobalt", "indigo"), "blue"),
-    **dict.fromkeys(("green", "olive", "lime", "emerald", "mint"), "green"),
-    **dict.fromkeys(("yellow", "gold", "golden", "mustard"), "yellow"),
-    "black": "black",
-    **dict.fromkeys(("white", "cream", "ivory", "off-white"), "white"),
-    **dict.fromkeys(("grey", "gray", "silver", "charcoal"), "grey"),
-    "orange": "orange",
-    **dict.fromkeys(("purple", "violet", "lavender", "lilac", "plum"), "purple"),
-    **dict.fromkeys(("pink", "magenta", "fuchsia"), "pink"),
-    **dict.fromkeys(("brown", "beige", "khaki", "tan", "camel", "chocolate", "coffee"), "brown"),
+# surface word -> (base colour, implied shade)
+_COLORS: dict[str, tuple[str, str | None]] = {
+    **dict.fromkeys(("red", "crimson", "maroon", "burgundy", "scarlet", "wine", "reddish"), ("red", None)),
+    **dict.fromkeys(
+        ("blue", "cyan", "teal", "turquoise", "azure", "cobalt", "indigo", "bluish"), ("blue", None)
+    ),
+    "navy": ("blue", "dark"),
+    **dict.fromkeys(("green", "olive", "lime", "emerald", "mint", "greenish"), ("green", None)),
+    **dict.fromkeys(("yellow", "gold", "golden", "mustard", "yellowish"), ("yellow", None)),
+    **dict.fromkeys(("black", "blackish"), ("black", None)),
+    **dict.fromkeys(("white", "cream", "ivory", "off-white", "whitish"), ("white", None)),
+    **dict.fromkeys(("grey", "gray", "silver", "charcoal", "grayish", "greyish"), ("grey", None)),
+    **dict.fromkeys(("orange", "peach", "coral", "orangish", "apricot"), ("orange", None)),
+    **dict.fromkeys(("purple", "violet", "lavender", "lilac", "plum", "mauve", "purplish"), ("purple", None)),
+    **dict.fromkeys(("pink", "magenta", "fuchsia", "salmon", "rose", "pinkish"), ("pink", None)),
+    **dict.fromkeys(("brown", "khaki", "tan", "camel", "chocolate", "coffee", "brownish"), ("brown", None)),
+    "beige": ("brown", "light"),
 }
+# modifier -> shade (None: a modifier that says nothing about dark/light, e.g. "bright")
+_MODIFIERS: dict[str, str | None] = {
+    **dict.fromkeys(("dark", "darker", "deep"), "dark"),
+    **dict.fromkeys(("light", "lighter", "pale", "pastel"), "light"),
+    **dict.fromkeys(("bright", "neon", "faded", "vivid", "solid", "muted"), None),
+}
+_COLOR_FILLER = frozenset(("colored", "coloured", "color", "colour", "toned", "tone", "hued"))
 
 # category -> surface word -> canonical value
 _NOUNS: dict[str, dict[str, str]] = {
@@ -47,9 +88,9 @@ _NOUNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("coat", "coats", "overcoat", "trenchcoat", "raincoat", "topcoat"), "coat"),
         **dict.fromkeys(("hoodie", "hoodies", "hoody", "sweatshirt", "sweatshirts"), "hoodie"),
         **dict.fromkeys(("sweater", "sweaters", "jumper", "pullover", "cardigan"), "sweater"),
-        **dict.fromkeys(("top", "tops", "camisole"), "top"),
-        **dict.fromkeys(("vest", "waistcoat", "gilet"), "vest"),
-        **dict.fromkeys(("dress", "gown"), "dress"),
+        **dict.fromkeys(("top", "tops", "camisole", "tunic"), "top"),
+        **dict.fromkeys(("vest", "vests", "waistcoat", "gilet"), "vest"),
+        **dict.fromkeys(("dress", "dresses", "gown"), "dress"),
     },
     "lower": {
         **dict.fromkeys(("trousers", "trouser", "pants", "slacks", "chinos", "sweatpants", "joggers"), "trousers"),
@@ -59,20 +100,8 @@ _NOUNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("leggings", "tights"), "leggings"),
     },
     "shoes": dict.fromkeys(
-        (
-            "shoes",
-            "shoe",
-            "sneakers",
-            "sneaker",
-            "boots",
-            "boot",
-            "trainers",
-            "sandals",
-            "heels",
-            "loafers",
-            "footwear",
-            "slippers",
-        ),
+        ("shoes", "shoe", "sneakers", "sneaker", "boots", "boot", "trainers", "sandals", "heels", "loafers",
+         "footwear", "slippers"),
         "shoes",
     ),
     "headwear": {
@@ -91,35 +120,11 @@ _NOUNS: dict[str, dict[str, str]] = {
     },
     # Not reported, but they soak up the colour in front of them ("black hair", "white stripes").
     "other": dict.fromkeys(
-        (
-            "hair",
-            "haired",
-            "stripes",
-            "stripe",
-            "belt",
-            "scarf",
-            "gloves",
-            "socks",
-            "glasses",
-            "sunglasses",
-            "mask",
-            "tie",
-            "logo",
-            "pattern",
-            "print",
-            "collar",
-            "sleeves",
-            "strap",
-            "straps",
-            "skin",
-            "skinned",
-            "bicycle",
-            "bike",
-            "car",
-            "wall",
-            "background",
-            "beard",
-        ),
+        ("hair", "haired", "stripes", "stripe", "belt", "scarf", "gloves", "socks", "glasses", "sunglasses",
+         "mask", "tie", "logo", "pattern", "print", "collar", "sleeves", "strap", "straps", "skin", "skinned",
+         "bicycle", "bike", "car", "wall", "background", "beard", "visor", "trim", "emblem", "clothing", "clothes",
+         "outfit", "uniform", "apron", "jumpsuit", "coveralls", "scooter", "object", "container", "box", "floor",
+         "sign", "poster", "door", "accents", "detailing", "hood", "bun", "ponytail", "text", "lettering"),
         "other",
     ),
 }
@@ -127,6 +132,8 @@ _NOUN_INDEX: dict[str, tuple[str, str]] = {
     w: (cat, canon) for cat, words in _NOUNS.items() for w, canon in words.items()
 }
 _GARMENT_CATS = ("upper", "lower", "shoes")
+# Outer garments first: the upper garment reported is the outermost one a sentence names.
+_UPPER_RANK = {"coat": 0, "jacket": 1, "vest": 2, "hoodie": 3, "sweater": 4, "dress": 5}
 
 _MALE = frozenset(
     ("man", "men", "male", "males", "boy", "boys", "gentleman", "gentlemen", "guy", "guys", "father", "businessman")
@@ -137,29 +144,8 @@ _FEMALE = frozenset(
 _MALE_PRON = frozenset(("he", "him", "his", "himself"))
 _FEMALE_PRON = frozenset(("she", "her", "hers", "herself"))
 _YOUNG = frozenset(
-    (
-        "young",
-        "younger",
-        "youth",
-        "child",
-        "children",
-        "kid",
-        "kids",
-        "teen",
-        "teens",
-        "teenager",
-        "teenage",
-        "teenaged",
-        "boy",
-        "boys",
-        "girl",
-        "girls",
-        "adolescent",
-        "toddler",
-        "juvenile",
-        "schoolboy",
-        "schoolgirl",
-    )
+    ("young", "younger", "youth", "child", "children", "kid", "kids", "teen", "teens", "teenager", "teenage",
+     "teenaged", "boy", "boys", "girl", "girls", "adolescent", "toddler", "juvenile", "schoolboy", "schoolgirl")
 )
 _ADULT = frozenset(("adult", "adults", "elderly", "old", "older", "senior", "middle-aged", "grown", "mature", "elder"))
 _POSTURES: dict[str, str] = {
@@ -167,75 +153,42 @@ _POSTURES: dict[str, str] = {
     **dict.fromkeys(("standing", "stands", "stand", "stood"), "standing"),
     **dict.fromkeys(("running", "runs", "run", "jogging", "jogs", "sprinting"), "running"),
     **dict.fromkeys(("sitting", "sits", "sit", "seated"), "sitting"),
+    **dict.fromkeys(("riding", "rides", "cycling", "biking"), "riding"),
 }
+_PEOPLE = frozenset(
+    ("person", "persons", "people", "individual", "individuals", "child", "children", "woman", "women", "man", "men",
+     "girl", "girls", "boy", "boys", "student", "students", "pedestrian", "pedestrians", "kid", "kids", "figure",
+     "figures", "customer", "customers", "worker", "workers", "adult", "adults")
+)
+_FOLLOW_UP = frozenset(("they", "this", "one", "these", "both", "the"))  # "This person is wearing ..." after "another person"
+_HEDGES = frozenset(("possibly", "perhaps", "maybe"))
+_CARRY_WORDS = frozenset(
+    ("carrying", "carries", "carry", "carried", "holding", "holds", "hold", "held", "has", "have", "with",
+     "wearing", "wears", "on", "slung", "over", "across", "pulling", "pulls", "call", "using")
+)
 
 _NEGATIONS = frozenset(("no", "not", "without", "never", "none", "neither", "nor", "lacks", "lacking"))
-# Tokens that end a negation's reach ("no hat, and a red coat") or a colour's reach ("red, and a coat").
+# Tokens that end a negation's reach ("no hat, and a red coat").
 _CLAUSE_END = frozenset(("but", "and", "while", "though", "although", "yet", "whereas"))
 _COLOR_BREAK = frozenset(
-    (
-        "with",
-        "wearing",
-        "wears",
-        "carrying",
-        "carries",
-        "holding",
-        "holds",
-        "is",
-        "are",
-        "was",
-        "has",
-        "have",
-        "he",
-        "she",
-        "they",
-        "his",
-        "her",
-        "their",
-        "its",
-        "a",
-        "an",
-        "the",
-        "while",
-        "who",
-        "which",
-        "that",
-        "in",
-        "on",
-        "at",
-        "over",
-        "under",
-        "to",
-        "by",
-        "for",
-        "from",
-        "plus",
-        "but",
-        "whose",
-        "and",
-        "or",
-        "person",
-        "man",
-        "woman",
-        "boy",
-        "girl",
-        "people",
-        "pedestrian",
-        "walking",
-        "standing",
-        "dressed",
-        "paired",
-    )
+    ("with", "wearing", "wears", "carrying", "carries", "holding", "holds", "is", "are", "was", "has", "have", "he",
+     "she", "they", "his", "her", "their", "its", "a", "an", "the", "while", "who", "which", "that", "in", "on", "at",
+     "over", "under", "to", "by", "for", "from", "plus", "but", "whose", "and", "or", "person", "man", "woman", "boy",
+     "girl", "people", "pedestrian", "walking", "standing", "dressed", "paired", "underneath", "beneath", "of",
+     "visible", "appears", "seems")
 )
 _POSTFIX_LINKS = frozenset(("in", "is", "are", "was", "were"))
-_COLOR_MODIFIERS = frozenset(("dark", "light", "bright", "pale", "deep", "pastel", "neon", "faded", "navy"))
 _KEEP_HYPHEN = frozenset(("t-shirt", "t-shirts", "tee-shirt", "off-white", "middle-aged"))
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*|[.,;:!?()/]")
 _PUNCT = frozenset(".,;:!?()")
+_SENTENCE_END = frozenset(".!?")
 _VIEW_NOUNS = frozenset(("view", "angle", "shot", "perspective", "facing", "profile"))
 _FACING_FRONT = frozenset(("camera", "forward", "forwards", "viewer", "us", "front"))
 _AWAY_VERBS = frozenset(("walking", "walks", "facing", "faces", "turned", "moving", "heading", "looking"))
 _POSSESSIVE = frozenset(("his", "her", "their", "its", "the", "a"))
+
+Noun = tuple[str, str]
+Color = tuple[str, str | None]  # (base colour or bare shade, shade of a base colour)
 
 
 def _tokenize(text: str) -> list[str]:
@@ -259,7 +212,45 @@ def _tokenize(text: str) -> list[str]:
     return merged
 
 
-def _negated(tokens: list[str], nouns: list[tuple[str, str] | None]) -> list[bool]:
+def _sentences(tokens: list[str]) -> list[int]:
+    """Sentence index of every token."""
+    out, s = [], 0
+    for tok in tokens:
+        out.append(s)
+        if tok in _SENTENCE_END:
+            s += 1
+    return out
+
+
+def _other_people(tokens: list[str], sent: list[int]) -> list[bool]:
+    """Tokens about someone else: background sentences, and "another person ..." to the end of its sentence."""
+    n = len(tokens)
+    out = [False] * n
+    starts = [i for i in range(n) if i == 0 or sent[i] != sent[i - 1]]
+    prev_other = False
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else n
+        words = tokens[start:end]
+        cut: int | None = None
+        if "background" in words:
+            cut = 0
+        elif prev_other and words and words[0] in _FOLLOW_UP:
+            cut = 0
+        else:
+            for j, tok in enumerate(words):
+                if tok in ("another", "other", "others") and (
+                    tok == "others" or any(w in _PEOPLE for w in words[j + 1 : j + 4])
+                ):
+                    cut = j
+                    break
+        prev_other = cut is not None and "background" not in words
+        if cut is not None:
+            for i in range(start + cut, end):
+                out[i] = True
+    return out
+
+
+def _negated(tokens: list[str], nouns: list[Noun | None]) -> list[bool]:
     """Tokens under a negation: up to its first noun (or nouns joined by "or"), a clause end, or 6 tokens."""
     out = [False] * len(tokens)
     left, done = 0, False
@@ -278,60 +269,163 @@ def _negated(tokens: list[str], nouns: list[tuple[str, str] | None]) -> list[boo
     return out
 
 
-def _nouns(tokens: list[str]) -> list[tuple[str, str] | None]:
-    nouns: list[tuple[str, str] | None] = [_NOUN_INDEX.get(t) for t in tokens]
+def _nouns(tokens: list[str]) -> list[Noun | None]:
+    nouns: list[Noun | None] = [_NOUN_INDEX.get(t) for t in tokens]
     for i, tok in enumerate(tokens):
         nxt = nouns[i + 1] if i + 1 < len(tokens) else None
-        # "dress shoes", "jeans jacket", "sweater vest": the first noun only describes the second
-        if nouns[i] and nxt and nxt[0] in _GARMENT_CATS:
+        # "dress shoes", "jeans jacket", "tote bag": the first noun only describes the second
+        if nouns[i] and nxt and (nxt[0] in _GARMENT_CATS or nxt[0] == nouns[i][0]):
             nouns[i] = None
         # "top of", "back of": not a garment
         elif tok == "top" and i + 1 < len(tokens) and tokens[i + 1] == "of":
             nouns[i] = None
+        elif tok == "mobile" and i + 1 < len(tokens) and tokens[i + 1] != "phone":
+            nouns[i] = None  # "mobile" alone is a phone only as a noun; "mobile phone" keeps "phone"
     return nouns
 
 
-def _bind_colors(tokens: list[str], nouns: list[tuple[str, str] | None]) -> dict[int, list[str]]:
-    """Map noun index -> colours that describe it, first (primary) colour first."""
-    bound: dict[int, list[str]] = {}
+def _alternatives(tokens: list[str], nouns: list[Noun | None]) -> list[bool]:
+    """Nouns that only re-word the noun before them: "a shirt or t-shirt", "a skirt or dress"."""
+    out = [False] * len(tokens)
+    for j, noun in enumerate(nouns):
+        if not noun or noun[0] == "other":
+            continue
+        k = j - 1
+        while k >= 0 and j - k <= 4 and not nouns[k] and tokens[k] not in _PUNCT and tokens[k] != "or":
+            k -= 1
+        if k >= 1 and tokens[k] == "or":
+            p = k - 1
+            while p >= 0 and (tokens[p] in _COLOR_FILLER or tokens[p] in _PUNCT and tokens[p] == ","):
+                p -= 1
+            if p >= 0 and nouns[p] and nouns[p][0] != "other" and (
+                nouns[p][0] == noun[0] or {nouns[p][0], noun[0]} <= {"upper", "lower"}
+            ):
+                out[j] = True
+    return out
+
+
+def _is_color_word(tok: str) -> bool:
+    return tok in _COLORS or tok in _MODIFIERS or tok in _COLOR_FILLER
+
+
+def _color_phrase(tokens: list[str], i: int) -> tuple[Color | None, int]:
+    """The colour phrase starting at ``i`` -> (value, index after it); value None if it names no colour."""
     n = len(tokens)
-    for i, tok in enumerate(tokens):
-        color = _COLORS.get(tok)
-        if color is None or nouns[i]:
+    j = i
+    base: str | None = None
+    shade: str | None = None
+    pending: str | None = None  # a modifier's shade, waiting for its colour
+    bare: str | None = None  # "dark" / "light" said without a colour
+    while j < n:
+        tok = tokens[j]
+        if tok in _COLORS:
+            if base is None:
+                base, implied = _COLORS[tok]
+                shade = pending or implied
+        elif tok in _MODIFIERS:
+            if base is None:
+                pending = _MODIFIERS[tok] or pending
+                bare = bare or _MODIFIERS[tok]
+        elif tok in _COLOR_FILLER:
+            pass
+        elif tok in ("or", "and", "/") and j + 1 < n and tokens[j + 1] in _COLORS.keys() | _MODIFIERS.keys():
+            pass  # "black and white", "teal or green", "light-orange/peach"
+        else:
+            break
+        j += 1
+    if base is not None:
+        return (base, shade), j
+    if bare is not None:
+        return (bare, None), j
+    return None, j
+
+
+def _bind_colors(tokens: list[str], nouns: list[Noun | None]) -> dict[int, list[Color]]:
+    """Map noun index -> colours that describe it, first (primary) colour first."""
+    bound: dict[int, list[Color]] = {}
+    n = len(tokens)
+
+    def bind(j: int, color: Color) -> None:
+        bound.setdefault(j, []).append(color)
+
+    i = 0
+    while i < n:
+        if nouns[i] or not (tokens[i] in _COLORS or tokens[i] in _MODIFIERS):
+            i += 1
+            continue
+        color, end = _color_phrase(tokens, i)
+        if color is None:
+            i = end
             continue
         # postfix colour: "a jacket in red", "the jeans are dark blue"
         k = i - 1
-        while k >= 0 and (tokens[k] in _COLOR_MODIFIERS or tokens[k] in _COLORS):
-            k -= 1
         if k >= 1 and tokens[k] in _POSTFIX_LINKS and nouns[k - 1] and nouns[k - 1][0] != "other":
-            bound.setdefault(k - 1, []).append(color)
+            bind(k - 1, color)
+            i += 1  # "a coat in red and black shoes": the next colour starts its own phrase
             continue
-        for j in range(i + 1, min(n, i + 6)):
+        # "a jacket and trousers, both a solid red color"
+        back = [t for t in tokens[max(0, i - 3) : i]]
+        if "both" in back:
+            k = i - 1
+            while k >= 0 and tokens[k] != "both":
+                k -= 1
+            garments = [g for g in range(max(0, k - 8), k) if nouns[g] and nouns[g][0] in _GARMENT_CATS]
+            for g in garments[-2:]:
+                bind(g, color)
+            i = end
+            continue
+        target: int | None = None
+        for j in range(end, min(n, end + 10)):
             t = tokens[j]
             if nouns[j]:
-                bound.setdefault(j, []).append(color)
+                target = j
                 break
-            if t in _COLORS or t in _COLOR_MODIFIERS:
+            if t in _COLORS or t in _MODIFIERS or t in _COLOR_FILLER or t == "possibly":
                 continue
-            if (
-                t in ("and", "or", "/")
-                and j + 1 < n
-                and (tokens[j + 1] in _COLORS or tokens[j + 1] in _COLOR_MODIFIERS)
-            ):
-                continue  # "black and white shirt"
-            if t in _PUNCT or t in _COLOR_BREAK:
-                break
+            if t in ("and", "or", "/") and j + 1 < n and (tokens[j + 1] in _COLORS or tokens[j + 1] in _MODIFIERS):
+                continue  # "dark-colored, possibly black and white patterned, skirt"
+            if t == "," or t not in _PUNCT and t not in _COLOR_BREAK:
+                continue  # adjectives: "a dark-colored, long-sleeved, cotton-padded coat"
+            break
+        if target is not None:
+            bind(target, color)
+            if nouns[target][0] in _GARMENT_CATS:
+                _distribute(tokens, nouns, target, color, bind)
+        i = end
     return bound
 
 
-def _view(tokens: list[str], negated: list[bool]) -> str | None:
+def _distribute(tokens: list[str], nouns: list[Noun | None], j: int, color: Color, bind: Any) -> None:
+    """A colour before a bare list of garments describes all of them: "dark-colored shirt, jacket, and trousers".
+
+    Only a bare shade ("dark-colored shirt and trousers"), a list of three, or two garments of the same
+    kind ("red shirt and jacket"): "a pink hoodie and trousers" says nothing about the trousers' colour.
+    """
+    n = len(tokens)
+    k = j + 1
+    more: list[int] = []
+    while k < n:
+        if tokens[k] in (",", "and", "or"):
+            k += 1
+            continue
+        if nouns[k] and nouns[k][0] in _GARMENT_CATS and tokens[k - 1] in (",", "and", "or"):
+            more.append(k)
+            k += 1
+            continue
+        break
+    if more and (color[0] in SHADES or len(more) >= 2 or nouns[more[0]][0] == nouns[j][0]):
+        for k in more:
+            bind(k, color)
+
+
+def _view(tokens: list[str], skip: list[bool]) -> str | None:
     n = len(tokens)
 
     def at(k: int) -> str:
         return tokens[k] if 0 <= k < n else ""
 
     for i, tok in enumerate(tokens):
-        if negated[i]:
+        if skip[i]:
             continue
         if tok == "from":
             k = i + 1
@@ -342,13 +436,19 @@ def _view(tokens: list[str], negated: list[bool]) -> str | None:
                 return "front"
             if nxt in ("behind", "back", "rear", "backside"):
                 return "back"
-            if nxt in ("side", "left", "right"):
+            if nxt == "side" or nxt in ("left", "right") and at(k + 1) != "to":
                 return "side"
         elif tok in ("front", "frontal") and (at(i + 1) in _VIEW_NOUNS or tok == "frontal"):
             return "front"
+        elif tok == "front" and at(i + 1) == "and" and at(i + 2) in ("center", "centre"):
+            return "front"
         elif tok in ("back", "rear") and at(i + 1) in _VIEW_NOUNS:
             return "back"
-        elif tok == "back" and at(i - 1) in _POSSESSIVE and at(i + 1) in ("to", "turned", "towards"):
+        elif tok in ("back", "backs") and at(i - 1) == "the" and at(i + 1) == "of" and at(i + 2) in (
+            "a", "an", "several", "two", "three", "some", "many", "the", "this"
+        ):
+            return "back"  # "the image shows the back of a woman"
+        elif tok == "back" and at(i - 1) in _POSSESSIVE and at(i + 1) in ("to", "turned", "towards", "facing"):
             return "back"  # "with his back to the camera"
         elif tok in ("side", "lateral") and at(i + 1) in _VIEW_NOUNS | {"on"}:
             return "side"
@@ -379,31 +479,68 @@ def _age_from_years(tokens: list[str], i: int) -> str | None:
     return None
 
 
+def _hedged(tokens: list[str], i: int) -> bool:
+    """"might be walking", "possibly a phone": said as a guess."""
+    before = tokens[max(0, i - 3) : i]
+    return any(t in _HEDGES for t in before[-2:]) or (len(before) >= 2 and before[-1] == "be" and before[-2] in (
+        "might", "may", "could"))
+
+
+_VIEW_WORDS = frozenset(
+    ("front", "frontal", "back", "behind", "rear", "side", "sideways", "profile", "view", "facing", "away", "camera")
+)
+
+
+def interpreted_words() -> frozenset[str]:
+    """Words :func:`parse_attributes` turns into attribute values (a search ranks by the other words)."""
+    nouns = {w for cat, words in _NOUNS.items() if cat != "other" for w in words}
+    return frozenset(
+        {*_COLORS, *_MODIFIERS, *_COLOR_FILLER, *nouns, *_MALE, *_FEMALE, *_YOUNG, *_ADULT, *_POSTURES, *_VIEW_WORDS}
+    )
+
+
+def _split_color(color: Color | None) -> tuple[str | None, str | None]:
+    return (None, None) if color is None else color
+
+
 def parse_attributes(text: str) -> dict[str, Any]:
     """Parse a person description into :data:`ATTRIBUTE_KEYS` (missing -> None, ``carrying`` -> list)."""
     tokens = _tokenize(text or "")
+    sent = _sentences(tokens)
     nouns = _nouns(tokens)
     negated = _negated(tokens, nouns)
+    other = _other_people(tokens, sent)
+    alt = _alternatives(tokens, nouns)
     colors = _bind_colors(tokens, nouns)
+    skip = [a or b for a, b in zip(negated, other)]
+    sentence_words: dict[int, set[str]] = {}
+    for i, tok in enumerate(tokens):
+        sentence_words.setdefault(sent[i], set()).add(tok)
+
     out: dict[str, Any] = dict.fromkeys(ATTRIBUTE_KEYS)
     out["carrying"] = []
+    garments: dict[str, list[int]] = {"upper": [], "lower": []}
     pron_gender: str | None = None
     for i, tok in enumerate(tokens):
         noun = nouns[i]
-        if noun and not negated[i]:
+        if noun and not skip[i]:
             cat, canon = noun
-            color = colors.get(i, [None])[0]
-            if cat in ("upper", "lower"):
-                if out[cat] is None:
-                    out[cat] = canon
-                if out[cat] == canon and out[f"{cat}_color"] is None:
-                    out[f"{cat}_color"] = color
-            elif cat == "shoes" and out["shoes_color"] is None:
-                out["shoes_color"] = color
-            elif cat == "headwear" and out["headwear"] is None:
+            if cat in garments and not alt[i]:
+                garments[cat].append(i)
+            elif cat == "shoes" and out["shoes_color"] is None and i in colors:
+                base, _ = colors[i][0]
+                out["shoes_color"] = base
+            elif cat == "headwear" and out["headwear"] is None and not _hedged(tokens, i):
                 out["headwear"] = canon
-            elif cat == "carry" and canon not in out["carrying"]:
+            elif (
+                cat == "carry"
+                and canon not in out["carrying"]
+                and not _hedged(tokens, i)
+                and ("visible" not in sentence_words[sent[i]] or sentence_words[sent[i]] & _CARRY_WORDS)
+            ):
                 out["carrying"].append(canon)
+        if other[i]:
+            continue
         if out["gender"] is None:
             if tok in _MALE:
                 out["gender"] = "male"
@@ -418,9 +555,21 @@ def parse_attributes(text: str) -> dict[str, Any]:
                 out["age"] = "young"
             elif tok in _ADULT:
                 out["age"] = "adult"
-        if out["posture"] is None and tok in _POSTURES and not negated[i]:
+        if out["posture"] is None and tok in _POSTURES and not negated[i] and not _hedged(tokens, i):
             out["posture"] = _POSTURES[tok]
+    for cat, idx in garments.items():
+        if not idx:
+            continue
+        first = [i for i in idx if sent[i] == sent[idx[0]]]
+        if cat == "upper":
+            first.sort(key=lambda i: _UPPER_RANK.get(nouns[i][1], 9))  # stable: ties keep text order
+        pick = first[0]
+        canon = nouns[pick][1]
+        out[cat] = canon
+        # the chosen mention's colour, else the first colour given to the same garment elsewhere
+        color = next((colors[i][0] for i in [pick, *idx] if nouns[i][1] == canon and i in colors), None)
+        out[f"{cat}_color"], out[f"{cat}_shade"] = _split_color(color)
     if out["gender"] is None:
         out["gender"] = pron_gender
-    out["view"] = _view(tokens, negated)
+    out["view"] = _view(tokens, skip)
     return out

@@ -1,0 +1,306 @@
+"""Search measurements: retrieval quality on synthetic crops, and SQLite ingest/query speed at scale.
+
+Retrieval (the way image-text retrieval is measured): N synthetic crops with known attributes
+(``pvlm.synth``, a seed the bundle never trained on) are described by a bundle and indexed, one
+track per crop; queries are written from the ground-truth attributes of a random crop (1-4 facts
+each, e.g. "a woman in a red jacket carrying a backpack"). A crop is relevant to a query when its
+ground truth satisfies every fact. Reported per store ("model": the bundle's descriptions;
+"ground truth": the synthetic captions, i.e. the parser's ceiling):
+
+- Recall@K: relevant crops in the top K / min(K, relevant crops) (1.0 = the top K are all relevant
+  or hold every relevant crop);
+- source Recall@K: queries whose own crop is in the top K (other crops may match as well, so this
+  is bounded by K / relevant for broad queries);
+- precision@10: relevant crops among the (at most 10) returned, 0 when nothing is returned.
+
+Scale: a SQLite store on disk filled with N rows (captions drawn from a pool of parsed synthetic
+captions), timing ingest and then queries (warm-up, then timed; p50/p99).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+FACTS = ("gender", "age", "upper", "upper_color", "lower", "lower_color", "headwear", "carrying", "posture", "view")
+_UPPER = {"t-shirt": "t-shirt", "shirt": "shirt", "jacket": "jacket", "coat": "coat", "hoodie": "hoodie",
+          "sweater": "sweater"}
+_VIEW = {"front": "seen from the front", "back": "seen from behind", "side": "seen from the side"}
+_CARRY = {"backpack": "carrying a backpack", "handbag": "with a handbag", "umbrella": "holding an umbrella",
+          "phone": "holding a phone", "suitcase": "with a suitcase"}
+# Words some synthetic captions have that the parser leaves alone: they exercise the ranked path.
+RANK_WORDS = ("zip", "knit", "baseball", "rolling", "collared", "hooded", "brimmed", "shoulder", "button")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A generated query: its text and the ground-truth facts a relevant crop must have."""
+
+    text: str
+    facts: dict[str, str]
+    source: int
+
+
+def _available(attrs: dict[str, str]) -> list[str]:
+    return [f for f in FACTS if not (f in ("headwear", "carrying") and attrs[f] == "none")]
+
+
+def make_query(attrs: dict[str, str], source: int, rng: random.Random, n_facts: int) -> Query:
+    """A natural-language query stating ``n_facts`` of ``attrs`` (a colour brings its garment along)."""
+    avail = _available(attrs)
+    chosen: set[str] = set()
+    for f in rng.sample(avail, len(avail)):
+        need = {f} | ({f.removesuffix("_color")} if f.endswith("_color") else set())
+        if len(chosen | need) <= n_facts:
+            chosen |= need
+        if len(chosen) >= n_facts:
+            break
+    facts = {f: attrs[f] for f in chosen}
+    who = {"male": "man", "female": "woman"}.get(facts.get("gender", ""), "person")
+    if "age" in facts:
+        who = f"{'young' if facts['age'] == 'young' else 'adult'} {who}"
+    parts = [("an " if who[0] in "aeiou" else "a ") + who]
+    if "posture" in facts:
+        parts.append(facts["posture"])
+    clothes = []
+    if "upper" in facts:
+        phrase = f"{facts.get('upper_color', '')} {_UPPER[facts['upper']]}".strip()
+        clothes.append(("an " if phrase[0] in "aeiou" else "a ") + phrase)
+    if "lower" in facts:
+        word = facts["lower"]
+        clothes.append(f"{'a ' if word == 'skirt' else ''}{facts.get('lower_color', '')} {word}".strip())
+    if clothes:
+        parts.append("in " + " and ".join(clothes))
+    if "headwear" in facts:
+        parts.append(f"wearing a {facts['headwear']}")
+    if "carrying" in facts:
+        parts.append(_CARRY[facts["carrying"]])
+    if "view" in facts:
+        parts.append(_VIEW[facts["view"]])
+    return Query(" ".join(parts).replace("  ", " "), facts, source)
+
+
+def make_queries(truth: list[dict[str, str]], n: int, seed: int) -> list[Query]:
+    """``n`` queries, 1-4 facts each (uniform), from the attributes of random crops."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        i = rng.randrange(len(truth))
+        out.append(make_query(truth[i], i, rng, rng.randint(1, 4)))
+    return out
+
+
+def relevant(q: Query, truth: list[dict[str, str]]) -> set[int]:
+    """Crops whose ground truth has every fact of ``q``."""
+    return {i for i, a in enumerate(truth) if all(a[k] == v for k, v in q.facts.items())}
+
+
+def score(store: Any, queries: list[Query], truth: list[dict[str, str]], ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """Recall@K, source Recall@K and precision@10 of ``store`` (tracks named by crop index) over ``queries``."""
+    rec = {k: [] for k in ks}
+    src = {k: [] for k in ks}
+    p10 = []
+    empty = 0
+    by_facts = {n: [] for n in range(1, 5)}
+    for q in queries:
+        rel = relevant(q, truth)
+        hits = [int(h.track) for h in store.search(q.text, limit=max(ks))]
+        empty += not hits
+        for k in ks:
+            top = hits[:k]
+            rec[k].append(len(rel.intersection(top)) / min(k, len(rel)))
+            src[k].append(q.source in top)
+        p = len(rel.intersection(hits[:10])) / len(hits[:10]) if hits else 0.0
+        p10.append(p)
+        by_facts[len(q.facts)].append(p)
+    mean = statistics.fmean
+    return {
+        **{f"recall@{k}": mean(rec[k]) for k in ks},
+        **{f"source_recall@{k}": mean(src[k]) for k in ks},
+        "precision@10": mean(p10),
+        "precision@10_by_facts": {n: (mean(v) if v else None) for n, v in by_facts.items()},
+        "queries_with_no_hit": empty,
+        "queries": len(queries),
+    }
+
+
+def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: int, progress: bool = True) -> dict:
+    """Describe ``n`` synthetic crops with ``bundle`` (None: ground-truth captions only) and score both stores."""
+    from tqdm import tqdm
+
+    from pvlm.synth import synth_example
+    from runtime.store import Record, SQLiteStore
+
+    examples = [synth_example(seed, i, size=(128, 64)) for i in tqdm(range(n), desc="crops", disable=not progress)]
+    truth = [a for _, a, _ in examples]
+    queries = make_queries(truth, n_queries, seed + 1)
+    result: dict[str, Any] = {"crops": n, "seed": seed, "queries": n_queries,
+                              "examples": [q.text for q in queries[:5]]}
+    gt = SQLiteStore(":memory:")
+    gt.add(Record("synth", str(i), float(i), cap) for i, (_, _, cap) in enumerate(examples))
+    result["ground_truth"] = score(gt, queries, truth)
+    if bundle:
+        from runtime import Describer
+
+        d = Describer(bundle, backend="onnxruntime-cpu")
+        texts = []
+        t0 = time.perf_counter()
+        for s in tqdm(range(0, n, batch), desc="describe", disable=not progress):
+            for res in d.describe([img for img, _, _ in examples[s : s + batch]]):
+                texts.append(res.text if res.ok else "")
+        result["describe_s"] = time.perf_counter() - t0
+        model = SQLiteStore(":memory:")
+        model.add(Record("synth", str(i), float(i), t) for i, t in enumerate(texts) if t)
+        result["bundle"] = str(bundle)
+        result["model"] = score(model, queries, truth)
+        result["model_attribute_accuracy"] = _attribute_accuracy(texts, truth)
+    return result
+
+
+def _attribute_accuracy(texts: list[str], truth: list[dict[str, str]]) -> dict[str, float]:
+    from runtime.attributes import parse_attributes
+
+    ok = {f: 0 for f in FACTS}
+    for t, a in zip(texts, truth):
+        p = parse_attributes(t)
+        for f in FACTS:
+            want = a[f]
+            got = p[f] if f != "carrying" else (p[f][0] if p[f] else "none")
+            if f == "headwear":
+                got = got or "none"
+            ok[f] += got == want
+    return {f: v / len(texts) for f, v in ok.items()}
+
+
+def run_scale(rows: int, pool: int, n_queries: int, batch: int, path: str | None, seed: int,
+              progress: bool = True) -> dict:
+    """Fill a SQLite store with ``rows`` descriptions (10 per track, 50 cameras); time ingest and queries."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from pvlm.synth import caption, sample_attributes
+    from runtime.attributes import parse_attributes
+    from runtime.store import Record, SQLiteStore
+
+    rng = np.random.default_rng(seed)
+    truth, texts = [], []
+    for _ in tqdm(range(pool), desc="captions", disable=not progress):
+        a = sample_attributes(rng)
+        truth.append(a)
+        texts.append(caption(a, rng))
+    parsed = [parse_attributes(t) for t in texts]
+    tmpdir = None
+    if path is None:
+        tmpdir = tempfile.TemporaryDirectory(prefix="pvlm-scale-")
+        path = os.path.join(tmpdir.name, "scale.db")
+    store = SQLiteStore(path)
+    order = rng.integers(pool, size=rows)
+    t0 = 1_764_547_200.0  # 2025-12-01 UTC
+    ingest_s = ingest_cpu_s = 0.0
+    with tqdm(total=rows, desc="ingest", disable=not progress) as bar:
+        for s in range(0, rows, batch):
+            recs = [Record(f"cam{(i // 10) % 50}", str(i // 10), t0 + i * 0.1, texts[j], parsed[j],
+                           (10.0, 20.0, 74.0, 148.0), "bench")
+                    for i, j in zip(range(s, min(rows, s + batch)), order[s : s + batch].tolist())]
+            t, c = time.perf_counter(), time.process_time()
+            store.add(recs)
+            ingest_s += time.perf_counter() - t
+            ingest_cpu_s += time.process_time() - c
+            bar.update(len(recs))
+    r = random.Random(seed)
+    queries = []
+    for _ in range(n_queries):
+        q = make_query(truth[r.randrange(pool)], 0, r, r.randint(1, 4)).text
+        if r.random() < 0.25:
+            q += f" {r.choice(RANK_WORDS)}"
+        queries.append(q)
+    for q in queries[:20]:  # warm-up: page cache, statement cache
+        store.search(q)
+    # Wall time, and this process's CPU time: on a shared machine the gap is time spent waiting for a core.
+    lat, cpu, lat_cam = [], [], []
+    for q in queries:
+        t, c = time.perf_counter(), time.process_time()
+        store.search(q, limit=10)
+        lat.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
+    for q in queries[: n_queries // 2]:
+        t = time.perf_counter()
+        store.search(q, camera="cam7", since=t0 + rows * 0.05, limit=10)
+        lat_cam.append((time.perf_counter() - t) * 1e3)
+    size = os.path.getsize(path)
+    store.close()
+    if tmpdir is not None:
+        tmpdir.cleanup()
+
+    def pct(v: list[float], p: float) -> float:
+        return float(np.percentile(v, p))
+
+    return {"rows": rows, "caption_pool": pool, "batch": batch, "ingest_s": ingest_s,
+            "ingest_per_s": rows / ingest_s, "ingest_cpu_s": ingest_cpu_s, "ingest_per_cpu_s": rows / ingest_cpu_s,
+            "db_bytes": size, "queries": n_queries,
+            "query_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "mean": statistics.fmean(lat), "max": max(lat)},
+            "query_cpu_ms": {"p50": pct(cpu, 50), "p99": pct(cpu, 99), "mean": statistics.fmean(cpu)},
+            "query_camera_since_ms": {"p50": pct(lat_cam, 50), "p99": pct(lat_cam, 99)},
+            "slowest": sorted(zip(lat, queries), reverse=True)[:3]}
+
+
+def _write(out: str | None, result: dict) -> None:
+    if not out:
+        return
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, p)
+
+
+@click.group()
+def main() -> None:
+    """Measure the description store: retrieval quality and speed at scale."""
+
+
+@main.command("retrieval")
+@click.option("--bundle", type=click.Path(file_okay=False, exists=True), help="Exported bundle to describe crops.")
+@click.option("--n", type=click.IntRange(min=10), default=1000, show_default=True, help="Synthetic crops.")
+@click.option("--queries", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=777, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
+def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: int, out: str | None) -> None:
+    """Recall@1/5/10 and precision@10 with the bundle's descriptions and with ground-truth captions."""
+    res = run_retrieval(bundle, n, queries, seed, batch)
+    _write(out, res)
+    keys = ("recall@1", "recall@5", "recall@10", "source_recall@1", "source_recall@5", "source_recall@10",
+            "precision@10")
+    click.echo(f"{'captions':<14}" + "".join(f"{k:>18}" for k in keys))
+    for name in ("ground_truth", "model"):
+        if name in res:
+            click.echo(f"{name:<14}" + "".join(f"{res[name][k]:>18.3f}" for k in keys))
+    click.echo(json.dumps(res, indent=2))
+
+
+@main.command("scale")
+@click.option("--rows", type=click.IntRange(min=1000), default=1_000_000, show_default=True)
+@click.option("--pool", type=click.IntRange(min=100), default=20_000, show_default=True,
+              help="Distinct synthetic captions the rows are drawn from.")
+@click.option("--queries", type=click.IntRange(min=20), default=300, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=5000, show_default=True, help="Records per add().")
+@click.option("--db", type=click.Path(dir_okay=False), help="Keep the store here (default: a temporary file).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
+def scale_cmd(rows: int, pool: int, queries: int, batch: int, db: str | None, seed: int, out: str | None) -> None:
+    """Ingest rate and query p50/p99 on a SQLite store of --rows descriptions."""
+    if db and Path(db).exists():
+        raise click.BadParameter(f"{db} already exists", param_hint="--db")
+    res = run_scale(rows, pool, queries, batch, db, seed)
+    _write(out, res)
+    click.echo(json.dumps(res, indent=2))
