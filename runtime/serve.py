@@ -338,11 +338,11 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
     return triton
 
 
-class _Interrupted(Exception):
+class _Interrupted(BaseException):  # BaseException, like KeyboardInterrupt: no library's `except Exception` eats it
     """SIGINT/SIGTERM while the server was starting."""
 
 
-class _StartTimeout(Exception):
+class _StartTimeout(BaseException):
     """--start-timeout elapsed before the server was ready."""
 
 
