@@ -30,6 +30,8 @@ from .model import PRESETS
 @click.option("--backbone-lr-scale", type=click.FloatRange(min=0, min_open=True), default=0.1,
               help="Unfrozen backbone layers learn at --lr times this.")
 @click.option("--no-augment", is_flag=True, help="No crop/brightness/flip augmentation.")
+@click.option("--cache-copies", type=click.IntRange(min=0), default=0,
+              help="CPU: run the frozen backbone blocks once per image for N augmentation copies, not every step.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (fix for identical reruns).")
 @click.option("--min-freq", type=click.IntRange(min=1), default=2, help="Vocabulary minimum token frequency.")
 @click.option("--max-vocab", type=click.IntRange(min=5), default=5000)
@@ -43,7 +45,7 @@ from .model import PRESETS
 def main(train_jsonl: str, val_jsonl: str | None, image_root: str | None, out: str, preset: str,
          image_size: str | None, epochs: int, batch_size: int, accum_steps: int, lr: float, weight_decay: float,
          warmup_steps: int, label_smoothing: float, grad_clip: float, freeze_ratio: float | None,
-         backbone_lr_scale: float, no_augment: bool, threads: int | None, min_freq: int,
+         backbone_lr_scale: float, no_augment: bool, cache_copies: int, threads: int | None, min_freq: int,
          max_vocab: int, max_steps: int | None, seed: int, device: str, no_amp: bool, resume: str | None,
          workers: int, quiet: bool) -> None:
     """Train a PersonVLM on an MSP60k-style JSONL dataset (e.g. from `pvlm-data synth`)."""
@@ -55,7 +57,7 @@ def main(train_jsonl: str, val_jsonl: str | None, image_root: str | None, out: s
         image_size=parse_size(image_size, "--image-size") if image_size else None, epochs=epochs,
         batch_size=batch_size, accum_steps=accum_steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         label_smoothing=label_smoothing, grad_clip=grad_clip, freeze_ratio=freeze_ratio,
-        backbone_lr_scale=backbone_lr_scale, augment=not no_augment, threads=threads, min_freq=min_freq,
+        backbone_lr_scale=backbone_lr_scale, augment=not no_augment, cache_copies=cache_copies, threads=threads, min_freq=min_freq,
         max_vocab=max_vocab, max_steps=max_steps, seed=seed, device=device, amp=not no_amp, resume=resume,
         num_workers=workers, progress=not quiet,
     )

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import Augment, CaptionDataset, collate, data_hash, load_jsonl
+from .feature_cache import CachedFeatures, FrozenPrefix
 from .model import PersonVLM, PersonVLMConfig, lm_loss
 from .vocab import Vocabulary
 
@@ -47,6 +48,7 @@ class TrainConfig:
     backbone_lr_scale: float = 0.1  # unfrozen backbone layers learn at lr * this (a pretrained start)
     augment: bool = True
     threads: int | None = None  # torch intra-op threads; fix it for run-to-run identical metrics
+    cache_copies: int = 0  # >0: frozen backbone blocks run once per image and augmentation copy (feature_cache)
     min_freq: int = 2
     max_vocab: int = 5000
     val_fraction: float = 0.1
@@ -102,14 +104,16 @@ def unigram_loss(train_ids: list[list[int]], val_ids: list[list[int]], vocab_siz
 
 
 @torch.no_grad()
-def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device: torch.device) -> float:
-    """Mean token cross-entropy (no label smoothing) over a loader."""
+def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device: torch.device,
+                  forward: Any = None) -> float:
+    """Mean token cross-entropy (no label smoothing) over a loader; ``forward(x, ids)`` defaults to the model."""
     model.eval()
+    forward = forward if forward is not None else model
     total, n = 0.0, 0
     for pixels, ids in loader:
         pixels, ids = pixels.to(device), ids.to(device)
         tokens = int((ids[:, 1:] != model.cfg.pad_id).sum())
-        total += float(lm_loss(model(pixels, ids), ids, model.cfg.pad_id)) * tokens
+        total += float(lm_loss(forward(pixels, ids), ids, model.cfg.pad_id)) * tokens
         n += tokens
     model.train()
     return total / max(1, n)
@@ -170,6 +174,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress,
                               augment=Augment(seed=cfg.seed) if cfg.augment else None)
     val_ds = CaptionDataset(val_records, vocab, model_cfg, cfg.progress)
+    forward: Any = model
+    if cfg.cache_copies and device.type == "cpu":
+        split = FrozenPrefix(model)
+        if split.usable():
+            train_ds = CachedFeatures(split, train_ds, cfg.cache_copies if cfg.augment else 1, progress=cfg.progress)
+            val_ds = CachedFeatures(split, val_ds, 1, progress=cfg.progress)
+            forward = split.logits
+        else:
+            log.warning("--cache-copies: the backbone has no frozen prefix that can be cached; training without")
     gen = torch.Generator().manual_seed(cfg.seed)
     pad = lambda b: collate(b, model_cfg.pad_id)  # noqa: E731
     train_dl = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=True, collate_fn=pad,
@@ -213,7 +226,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for i, (pixels, ids) in enumerate(bar):
             pixels, ids = pixels.to(device), ids.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = lm_loss(model(pixels, ids), ids, model_cfg.pad_id, cfg.label_smoothing)
+                loss = lm_loss(forward(pixels, ids), ids, model_cfg.pad_id, cfg.label_smoothing)
             scaler.scale(loss / cfg.accum_steps).backward()
             if (i + 1) % cfg.accum_steps == 0:
                 scaler.unscale_(opt)
@@ -228,7 +241,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
-        val_loss = evaluate_loss(model, val_dl, device)
+        val_loss = evaluate_loss(model, val_dl, device, forward)
         history.append({"epoch": epoch + 1, "step": step, "train_loss": running, "val_loss": val_loss,
                         "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)})
         log.info("epoch %d: train %.3f val %.3f (unigram %.3f)", epoch + 1, running or float("nan"), val_loss, baseline)

@@ -217,3 +217,26 @@ def test_same_command_same_metrics(synth_dir, tmp_path: Path) -> None:
     b = train(_config(synth_dir, tmp_path / "b", epochs=2, threads=1))
     assert [e["val_loss"] for e in a["epochs"]] == [e["val_loss"] for e in b["epochs"]]
     assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
+
+
+def test_frozen_prefix_cache_reproduces_the_model_and_trains(synth_dir, tmp_path: Path) -> None:
+    import torch
+
+    from pvlm import PersonVLM, PersonVLMConfig
+    from pvlm.feature_cache import FrozenPrefix
+
+    torch.manual_seed(0)
+    model = PersonVLM(PersonVLMConfig.preset("tiny", freeze_ratio=0.5)).eval()
+    split = FrozenPrefix(model)
+    assert 0 < split.n_frozen and split.usable()
+    pixels, ids = torch.randn(3, 3, 64, 32), torch.randint(4, 200, (3, 7))
+    with torch.no_grad():
+        assert torch.allclose(model(pixels, ids), split.logits(split.features(pixels).half(), ids), atol=2e-2)
+    assert not FrozenPrefix(PersonVLM(PersonVLMConfig.preset("tiny"))).usable()  # nothing frozen, nothing cached
+    # one copy and no augmentation: the same training as without the cache, up to float16 features
+    res = train(_config(synth_dir, tmp_path / "c", epochs=3, freeze_ratio=0.5, cache_copies=1, augment=False))
+    ref = train(_config(synth_dir, tmp_path / "r", epochs=3, freeze_ratio=0.5, augment=False))
+    assert res["epochs"][-1]["val_loss"] < res["epochs"][0]["val_loss"]
+    assert res["epochs"][-1]["val_loss"] == pytest.approx(ref["epochs"][-1]["val_loss"], abs=0.02)
+    loaded, _, _ = load_checkpoint(res["best"])  # the checkpoint is a whole model, as without the cache
+    assert loaded.cfg.freeze_ratio == 0.5
