@@ -175,7 +175,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                               augment=Augment(seed=cfg.seed) if cfg.augment else None)
     val_ds = CaptionDataset(val_records, vocab, model_cfg, cfg.progress)
     forward: Any = model
-    if cfg.cache_copies and device.type == "cpu":
+    if cfg.cache_copies and model_cfg.freeze_ratio > 0 and device.type == "cpu":
         split = FrozenPrefix(model)
         if split.usable():
             train_ds = CachedFeatures(split, train_ds, cfg.cache_copies if cfg.augment else 1, progress=cfg.progress)
