@@ -133,9 +133,17 @@ def param_groups(model: PersonVLM, lr: float, weight_decay: float, backbone_lr_s
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train a model; writes ``best.pt``, ``last.pt`` and ``history.json`` under ``cfg.out``. Returns the summary."""
-    seed_everything(cfg.seed)
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # float sums are ordered by thread count: same threads, same metrics
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig) -> dict[str, Any]:
+    seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
