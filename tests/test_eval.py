@@ -12,7 +12,7 @@ from click.testing import CliRunner
 pytest.importorskip("onnxruntime")
 pytest.importorskip("pycocoevalcap")
 
-from bench.cli_eval import main  # noqa: E402
+from bench.cli_eval import main, summary_lines  # noqa: E402
 from bench.eval import (  # noqa: E402
     ATTRIBUTE_CATEGORIES,
     CAPTION_METRICS,
@@ -20,6 +20,7 @@ from bench.eval import (  # noqa: E402
     attribute_accuracy,
     caption_metrics,
     evaluate,
+    majority_baseline,
     meteor_score,
     normalize_attribute,
     token_parity,
@@ -194,7 +195,8 @@ def test_attribute_accuracy_hand_built():
     ]
     acc = attribute_accuracy(predicted, expected, ["upper", "headwear", "carrying", "view"])
     cats = acc["categories"]
-    assert cats["upper"] == {"accuracy": pytest.approx(2 / 3), "correct": 2, "n": 3}
+    assert {k: cats["upper"][k] for k in ("accuracy", "correct", "n")} == {
+        "accuracy": pytest.approx(2 / 3), "correct": 2, "n": 3}
     assert cats["headwear"]["correct"] == 2  # "none" == None
     assert cats["carrying"]["correct"] == 2  # "none" == [], "backpack" == ["backpack"]; one extra item is wrong
     assert cats["view"]["correct"] == 2
@@ -204,10 +206,43 @@ def test_attribute_accuracy_hand_built():
     acc = attribute_accuracy([{"view": "front", "headwear": None, "carrying": []}] * 2,
                              [{"view": None, "headwear": None, "carrying": []}, {"view": "front"}],
                              ["view", "headwear", "carrying"], sources)
-    assert acc["categories"]["view"] == {"accuracy": 1.0, "correct": 1, "n": 1}
+    assert {k: acc["categories"]["view"][k] for k in ("accuracy", "correct", "n")} == {
+        "accuracy": 1.0, "correct": 1, "n": 1}
     assert acc["categories"]["headwear"]["n"] == 2 and acc["categories"]["carrying"]["accuracy"] == 1.0
     empty = attribute_accuracy([], [], ["upper"])
     assert empty["categories"]["upper"]["n"] == 0 and empty["mean"] is None
+
+
+def test_majority_rate_and_confusion_expose_mode_collapse():
+    truth = ["helmet"] * 3 + ["none"] * 4 + ["cap"] * 3
+    collapsed = attribute_accuracy([{"headwear": "helmet"}] * 10, [{"headwear": t} for t in truth], ["headwear"])
+    h = collapsed["categories"]["headwear"]
+    assert h["accuracy"] == pytest.approx(0.3) and h["majority"] == "none" and h["majority_rate"] == pytest.approx(0.4)
+    assert h["accuracy"] < h["majority_rate"]  # worse than ignoring the image
+    assert h["top_prediction"] == "helmet" and h["top_prediction_rate"] == 1.0
+    assert h["confusion"] == {"helmet": {"helmet": 3}, "none": {"helmet": 4}, "cap": {"helmet": 3}}
+    good = attribute_accuracy([{"headwear": t if i else "cap"} for i, t in enumerate(truth)],
+                              [{"headwear": t} for t in truth], ["headwear"])["categories"]["headwear"]
+    assert good["accuracy"] == pytest.approx(0.9) and good["majority_rate"] == pytest.approx(0.4)
+    assert good["confusion"]["helmet"] == {"cap": 1, "helmet": 2} and good["top_prediction"] == "cap"  # 4-4 tie with none
+    # carried lists and absence get one label each; ties break alphabetically
+    carry = attribute_accuracy([{"carrying": ["phone", "umbrella"]}, {"carrying": []}],
+                               [{"carrying": "phone"}, {"carrying": "none"}], ["carrying"])["categories"]["carrying"]
+    assert carry["confusion"] == {"phone": {"phone+umbrella": 1}, "none": {"none": 1}}
+    assert carry["majority"] == "none" and carry["majority_rate"] == 0.5
+    assert majority_baseline({})["majority_rate"] is None
+
+
+def test_console_summary_shows_baselines_and_confusion():
+    truth = ["helmet"] * 3 + ["none"] * 7
+    attrs = attribute_accuracy([{"headwear": "helmet"}] * 10, [{"headwear": t} for t in truth], ["headwear"])
+    report = {"n_images": 10, "skipped": 0, "scored_backend": "onnxruntime-cpu", "caption_metrics": {},
+              "attributes": {**attrs, "source": "labels"}, "parity": {"available": False, "reason": "off"},
+              "throughput": {}}
+    text = "\n".join(summary_lines(report))
+    assert re.search(r"headwear\s+30\.0%\s+70\.0%\s+-40 pt\s+helmet 100%", text), text
+    assert "confusion headwear (rows: true, columns: predicted)" in text
+    assert re.search(r"  none\s+7\s+\.\n", text) and re.search(r"  helmet\s+3\s+\.\n", text), text  # all said helmet
 
 
 def test_token_parity_hand_built():
@@ -224,7 +259,8 @@ def _hand_report(images: list[Path]) -> dict:
     rows = [{"image": str(p), "reference": f"ref {i} & more", "generated": f"a <b>man</b> {i} wearing a coat",
              "error": None, "matches_reference": i % 2 == 0,
              "attributes": {"upper": {"predicted": "coat", "expected": "coat", "correct": True},
-                            "carrying": {"predicted": [], "expected": ["backpack"], "correct": False}}}
+                            "carrying": {"predicted": [], "expected": ["backpack"] if i < 2 else [],
+                                         "correct": i >= 2}}}
             for i, p in enumerate(images)]
     rows.append({"image": "/nonexistent/x.png", "reference": "r", "generated": "g", "error": "input 9: file not found",
                  "attributes": {}})
@@ -232,7 +268,10 @@ def _hand_report(images: list[Path]) -> dict:
         "config": {"model": "m<odel", "data": "d.jsonl", "backends": ["onnxruntime-cpu"]},
         "n_images": len(rows), "skipped": 1, "scored_backend": "onnxruntime-cpu",
         "caption_metrics": {"BLEU-4": 0.5, "CIDEr": 1.25, "SPICE": "unavailable: offline"},
-        "attributes": {"categories": {"upper": {"accuracy": 1.0, "correct": 3, "n": 3}}, "mean": 1.0,
+        "attributes": {"categories": {"upper": {"accuracy": 1.0, "correct": 3, "n": 3, "majority": "coat",
+                                                "majority_rate": 1.0, "top_prediction": "coat",
+                                                "top_prediction_rate": 1.0, "confusion": {"coat": {"coat": 3}}}},
+                       "mean": 1.0,
                        "source": "labels"},
         "parity": {"available": False, "reason": "reference <disabled>", "backends": {}},
         "throughput": {"onnxruntime-cpu": {"images_per_s": 12.5, "seconds": 0.24, "batch_size": 8}},
@@ -264,6 +303,11 @@ def test_html_report_hand_built(synth_dir, tmp_path):
     b64 = re.search(r'data:image/jpeg;base64,([A-Za-z0-9+/=]+)"', text).group(1)
     with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
         assert im.format == "JPEG" and im.height == 160
+    # mistakes first: the failed row, then the ones with a wrong attribute, then the all-correct one
+    assert "Confusion (rows: true, columns: predicted)" in text and "majority rate" in text
+    assert text.index("input 9: file not found") < text.index("ref 0 &amp; more") < text.index("ref 2 &amp; more")
+    assert text.index("ref 1 &amp; more") < text.index("ref 2 &amp; more")
+    assert "2 image(s) with a mistake" not in text and "3 image(s) with a mistake, listed first" in text
     # max_images caps the cards; linked (not inlined) images use relative paths
     short = write_html(_hand_report(images), tmp_path / "short.html", images_inline=False, max_images=2).read_text()
     assert "showing 2 of 4 images" in short and "base64" not in short
@@ -277,7 +321,7 @@ def test_cli_happy_path(tiny_bundle, synth_dir, tmp_path):
     html_path, json_path = tmp_path / "r.html", tmp_path / "r.json"
     res = CliRunner().invoke(main, [str(tiny_bundle), str(synth_dir / "val.jsonl"), "--limit", "4", "--quiet",
                                     "--no-meteor", "--batch-size", "2", "--html", str(html_path),
-                                    "--json", str(json_path)])
+                                    "--max-images", "3", "--json", str(json_path)])
     assert res.exit_code == 0, res.output
     assert "BLEU-4" in res.output and "CIDEr" in res.output
     assert "parity onnxruntime-cpu vs PyTorch FP32: exact match 1.000" in res.output
@@ -286,7 +330,9 @@ def test_cli_happy_path(tiny_bundle, synth_dir, tmp_path):
     report = json.loads(json_path.read_text())
     assert report["n_images"] == 4 and len(report["rows"]) == 4
     text = html_path.read_text(encoding="utf-8")
-    assert text.count('<img src="data:image/jpeg;base64,') == 4
+    assert text.count('<img src="data:image/jpeg;base64,') == 3 and "showing 3 of 4 images" in text
+    assert "majority" in res.output and "confusion view" in res.output
+    assert all("majority_rate" in c and "confusion" in c for c in report["attributes"]["categories"].values())
     assert "http://" not in text and "https://" not in text
 
 

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pvlm import PRESETS, PersonVLM, PersonVLMConfig, count_parameters  # noqa: E402
-from pvlm.model import lm_loss  # noqa: E402
+from pvlm.model import _backbone_units, lm_loss  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,7 +42,7 @@ def test_seed_7m_has_exactly_the_original_parameter_count() -> None:
 
 
 def test_presets_construct_and_tiny_is_under_1m(spatial_model, tiny_model) -> None:
-    assert set(PRESETS) == {"seed-7m", "spatial", "small", "tiny"}
+    assert set(PRESETS) == {"seed-7m", "spatial", "small", "lite0", "tiny"}
     small = PersonVLM(PersonVLMConfig.preset("small"))
     counts = {
         "spatial": count_parameters(spatial_model),
@@ -122,8 +122,10 @@ def test_freeze_backbone_half() -> None:
     assert all(p.requires_grad for p in params)
     frozen_elems = model.freeze_backbone(0.5)
     frozen = [p for p in params if not p.requires_grad]
-    assert len(frozen) == len(params) // 2
+    assert 0 < len(frozen) <= len(params) // 2
     assert frozen == params[: len(frozen)]  # the first tensors, in order
+    for block in _backbone_units(model.vision.backbone):  # whole blocks: all frozen or none
+        assert len({p.requires_grad for p in block.parameters()}) == 1
     assert frozen_elems == sum(p.numel() for p in frozen) > 0
     counts = model.param_counts()
     assert counts["backbone"]["trainable"] == counts["backbone"]["total"] - frozen_elems
@@ -131,6 +133,23 @@ def test_freeze_backbone_half() -> None:
     assert counts["decoder"]["trainable"] == counts["decoder"]["total"]  # only the backbone is frozen
     model.freeze_backbone(0.0)
     assert all(p.requires_grad for p in params)
+
+
+def test_frozen_batch_norms_keep_running_stats_in_train_mode() -> None:
+    torch.manual_seed(0)
+    model = PersonVLM(PersonVLMConfig.preset("tiny", freeze_ratio=0.5)).train()
+    bns = [m for m in model.vision.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    frozen = [m for m in bns if not m.weight.requires_grad]
+    trained = [m for m in bns if m.weight.requires_grad]
+    assert frozen and trained
+    assert not any(m.training for m in frozen) and all(m.training for m in trained)
+    before = [m.running_mean.clone() for m in bns]
+    h, w = model.cfg.image_size
+    model(torch.randn(4, 3, h, w) * 3 + 1, torch.randint(4, 50, (4, 6)))
+    changed = [not torch.equal(b, m.running_mean) for b, m in zip(before, bns)]
+    assert changed == [m in trained for m in bns]  # only the trainable ones updated their statistics
+    model.eval().train()  # a mode round trip keeps frozen ones in eval
+    assert not any(m.training for m in frozen)
 
 
 def test_freeze_ratio_in_config_applies_at_construction() -> None:

@@ -164,3 +164,79 @@ def test_pick_device(monkeypatch) -> None:
         assert pick_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="MPS"):
             pick_device("mps")
+
+
+# --------------------------------------------------------------------------- pretrained-backbone recipe
+
+
+def test_param_groups_give_the_backbone_a_lower_lr_and_skip_frozen_tensors() -> None:
+    import torch
+
+    from pvlm import PersonVLM, PersonVLMConfig
+    from pvlm.train import param_groups
+
+    model = PersonVLM(PersonVLMConfig.preset("tiny", freeze_ratio=0.5))
+    groups = param_groups(model, lr=1e-3, weight_decay=0.01, backbone_lr_scale=0.1)
+    backbone = {id(p) for p in model.vision.backbone.parameters()}
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters() if p.requires_grad)  # each trainable once
+    for g in groups:
+        in_bb = {id(p) in backbone for p in g["params"]}
+        assert len(in_bb) == 1
+        assert g["lr"] == pytest.approx(1e-4 if in_bb == {True} else 1e-3)
+        assert g["weight_decay"] == (0.01 if all(p.dim() >= 2 for p in g["params"]) else 0.0)
+    assert {g["name"] for g in groups} == {"backbone", "backbone-nodecay", "head", "head-nodecay"}
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5)
+    assert sorted(sched.get_last_lr()) == pytest.approx([5e-5, 5e-5, 5e-4, 5e-4])  # the schedule scales both
+
+
+def test_augment_is_seeded_keeps_colours_and_never_flips_a_left_right_caption() -> None:
+    import numpy as np
+
+    from pvlm.data import Augment
+
+    img = np.zeros((64, 32, 3), np.uint8)
+    img[:, :16] = (200, 30, 35)  # red left half, blue right half
+    img[:, 16:] = (35, 70, 190)
+    aug = Augment(seed=3)
+    a, b = aug(img, "a man", 0, 5), aug(img, "a man", 0, 5)
+    assert a.shape == img.shape and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a, aug(img, "a man", 1, 5))
+    left_red = [int(aug(img, cap, e, 0)[32, 2, 0] > 128) for e in range(40) for cap in ["a bag in his left hand"]]
+    assert all(left_red)  # never mirrored
+    mirrored = [int(aug(img, "a man", e, 0)[32, 2, 0] < 128) for e in range(40)]
+    assert 5 < sum(mirrored) < 35
+    for e in range(10):  # brightness only: the red stays red (channel ratios kept within rounding)
+        px = aug(img, "a man", e, 0)[32, 2 if aug(img, "a man", e, 0)[32, 2, 0] > 128 else 29].astype(float)
+        assert abs(px[1] / px[0] - 30 / 200) < 0.02 and abs(px[2] / px[0] - 35 / 200) < 0.02
+
+
+def test_same_command_same_metrics(synth_dir, tmp_path: Path) -> None:
+    a = train(_config(synth_dir, tmp_path / "a", epochs=2, threads=1))
+    b = train(_config(synth_dir, tmp_path / "b", epochs=2, threads=1))
+    assert [e["val_loss"] for e in a["epochs"]] == [e["val_loss"] for e in b["epochs"]]
+    assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
+
+
+def test_frozen_prefix_cache_reproduces_the_model_and_trains(synth_dir, tmp_path: Path) -> None:
+    import torch
+
+    from pvlm import PersonVLM, PersonVLMConfig
+    from pvlm.feature_cache import FrozenPrefix
+
+    torch.manual_seed(0)
+    model = PersonVLM(PersonVLMConfig.preset("tiny", freeze_ratio=0.5)).eval()
+    split = FrozenPrefix(model)
+    assert 0 < split.n_frozen and split.usable()
+    pixels, ids = torch.randn(3, 3, 64, 32), torch.randint(4, 200, (3, 7))
+    with torch.no_grad():
+        assert torch.allclose(model(pixels, ids), split.logits(split.features(pixels).half(), ids), atol=2e-2)
+    assert not FrozenPrefix(PersonVLM(PersonVLMConfig.preset("tiny"))).usable()  # nothing frozen, nothing cached
+    # one copy and no augmentation: the same training as without the cache, up to float16 features
+    res = train(_config(synth_dir, tmp_path / "c", epochs=3, freeze_ratio=0.5, cache_copies=1, augment=False))
+    ref = train(_config(synth_dir, tmp_path / "r", epochs=3, freeze_ratio=0.5, augment=False))
+    assert res["epochs"][-1]["val_loss"] < res["epochs"][0]["val_loss"]
+    assert res["epochs"][-1]["val_loss"] == pytest.approx(ref["epochs"][-1]["val_loss"], abs=0.02)
+    loaded, _, _ = load_checkpoint(res["best"])  # the checkpoint is a whole model, as without the cache
+    assert loaded.cfg.freeze_ratio == 0.5
