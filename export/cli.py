@@ -60,7 +60,7 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
     report = manifest["verification"]
     variants = {p: v["verification"] for p, v in manifest.get("variants", {}).items()}
     if as_json:
-        click.echo(json.dumps({**report, "variants": variants}, indent=2))
+        click.echo(json.dumps({**report, "variants": variants} if variants else report, indent=2))
     else:
         print_report(report)
         for precision, rep in variants.items():
