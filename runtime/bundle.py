@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .engines import Engine, parse_engines
+
 SUPPORTED_FORMAT = "pvlm-bundle"
 SUPPORTED_VERSIONS = (1,)
 
@@ -124,6 +126,14 @@ class Bundle:
             raise BundleError(f"{self.root}: the bundle has no {precision} graphs (it holds "
                               f"{', '.join(self.precisions)}); re-export it with pvlm-export onnx --{precision}")
         return dict(variants[precision]["graphs"])
+
+    @property
+    def engines(self) -> list[Engine]:
+        """The manifest's compiled graphs (TensorRT plans, CoreML packages); see ``runtime/engines.py``."""
+        try:
+            return parse_engines(self.manifest.get("engines"))
+        except ValueError as e:
+            raise BundleError(f"{self.root}: {e}") from None
 
     def path(self, name: str, precision: str = "fp32") -> Path:
         """Path of a graph's file in ``precision`` (the FP32 file where the variant does not replace it)."""
