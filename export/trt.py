@@ -84,7 +84,7 @@ def trt_target() -> GpuTarget:
     except ImportError:
         version = None
     gpu = gpu_properties()
-    missing = [what for what, absent in (("TensorRT", version is None), ("an NVIDIA GPU", gpu is None)) if absent]
+    missing = [what for what, absent in (("TensorRT", version is None), ("NVIDIA GPU", gpu is None)) if absent]
     if missing:
         hint = INSTALL_HINT if version is None else "run it on a machine with an NVIDIA GPU and driver"
         raise TrtUnavailable(f"cannot build TensorRT engines here: no {' and no '.join(missing)}; {hint}")
