@@ -184,9 +184,8 @@ def _build_one(bundle: Bundle, graph: str, precision: str, target: GpuTarget, op
     if precision == "fp16":
         outputs = fp32_outputs(plan)
 
-        def pin(net: Any) -> Any:
-            fp32_layers.append(mark_fp32_layers(net, outputs, trt))
-            return net
+        def pin(network: Any) -> None:  # Polygraphy passes the parsed network by this keyword
+            fp32_layers.append(mark_fp32_layers(network, outputs, trt))
 
         network = PostprocessNetwork(network, pin, name="precision plan")
     cache = bundle.root / TIMING_CACHE
