@@ -80,6 +80,48 @@ def print_report(report: dict) -> None:
                f"(batches {p['batch_sizes']}, token agreement {p['token_agreement']:.4f})")
 
 
+@main.command("trt")
+@click.argument("bundle", type=click.Path())
+@click.option("--fp16", is_flag=True, help="FP16 engines (the precision plan's layers stay FP32); default FP32.")
+@click.option("--opt-batch", type=click.IntRange(min=1), default=8, help="Batch the tactics are tuned for.")
+@click.option("--workspace-gib", type=click.FloatRange(min=0.1), help="Builder workspace limit (default: TensorRT's).")
+@click.option("--force", is_flag=True, help="Rebuild engines the bundle already has.")
+def trt_cmd(bundle: str, fp16: bool, opt_batch: int, workspace_gib: float | None, force: bool) -> None:
+    """Build TensorRT engines for BUNDLE's encoder and decoder step (needs TensorRT 10 and an NVIDIA GPU)."""
+    from runtime.bundle import BundleError
+
+    from .trt import TrtUnavailable, build_engines
+
+    with fail_on_bad_input(BundleError, TrtUnavailable):
+        engines = build_engines(bundle, fp16=fp16, opt_batch=opt_batch, workspace_gib=workspace_gib, force=force)
+    for e in engines:
+        click.echo(f"  \u2713 {e.file}: {e.bytes / 1e6:.1f} MB, {e.precision}, {e.build['fp32_layers']} layers "
+                   f"pinned FP32, TensorRT {e.target['tensorrt']} on {e.target['gpu']} "
+                   f"(sm {e.target['compute_capability']})")
+    click.echo(f"engines: {len(engines)} in {bundle}")
+
+
+@main.command("coreml")
+@click.argument("source", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Bundle to add the packages to (default: SOURCE when it is a bundle, else CHECKPOINT without .pt).")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", help="ML program compute precision.")
+@click.option("--force", is_flag=True, help="Replace packages the bundle already has.")
+def coreml_cmd(source: str, out_dir: str | None, precision: str, force: bool) -> None:
+    """Convert the two graphs to CoreML ML programs (.mlpackage) in a bundle; SOURCE is a CHECKPOINT or a BUNDLE."""
+    from pvlm.checkpoint import CheckpointError
+    from runtime.bundle import BundleError
+
+    from .coreml import CoreMLUnavailable, export_coreml
+
+    with fail_on_bad_input(CheckpointError, BundleError, CoreMLUnavailable):
+        engines = export_coreml(source, out_dir, precision=precision, force=force)
+    for e in engines:
+        click.echo(f"  \u2713 {e.file}: {e.bytes / 1e6:.1f} MB, {e.precision} compute, "
+                   f"inputs {', '.join(e.io['inputs'])}; outputs {', '.join(e.io['outputs'])}")
+    click.echo(f"coreml: {len(engines)} packages")
+
+
 @main.command("triton")
 @click.argument("bundle", type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model repository to write.")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from .engines import Engine, parse_engines
+
 SUPPORTED_FORMAT = "pvlm-bundle"
 SUPPORTED_VERSIONS = (1,)
 
@@ -373,6 +375,14 @@ class Bundle:
             raise BundleError(f"{self.root}: the bundle has no {precision} graphs (it holds "
                               f"{', '.join(self.precisions)}); re-export it with pvlm-export onnx --{precision}")
         return dict(self.manifest.variants[precision])
+
+    @property
+    def engines(self) -> list[Engine]:
+        """The manifest's compiled graphs (TensorRT plans, CoreML packages); see ``runtime/engines.py``."""
+        try:
+            return parse_engines(self.manifest.get("engines"))
+        except ValueError as e:
+            raise BundleError(f"{self.root}: {e}") from None
 
     def path(self, name: str, precision: str = "fp32") -> Path:
         """Path of a graph's file in ``precision`` (the FP32 file where the variant does not replace it;

@@ -94,7 +94,9 @@ def _count(boxes: Any) -> int:
 class Describer:
     """Describe person crops with an exported bundle. Thread-safe: per-call state only.
 
-    ``backend``: ``auto`` (onnxruntime-cuda when onnxruntime-gpu sees a GPU, else onnxruntime-cpu) or a name.
+    ``backend``: ``auto`` (tensorrt when the bundle has engines for this GPU and TensorRT, onnxruntime-cuda
+    when onnxruntime-gpu sees a GPU, coreml on Apple silicon with the bundle's packages, else onnxruntime-cpu)
+    or a name.
     ``decoder`` (ONNX Runtime backends): ``auto`` runs the bundle's ``cross_ort`` + ``decoder_ort``
     graphs with the cache bound in place when it has them; ``portable`` forces ``decoder.onnx``. ``shared_threads``:
     ONNX Runtime's process-wide thread pool for both graphs (faster; process-wide, see ``OrtBackend``).
@@ -133,7 +135,8 @@ class Describer:
         if shared_threads:
             options["shared_threads"] = True
         if precision != "fp32":
-            self.bundle.variant_graphs(precision)  # a clear BundleError when the bundle lacks it
+            if not any(e.precision == precision for e in self.bundle.engines):
+                self.bundle.variant_graphs(precision)  # a clear BundleError when the bundle lacks it
             options["precision"] = precision
         self.precision = precision
         self.backend = create_backend(backend, self.bundle, **options)

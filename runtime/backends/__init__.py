@@ -1,4 +1,4 @@
-"""Backend choice: ``auto`` = onnxruntime-cuda > onnxruntime-cpu (TensorRT and CoreML will slot in first)."""
+"""Backend choice: ``auto`` = tensorrt > onnxruntime-cuda > coreml > onnxruntime-cpu (DESIGN.md contract 3)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from .base import Backend, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-NAMES = ("auto", "onnxruntime-cpu", "onnxruntime-cuda")
-AUTO_ORDER = ("onnxruntime-cuda", "onnxruntime-cpu")
+NAMES = ("auto", "tensorrt", "onnxruntime-cuda", "coreml", "onnxruntime-cpu")
+AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "coreml", "onnxruntime-cpu")
+# Absent hardware or packages is the normal case for these: skipped without a warning (an engine
+# built for another GPU or TensorRT version is not: tensorrt.EngineMismatch warns once).
+QUIET = ("tensorrt", "onnxruntime-cuda", "coreml")
 
 
 def create_backend(name: str, bundle: Bundle, **options: Any) -> Backend:
@@ -26,16 +29,34 @@ def create_backend(name: str, bundle: Bundle, **options: Any) -> Backend:
             return _create(candidate, bundle, **options)
         except BackendUnavailable as e:
             reasons.append(f"{candidate}: {e}")
-            if candidate != "onnxruntime-cuda":  # no GPU is the normal case, not worth a warning
+            from .tensorrt import EngineMismatch, warn_once
+
+            if isinstance(e, EngineMismatch):
+                warn_once(f"backend {candidate} unavailable ({e}); falling back to ONNX Runtime")
+            elif candidate not in QUIET:
                 log.warning("backend %s unavailable (%s); trying the next one", candidate, e)
+            else:
+                log.debug("backend %s unavailable (%s)", candidate, e)
     raise BackendUnavailable("no backend could be started: " + "; ".join(reasons))
 
 
 def _create(name: str, bundle: Bundle, **options: Any) -> Backend:
+    precision = options.get("precision", "fp32")
     if name in ("onnxruntime-cpu", "onnxruntime-cuda"):
         from .ort import ort_backend
 
+        if precision not in bundle.precisions:  # e.g. FP16 TensorRT engines but no FP16 ONNX graphs
+            raise BackendUnavailable(f"{bundle.root}: no {precision} ONNX graphs (export them with "
+                                     f"pvlm-export onnx --{precision})")
         return ort_backend(bundle, device=name.split("-")[1], **options)
+    if name == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(bundle, precision=precision)
+    if name == "coreml":
+        from .coreml import CoreMLBackend
+
+        return CoreMLBackend(bundle, precision=precision)
     raise ValueError(f"unknown backend {name!r}")
 
 
