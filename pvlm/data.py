@@ -8,15 +8,18 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from .model import PersonVLMConfig
 from .vocab import Vocabulary
+
+if TYPE_CHECKING:  # reading JSONL and resizing stay torch-free (pvlm-eval --no-reference, the bench inputs)
+    import torch
+
+    from .model import PersonVLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +96,13 @@ def normalize(hwc: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) 
 
 def preprocess(image: Image.Image, cfg: PersonVLMConfig) -> torch.Tensor:
     """The training/inference transform: resize, scale to [0, 1], normalise -> (3, H, W)."""
+    import torch
+
     return torch.from_numpy(normalize(resize_rgb(image, cfg.image_size), cfg.mean, cfg.std))
 
 
-class CaptionDataset(torch.utils.data.Dataset):
-    """Images decoded and resized once into memory (uint8), captions encoded once."""
+class CaptionDataset:
+    """Images decoded and resized once into memory (uint8), captions encoded once (a map-style dataset)."""
 
     def __init__(self, records: list[Record], vocab: Vocabulary, cfg: PersonVLMConfig, progress: bool = True):
         self.cfg, self.records = cfg, records
@@ -112,12 +117,16 @@ class CaptionDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         x = torch.from_numpy(normalize(self.images[i], self.cfg.mean, self.cfg.std))
         return x, torch.tensor(self.ids[i], dtype=torch.long)
 
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack pixels; right-pad token ids with ``pad_id``."""
+    import torch
+
     pixels = torch.stack([b[0] for b in batch])
     t = max(len(b[1]) for b in batch)
     ids = torch.full((len(batch), t), pad_id, dtype=torch.long)
