@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 import click
 
 from pvlm.cli_errors import InputError, fail_on_bad_input
+from runtime.cli_common import CONTEXT_SETTINGS, common_options, version_option
 
 
-@click.group(context_settings={"show_default": True})
+@click.group(context_settings=CONTEXT_SETTINGS)
+@version_option
 def main() -> None:
     """Export a trained PersonVLM for deployment (ONNX first; engines build from its bundle)."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
 
 @main.command("onnx")
@@ -25,10 +25,21 @@ def main() -> None:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, help="Decoder cache capacity.")
 @click.option("--vocab", type=click.Path(dir_okay=False), help="vocabulary.json, for original-repository checkpoints.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON to stdout.")
+@common_options()
 def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, max_new_tokens: int,
              vocab: str | None, force: bool, as_json: bool) -> None:
-    """Export CHECKPOINT to a verified bundle: manifest.json, encoder.onnx, decoder.onnx."""
+    """Export CHECKPOINT to a verified bundle directory.
+
+    \b
+    manifest.json          config, vocabulary, preprocessing, graph I/O, sha256, parity report
+    encoder.onnx           pixels -> visual tokens and each layer's cross-attention K/V
+    decoder.onnx           one decoding step, KV cache as explicit tensors (portable)
+    decoder_ort.onnx       the same step on ONNX Runtime's fused kernels (onnxruntime >= 1.31)
+    cross_ort.onnx         per-batch cross-attention tables for decoder_ort.onnx
+    README.md              model card: intended use, limits, data, parity, vocabulary
+    description.schema.json  JSON Schema of a `pvlm-describe --json` line
+    """
     from pvlm.checkpoint import CheckpointError
 
     from .manifest import read_manifest
@@ -75,6 +86,7 @@ def print_report(report: dict) -> None:
 @click.option("--flavor", type=click.Choice(["native", "python"]), default="native",
               help="native: ONNX Runtime / TensorRT backends; python: Python-backend models running ONNX Runtime.")
 @click.option("--force", is_flag=True, help="Replace an existing repository.")
+@common_options()
 def triton_cmd(bundle: str, out_dir: str, max_batch: int, queue_delay_ms: float, instances: int, kind: str,
                flavor: str, force: bool) -> None:
     """Write a Triton Inference Server model repository for BUNDLE (encoder, decoder step, describer)."""
