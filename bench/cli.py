@@ -10,7 +10,7 @@ import click
 from pvlm.cli_errors import fail_on_bad_input
 from pvlm.preset_names import preset_names
 from runtime.backends import NAMES as RUNTIME_BACKENDS
-from runtime.cli_common import CONTEXT_SETTINGS, ChoiceList, common_options
+from runtime.cli_common import CONTEXT_SETTINGS, ChoiceList, Command, common_options
 
 from .runners import RUNTIME_VARIANTS, TORCH_BACKENDS
 
@@ -22,7 +22,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS, *RUNTIME_VARIANTS)
 
 
-class MultiValueCommand(click.Command):
+class MultiValueCommand(Command):
     """Lets ``--batch-size 1 8 32`` mean ``--batch-size 1 --batch-size 8 --batch-size 32`` (likewise --backend,
     --token-sweep, --concurrency and the deprecated --batch)."""
 

@@ -7,7 +7,6 @@ images with ``runtime.Describer`` -> evaluate (metrics + HTML) -> benchmark agai
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import click
 
 from pvlm.cli_errors import fail_on_bad_input
+from pvlm.preset_names import preset_names
+from runtime.cli_common import CONTEXT_SETTINGS, Command, common_options
 
 
 def _step(title: str) -> float:
@@ -22,14 +23,15 @@ def _step(title: str) -> float:
     return time.time()
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.option("--out", default="runs/quickstart", type=click.Path(file_okay=False), help="Where every artefact goes.")
 @click.option("--n", "n_images", type=click.IntRange(min=64), default=4000, help="Synthetic training+validation images.")
 @click.option("--test-n", type=click.IntRange(min=8), default=300, help="Held-out test images (a different seed).")
-@click.option("--epochs", type=click.IntRange(min=1), default=14)
-@click.option("--preset", default="small", help="Model preset to train.")
-@click.option("--bench-iters", type=click.IntRange(min=1), default=3)
+@click.option("--epochs", type=click.IntRange(min=1), default=14, help="Training epochs.")
+@click.option("--preset", type=click.Choice(preset_names()), default="small", help="Model preset to train.")
+@click.option("--bench-iters", type=click.IntRange(min=1), default=3, help="Timed benchmark iterations per point.")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+@common_options()
 def main(out: str, n_images: int, test_n: int, epochs: int, preset: str, bench_iters: int, force: bool) -> None:
     """Run synth -> train -> export -> describe -> eval -> bench and print where everything went."""
     from export import export_onnx
@@ -42,7 +44,6 @@ def main(out: str, n_images: int, test_n: int, epochs: int, preset: str, bench_i
     from .harness import BenchConfig, run_bench
     from .html_report import write_html
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     root = Path(out)
     with fail_on_bad_input():
         if root.exists() and any(root.iterdir()):

@@ -8,10 +8,10 @@ import time
 import click
 
 from pvlm.cli_errors import InputError, fail_on_bad_input
-from runtime.cli_common import CONTEXT_SETTINGS, common_options, version_option
+from runtime.cli_common import CONTEXT_SETTINGS, Group, common_options, version_option
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
 @version_option
 def main() -> None:
     """Export a trained PersonVLM for deployment (ONNX first; engines build from its bundle)."""

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from runtime.cli_common import CONTEXT_SETTINGS, common_options, version_option
+from runtime.cli_common import CONTEXT_SETTINGS, Group, common_options, version_option
 
 from .cli_errors import fail_on_bad_input, parse_size
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
 @version_option
 def main() -> None:
     """Make datasets for pvlm-train."""

@@ -6,13 +6,13 @@ import logging
 
 import click
 
-from runtime.cli_common import CONTEXT_SETTINGS, common_options
+from runtime.cli_common import CONTEXT_SETTINGS, Command, common_options
 
 from .cli_errors import fail_on_bad_input, parse_size
 from .preset_names import preset_names
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.argument("train_jsonl", type=click.Path(dir_okay=False))
 @click.option("--val", "val_jsonl", type=click.Path(dir_okay=False), help="Validation JSONL (default: hold out --val-fraction of TRAIN_JSONL).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,

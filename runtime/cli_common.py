@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any, TypeVar
@@ -74,7 +75,7 @@ def log_level(default: int, verbose: int, quiet: bool) -> int:
 
 def version_option(f: F) -> F:
     """``--version`` alone (for command groups, whose subcommands carry :func:`common_options`)."""
-    return click.version_option(version(), "--version", prog_name="%(prog)s", message="%(prog)s %(version)s")(f)
+    return click.version_option(version(), "--version", message="%(prog)s %(version)s")(f)
 
 
 def common_options(default_level: int = logging.WARNING, log_format: str = "%(message)s") -> Callable[[F], F]:
@@ -107,11 +108,44 @@ def common_options(default_level: int = logging.WARNING, log_format: str = "%(me
 
         wrapper = click.option("-q", "--quiet", is_flag=True,
                                help="Results and errors only: no progress bar, no info or warning logs.")(wrapper)
-        wrapper = click.option("-v", "--verbose", count=True,
+        wrapper = click.option("-v", "--verbose", count=True, show_default=False,
                                help="More log detail (repeat for debug).")(wrapper)
         return version_option(wrapper)  # type: ignore[return-value]
 
     return decorate
+
+
+class _OneLineErrors:
+    """``main`` that reports click's usage errors (bad option, value not in a choice list) as one
+    ``error: ...`` line with exit code 2, like the commands' own input errors, instead of click's
+    usage block."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        run = super().main  # type: ignore[misc]
+        if not standalone_mode:
+            return run(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = run(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = f" (see {e.ctx.command_path} -h)" if e.ctx is not None else ""
+            click.echo(f"error: {e.format_message()}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class Command(_OneLineErrors, click.Command):
+    """``click.command(cls=Command)``: one-line usage errors."""
+
+
+class Group(_OneLineErrors, click.Group):
+    """``click.group(cls=Group)``: one-line usage errors; its subcommands are plain click commands."""
 
 
 class ChoiceList(click.Choice):
@@ -130,5 +164,5 @@ class ChoiceList(click.Choice):
         return ",".join(super(ChoiceList, self).convert(p, param, ctx) for p in parts)
 
 
-__all__ = ["CONTEXT_SETTINGS", "ChoiceList", "MissingPackage", "common_options", "log_level", "missing_package_message",
+__all__ = ["CONTEXT_SETTINGS", "ChoiceList", "Command", "Group", "MissingPackage", "common_options", "log_level", "missing_package_message",
            "version", "version_option"]
