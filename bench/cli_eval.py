@@ -9,7 +9,8 @@ import click
 
 from pvlm.cli_errors import fail_on_bad_input
 from runtime.backends import NAMES as RUNTIME_BACKENDS
-from runtime.cli_common import CONTEXT_SETTINGS, ChoiceList, Command, common_options
+from runtime.cli_common import (CONTEXT_SETTINGS, ChoiceList, Command, MissingPackage, common_options,
+                                missing_package_message)
 
 
 class _Failure(click.ClickException):
@@ -85,6 +86,8 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
         try:
             report = evaluate(cfg)
         except (BackendUnavailable, RuntimeError, ImportError) as e:
+            if isinstance(e, ImportError) and missing_package_message(e.name or ""):
+                raise MissingPackage(missing_package_message(e.name or "")) from None  # usage: exit 2
             raise _Failure(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
         if as_json:
             click.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
