@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -73,15 +72,26 @@ class MultiValueCommand(Command):
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one CSV row per backend and batch size.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: p50 latency with p99 whiskers, and throughput, per batch size (needs matplotlib).")
+@click.option("--server", metavar="URL",
+              help="Load-test a running pvlm-serve instead (http://HOST:PORT or grpc://HOST:PORT): p50/p99 latency "
+                   "and throughput at each --concurrency.")
+@click.option("--concurrency", multiple=True, default=("1", "8", "32"),
+              help="--server: concurrent clients, one request in flight each (repeat or space-separate).")
+@click.option("--requests", type=click.IntRange(min=1), default=64,
+              help="--server: answered requests per concurrency level (after a warm-up round).")
 @common_options()
 def main(bundle: str | None, preset: str | None, checkpoint: str | None, backends: tuple[str, ...],
-         batches: tuple[str, ...], old_batches: tuple[str, ...], new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None,
+         batches: tuple[str, ...], old_batches: tuple[str, ...], server: str | None, concurrency: tuple[str, ...],
+         requests: int, new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None,
          token_sweep: tuple[str, ...], camera_rate: float, as_json: bool, json_path: str | None,
          md_path: str | None, csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
     """Benchmark BUNDLE (or --preset) on each --backend at each --batch-size."""
     from . import report as rep
     from .harness import BenchConfig, run_bench
+    from .html_report import write_text_atomic
 
+    if server:
+        return _server_mode(server, concurrency, requests, as_json, json_path, csv_path, plot_path, quiet)
     if old_batches:
         click.echo("warning: --batch is deprecated; use --batch-size", err=True)
         batches = old_batches
@@ -107,8 +117,29 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
         for line in rep.comparison_lines(result) + [rep.capacity_line(result)]:
             click.echo(line)
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2))
+        write_text_atomic(json_path, json.dumps(result, indent=2))
     if md_path:
-        Path(md_path).write_text(rep.markdown(result))
+        write_text_atomic(md_path, rep.markdown(result))
     if csv_path:
-        Path(csv_path).write_text(rep.csv_text(result))
+        write_text_atomic(csv_path, rep.csv_text(result))
+
+
+def _server_mode(url: str, concurrency: tuple[str, ...], requests: int, as_json: bool, json_path: str | None,
+                 csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
+    """``--server``: closed-loop load on a running pvlm-serve (bench/server_load.py)."""
+    from .html_report import write_text_atomic
+    from .server_load import LoadConfig, run_server_load, server_csv, server_table
+
+    with fail_on_bad_input():
+        if plot_path:
+            raise ValueError("--plot is for the local benchmark, not --server")
+        levels = _split(concurrency)
+        if not all(c.isdigit() for c in levels):
+            raise ValueError(f"--concurrency must be integers, got {' '.join(levels)}")
+        report = run_server_load(LoadConfig(url=url, concurrency=tuple(int(c) for c in levels), requests=requests,
+                                            progress=not quiet))
+    click.echo(json.dumps(report, indent=2) if as_json else server_table(report))
+    if json_path:
+        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+    if csv_path:
+        write_text_atomic(csv_path, server_csv(report))
