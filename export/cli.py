@@ -61,7 +61,7 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
         click.echo(json.dumps(report, indent=2))
     else:
         print_report(report)
-    click.echo(f"bundle: {bundle} ({time.time() - t0:.1f} s)")
+    click.echo(f"bundle: {bundle} ({time.time() - t0:.1f} s)", err=as_json)  # --json: stdout is JSON only
 
 
 def print_report(report: dict) -> None:
