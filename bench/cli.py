@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
 
 import click
 
 from pvlm.cli_errors import fail_on_bad_input
+from pvlm.preset_names import preset_names
 from runtime.backends import NAMES as RUNTIME_BACKENDS
+from runtime.cli_common import CONTEXT_SETTINGS, ChoiceList, Command, common_options
 
 from .runners import RUNTIME_VARIANTS, TORCH_BACKENDS
 
@@ -21,10 +21,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
 BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS, *RUNTIME_VARIANTS)
 
 
-class MultiValueCommand(click.Command):
-    """Lets ``--batch 1 8 32`` mean ``--batch 1 --batch 8 --batch 32`` (likewise --backend, --token-sweep)."""
+class MultiValueCommand(Command):
+    """Lets ``--batch-size 1 8 32`` mean ``--batch-size 1 --batch-size 8 --batch-size 32`` (likewise --backend,
+    --token-sweep, --concurrency and the deprecated --batch)."""
 
-    accepts = {"--batch": str.isdigit, "--token-sweep": str.isdigit, "--backend": BACKEND_NAMES.__contains__}
+    accepts = {"--batch-size": str.isdigit, "--batch": str.isdigit, "--token-sweep": str.isdigit,
+               "--concurrency": str.isdigit, "--backend": BACKEND_NAMES.__contains__}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         out: list[str] = []
@@ -44,35 +46,55 @@ class MultiValueCommand(click.Command):
         return super().parse_args(ctx, out)
 
 
-@click.command(cls=MultiValueCommand, context_settings={"show_default": True})
+@click.command(cls=MultiValueCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("bundle", required=False, type=click.Path(file_okay=False))
-@click.option("--preset", help="Benchmark a random-init model of this preset (exported to a temporary bundle).")
+@click.option("--preset", type=click.Choice(preset_names()),
+              help="Benchmark a random-init model of this preset (exported to a temporary bundle; default seed-7m).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="PyTorch checkpoint for the torch baselines.")
 @click.option("--backend", "backends", multiple=True, default=("torch-original", "onnxruntime-cpu"),
+              type=ChoiceList(BACKEND_NAMES),
               help="Repeat or comma-separate; the first is the baseline: torch, torch-naive, torch-original (the "
                    "original repository's loop), a runtime backend, or onnxruntime-cpu-portable (decoder.onnx).")
-@click.option("--batch", "batches", multiple=True, default=("1", "32"), help="Batch sizes (repeat or space-separate).")
+@click.option("--batch-size", "batches", multiple=True, default=("1", "32"),
+              help="Batch sizes (repeat or space-separate).")
+@click.option("--batch", "old_batches", multiple=True, hidden=True, help="Deprecated spelling of --batch-size.")
 @click.option("--new-tokens", type=click.IntRange(min=1), default=48, help="Tokens per description (fixed work).")
 @click.option("--natural", is_flag=True, help="Stop at EOS instead of decoding a fixed number of tokens.")
-@click.option("--warmup", type=click.IntRange(min=0), default=1)
-@click.option("--iters", type=click.IntRange(min=1), default=5)
+@click.option("--warmup", type=click.IntRange(min=0), default=1, help="Untimed iterations per backend and batch size.")
+@click.option("--iters", type=click.IntRange(min=1), default=5, help="Timed iterations per backend and batch size.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for every backend.")
 @click.option("--token-sweep", multiple=True, help="Also time the decoder step at these token counts, e.g. 16 32 64 128.")
 @click.option("--camera-rate", type=click.FloatRange(min=0, min_open=True), default=2.0,
               help="Descriptions per camera per second, for the capacity estimate.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON to stdout (instead of the table).")
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write a markdown report.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a latency-vs-batch PNG.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one CSV row per backend and batch size.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write a PNG: p50 latency with p99 whiskers, and throughput, per batch size (needs matplotlib).")
+@click.option("--server", metavar="URL",
+              help="Load-test a running pvlm-serve instead (http://HOST:PORT or grpc://HOST:PORT): p50/p99 latency "
+                   "and throughput at each --concurrency.")
+@click.option("--concurrency", multiple=True, default=("1", "8", "32"),
+              help="--server: concurrent clients, one request in flight each (repeat or space-separate).")
+@click.option("--requests", type=click.IntRange(min=1), default=64,
+              help="--server: answered requests per concurrency level (after a warm-up round).")
+@common_options()
 def main(bundle: str | None, preset: str | None, checkpoint: str | None, backends: tuple[str, ...],
-         batches: tuple[str, ...], new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None,
-         token_sweep: tuple[str, ...], camera_rate: float, json_path: str | None, md_path: str | None,
-         plot_path: str | None, quiet: bool) -> None:
-    """Benchmark BUNDLE (or --preset) on each --backend at each --batch size."""
+         batches: tuple[str, ...], old_batches: tuple[str, ...], server: str | None, concurrency: tuple[str, ...],
+         requests: int, new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None,
+         token_sweep: tuple[str, ...], camera_rate: float, as_json: bool, json_path: str | None,
+         md_path: str | None, csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
+    """Benchmark BUNDLE (or --preset) on each --backend at each --batch-size."""
     from . import report as rep
     from .harness import BenchConfig, run_bench
+    from .html_report import write_text_atomic
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if server:
+        return _server_mode(server, concurrency, requests, as_json, json_path, csv_path, plot_path, quiet)
+    if old_batches:
+        click.echo("warning: --batch is deprecated; use --batch-size", err=True)
+        batches = old_batches
     with fail_on_bad_input(KeyError):
         try:
             cfg = BenchConfig(
@@ -82,16 +104,42 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
                 token_sweep=tuple(int(t) for t in _split(token_sweep)), descriptions_per_camera_s=camera_rate,
                 progress=not quiet)
         except ValueError as e:
-            raise ValueError(f"--batch/--token-sweep must be integers ({e})") from None
+            raise ValueError(f"--batch-size/--token-sweep must be integers ({e})") from None
         if any(b < 1 for b in cfg.batches):
-            raise ValueError("--batch values must be >= 1")
+            raise ValueError("--batch-size values must be >= 1")
         result = run_bench(cfg)
         if plot_path:
             rep.plot(result, plot_path)
-    click.echo(rep.table(result))
-    for line in rep.comparison_lines(result) + [rep.capacity_line(result)]:
-        click.echo(line)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(rep.table(result))
+        for line in rep.comparison_lines(result) + [rep.capacity_line(result)]:
+            click.echo(line)
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2))
+        write_text_atomic(json_path, json.dumps(result, indent=2))
     if md_path:
-        Path(md_path).write_text(rep.markdown(result))
+        write_text_atomic(md_path, rep.markdown(result))
+    if csv_path:
+        write_text_atomic(csv_path, rep.csv_text(result))
+
+
+def _server_mode(url: str, concurrency: tuple[str, ...], requests: int, as_json: bool, json_path: str | None,
+                 csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
+    """``--server``: closed-loop load on a running pvlm-serve (bench/server_load.py)."""
+    from .html_report import write_text_atomic
+    from .server_load import LoadConfig, run_server_load, server_csv, server_table
+
+    with fail_on_bad_input():
+        if plot_path:
+            raise ValueError("--plot is for the local benchmark, not --server")
+        levels = _split(concurrency)
+        if not all(c.isdigit() for c in levels):
+            raise ValueError(f"--concurrency must be integers, got {' '.join(levels)}")
+        report = run_server_load(LoadConfig(url=url, concurrency=tuple(int(c) for c in levels), requests=requests,
+                                            progress=not quiet))
+    click.echo(json.dumps(report, indent=2) if as_json else server_table(report))
+    if json_path:
+        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+    if csv_path:
+        write_text_atomic(csv_path, server_csv(report))

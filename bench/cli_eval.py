@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import click
 
 from pvlm.cli_errors import fail_on_bad_input
+from runtime.backends import NAMES as RUNTIME_BACKENDS
+from runtime.cli_common import (CONTEXT_SETTINGS, ChoiceList, Command, MissingPackage, common_options,
+                                missing_package_message)
 
 
 class _Failure(click.ClickException):
@@ -79,24 +81,25 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.argument("model", type=click.Path())
 @click.argument("data", type=click.Path())
 @click.option("--image-root", type=click.Path(file_okay=False), help="Resolve relative image paths here.")
-@click.option("--backend", "backends", multiple=True, default=("onnxruntime-cpu",),
+@click.option("--backend", "backends", multiple=True, default=("onnxruntime-cpu",), type=ChoiceList(RUNTIME_BACKENDS),
               help="Repeat or comma-separate; the first one's descriptions are scored.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N usable images.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Default: the bundle's limit.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per describe call.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
 @click.option("--max-images", type=click.IntRange(min=0), default=200,
               help="Image cards in the HTML report (mistakes first).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON to stdout (instead of the summary).")
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--no-reference", is_flag=True, help="Skip the PyTorch FP32 parity check.")
 @click.option("--no-meteor", is_flag=True, help="Skip METEOR (it starts a Java process).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@common_options()
 def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...], limit: int | None,
-         max_new_tokens: int | None, batch_size: int, html_path: str | None, max_images: int, json_path: str | None,
+         max_new_tokens: int | None, batch_size: int, html_path: str | None, max_images: int, as_json: bool, json_path: str | None,
          no_reference: bool, no_meteor: bool, quiet: bool) -> None:
     """Evaluate MODEL (export bundle or .pt checkpoint) on DATA.jsonl (MSP60k-style rows)."""
     from runtime.backends import BackendUnavailable
@@ -104,7 +107,6 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
     from .eval import EvalConfig, evaluate
     from .html_report import write_html, write_text_atomic
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = EvalConfig(model=model, data=data, image_root=image_root, backends=_split(backends), limit=limit,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, reference=not no_reference,
                      progress=not quiet, meteor=not no_meteor)
@@ -112,15 +114,20 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
         try:
             report = evaluate(cfg)
         except (BackendUnavailable, RuntimeError, ImportError) as e:
+            if isinstance(e, ImportError) and missing_package_message(e.name or ""):
+                raise MissingPackage(missing_package_message(e.name or "")) from None  # usage: exit 2
             raise _Failure(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
-        for line in summary_lines(report):
-            click.echo(line)
+        if as_json:
+            click.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        else:
+            for line in summary_lines(report):
+                click.echo(line)
         if html_path:
             write_html(report, html_path, max_images=max_images)
-            click.echo(f"wrote {html_path}")
+            click.echo(f"wrote {html_path}", err=as_json)
         if json_path:
             write_text_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-            click.echo(f"wrote {json_path}")
+            click.echo(f"wrote {json_path}", err=as_json)
 
 
 __all__ = ["confusion_lines", "main", "summary_lines"]

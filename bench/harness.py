@@ -46,9 +46,18 @@ class BenchConfig:
     progress: bool = True
 
 
+# Fewest samples for a tail percentile to mean anything: at least one sample beyond it.
+MIN_SAMPLES = {90: 10, 99: 100}
+
+
 def percentile(values: list[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default)."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def tail_percentile(values: list[float], q: int) -> float | None:
+    """``percentile`` for q in ``MIN_SAMPLES``, or None with fewer samples than that (reports say how many)."""
+    return percentile(values, q) if len(values) >= MIN_SAMPLES[q] else None
 
 
 def machine_info(threads: int | None) -> dict[str, Any]:
@@ -216,8 +225,8 @@ def summarize(runs: list[Any], batch: int, peak_rss: int, device_bytes: int | No
         "encode_ms_p50": percentile([r.encode_ms for r in runs], 50),
         "step_ms_p50": percentile([r.decode_ms / max(1, r.steps) for r in runs], 50),
         "latency_ms_p50": p50,
-        "latency_ms_p90": percentile(totals, 90),
-        "latency_ms_p99": percentile(totals, 99),
+        "latency_ms_p90": tail_percentile(totals, 90),
+        "latency_ms_p99": tail_percentile(totals, 99),
         "images_per_s": batch / (p50 / 1e3),
         "tokens_per_s": float(np.median(tokens)) / (p50 / 1e3),
         "tokens": tokens,
@@ -242,4 +251,4 @@ def compare(report: dict[str, Any], cfg: BenchConfig) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["BenchConfig", "run_bench"]
+__all__ = ["MIN_SAMPLES", "BenchConfig", "run_bench", "tail_percentile"]

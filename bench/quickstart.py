@@ -7,7 +7,6 @@ images with ``runtime.Describer`` -> evaluate (metrics + HTML) -> benchmark agai
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import click
 
 from pvlm.cli_errors import fail_on_bad_input
+from pvlm.preset_names import preset_names
+from runtime.cli_common import CONTEXT_SETTINGS, Command, common_options
 
 
 def _step(title: str) -> float:
@@ -22,21 +23,23 @@ def _step(title: str) -> float:
     return time.time()
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.option("--out", default="runs/quickstart", type=click.Path(file_okay=False), help="Where every artefact goes.")
 @click.option("--n", "n_images", type=click.IntRange(min=64), default=3000, help="Synthetic training+validation images.")
 @click.option("--test-n", type=click.IntRange(min=8), default=300, help="Held-out test images (a different seed).")
 @click.option("--test-size", default="256x128",
               help="HxW of the held-out crops (another size than training: real crops come at every size).")
-@click.option("--epochs", type=click.IntRange(min=1), default=8)
-@click.option("--preset", default="lite0", help="Model preset to train (lite0: ImageNet-pretrained EfficientNet-Lite0).")
+@click.option("--epochs", type=click.IntRange(min=1), default=8, help="Training epochs.")
+@click.option("--preset", type=click.Choice(preset_names()), default="lite0",
+              help="Model preset to train (lite0: ImageNet-pretrained EfficientNet-Lite0).")
 @click.option("--cache-copies", type=click.IntRange(min=0), default=2,
               help="Frozen backbone blocks run once per image for this many augmentation copies (0: every step).")
 @click.option("--threads", type=click.IntRange(min=1), default=1,
               help="torch threads for training (1 is fastest on shared cores and keeps reruns identical).")
 @click.option("--seed", type=int, default=0, help="Training seed (the held-out set always uses seed 12345).")
-@click.option("--bench-iters", type=click.IntRange(min=1), default=3)
+@click.option("--bench-iters", type=click.IntRange(min=1), default=3, help="Timed benchmark iterations per point.")
 @click.option("--force", is_flag=True, help="Replace --out if it is a pvlm-quickstart folder (anything else is refused).")
+@common_options()
 def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, preset: str, cache_copies: int,
          threads: int, seed: int, bench_iters: int, force: bool) -> None:
     """Run synth -> train -> export -> describe -> eval -> bench and print where everything went."""
@@ -53,7 +56,6 @@ def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, pres
     from .harness import BenchConfig, run_bench
     from .html_report import write_html
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     root = Path(out)
     with fail_on_bad_input():
         check_replaceable(root, force, is_quickstart_dir, "a pvlm-quickstart folder")

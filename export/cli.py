@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
 import click
 
 from pvlm.cli_errors import InputError, fail_on_bad_input
+from runtime.cli_common import CONTEXT_SETTINGS, Group, common_options, version_option
 
 
-@click.group(context_settings={"show_default": True})
+@click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
+@version_option
 def main() -> None:
     """Export a trained PersonVLM for deployment (ONNX first; engines build from its bundle)."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
 
 @main.command("onnx")
@@ -31,11 +31,23 @@ def main() -> None:
 @click.option("--calibration", type=click.Path(dir_okay=False, exists=True),
               help="JSONL of images to calibrate INT8 on (default: synthetic person crops).")
 @click.option("--accept-mismatch", is_flag=True, help="Keep FP16/INT8 graphs that fall below their parity floor.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON to stdout.")
+@common_options()
 def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, max_new_tokens: int,
              vocab: str | None, force: bool, fp16: bool, int8: bool, calibration: str | None, accept_mismatch: bool,
              as_json: bool) -> None:
-    """Export CHECKPOINT to a verified bundle: manifest.json, encoder.onnx, decoder.onnx."""
+    """Export CHECKPOINT to a verified bundle directory.
+
+    \b
+    manifest.json          config, vocabulary, preprocessing, graph I/O, sha256, parity report
+    encoder.onnx           pixels -> visual tokens and each layer's cross-attention K/V
+    decoder.onnx           one decoding step, KV cache as explicit tensors (portable)
+    decoder_ort.onnx       the same step on ONNX Runtime's fused kernels (onnxruntime >= 1.31)
+    cross_ort.onnx         per-batch cross-attention tables for decoder_ort.onnx
+    README.md              model card: intended use, limits, data, parity, vocabulary
+    description.schema.json  JSON Schema of a `pvlm-describe --json` line
+    *.fp16.onnx, *.int8.onnx  precision variants (--fp16, --int8), verified against PyTorch FP32
+    """
     from pvlm.checkpoint import CheckpointError
 
     from .manifest import read_manifest
@@ -66,7 +78,7 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
         for precision, rep in variants.items():
             mark = "\u2717" if rep["accepted_mismatch"] else "\u2713"
             click.echo(f"  {mark} {summary(precision, rep)}")
-    click.echo(f"bundle: {bundle} ({time.time() - t0:.1f} s)")
+    click.echo(f"bundle: {bundle} ({time.time() - t0:.1f} s)", err=as_json)  # --json: stdout is JSON only
 
 
 def print_report(report: dict) -> None:
@@ -133,6 +145,7 @@ def coreml_cmd(source: str, out_dir: str | None, precision: str, force: bool) ->
 @click.option("--flavor", type=click.Choice(["native", "python"]), default="native",
               help="native: ONNX Runtime / TensorRT backends; python: Python-backend models running ONNX Runtime.")
 @click.option("--force", is_flag=True, help="Replace --out if it is a repository written here or empty (anything else is refused).")
+@common_options()
 def triton_cmd(bundle: str, out_dir: str, max_batch: int, queue_delay_ms: float, instances: int, kind: str,
                flavor: str, force: bool) -> None:
     """Write a Triton Inference Server model repository for BUNDLE (encoder, decoder step, describer)."""

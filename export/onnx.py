@@ -22,6 +22,7 @@ from runtime.backends.ort_bound import supports_bound_cache
 
 from .graphs import DecoderStepGraph, EncoderGraph
 from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, artifact_entry, producer_versions, write_manifest
+from .model_card import write_bundle_docs
 from .ort_decoder import export_ort_decoder
 from .spec import GraphSpec, graph_specs
 from .validate import ParityReport, ValidationError, check_graph, check_parity
@@ -61,6 +62,7 @@ def export_onnx(
         manifest = build_bundle(model, voc, tmp, opset=opset, max_batch=max_batch, max_new_tokens=max_new_tokens,
                                 verify=verify, atol=atol)
         manifest["source"] = {"checkpoint": str(checkpoint), "meta": _plain(meta)}
+        write_bundle_docs(tmp, manifest)  # README.md model card + description.schema.json, listed as artifacts
         write_manifest(tmp, manifest)
         if precisions:
             add_variants(model, tmp, manifest, tuple(precisions), variant_options, accept_mismatch)

@@ -1,11 +1,35 @@
-"""PersonVLM in PyTorch: model, vocabulary, data, training, checkpoints, reference generation."""
+"""PersonVLM in PyTorch: model, vocabulary, data, training, checkpoints, reference generation.
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .generate import generate, trim
-from .model import PRESETS, PersonVLM, PersonVLMConfig, count_parameters
-from .vocab import Vocabulary
+``import pvlm`` is light and torch-free (PEP 562): the public names below load their module, and
+with it PyTorch, on first use, so torch-free tools (``pvlm.synth``, ``pvlm.vocab``, the CLIs'
+``--help``) work on a runtime-only install.
+"""
 
-__all__ = [
-    "PRESETS", "CheckpointError", "PersonVLM", "PersonVLMConfig", "Vocabulary", "count_parameters",
-    "generate", "load_checkpoint", "save_checkpoint", "trim",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "generate": "generate", "trim": "generate",
+    "PRESETS": "model", "PersonVLM": "model", "PersonVLMConfig": "model", "count_parameters": "model",
+    "Vocabulary": "vocab",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    try:  # submodules as attributes (``pvlm.vocab.SPECIALS`` after a bare ``import pvlm``)
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

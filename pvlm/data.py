@@ -9,17 +9,20 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from runtime.preprocess import pil_to_rgb  # torch-free; the one conversion rule
 
-from .model import PersonVLMConfig
 from .vocab import Vocabulary
+
+if TYPE_CHECKING:  # reading JSONL and resizing stay torch-free (pvlm-eval --no-reference, the bench inputs)
+    import torch
+
+    from .model import PersonVLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,8 @@ def normalize(hwc: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) 
 
 def preprocess(image: Image.Image, cfg: PersonVLMConfig) -> torch.Tensor:
     """The training/inference transform: resize, scale to [0, 1], normalise -> (3, H, W)."""
+    import torch
+
     return torch.from_numpy(normalize(resize_rgb(image, cfg.image_size), cfg.mean, cfg.std))
 
 
@@ -135,7 +140,7 @@ class Augment:
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-class CaptionDataset(torch.utils.data.Dataset):
+class CaptionDataset:
     """Images decoded and resized once into memory (uint8), captions encoded once; ``augment`` per draw."""
 
     def __init__(self, records: list[Record], vocab: Vocabulary, cfg: PersonVLMConfig, progress: bool = True,
@@ -152,6 +157,8 @@ class CaptionDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         img = self.images[i]
         if self.augment is not None:
             img = self.augment(img, self.records[i].caption, self.epoch, i)
@@ -161,6 +168,8 @@ class CaptionDataset(torch.utils.data.Dataset):
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack pixels; right-pad token ids with ``pad_id``."""
+    import torch
+
     pixels = torch.stack([b[0] for b in batch])
     t = max(len(b[1]) for b in batch)
     ids = torch.full((len(batch), t), pad_id, dtype=torch.long)

@@ -1,14 +1,23 @@
-"""``pvlm-describe BUNDLE IMAGE...``: one description per image (plain lines or JSON lines)."""
+"""``pvlm-describe BUNDLE IMAGE...``: one description per image (plain lines or JSON lines), printed per batch."""
 
 from __future__ import annotations
 
+import glob
+import itertools
 import json
-import logging
+import os
 import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import click
 
+from .backends import NAMES
+from .cli_common import CONTEXT_SETTINGS, Command, common_options
 from .preprocess import DEFAULT_MAX_PIXELS
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
 
 
 class _UsageError(click.ClickException):
@@ -18,50 +27,107 @@ class _UsageError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-@click.command(context_settings={"show_default": True})
+def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator[str]:
+    """IMAGE arguments -> image paths, lazily: a folder gives its image files (recursively, sorted), a
+    pattern that is not an existing path gives its glob matches (``**`` recurses), ``-`` gives the
+    lines of ``stdin``. A pattern with no match is passed on as is, to be reported as not found."""
+    for a in args:
+        if a == "-":
+            yield from (line.strip() for line in (sys.stdin if stdin is None else stdin) if line.strip())
+        elif os.path.isdir(a):
+            found = sorted(str(p) for p in Path(a).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                click.echo(f"warning: {a}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})", err=True)
+            yield from found
+        elif not os.path.exists(a) and glob.has_magic(a):
+            yield from sorted(glob.glob(a, recursive=True)) or [a]
+        else:
+            yield a
+
+
+def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def attribute_summary(attributes: dict[str, Any]) -> str:
+    """``upper=jacket upper_color=red carrying=backpack,umbrella``: the attributes the text states."""
+    parts = []
+    for k, v in attributes.items():
+        if isinstance(v, list):
+            v = ",".join(map(str, v))
+        if v not in (None, ""):
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+@click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.argument("bundle", type=click.Path())
 @click.argument("images", nargs=-1, required=True)
-@click.option("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, ...")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines with tokens, attributes and timings.")
+@click.option("--backend", type=click.Choice(NAMES), default="auto", help="Runtime backend.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines to stdout (schema: the bundle's description.schema.json).")
+@click.option("--tokens", "with_tokens", is_flag=True, help="Include generated token ids in --json lines.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Default: the bundle's limit.")
-@click.option("--max-batch", type=click.IntRange(min=1), help="Default: the bundle's limit.")
+@click.option("--batch-size", "max_batch", type=click.IntRange(min=1),
+              help="Images per batch; results print as each batch finishes. Default: the bundle's max batch.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
               help="Graph precision; fp16/int8 need a bundle exported with --fp16/--int8.")
-@click.option("--bgr", is_flag=True, help="Arrays are BGR (irrelevant for image files).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
               help="Refuse images with more pixels (decompression-bomb guard).")
-def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, max_new_tokens: int | None,
-         max_batch: int | None, threads: int | None, precision: str, bgr: bool, max_pixels: int) -> None:
+@common_options()
+def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with_tokens: bool,
+         max_new_tokens: int | None, max_batch: int | None, threads: int | None, precision: str, max_pixels: int,
+         quiet: bool) -> None:
     """Describe each IMAGE with the exported BUNDLE.
+
+    IMAGE is a file, a folder (its image files, recursively), a glob pattern (quote it; ** recurses)
+    or - (paths on stdin, one per line). Plain output is one tab-separated line per image: path, text,
+    parsed attributes. Unreadable images are reported on stderr and skipped.
 
     \b
     Exit status: 0 every image described; 1 some images failed (each named in
     an "error:" line, the others printed); 2 bad usage, an unusable bundle, or
     no image could be described.
     """
+    from tqdm import tqdm
+
     from .backends import BackendUnavailable
     from .bundle import BundleError
     from .describer import Describer
+    from .description_schema import bundle_id, description_record
 
-    logging.basicConfig(level=logging.ERROR, format="%(message)s")
     try:
-        d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch,
-                      max_new_tokens=max_new_tokens, channel_order="bgr" if bgr else "rgb", max_pixels=max_pixels,
-                      precision=precision)
+        d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch, max_new_tokens=max_new_tokens,
+                      max_pixels=max_pixels, precision=precision)
     except (BundleError, BackendUnavailable, ValueError) as e:
         raise _UsageError(str(e)) from None
-    failed = 0
-    for path, res in zip(images, d.describe(list(images))):
-        if not res.ok:
-            failed += 1
-            click.echo(f"error: {res.error}", err=True)
-            if not as_json:
-                continue
-        if as_json:
-            click.echo(json.dumps({"image": path, "text": res.text, "tokens": res.tokens,
-                                   "attributes": res.attributes, "timings": res.timings, "error": res.error}))
-        else:
-            click.echo(f"{path}\t{res.text}")
+    bid = bundle_id(bundle)
+    paths: Iterator[str] | list[str] = expand_inputs(images)
+    if "-" not in images:  # folders and globs list quickly: a known total for the bar; stdin streams
+        paths = list(paths)
+    bar = tqdm(total=len(paths) if isinstance(paths, list) else None, desc="describing", unit="img",
+               file=sys.stderr, leave=False, disable=quiet or not sys.stderr.isatty())
+    failed = done = 0
+    for chunk in _batches(iter(paths), d.max_batch):
+        # _run with indices counted across batches, so "input N" in errors is the Nth image overall
+        results = d._run([(lambda x=x, i=i: d.preprocess(x, i)) for i, x in enumerate(chunk, done)], None, None)
+        bar.clear()
+        for path, res in zip(chunk, results):
+            if not res.ok:
+                failed += 1
+                click.echo(f"error: {res.error}", err=True)
+            if as_json:
+                record = description_record(path, res, bundle=bid, backend=d.backend_name, tokens=with_tokens)
+                click.echo(json.dumps(record))
+            elif res.ok:
+                click.echo(f"{path}\t{res.text}\t{attribute_summary(res.attributes)}")
+        sys.stdout.flush()
+        done += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    if done == 0:
+        raise _UsageError("no images to describe")
     if failed:
-        sys.exit(2 if failed == len(images) else 1)
+        sys.exit(2 if failed == done else 1)

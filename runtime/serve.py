@@ -350,24 +350,28 @@ def main(argv: list[str] | None = None) -> None:
     """Console script ``pvlm-serve`` (errors: one line on stderr, exit 2 for bad usage or input)."""
     import click
 
+    from .backends import NAMES
+    from .cli_common import CONTEXT_SETTINGS, Command, common_options
+
     class UsageError(click.ClickException):
         exit_code = 2
 
         def show(self, file: Any = None) -> None:
             click.echo(f"error: {self.format_message()}", err=True)
 
-    @click.command(context_settings={"show_default": True})
+    @click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
     @click.argument("bundle", type=click.Path())
     @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
-    @click.option("--http-port", type=click.IntRange(1, 65535), default=8000)
-    @click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001)
-    @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002)
+    @click.option("--http-port", type=click.IntRange(1, 65535), default=8000, help="Triton HTTP/REST port.")
+    @click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, help="Triton gRPC port.")
+    @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, help="Prometheus metrics port.")
     @click.option("--max-batch", type=click.IntRange(min=1), default=8, help="Triton max_batch_size.")
     @click.option("--queue-delay-ms", type=click.FloatRange(min=0), default=50.0,
                   help="Dynamic batcher: run a batch when full or after this delay.")
-    @click.option("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, ...")
+    @click.option("--backend", type=click.Choice(NAMES), default="auto", help="Runtime backend.")
     @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
-    @click.option("--max-image-bytes", type=click.IntRange(min=1), default=MAX_IMAGE_BYTES)
+    @click.option("--max-image-bytes", type=click.IntRange(min=1), default=MAX_IMAGE_BYTES,
+                  show_default=f"{MAX_IMAGE_BYTES / 2**20:g} MiB", help="Largest encoded image accepted, in bytes.")
     @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                   help="Refuse images with more pixels (decompression-bomb guard).")
     @click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0,
@@ -375,11 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     @click.option("--start-timeout", type=click.FloatRange(min=1), default=120.0,
                   help="Give up if the server is not ready within this many seconds.")
     @click.option("--triton-log", type=click.Path(dir_okay=False),
-                  help="tritonserver's log file (default: a file in the temp directory; stdout with --verbose).")
-    @click.option("--verbose", is_flag=True, help="Log PyTriton's and tritonserver's messages too.")
+                  help="tritonserver's log file (default: a file in the temp directory; stdout with -v).")
+    @common_options(default_level=logging.INFO, log_format="%(asctime)s %(name)s: %(message)s")
     def cli(bundle: str, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
             queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, max_pixels: int,
-            drain_timeout: float, start_timeout: float, triton_log: str | None, verbose: bool) -> None:
+            drain_timeout: float, start_timeout: float, triton_log: str | None, verbose: int) -> None:
         """Serve BUNDLE with Triton's HTTP/gRPC protocol (model "pvlm") until SIGINT or SIGTERM.
 
         \b
@@ -388,11 +392,12 @@ def main(argv: list[str] | None = None) -> None:
         server refuses new requests, finishes queued ones for up to
         --drain-timeout seconds, then exits 0. Exit 2: bad usage, bundle, host or
         port (checked before starting, within seconds).
+
+        -v also logs PyTriton's and tritonserver's messages (tritonserver's to stdout unless --triton-log).
         """
         from .backends import BackendUnavailable
         from .bundle import BundleError
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         if not verbose:
             logging.getLogger("pytriton").setLevel(logging.WARNING)
         stop = threading.Event()

@@ -321,7 +321,7 @@ def test_cli_happy_path(tiny_bundle, synth_dir, tmp_path):
     html_path, json_path = tmp_path / "r.html", tmp_path / "r.json"
     res = CliRunner().invoke(main, [str(tiny_bundle), str(synth_dir / "val.jsonl"), "--limit", "4", "--quiet",
                                     "--no-meteor", "--batch-size", "2", "--html", str(html_path),
-                                    "--max-images", "3", "--json", str(json_path)])
+                                    "--max-images", "3", "--json-out", str(json_path)])
     assert res.exit_code == 0, res.output
     assert "BLEU-4" in res.output and "CIDEr" in res.output
     assert "parity onnxruntime-cpu vs PyTorch FP32: exact match 1.000" in res.output

@@ -101,14 +101,14 @@ def test_force_replaces_existing_output(tiny_checkpoint, tiny_bundle, tmp_path, 
     assert res.exit_code == 0, res.output
     assert exported == ["encoder.onnx", "decoder.onnx"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "cross_ort.onnx", "decoder.onnx", "decoder_ort.onnx", "encoder.onnx", "manifest.json"]
+        "README.md", "cross_ort.onnx", "decoder.onnx", "decoder_ort.onnx", "description.schema.json", "encoder.onnx",
+        "manifest.json"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["limits"]["max_batch"] == 2 and manifest["limits"]["max_new_tokens"] == 4
     assert manifest["source"]["checkpoint"] == str(tiny_checkpoint)
-    # --json: the verification report on stdout, then the bundle line
-    lines = res.stdout.rstrip("\n").splitlines()
-    assert lines[-1].startswith(f"bundle: {out}")
-    report = json.loads("\n".join(lines[:-1]))
+    # --json: stdout is the verification report alone; the bundle line goes to stderr
+    assert res.stderr.rstrip("\n").splitlines()[-1].startswith(f"bundle: {out}")
+    report = json.loads(res.stdout)
     assert report == manifest["verification"]
     assert report["failures"] == [] and report["parity"]["sequences_identical"] == report["parity"]["images"]
     assert leftovers(tmp_path) == []

@@ -1,0 +1,115 @@
+"""The files that make a bundle explain itself: ``README.md`` (model card) and ``description.schema.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from runtime.attributes import ATTRIBUTE_KEYS
+from runtime.description_schema import SCHEMA_FILE, SCHEMA_VERSION, description_schema
+
+from .manifest import artifact_entry
+
+CARD_FILE = "README.md"
+LICENSE = "MIT (the PersonVLM toolkit's licence; trained weights carry the licence of their training data too)"
+
+
+def write_bundle_docs(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write the model card and the describe-output schema into ``bundle`` and list both in
+    ``manifest["artifacts"]`` (sha256); returns the manifest. Call before the manifest is written."""
+    bundle = Path(bundle)
+    (bundle / SCHEMA_FILE).write_text(json.dumps(description_schema(), indent=2) + "\n", encoding="utf-8")
+    (bundle / CARD_FILE).write_text(model_card(manifest), encoding="utf-8")
+    for name in (CARD_FILE, SCHEMA_FILE):
+        manifest["artifacts"][name] = artifact_entry(bundle, name)
+    return manifest
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "not recorded"
+    return format(value, spec) if spec and isinstance(value, (int, float)) else str(value)
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """Markdown model card from the manifest: what, intended and out-of-scope use, data, parity, vocabulary."""
+    m, lim, pre = manifest["model"], manifest["limits"], manifest["preprocess"]
+    source = manifest.get("source", {})
+    meta = source.get("meta", {}) or {}
+    ver = manifest.get("verification") or {}
+    parity = ver.get("parity") or {}
+    graphs = ", ".join(f"`{g['file']}`" if isinstance(g, dict) and "file" in g else f"`{n}`"
+                       for n, g in manifest["graphs"].items())
+    lines = [
+        "# PersonVLM bundle: model card", "",
+        "## What this is", "",
+        f"A small image-to-text model that writes one English sentence about a cropped person (clothing and "
+        f"colours, carried objects, posture, view, apparent gender and age group), exported for inference "
+        f"without PyTorch. Backbone `{m['backbone']}` ({m['visual_tokens']} visual tokens), a "
+        f"{m['n_layers']}-layer transformer decoder (d_model {m['d_model']}, {m['n_heads']} heads), vocabulary of "
+        f"{m['vocab_size']} tokens. Input: one RGB crop resized ({pre.get('resize', 'stretch')}) to "
+        f"{pre['height']}x{pre['width']}; output: up to {lim['max_new_tokens']} tokens, greedy. Graphs: {graphs}.", "",
+        "Run it with `pvlm-describe THIS_FOLDER image.jpg` or `runtime.Describer(\"THIS_FOLDER\")` "
+        "(`pip install 'personvlm-toolkit[cpu]'`).", "",
+        "## Intended use", "",
+        "- Describing person crops from a detector/tracker on CCTV or similar fixed cameras, so that operators "
+        "can search footage by appearance (\"red jacket, backpack\") instead of scrubbing video.",
+        "- Re-identification *aids* and retrieval where a human reviews every result.", "",
+        "## Out-of-scope use", "",
+        "- Identifying who a person is. The model has no notion of identity and must not be used for face "
+        "recognition or to single out individuals.",
+        "- Any decision about a person (access, arrest, employment, credit, insurance, immigration) taken on its "
+        "output without human review.",
+        "- Inferring sensitive characteristics beyond what the text states (ethnicity, health, religion, "
+        "sexual orientation): the model was not trained for them and its output must not be read as such.", "",
+        "## Gender and age: what they mean here", "",
+        "The text may call a person \"male\"/\"female\" (man, woman, boy, girl, ...) and give an age group "
+        "(young, adult, ...). These are **apparent** attributes: a guess from clothing, hair and build in a "
+        "low-resolution crop, learned from annotators' labels, not a person's gender identity or actual age. "
+        "Expect them to be wrong more often than clothing colours, worse on small, blurred, occluded, "
+        "back-view or night-time crops, on children, and on people whose appearance differs from the "
+        "training data. Do not use them to filter people out of a search without a human looking at the "
+        "crops; `null` in the parsed attributes means the text did not say, not a negative finding.", "",
+        "## Training data", "",
+        f"- Checkpoint: `{Path(str(source.get('checkpoint', 'not recorded'))).name}`; data hash "
+        f"`{_fmt(meta.get('data_hash'))}`; {_fmt(meta.get('train_size'))} training and "
+        f"{_fmt(meta.get('val_size'))} validation images; epoch {_fmt(meta.get('epoch'))}, step "
+        f"{_fmt(meta.get('step'))}.",
+        "- The toolkit trains on MSP60k-style JSONL (image path + caption) and on `pvlm-data synth` renderings "
+        "(synthetic people with known attributes). Synthetic data does not transfer to real cameras on its own; "
+        "check the evaluation numbers on your footage before relying on the output.", "",
+        "## Evaluation summary", "",
+        f"- Validation loss at export: {_fmt(meta.get('val_loss'), '.3f')} (token cross-entropy on held-out captions).",
+        "- Caption metrics and attribute accuracy: run `pvlm-eval THIS_FOLDER data.jsonl` on data like yours; "
+        "they are not stored in the bundle.", "",
+        "## Export parity (measured at export, ONNX Runtime FP32 vs PyTorch FP32)", "",
+    ]
+    if parity:
+        lines += [
+            f"- Greedy sequences identical: {_fmt(parity.get('sequences_identical'))}/{_fmt(parity.get('images'))} "
+            f"images (batches {_fmt(parity.get('batch_sizes'))}), token agreement "
+            f"{_fmt(parity.get('token_agreement'), '.4f')}.",
+            f"- Encoder outputs: max abs diff {_fmt(parity.get('encoder_max_abs_diff'), '.2e')}; decoder step "
+            f"logits: max abs diff {_fmt(parity.get('logits_max_abs_diff'), '.2e')} over "
+            f"{_fmt(parity.get('steps_compared'))} steps.",
+        ]
+    else:
+        lines.append("- Not measured (exported with verification off).")
+    lines += [f"- Checks: {_fmt(ver.get('checks'))}.", ""]
+    lines += [
+        "## Output and attribute vocabulary", "",
+        f"`pvlm-describe --json` writes one JSON object per image, described by `{SCHEMA_FILE}` in this folder "
+        f"(schema version {SCHEMA_VERSION}). The sentence is parsed into these attributes "
+        "(`runtime.parse_attributes`; `carrying` is a list, the others a string or null):", "",
+        ", ".join(f"`{k}`" for k in ATTRIBUTE_KEYS), "",
+        f"The decoder's own vocabulary ({m['vocab_size']} tokens) is listed in `manifest.json` under `vocab`.", "",
+        "## Licence", "",
+        f"{LICENSE}.", "",
+        "## Files", "",
+        "Every file is listed with its sha256 in `manifest.json`, which the runtime checks on load.", "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["CARD_FILE", "model_card", "write_bundle_docs"]
