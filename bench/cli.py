@@ -19,12 +19,14 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 
 BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS, *RUNTIME_VARIANTS)
+PRECISION_NAMES = ("auto", "fp32", "fp16", "int8")
 
 
 class MultiValueCommand(click.Command):
     """Lets ``--batch 1 8 32`` mean ``--batch 1 --batch 8 --batch 32`` (likewise --backend, --token-sweep)."""
 
-    accepts = {"--batch": str.isdigit, "--token-sweep": str.isdigit, "--backend": BACKEND_NAMES.__contains__}
+    accepts = {"--batch": str.isdigit, "--token-sweep": str.isdigit, "--backend": BACKEND_NAMES.__contains__,
+               "--precision": PRECISION_NAMES.__contains__}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         out: list[str] = []
@@ -51,6 +53,9 @@ class MultiValueCommand(click.Command):
 @click.option("--backend", "backends", multiple=True, default=("torch-original", "onnxruntime-cpu"),
               help="Repeat or comma-separate; the first is the baseline: torch, torch-naive, torch-original (the "
                    "original repository's loop), a runtime backend, or onnxruntime-cpu-portable (decoder.onnx).")
+@click.option("--precision", "precisions", multiple=True, default=("auto",),
+              help="Rows per precision after each ONNX Runtime backend (fp32, fp16, int8; repeat or comma-separate); "
+                   "auto: every precision the bundle holds.")
 @click.option("--batch", "batches", multiple=True, default=("1", "32"), help="Batch sizes (repeat or space-separate).")
 @click.option("--new-tokens", type=click.IntRange(min=1), default=48, help="Tokens per description (fixed work).")
 @click.option("--natural", is_flag=True, help="Stop at EOS instead of decoding a fixed number of tokens.")
@@ -65,7 +70,7 @@ class MultiValueCommand(click.Command):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a latency-vs-batch PNG.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(bundle: str | None, preset: str | None, checkpoint: str | None, backends: tuple[str, ...],
-         batches: tuple[str, ...], new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None,
+         precisions: tuple[str, ...], batches: tuple[str, ...], new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None,
          token_sweep: tuple[str, ...], camera_rate: float, json_path: str | None, md_path: str | None,
          plot_path: str | None, quiet: bool) -> None:
     """Benchmark BUNDLE (or --preset) on each --backend at each --batch size."""
@@ -77,12 +82,15 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
         try:
             cfg = BenchConfig(
                 bundle=bundle, preset=None if bundle else (preset or "seed-7m"), checkpoint=checkpoint,
-                backends=tuple(_split(backends)), batches=tuple(int(b) for b in _split(batches)),
+                backends=tuple(_split(backends)), precisions=tuple(_split(precisions)), batches=tuple(int(b) for b in _split(batches)),
                 new_tokens=new_tokens, natural=natural, warmup=warmup, iters=iters, threads=threads,
                 token_sweep=tuple(int(t) for t in _split(token_sweep)), descriptions_per_camera_s=camera_rate,
                 progress=not quiet)
         except ValueError as e:
             raise ValueError(f"--batch/--token-sweep must be integers ({e})") from None
+        bad = [p for p in cfg.precisions if p not in PRECISION_NAMES]
+        if bad:
+            raise ValueError(f"--precision {bad[0]!r}: choose from {', '.join(PRECISION_NAMES)}")
         if any(b < 1 for b in cfg.batches):
             raise ValueError("--batch values must be >= 1")
         result = run_bench(cfg)
