@@ -29,10 +29,19 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_SEED = 2  # verification uses VERIFY_SEED (1), FP32 parity seed 0
 CALIBRATION_BATCH = 8
-# Encoder op types run in INT8 (measured; see build_int8's docstring).
-ENCODER_OPS: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
-# Decoder graphs whose weight MatMuls are quantized dynamically (empty: the decoder stays FP32).
-DECODER_GRAPHS: tuple[str, ...] = ()
+# Encoder op types run in INT8. Measured on seed-7m's MobileViT (process CPU time, one thread, so
+# that the shared machine's load stays out; batch 1 / batch 8, against FP32): Conv only 0.87x /
+# 0.88x and Conv+MatMul+Gemm 0.90x / 0.84x (slower: every SiLU between convolutions then runs on
+# dequantized floats, unfused); Conv+Sigmoid+Mul (SiLU in INT8 too) 1.14x / 1.21x; adding Add,
+# MatMul and Gemm (the transformer blocks' projections and residuals) 1.01x / 1.35x. The batch
+# sizes that pay are the throughput ones, so everything below runs in INT8; LayerNormalization,
+# Softmax, Transpose and the reshapes stay float. Op types a graph lacks cost nothing.
+ENCODER_OPS: tuple[str, ...] = ("Conv", "Sigmoid", "Mul", "Add", "MatMul", "Gemm")
+# Decoder graphs whose weight MatMuls are quantized dynamically. decoder_ort is what ONNX Runtime
+# runs; its batch-1 step streams every FP32 weight per token (memory-bound), and INT8 weights cut
+# the decode time of 48 tokens by about 2-3x (seed-7m, side by side; see docs/notes/issue-18.md).
+# The portable decoder (TensorRT/Triton's graph) and cross_ort (once per batch) stay FP32.
+DECODER_GRAPHS: tuple[str, ...] = ("decoder_ort",)
 
 
 class _Reader:
@@ -79,11 +88,9 @@ def quantize_encoder(src: Path, dst: Path, images: np.ndarray, op_types: tuple[s
                      nodes_to_exclude: list[str] | None = None) -> dict[str, Any]:
     """Static QDQ quantization of ``src`` into ``dst``; returns what was quantized."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="pvlm-int8-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        pre = _pre_process(src, Path(tmp))
         quantize_static(
             str(pre), str(dst), _Reader(images), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -91,7 +98,7 @@ def quantize_encoder(src: Path, dst: Path, images: np.ndarray, op_types: tuple[s
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     return {"method": "static QDQ", "calibration": "MinMax", "per_channel": True, "activations": "uint8",
             "weights": "int8", "op_types": list(op_types), "nodes_excluded": len(nodes_to_exclude or []),
-            "nodes_quantized": _count_quantized(dst)}
+            "nodes_quantized": _count_quantized(dst, op_types)}
 
 
 def quantize_decoder(src: Path, dst: Path) -> dict[str, Any]:
@@ -99,10 +106,25 @@ def quantize_decoder(src: Path, dst: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # The contrib ops (MultiHeadAttention, SkipLayerNormalization) have no ONNX shape inference: say the type.
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=False,
-                     weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    with tempfile.TemporaryDirectory(prefix="pvlm-int8-") as tmp:
+        # The contrib ops (MultiHeadAttention, SkipLayerNormalization) have no ONNX shape inference: say the type.
+        quantize_dynamic(str(_pre_process(src, Path(tmp))), str(dst), op_types_to_quantize=["MatMul"],
+                         per_channel=False, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return {"method": "dynamic", "weights": "int8", "op_types": ["MatMul"], "nodes_quantized": _count_quantized(dst)}
+
+
+def _pre_process(src: Path, tmp: Path) -> Path:
+    """ORT's pre-quantization pass (ONNX shape inference, basic optimisation) into ``tmp``.
+
+    Symbolic shape inference is skipped: the quantizers here need only the element types,
+    which ONNX shape inference gives.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = tmp / f"{src.stem}.pre.onnx"
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    return pre
 
 
 def _count_quantized(path: Path, op_types: tuple[str, ...] = ()) -> dict[str, int]:

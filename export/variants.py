@@ -116,7 +116,7 @@ def _teacher_forced(model: PersonVLM, describer: Describer, precision: str, max_
     bundle = describer.bundle
     variant = bundle.variant_graphs(precision)
     ort_paths = None
-    if "decoder_ort" in variant and "cross_ort" in variant:
+    if "decoder_ort" in variant or "cross_ort" in variant:  # either replaced: check the pair as the runtime runs it
         ort_paths = (bundle.path("cross_ort", precision), bundle.path("decoder_ort", precision))
     rep, _ = check_parity(model, bundle.path("encoder", precision), bundle.path("decoder", precision),
                           max_new_tokens, ort_paths=ort_paths)
