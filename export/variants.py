@@ -96,7 +96,9 @@ def verify_variant(model: PersonVLM, bundle_dir: Path, precision: str, max_new_t
             agree += sum(a == b for a, b in zip(got, want))
             total += max(len(got), len(want), 1)
             a, b = parse_attributes(detokenize(got, itos)), parse_attributes(detokenize(want, itos))
-            keys = [k for k in set(a) | set(b) if a.get(k) is not None or b.get(k) is not None]
+            # A field counts where either side states it: None and an empty ``carrying`` list state nothing
+            # (counting them made every description agree on at least one field).
+            keys = [k for k in set(a) | set(b) if a.get(k) not in (None, []) or b.get(k) not in (None, [])]
             attr_same += sum(a.get(k) == b.get(k) for k in keys)
             attr_total += len(keys)
     tf = _teacher_forced(model, describer, precision, max_new_tokens)
