@@ -84,13 +84,28 @@ def calibration_images(model: PersonVLM, options: VariantOptions) -> tuple[np.nd
     return images, {"source": "synthetic person crops", "seed": CALIBRATION_SEED, "images": len(images)}
 
 
+def head_nodes(path: Path, op_types: tuple[str, ...]) -> list[str]:
+    """Names of the ``op_types`` nodes after the backbone's last convolution: the projector and the
+    cross-attention K/V projections, whose outputs every decoder step reads (kept FP32)."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node  # topologically sorted
+    last_conv = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=-1)
+    return [n.name for n in nodes[last_conv + 1:] if n.op_type in op_types]
+
+
 def quantize_encoder(src: Path, dst: Path, images: np.ndarray, op_types: tuple[str, ...] = ENCODER_OPS,
                      nodes_to_exclude: list[str] | None = None) -> dict[str, Any]:
-    """Static QDQ quantization of ``src`` into ``dst``; returns what was quantized."""
+    """Static QDQ quantization of ``src`` into ``dst``; returns what was quantized.
+
+    ``nodes_to_exclude`` defaults to :func:`head_nodes` (pass ``[]`` to quantize the head too).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory(prefix="pvlm-int8-") as tmp:
         pre = _pre_process(src, Path(tmp))
+        if nodes_to_exclude is None:
+            nodes_to_exclude = head_nodes(pre, op_types)
         quantize_static(
             str(pre), str(dst), _Reader(images), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

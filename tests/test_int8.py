@@ -52,7 +52,7 @@ def test_int8_export_verified_and_recorded(int8_export, synth_dir):
     assert plan["encoder"]["per_channel"] and plan["encoder"]["nodes_quantized"]["Conv"] > 0
     rep = variant["verification"]
     assert rep["images"] == 200 and not rep["accepted_mismatch"] and rep["nonfinite"] == 0
-    assert rep["attribute_agreement"] >= 0.98 and rep["attribute_fields"] >= 0
+    assert rep["attribute_agreement"] >= 0.98
     assert 0 <= rep["sequences_identical"] <= 200 and rep["token_agreement"] > 0.9
     assert "\u2713 int8: greedy sequences identical" in res.stdout
     assert {"encoder.int8.onnx", "decoder_ort.int8.onnx"} <= set(manifest["artifacts"])
@@ -99,7 +99,7 @@ def test_bench_rows_for_every_precision(int8_export, trained_tiny):
     report = run_bench(BenchConfig(bundle=str(bundle), checkpoint=str(trained_tiny), backends=("torch", "onnxruntime-cpu"),
                                    precisions=("auto",), batches=(2,), new_tokens=4, warmup=0, iters=1, progress=False))
     assert list(report["results"]) == ["torch", "onnxruntime-cpu", "onnxruntime-cpu-int8"]
-    assert report["config"]["backends"] == ["torch", "onnxruntime-cpu", "onnxruntime-cpu-int8"]
+    assert list(report["config"]["backends"]) == ["torch", "onnxruntime-cpu", "onnxruntime-cpu-int8"]
     assert {c["backend"] for c in report["comparisons"]} == {"onnxruntime-cpu", "onnxruntime-cpu-int8"}
     assert report["results"]["onnxruntime-cpu-int8"]["2"]["tokens"] == [8]
 
