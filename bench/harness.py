@@ -111,7 +111,8 @@ def _prepare_bundle(cfg: BenchConfig, workdir: Path, max_new_tokens: int) -> tup
     vocab = pvlm.Vocabulary(list(pvlm.vocab.SPECIALS) + [f"tok{i}" for i in range(model_cfg.vocab_size - 4)])
     checkpoint = pvlm.save_checkpoint(workdir / "model.pt", pvlm.PersonVLM(model_cfg).eval(), vocab, {"random_init": True})
     wanted = {p for p in cfg.precisions if p not in ("auto", "fp32")}
-    wanted |= {RUNTIME_VARIANTS[n][1]["precision"] for n in cfg.backends if "precision" in RUNTIME_VARIANTS.get(n, ("", {}))[1]}
+    options = [RUNTIME_VARIANTS[n][1] for n in cfg.backends if n in RUNTIME_VARIANTS]
+    wanted |= {o["precision"] for o in options if "precision" in o}
     # Random weights make the variants' attribute agreement meaningless: their floor is not applied here.
     bundle = export_onnx(checkpoint, workdir / "bundle", max_batch=max(cfg.batches + (cfg.sweep_batch,)),
                          max_new_tokens=max_new_tokens, precisions=tuple(sorted(wanted)), accept_mismatch=True)
