@@ -19,6 +19,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 
 BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS, *RUNTIME_VARIANTS)
+PRECISION_NAMES = ("auto", "fp32", "fp16", "int8")
 
 
 class MultiValueCommand(Command):
@@ -26,7 +27,8 @@ class MultiValueCommand(Command):
     --token-sweep, --concurrency and the deprecated --batch)."""
 
     accepts = {"--batch-size": str.isdigit, "--batch": str.isdigit, "--token-sweep": str.isdigit,
-               "--concurrency": str.isdigit, "--backend": BACKEND_NAMES.__contains__}
+               "--concurrency": str.isdigit, "--backend": BACKEND_NAMES.__contains__,
+               "--precision": PRECISION_NAMES.__contains__}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         out: list[str] = []
@@ -55,6 +57,9 @@ class MultiValueCommand(Command):
               type=ChoiceList(BACKEND_NAMES),
               help="Repeat or comma-separate; the first is the baseline: torch, torch-naive, torch-original (the "
                    "original repository's loop), a runtime backend, or onnxruntime-cpu-portable (decoder.onnx).")
+@click.option("--precision", "precisions", multiple=True, default=("auto",),
+              help="Rows per precision after each ONNX Runtime backend (fp32, fp16, int8; repeat or comma-separate); "
+                   "auto: every precision the bundle holds.")
 @click.option("--batch-size", "batches", multiple=True, default=("1", "32"),
               help="Batch sizes (repeat or space-separate).")
 @click.option("--batch", "old_batches", multiple=True, hidden=True, help="Deprecated spelling of --batch-size.")
@@ -81,7 +86,8 @@ class MultiValueCommand(Command):
               help="--server: answered requests per concurrency level (after a warm-up round).")
 @common_options()
 def main(bundle: str | None, preset: str | None, checkpoint: str | None, backends: tuple[str, ...],
-         batches: tuple[str, ...], old_batches: tuple[str, ...], server: str | None, concurrency: tuple[str, ...],
+         precisions: tuple[str, ...], batches: tuple[str, ...], old_batches: tuple[str, ...], server: str | None,
+         concurrency: tuple[str, ...],
          requests: int, new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None,
          token_sweep: tuple[str, ...], camera_rate: float, as_json: bool, json_path: str | None,
          md_path: str | None, csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
@@ -99,12 +105,16 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
         try:
             cfg = BenchConfig(
                 bundle=bundle, preset=None if bundle else (preset or "seed-7m"), checkpoint=checkpoint,
-                backends=tuple(_split(backends)), batches=tuple(int(b) for b in _split(batches)),
+                backends=tuple(_split(backends)), precisions=tuple(_split(precisions)),
+                batches=tuple(int(b) for b in _split(batches)),
                 new_tokens=new_tokens, natural=natural, warmup=warmup, iters=iters, threads=threads,
                 token_sweep=tuple(int(t) for t in _split(token_sweep)), descriptions_per_camera_s=camera_rate,
                 progress=not quiet)
         except ValueError as e:
             raise ValueError(f"--batch-size/--token-sweep must be integers ({e})") from None
+        bad = [p for p in cfg.precisions if p not in PRECISION_NAMES]
+        if bad:
+            raise ValueError(f"--precision {bad[0]!r}: choose from {', '.join(PRECISION_NAMES)}")
         if any(b < 1 for b in cfg.batches):
             raise ValueError("--batch-size values must be >= 1")
         result = run_bench(cfg)

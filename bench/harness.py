@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .runners import RUNTIME_VARIANTS, precision_rows
 from .workers import WorkerRunner
 
 
@@ -27,6 +28,9 @@ class BenchConfig:
     preset: str | None = None
     checkpoint: str | None = None
     backends: tuple[str, ...] = ("torch-original", "onnxruntime-cpu")
+    # Precisions to add rows for after each ONNX Runtime backend (``onnxruntime-cpu-int8``, ...);
+    # ``("auto",)``: every precision the bundle holds (a --preset bundle is then FP32 only).
+    precisions: tuple[str, ...] = ()
     batches: tuple[int, ...] = (1, 32)
     new_tokens: int = 48
     natural: bool = False
@@ -115,8 +119,12 @@ def _prepare_bundle(cfg: BenchConfig, workdir: Path, max_new_tokens: int) -> tup
     model_cfg = pvlm.PersonVLMConfig.preset(cfg.preset or "seed-7m")
     vocab = pvlm.Vocabulary(list(pvlm.vocab.SPECIALS) + [f"tok{i}" for i in range(model_cfg.vocab_size - 4)])
     checkpoint = pvlm.save_checkpoint(workdir / "model.pt", pvlm.PersonVLM(model_cfg).eval(), vocab, {"random_init": True})
+    wanted = {p for p in cfg.precisions if p not in ("auto", "fp32")}
+    options = [RUNTIME_VARIANTS[n][1] for n in cfg.backends if n in RUNTIME_VARIANTS]
+    wanted |= {o["precision"] for o in options if "precision" in o}
+    # Random weights make the variants' attribute agreement meaningless: their floor is not applied here.
     bundle = export_onnx(checkpoint, workdir / "bundle", max_batch=max(cfg.batches + (cfg.sweep_batch,)),
-                         max_new_tokens=max_new_tokens)
+                         max_new_tokens=max_new_tokens, precisions=tuple(sorted(wanted)), accept_mismatch=True)
     return bundle, checkpoint
 
 
@@ -134,6 +142,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         from runtime.bundle import Bundle
 
         b = Bundle.load(bundle, verify=False)
+        precisions = b.precisions if "auto" in cfg.precisions else cfg.precisions
+        missing = [p for p in precisions if p not in b.precisions]
+        if missing:
+            raise ValueError(f"{bundle}: the bundle has no {', '.join(missing)} graphs (it holds "
+                             f"{', '.join(b.precisions)}); re-export it with pvlm-export onnx --{missing[0]}")
+        cfg = replace(cfg, backends=precision_rows(cfg.backends, precisions))
         pre = b.preprocess
         max_batch = int(b.limits["max_batch"])
         if max(cfg.batches) > max_batch:

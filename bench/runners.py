@@ -10,8 +10,23 @@ from typing import Any, Protocol
 import numpy as np
 
 TORCH_BACKENDS = ("torch", "torch-naive", "torch-original")
-# Runtime backends with a non-default option, to measure an option side by side with the default.
-RUNTIME_VARIANTS = {"onnxruntime-cpu-portable": ("onnxruntime-cpu", {"decoder": "portable"})}
+# Runtime backends with a non-default option, to measure an option side by side with the default:
+# the portable decoder, and each precision variant a bundle can hold (``onnxruntime-cpu-int8``, ...).
+PRECISION_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda")
+RUNTIME_VARIANTS = {
+    "onnxruntime-cpu-portable": ("onnxruntime-cpu", {"decoder": "portable"}),
+    **{f"{b}-{p}": (b, {"precision": p}) for b in PRECISION_BACKENDS for p in ("fp16", "int8")},
+}
+
+
+def precision_rows(backends: tuple[str, ...], precisions: tuple[str, ...]) -> tuple[str, ...]:
+    """``backends`` with a ``<backend>-<precision>`` row after each ONNX Runtime one, per non-FP32 precision."""
+    out: list[str] = []
+    for name in backends:
+        out.append(name)
+        if name in PRECISION_BACKENDS:
+            out += [f"{name}-{p}" for p in precisions if p != "fp32"]
+    return tuple(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
