@@ -88,7 +88,7 @@ class RuntimeRunner:
 class TorchRunner:
     """The PyTorch reference: ``torch`` (KV cache), ``torch-naive`` (re-run the whole prefix per token) or
     ``torch-original`` (the original repository's loop: also re-projects the cross-attention K/V and
-    filters top-k/top-p every step; see :func:`pvlm.generate.decode_like_original`)."""
+    filters top-k/top-p every step; see :func:`pvlm.reference.decode_like_original`)."""
 
     def __init__(self, checkpoint: Path, backend: str, threads: int | None, device: str = "cpu"):
         import torch
@@ -111,7 +111,7 @@ class TorchRunner:
 
     def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
         """Encoder, then the reference greedy decoder (cached or naive) on its output."""
-        from pvlm.generate import decode_greedy, decode_like_original
+        from pvlm.reference import decode_greedy, decode_like_original
 
         torch, model = self.torch, self.model
         with torch.no_grad():

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from pvlm.generate import generate, trim
+from pvlm.reference import generate, trim
 from pvlm.model import PersonVLM
 from runtime.attributes import parse_attributes
 from runtime.describer import Describer, detokenize

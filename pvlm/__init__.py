@@ -2,7 +2,9 @@
 
 ``import pvlm`` is light and torch-free (PEP 562): the public names below load their module, and
 with it PyTorch, on first use, so torch-free tools (``pvlm.synth``, ``pvlm.vocab``, the CLIs'
-``--help``) work on a runtime-only install.
+``--help``) work on a runtime-only install. No submodule shares a public name: importing such a
+submodule would replace the function attribute with the module (``pvlm.generate`` lives in
+``pvlm/reference.py`` for that reason).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 _PUBLIC = {
     "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
-    "generate": "generate", "trim": "generate",
+    "generate": "reference", "trim": "reference",
     "PRESETS": "model", "PersonVLM": "model", "PersonVLMConfig": "model", "count_parameters": "model",
     "Vocabulary": "vocab",
 }

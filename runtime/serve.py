@@ -338,11 +338,14 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
     return triton
 
 
-class _Interrupted(BaseException):  # BaseException, like KeyboardInterrupt: no library's `except Exception` eats it
+# SystemExit subclasses: no library's `except Exception` eats them, and when the signal lands in gevent's hub
+# (tritonclient's HTTP wait for readiness) the hub passes a SystemExit to the main greenlet without printing
+# a traceback, as it did for a plain BaseException.
+class _Interrupted(SystemExit):
     """SIGINT/SIGTERM while the server was starting."""
 
 
-class _StartTimeout(BaseException):
+class _StartTimeout(SystemExit):
     """--start-timeout elapsed before the server was ready."""
 
 
@@ -416,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
         signal.signal(signal.SIGALRM, on_alarm)
+
         if triton_log is None and not verbose:
             triton_log = str(Path(tempfile.gettempdir()) / f"pvlm-serve-{os.getpid()}-tritonserver.log")
         signal.setitimer(signal.ITIMER_REAL, start_timeout)

@@ -126,7 +126,7 @@ def test_folders_globs_and_stdin(tiny_bundle, images, expected, tmp_path):
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines() == [want[2], want[1]]
     res = run_cli(tiny_bundle, str(tmp_path / "nothing-*.png"))
-    assert res.exit_code == 1 and "nothing-*.png" in res.stderr
+    assert res.exit_code == 2 and "nothing-*.png" in res.stderr
 
 
 def test_results_stream_per_batch(tiny_bundle, images, tmp_path):

@@ -20,6 +20,7 @@ STACKED = ("cross_k", "cross_v", "cache_k", "cache_v", "new_k", "new_v")  # (L, 
 DECODER_INPUTS = ["tokens", "positions", "cross_k", "cross_v", "cache_k", "cache_v"]
 DECODER_OUTPUTS = ["logits", "next_ids", "new_k", "new_v"]
 FP16_LOWEST = -65504.0
+CARD = ("README.md", "description.schema.json")  # the model card and the describe output's JSON Schema
 
 
 # --------------------------------------------------------------------------- helpers / fixtures
@@ -134,7 +135,7 @@ def decoder_feed(model, batch: int, cache: int, positions, seed: int, pixels_see
 
 
 def test_bundle_holds_exactly_manifest_and_graphs(tiny_bundle):
-    assert sorted(p.name for p in tiny_bundle.iterdir()) == sorted([*GRAPHS, "manifest.json"])
+    assert sorted(p.name for p in tiny_bundle.iterdir()) == sorted([*GRAPHS, *CARD, "manifest.json"])
     leftovers = [p.name for p in tiny_bundle.parent.iterdir() if p.name.startswith(f".{tiny_bundle.name}.tmp-")]
     assert leftovers == []
 
@@ -190,8 +191,8 @@ def test_manifest_limits_opset_producer(manifest, tiny_model):
 
 def test_manifest_artifact_hashes_match_files(manifest, tiny_bundle):
     arts = manifest["artifacts"]
-    assert set(arts) == set(GRAPHS)
-    for name in GRAPHS:
+    assert set(arts) == {*GRAPHS, *CARD}
+    for name in (*GRAPHS, *CARD):
         data = (tiny_bundle / name).read_bytes()
         assert arts[name]["sha256"] == hashlib.sha256(data).hexdigest()
         assert arts[name]["bytes"] == len(data)

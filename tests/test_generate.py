@@ -132,7 +132,7 @@ def test_max_new_tokens_up_to_max_len(tiny_model) -> None:
 @pytest.mark.parametrize("stop_at_eos", [True, False])
 def test_like_original_loop_equals_greedy(tiny_model, stop_at_eos: bool) -> None:
     """The original repository's per-step work (cross K/V re-projected, top-k/top-p filters) picks greedy tokens."""
-    from pvlm.generate import decode_like_original
+    from pvlm.reference import decode_like_original
 
     forced = _EosAt(tiny_model, [2, 5, 9])
     pixels = _pixels(tiny_model, 3, seed=21)
@@ -145,7 +145,7 @@ def test_like_original_loop_equals_greedy(tiny_model, stop_at_eos: bool) -> None
 
 def test_like_original_loop_reprojects_cross_kv_every_step(tiny_model) -> None:
     """The work it times is the original's: cross_kv runs once per generated token, not once per image."""
-    from pvlm.generate import decode_like_original
+    from pvlm.reference import decode_like_original
 
     calls = []
 

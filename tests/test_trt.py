@@ -63,13 +63,13 @@ def test_profiles_from_manifest(tiny_bundle):
 
 def test_profiles_reject_unknown_dimension(tiny_bundle):
     from export.trt import profile_shapes
-    from runtime.bundle import Bundle
+    from runtime.bundle import Bundle, Manifest
 
     b = Bundle.load(tiny_bundle)
-    manifest = json.loads(json.dumps(b.manifest))
+    manifest = json.loads(json.dumps(dict(b.manifest.raw)))
     manifest["graphs"]["encoder"]["inputs"]["pixels"]["shape"][2] = "height"
     with pytest.raises(ValueError, match="no profile for dimension"):
-        profile_shapes(Bundle(b.root, manifest), "encoder")
+        profile_shapes(Bundle(b.root, Manifest.from_dict(manifest)), "encoder")
 
 
 class _Tensor(SimpleNamespace):
