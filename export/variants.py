@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from pvlm.reference import generate, trim
 from pvlm.model import PersonVLM
+from pvlm.reference import generate, trim
 from runtime.attributes import parse_attributes
 from runtime.describer import Describer, detokenize
 
