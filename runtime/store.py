@@ -223,6 +223,18 @@ def validate_record(rec: Record) -> tuple[Record, dict[str, Any]]:
     return Record(rec.camera, rec.track, ts, rec.text, attrs, box, rec.bundle), attrs
 
 
+def record_rows(records: Iterable[Record]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Validate every record first (one bad record adds nothing); per record the stored columns
+    (camera, track, ts, x0, y0, x1, y1, text, attributes JSON, bundle) and its complete attributes."""
+    rows = []
+    for rec in records:
+        rec, attrs = validate_record(rec)
+        box = rec.box or (None, None, None, None)
+        rows.append(((rec.camera, rec.track, rec.timestamp, *box, rec.text,
+                      json.dumps(attrs, separators=(",", ":")), rec.bundle), attrs))
+    return rows
+
+
 def collect_tracks(rows: Iterable[tuple], limit: int) -> list[Hit]:
     """First row per (camera, track), in the order given, until ``limit`` tracks.
 
@@ -301,13 +313,8 @@ class SQLiteStore:
 
         Returns how many were new. Every record is validated first: one bad record adds nothing.
         """
-        rows = []
-        for rec in records:
-            rec, attrs = validate_record(rec)
-            box = rec.box or (None, None, None, None)
-            rows.append((rec.camera, rec.track, rec.timestamp, *box, rec.text,
-                         json.dumps(attrs, separators=(",", ":")), rec.bundle,
-                         " ".join([*attribute_tokens(attrs), camera_token(rec.camera)])))
+        rows = [(*cols, " ".join([*attribute_tokens(attrs), camera_token(cols[0])]))
+                for cols, attrs in record_rows(records)]
         if not rows:
             return 0
         with self._lock:

@@ -8,13 +8,12 @@ timestamp) with ``ON CONFLICT DO NOTHING`` keeps ingest idempotent.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from .store import Hit, QueryError, Record, StoreError, attribute_tokens, collect_tracks, parse_query, \
-    to_timestamp, validate_record
+    record_rows, to_timestamp
 
 _SCHEMA_LOCK = 0x70766C6D  # advisory lock id ("pvlm"): nodes starting together create the schema once
 _SCHEMA = """
@@ -66,12 +65,7 @@ class PostgresStore:
 
         Returns how many were new. Every record is validated first: one bad record adds nothing.
         """
-        rows = []
-        for rec in records:
-            rec, attrs = validate_record(rec)
-            box = rec.box or (None, None, None, None)
-            rows.append((rec.camera, rec.track, rec.timestamp, *box, rec.text, json.dumps(attrs), rec.bundle,
-                         attribute_tokens(attrs)))
+        rows = [(*cols, attribute_tokens(attrs)) for cols, attrs in record_rows(records)]
         if not rows:
             return 0
         with self._lock, self._db.transaction(), self._db.cursor() as cur:
