@@ -145,10 +145,12 @@ def build_engines(bundle_dir: str | Path, *, fp16: bool = True, opt_batch: int =
                               f"({', '.join(e.file for e in existing)}); use --force to rebuild")
     from tqdm import tqdm
 
+    fp32_graphs = measured_fp32_graphs(bundle) if precision == "fp16" else set()
     built: list[Engine] = []
     try:  # engines land under temporary names; renamed only once every build succeeded
         for graph in tqdm(ENGINE_GRAPHS, desc="tensorrt", unit="engine", disable=not progress):
-            built.append(_build_one(bundle, graph, precision, target, opt_batch, workspace_gib))
+            built.append(_build_one(bundle, graph, precision, target, opt_batch, workspace_gib,
+                                    fp16_layers=graph not in fp32_graphs))
     except BaseException:
         for e in built:
             _tmp(bundle.root / e.file).unlink(missing_ok=True)
@@ -167,8 +169,20 @@ def build_engines(bundle_dir: str | Path, *, fp16: bool = True, opt_batch: int =
     return built
 
 
+def measured_fp32_graphs(bundle: Bundle) -> set[str]:
+    """Engine graphs the bundle's verified FP16 variant keeps in FP32 (none without an FP16 variant).
+
+    The export's FP16 verification on ONNX Runtime decides per graph (``export/variants.py``
+    ``FALLBACK_FP32``): a graph it kept FP32 moved greedy choices in FP16, so its engine is built
+    without FP16 layers too.
+    """
+    if "fp16" not in bundle.precisions:
+        return set()
+    return {g for g in ENGINE_GRAPHS if g not in bundle.variant_graphs("fp16")}
+
+
 def _build_one(bundle: Bundle, graph: str, precision: str, target: GpuTarget, opt_batch: int,
-               workspace_gib: float | None) -> Engine:
+               workspace_gib: float | None, fp16_layers: bool = True) -> Engine:
     import onnx
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessNetwork, Profile
@@ -181,7 +195,8 @@ def _build_one(bundle: Bundle, graph: str, precision: str, target: GpuTarget, op
     network = NetworkFromOnnxPath(str(onnx_path))
     fp32_layers: list[int] = []
     plan = fp32_nodes(onnx.load(str(onnx_path), load_external_data=False))
-    if precision == "fp16":
+    fp16 = precision == "fp16" and fp16_layers
+    if fp16:
         outputs = fp32_outputs(plan)
 
         def pin(network: Any) -> None:  # Polygraphy passes the parsed network by this keyword
@@ -190,17 +205,17 @@ def _build_one(bundle: Bundle, graph: str, precision: str, target: GpuTarget, op
         network = PostprocessNetwork(network, pin, name="precision plan")
     cache = bundle.root / TIMING_CACHE
     pools = {trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))} if workspace_gib else None
-    config = CreateConfig(fp16=precision == "fp16", profiles=[profile], memory_pool_limits=pools,
-                          precision_constraints="obey" if precision == "fp16" else None,
+    config = CreateConfig(fp16=fp16, profiles=[profile], memory_pool_limits=pools,
+                          precision_constraints="obey" if fp16 else None,
                           load_timing_cache=str(cache) if cache.exists() else None)
     data = EngineBytesFromNetwork(network, config, save_timing_cache=str(cache))()
     file = f"{graph}.{precision}.plan"
     tmp = _tmp(bundle.root / file)
     with open(tmp, "wb") as f:
         f.write(bytes(data))
-    build = {"fp16": precision == "fp16", "tf32": False, "precision_constraints": "obey" if precision == "fp16" else None,
+    build = {"fp16": fp16, "tf32": False, "precision_constraints": "obey" if fp16 else None,
              "profiles": [{k: [list(s) for s in v] for k, v in shapes.items()}], "opt_batch": opt_batch,
-             "fp32_plan_nodes": len(plan) if precision == "fp16" else 0,
+             "fp32_plan_nodes": len(plan) if fp16 else 0, "fp32_by_fp16_verification": precision == "fp16" and not fp16_layers,
              "fp32_layers": fp32_layers[0] if fp32_layers else 0, "timing_cache": TIMING_CACHE,
              "source": bundle.graph(graph)["file"],
              "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

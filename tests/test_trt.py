@@ -149,7 +149,7 @@ def test_trt_target_names_what_is_missing(monkeypatch):
         assert "no TensorRT and no NVIDIA GPU" in str(e.value) and "pypi.nvidia.com" in str(e.value)
 
 
-def _fake_build(bundle, graph, precision, target, opt_batch, workspace_gib):
+def _fake_build(bundle, graph, precision, target, opt_batch, workspace_gib, fp16_layers=True):
     """Stands in for the GPU part of the build: writes the temporary file a real build writes."""
     import export.trt as t
     from runtime.bundle import sha256_path
@@ -157,7 +157,7 @@ def _fake_build(bundle, graph, precision, target, opt_batch, workspace_gib):
     tmp = t._tmp(bundle.root / f"{graph}.{precision}.plan")
     tmp.write_bytes(f"plan for {graph}".encode())
     return Engine("tensorrt-plan", graph, f"{graph}.{precision}.plan", precision, sha256_path(tmp), tmp.stat().st_size,
-                  target.to_dict(), {"fp16": precision == "fp16", "profiles": [t.profile_shapes(bundle, graph)],
+                  target.to_dict(), {"fp16": precision == "fp16" and fp16_layers, "profiles": [t.profile_shapes(bundle, graph)],
                                      "fp32_layers": 3}, {})
 
 
@@ -181,15 +181,33 @@ def test_engines_recorded_in_manifest(bundle_copy, monkeypatch):
     assert len(Bundle.load(bundle_copy).engines) == 4
 
 
+def test_fp16_engines_follow_the_verified_fp16_variant(bundle_copy, monkeypatch):
+    """A graph the export's FP16 verification kept FP32 gets an engine without FP16 layers."""
+    import export.trt as t
+    from runtime.bundle import Bundle
+
+    monkeypatch.setattr(t, "trt_target", lambda: t.GpuTarget("10.9.0.34", "NVIDIA H200", "9.0"))
+    monkeypatch.setattr(t, "_build_one", _fake_build)
+    assert t.measured_fp32_graphs(Bundle.load(bundle_copy)) == set()  # no FP16 variant: nothing measured
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    shutil.copy(bundle_copy / "encoder.onnx", bundle_copy / "encoder.fp16.onnx")  # stands in for the converted file
+    manifest["artifacts"]["encoder.fp16.onnx"] = manifest["artifacts"]["encoder.onnx"]
+    manifest["variants"] = {"fp16": {"graphs": {"encoder": "encoder.fp16.onnx"}, "plan": {}}}
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert t.measured_fp32_graphs(Bundle.load(bundle_copy)) == {"decoder"}
+    built = {e.graph: e for e in t.build_engines(bundle_copy, fp16=True, progress=False)}
+    assert built["encoder"].build["fp16"] and not built["decoder"].build["fp16"]
+
+
 def test_failed_build_leaves_no_engine(bundle_copy, monkeypatch):
     import export.trt as t
 
     monkeypatch.setattr(t, "trt_target", lambda: t.GpuTarget("10.9.0.34", "NVIDIA H200", "9.0"))
 
-    def fail_on_decoder(bundle, graph, *args):
+    def fail_on_decoder(bundle, graph, *args, **kwargs):
         if graph == "decoder":
             raise RuntimeError("builder failed")
-        return _fake_build(bundle, graph, *args)
+        return _fake_build(bundle, graph, *args, **kwargs)
 
     monkeypatch.setattr(t, "_build_one", fail_on_decoder)
     before = (bundle_copy / "manifest.json").read_text()
