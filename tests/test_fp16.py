@@ -71,6 +71,7 @@ def test_fp16_export_verifies_and_lists_variant(fp16_bundle):
     rep = v["verification"]
     assert rep["images"] == 64 and rep["nonfinite"] == 0 and not rep["accepted_mismatch"]
     assert rep["sequence_match_rate"] >= 0.99 and rep["token_agreement"] >= 0.99
+    assert len(rep["divergence_logit_gaps"]) == rep["images"] - rep["sequences_identical"]
     assert 0 < rep["logits_max_abs_diff"] < 0.05
     # the converted graph really is FP16 inside (FP32 at the edges)
     dec = onnx.load(str(bundle / "decoder.fp16.onnx"))
@@ -126,6 +127,9 @@ def test_gate_failure_raises_unless_accepted(tiny_bundle, tiny_model, tmp_path, 
     with pytest.raises(ValidationError) as e:
         variants.add_variants(tiny_model, tmp_path / "strict", manifest, ("fp16",))
     assert any("below 1.01" in f for f in e.value.failures)
+    # every try is named: all FP16, then the decoder back to FP32, then the encoder
+    assert [f.split(" (with ")[-1] for f in e.value.failures if "below" in f][1:] == ["decoder in FP32)",
+                                                                                     "encoder in FP32)"]
     manifest = _fresh_copy(tiny_bundle, tmp_path / "lenient")
     variants.add_variants(tiny_model, tmp_path / "lenient", manifest, ("fp16",), accept_mismatch=True)
     written = json.loads((tmp_path / "lenient" / "manifest.json").read_text())
