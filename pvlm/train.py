@@ -159,11 +159,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     data = _data(cfg, model, vocab, train_records, val_records, device)
     optim = _optimisation(cfg, model, len(data.train_dl), device)
     state = _initial_state(resume, optim, data.generator)
-    baseline = unigram_loss(data.train_ds.ids, data.val_ds.ids, len(vocab))
-    meta_base = {"data_hash": data_hash(train_records), "train_size": len(data.train_ds), "val_size": len(data.val_ds),
-                 "unigram_val_loss": baseline, "preset": cfg.preset, "train_config": json.dumps(asdict(cfg))}
-    log.info("model %s: %d parameters; %d train / %d val images; unigram baseline %.3f",
-             cfg.preset, sum(p.numel() for p in model.parameters()), len(data.train_ds), len(data.val_ds), baseline)
+    baseline, meta_base = _run_metadata(cfg, model, vocab, train_records, data)
     t0 = time.time()
     for epoch in range(state.start_epoch, cfg.epochs):
         if cfg.max_steps is not None and state.step >= cfg.max_steps:
@@ -267,6 +263,17 @@ def _feature_cache(cfg: TrainConfig, model: PersonVLM, train_ds: Any, val_ds: An
     return train_ds, val_ds, forward
 
 
+def _run_metadata(cfg: TrainConfig, model: PersonVLM, vocab: Vocabulary, train_records: list[Any],
+                  data: _Data) -> tuple[float, dict[str, Any]]:
+    """The unigram baseline loss, and the metadata every checkpoint of this run carries."""
+    baseline = unigram_loss(data.train_ds.ids, data.val_ds.ids, len(vocab))
+    meta_base = {"data_hash": data_hash(train_records), "train_size": len(data.train_ds), "val_size": len(data.val_ds),
+                 "unigram_val_loss": baseline, "preset": cfg.preset, "train_config": json.dumps(asdict(cfg))}
+    log.info("model %s: %d parameters; %d train / %d val images; unigram baseline %.3f",
+             cfg.preset, sum(p.numel() for p in model.parameters()), len(data.train_ds), len(data.val_ds), baseline)
+    return baseline, meta_base
+
+
 @dataclass(frozen=True)
 class _Optimisation:
     """AdamW over the parameter groups, its warmup + cosine schedule, and mixed precision (CUDA only)."""
@@ -350,12 +357,11 @@ def _save_checkpoints(out: Path, epoch: int, model: PersonVLM, vocab: Vocabulary
     if val_loss < state.best:
         state.best = val_loss
         save_checkpoint(out / "best.pt", model, vocab, meta)
-    opt, sched, best, history, step = optim.optimizer, optim.scheduler, state.best, state.history, state.step
-    train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                   "shuffle_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                   "step": step, "best_val_loss": best, "history": json.dumps(history)}
+    train_state = {"optimizer": optim.optimizer.state_dict(), "scheduler": optim.scheduler.state_dict(),
+                   "epoch": epoch + 1, "shuffle_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                   "step": state.step, "best_val_loss": state.best, "history": json.dumps(state.history)}
     save_checkpoint(out / "last.pt", model, vocab, meta, train_state=train_state)
-    _write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": history})
+    _write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": state.history})
 
 
 def _write_json(path: Path, obj: Any) -> None:
