@@ -362,12 +362,53 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     ``throughput`` (per backend), ``timing``, ``machine``, ``rows`` (per image, for the HTML report).
     Raises ValueError / FileNotFoundError on bad input (unknown backend, empty dataset, ...).
     """
-    from pvlm.data import load_jsonl
+    from runtime.bundle import Bundle
 
     from .harness import machine_info
 
     t_start = time.perf_counter()
     _validate(cfg)
+    records, skipped = _load_records(cfg)
+    timing: dict[str, Any] = {"load_s": time.perf_counter() - t_start}
+    model_path = Path(cfg.model)
+    with tempfile.TemporaryDirectory(prefix="pvlm-eval-") as tmp:
+        bundle_dir = _bundle_dir(cfg, Path(tmp), timing)
+        bundle = Bundle.load(bundle_dir, verify=False)
+        reference_ckpt, reason = _reference_checkpoint(cfg, bundle_dir, bundle)
+        images = [r.image for r in records]
+        # never past the bundle's stated limit (TensorRT engines are built for it; ONNX would stretch)
+        batch = min(cfg.batch_size, int(bundle.limits["max_batch"]))
+        runs = {name: _describe_with(cfg, bundle_dir, name, images, batch) for name in cfg.backends}
+        outputs = {name: run.outputs for name, run in runs.items()}
+        max_new_tokens = runs[cfg.backends[-1]].max_new_tokens
+        parity, ref_ids = _parity(reference_ckpt, reason, images, max_new_tokens, batch, outputs, cfg.progress,
+                                  timing)
+    scored = outputs[cfg.backends[0]]
+    metrics = _caption_scores(cfg, records, scored, timing)
+    attributes = _score_attributes(records, scored)
+    rows = _image_rows(records, scored, attributes, ref_ids, outputs, cfg.backends[0])
+    timing["total_s"] = time.perf_counter() - t_start
+    return {
+        "config": asdict(cfg),
+        "model": {"path": str(model_path), "kind": "checkpoint" if model_path.is_file() else "bundle",
+                  **{k: bundle.model.get(k) for k in ("backbone", "image_size", "d_model", "n_layers", "vocab_size")}},
+        "n_images": len(records),
+        "skipped": skipped,
+        "scored_backend": cfg.backends[0],
+        "caption_metrics": metrics,
+        "attributes": attributes.report,
+        "parity": parity,
+        "throughput": {name: run.throughput for name, run in runs.items()},
+        "timing": timing,
+        "machine": machine_info(None),
+        "rows": rows,
+    }
+
+
+def _load_records(cfg: EvalConfig) -> tuple[list[Any], int]:
+    """The dataset's usable records (at most ``cfg.limit``) and how many rows were skipped."""
+    from pvlm.data import load_jsonl
+
     data = Path(cfg.data)
     records = load_jsonl(data, cfg.image_root)
     skipped = max(0, _count_rows(data) - len(records))
@@ -375,72 +416,113 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         raise ValueError(f"{data}: no usable images ({skipped} row(s) skipped)")
     if cfg.limit is not None:
         records = records[: cfg.limit]
-    timing: dict[str, Any] = {"load_s": time.perf_counter() - t_start}
+    return records, skipped
+
+
+def _bundle_dir(cfg: EvalConfig, tmp: Path, timing: dict[str, Any]) -> Path:
+    """The bundle to evaluate: ``cfg.model`` itself, or a checkpoint exported under ``tmp`` (timed)."""
     model_path = Path(cfg.model)
-    with tempfile.TemporaryDirectory(prefix="pvlm-eval-") as tmp:
-        reference_ckpt: Path | None = None
-        reason: str | None = None
-        if model_path.is_file():  # a checkpoint: export it, and it is its own reference
-            from export import export_onnx
+    if not model_path.is_file():
+        return model_path
+    from export import export_onnx
 
-            t0 = time.perf_counter()
-            log.info("exporting %s to a temporary bundle", model_path)
-            export_kw = {} if cfg.max_new_tokens is None else {"max_new_tokens": cfg.max_new_tokens}
-            bundle_dir = export_onnx(model_path, Path(tmp) / "bundle", max_batch=cfg.batch_size, **export_kw)
-            timing["export_s"] = time.perf_counter() - t0
-            reference_ckpt = model_path
-        else:
-            bundle_dir = model_path
-        from runtime import Describer
-        from runtime.bundle import Bundle
-
-        bundle = Bundle.load(bundle_dir, verify=False)
-        if model_path.is_dir():
-            reference_ckpt, reason = _source_checkpoint(bundle_dir, bundle.manifest)
-        if not cfg.reference:
-            reference_ckpt, reason = None, "reference comparison disabled"
-        images = [r.image for r in records]
-        # never past the bundle's stated limit (TensorRT engines are built for it; ONNX would stretch)
-        batch = min(cfg.batch_size, int(bundle.limits["max_batch"]))
-        outputs: dict[str, list[Any]] = {}
-        throughput: dict[str, dict[str, Any]] = {}
-        max_new_tokens = cfg.max_new_tokens
-        for name in cfg.backends:
-            describer = Describer(bundle_dir, backend=name, max_batch=batch, max_new_tokens=cfg.max_new_tokens)
-            max_new_tokens = describer.max_new_tokens
-            outs: list[Any] = []
-            bar = tqdm(total=len(images), desc=f"describing ({name})", unit="img", disable=not cfg.progress,
-                       leave=False)
-            t0 = time.perf_counter()
-            for start in range(0, len(images), batch):
-                outs += describer.describe(images[start:start + batch])
-                bar.update(len(outs) - bar.n)
-            seconds = time.perf_counter() - t0
-            bar.close()
-            outputs[name] = outs
-            throughput[name] = {"backend": describer.backend_name, "images": len(images), "seconds": seconds,
-                                "images_per_s": len(images) / seconds if seconds > 0 else None,
-                                "batch_size": describer.max_batch, "max_new_tokens": max_new_tokens,
-                                "errors": sum(not d.ok for d in outs)}
-        parity: dict[str, Any] = {"available": False, "reason": reason,
-                                  "reference": str(reference_ckpt) if reference_ckpt else None, "backends": {}}
-        ref_ids: list[list[int]] | None = None
-        if reference_ckpt is not None:
-            try:
-                ref_ids, ref_s = reference_generate(reference_ckpt, images, int(max_new_tokens), batch,
-                                                    cfg.progress)
-            except ImportError as e:
-                parity["reason"] = f"the PyTorch reference needs torch ({e})"
-            else:
-                timing["reference_s"] = ref_s
-                parity.update(available=True, reason=None, max_new_tokens=int(max_new_tokens))
-                parity["backends"] = {n: token_parity(ref_ids, [d.tokens for d in outs]) for n, outs in outputs.items()}
-        if parity["reason"]:
-            log.info("no backend parity: %s", parity["reason"])
     t0 = time.perf_counter()
-    scored = outputs[cfg.backends[0]]
+    log.info("exporting %s to a temporary bundle", model_path)
+    export_kw = {} if cfg.max_new_tokens is None else {"max_new_tokens": cfg.max_new_tokens}
+    bundle_dir = export_onnx(model_path, tmp / "bundle", max_batch=cfg.batch_size, **export_kw)
+    timing["export_s"] = time.perf_counter() - t0
+    return bundle_dir
+
+
+def _reference_checkpoint(cfg: EvalConfig, bundle_dir: Path, bundle: Any) -> tuple[Path | None, str | None]:
+    """The PyTorch reference to compare with, or (None, why not).
+
+    A checkpoint is its own reference; a bundle names its source checkpoint.
+    """
+    model_path = Path(cfg.model)
+    reference_ckpt: Path | None = model_path if model_path.is_file() else None
+    reason: str | None = None
+    if model_path.is_dir():
+        reference_ckpt, reason = _source_checkpoint(bundle_dir, bundle.manifest)
+    if not cfg.reference:
+        reference_ckpt, reason = None, "reference comparison disabled"
+    return reference_ckpt, reason
+
+
+@dataclass(frozen=True)
+class _BackendRun:
+    """One backend's descriptions of the whole set, its throughput entry and the token limit it used."""
+
+    outputs: list[Any]
+    throughput: dict[str, Any]
+    max_new_tokens: int
+
+
+def _describe_with(cfg: EvalConfig, bundle_dir: Path, name: str, images: Sequence[Path], batch: int) -> _BackendRun:
+    """Describe ``images`` with backend ``name`` in batches of ``batch``, timing the whole set."""
+    from runtime import Describer
+
+    describer = Describer(bundle_dir, backend=name, max_batch=batch, max_new_tokens=cfg.max_new_tokens)
+    max_new_tokens = describer.max_new_tokens
+    outs: list[Any] = []
+    bar = tqdm(total=len(images), desc=f"describing ({name})", unit="img", disable=not cfg.progress,
+               leave=False)
+    t0 = time.perf_counter()
+    for start in range(0, len(images), batch):
+        outs += describer.describe(images[start:start + batch])
+        bar.update(len(outs) - bar.n)
+    seconds = time.perf_counter() - t0
+    bar.close()
+    throughput = {"backend": describer.backend_name, "images": len(images), "seconds": seconds,
+                  "images_per_s": len(images) / seconds if seconds > 0 else None,
+                  "batch_size": describer.max_batch, "max_new_tokens": max_new_tokens,
+                  "errors": sum(not d.ok for d in outs)}
+    return _BackendRun(outs, throughput, max_new_tokens)
+
+
+def _parity(reference_ckpt: Path | None, reason: str | None, images: Sequence[Path], max_new_tokens: int,
+            batch: int, outputs: Mapping[str, list[Any]], progress: bool, timing: dict[str, Any]
+            ) -> tuple[dict[str, Any], list[list[int]] | None]:
+    """Every backend's token ids against the PyTorch reference: (the report's ``parity``, reference ids or None)."""
+    parity: dict[str, Any] = {"available": False, "reason": reason,
+                              "reference": str(reference_ckpt) if reference_ckpt else None, "backends": {}}
+    ref_ids: list[list[int]] | None = None
+    if reference_ckpt is not None:
+        try:
+            ref_ids, ref_s = reference_generate(reference_ckpt, images, int(max_new_tokens), batch, progress)
+        except ImportError as e:
+            parity["reason"] = f"the PyTorch reference needs torch ({e})"
+        else:
+            timing["reference_s"] = ref_s
+            parity.update(available=True, reason=None, max_new_tokens=int(max_new_tokens))
+            parity["backends"] = {n: token_parity(ref_ids, [d.tokens for d in outs]) for n, outs in outputs.items()}
+    if parity["reason"]:
+        log.info("no backend parity: %s", parity["reason"])
+    return parity, ref_ids
+
+
+def _caption_scores(cfg: EvalConfig, records: Sequence[Any], scored: Sequence[Any],
+                    timing: dict[str, Any]) -> dict[str, Any]:
+    """Caption metrics of the scored backend's descriptions against the reference captions (timed)."""
+    t0 = time.perf_counter()
     metrics = caption_metrics([d.text for d in scored], [r.caption for r in records], meteor=cfg.meteor)
     timing["metrics_s"] = time.perf_counter() - t0
+    return metrics
+
+
+@dataclass(frozen=True)
+class _AttributeScores:
+    """Per-image attribute ground truth and predictions over the scored categories, and their accuracy."""
+
+    categories: list[str]
+    expected: list[dict[str, Any]]
+    sources: list[dict[str, str]]
+    predicted: list[dict[str, Any]]
+    report: dict[str, Any]
+
+
+def _score_attributes(records: Sequence[Any], scored: Sequence[Any]) -> _AttributeScores:
+    """Parsed attributes of the scored descriptions against the labels (or the reference captions)."""
     categories = list(ATTRIBUTE_CATEGORIES)
     # gender/age: only where the ground truth has them (labels, or a caption that mentions them)
     expected_all = [expected_attributes(r.attributes, r.caption, ATTRIBUTE_CATEGORIES + OPTIONAL_CATEGORIES)
@@ -452,6 +534,15 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     attrs = attribute_accuracy(predicted, expected, categories, sources)
     attrs["source"] = ("labels" if all(s == "label" for row in sources for s in row.values())
                        else "captions" if all(s == "caption" for row in sources for s in row.values()) else "mixed")
+    return _AttributeScores(categories, expected, sources, predicted, attrs)
+
+
+def _image_rows(records: Sequence[Any], scored: Sequence[Any], attributes: _AttributeScores,
+                ref_ids: list[list[int]] | None, outputs: Mapping[str, list[Any]],
+                scored_backend: str) -> list[dict[str, Any]]:
+    """One row per image for the HTML report: captions, attributes, reference match, other backends' texts."""
+    categories, expected, sources, predicted = (attributes.categories, attributes.expected, attributes.sources,
+                                                attributes.predicted)
     rows = []
     for i, (r, d) in enumerate(zip(records, scored)):
         row_attrs = {k: {"predicted": normalize_attribute(k, predicted[i].get(k)), "expected": expected[i][k],
@@ -461,26 +552,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                                "attributes": row_attrs}
         if ref_ids is not None:
             row["matches_reference"] = list(d.tokens) == ref_ids[i]
-        others = {n: outs[i].text for n, outs in outputs.items() if n != cfg.backends[0] and outs[i].text != d.text}
+        others = {n: outs[i].text for n, outs in outputs.items() if n != scored_backend and outs[i].text != d.text}
         if others:
             row["other_backends"] = others
         rows.append(row)
-    timing["total_s"] = time.perf_counter() - t_start
-    return {
-        "config": asdict(cfg),
-        "model": {"path": str(model_path), "kind": "checkpoint" if model_path.is_file() else "bundle",
-                  **{k: bundle.model.get(k) for k in ("backbone", "image_size", "d_model", "n_layers", "vocab_size")}},
-        "n_images": len(records),
-        "skipped": skipped,
-        "scored_backend": cfg.backends[0],
-        "caption_metrics": metrics,
-        "attributes": attrs,
-        "parity": parity,
-        "throughput": throughput,
-        "timing": timing,
-        "machine": machine_info(None),
-        "rows": rows,
-    }
+    return rows
 
 
 __all__ = [

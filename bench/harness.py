@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .runners import RUNTIME_VARIANTS, precision_rows
-from .workers import WorkerRunner
+from .workers import Slot, WorkerRunner
 
 
 @dataclass(frozen=True)
@@ -176,24 +176,21 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     return report
 
 
-SETTLE_KEY = -2  # the worker's input slot for settle calls (-1 is the token sweep's)
-
-
 def _measure(cfg: BenchConfig, runners: dict[str, WorkerRunner], pixels: np.ndarray
              ) -> tuple[dict[str, dict[int, dict[str, Any]]], list[dict[str, Any]]]:
     """Warm-up, then interleaved timed iterations per batch size; then the optional token sweep."""
-    stop = not cfg.natural
+    stop_at_eos = cfg.natural  # natural: rows end at EOS; otherwise fixed work, new_tokens per row
     timed = {n: r for n, r in runners.items() if n in cfg.backends}
     results: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in timed}
     total = len(cfg.batches) * (cfg.warmup + cfg.iters) * len(timed) + len(cfg.token_sweep)
     bar = tqdm(total=total, desc="benchmarking", disable=not cfg.progress, dynamic_ncols=True)
     for r in timed.values():
-        r.load(SETTLE_KEY, pixels[:1])
+        r.load(Slot.SETTLE, pixels[:1])
 
     def prepare(r: WorkerRunner) -> None:
         time.sleep(cfg.gap_s)
         if cfg.settle:
-            r.run_key(SETTLE_KEY, 2, False)
+            r.run_key(Slot.SETTLE, 2, stop_at_eos=False)
 
     for batch in cfg.batches:
         for r in timed.values():
@@ -201,14 +198,14 @@ def _measure(cfg: BenchConfig, runners: dict[str, WorkerRunner], pixels: np.ndar
         for _ in range(cfg.warmup):
             for r in timed.values():
                 prepare(r)
-                r.run_key(batch, cfg.new_tokens, not stop)
+                r.run_key(batch, cfg.new_tokens, stop_at_eos)
                 bar.update()
         samples: dict[str, list[Any]] = {n: [] for n in timed}
         rss: dict[str, int] = dict.fromkeys(timed, 0)
         for _ in range(cfg.iters):  # interleaved: drift hits every backend alike
             for name, r in timed.items():
                 prepare(r)
-                samples[name].append(r.run_key(batch, cfg.new_tokens, not stop))
+                samples[name].append(r.run_key(batch, cfg.new_tokens, stop_at_eos))
                 rss[name] = max(rss[name], r.last_peak_rss)
                 bar.update()
         for name, runs in samples.items():
@@ -216,10 +213,10 @@ def _measure(cfg: BenchConfig, runners: dict[str, WorkerRunner], pixels: np.ndar
     sweep = []
     if cfg.token_sweep:
         r = runners[cfg.sweep_backend]
-        r.load(-1, pixels[: cfg.sweep_batch])
+        r.load(Slot.TOKEN_SWEEP, pixels[: cfg.sweep_batch])
         for n in cfg.token_sweep:
-            r.run_key(-1, n, False)
-            runs = [r.run_key(-1, n, False) for _ in range(max(3, cfg.iters))]
+            r.run_key(Slot.TOKEN_SWEEP, n, stop_at_eos=False)
+            runs = [r.run_key(Slot.TOKEN_SWEEP, n, stop_at_eos=False) for _ in range(max(3, cfg.iters))]
             sweep.append({"new_tokens": n, "batch": cfg.sweep_batch,
                           "step_ms_p50": percentile([s.decode_ms / s.steps for s in runs], 50),
                           "decode_ms_p50": percentile([s.decode_ms for s in runs], 50)})

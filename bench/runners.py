@@ -31,9 +31,15 @@ def precision_rows(backends: tuple[str, ...], precisions: tuple[str, ...]) -> tu
 
 @dataclass(frozen=True)
 class RunResult:
-    """One timed call: per-row token ids and where the time went (ms)."""
+    """One timed call: per-row token ids, which rows ended at EOS, and where the time went (ms).
+
+    ``tokens`` holds real ids only. Fixed work (``stop_at_eos=False``) lists every generated id, EOS
+    included, and ``ended`` is all False; with ``stop_at_eos`` a row stops before its EOS, and
+    ``ended`` says whether it produced one within the limit.
+    """
 
     tokens: list[list[int]]
+    ended: list[bool]
     encode_ms: float
     decode_ms: float
     steps: int
@@ -45,8 +51,8 @@ class RunResult:
 
     @property
     def n_tokens(self) -> int:
-        """Tokens generated (EOS counted, so fixed-work runs count max_new_tokens per row)."""
-        return sum(len(t) for t in self.tokens)
+        """Tokens generated, each row's EOS counted (so fixed-work runs count max_new_tokens per row)."""
+        return sum(len(t) for t in self.tokens) + sum(self.ended)
 
 
 class Runner(Protocol):
@@ -76,9 +82,9 @@ class RuntimeRunner:
     def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
         """Greedy decode through the runtime's own loop."""
         ids, t = self.describer.generate_ids(pixels, max_new_tokens, stop_at_eos=stop_at_eos)
-        if stop_at_eos:  # count the EOS each finished row produced, as the torch runners do
-            ids = [row + [-1] if len(row) < max_new_tokens else row for row in ids]
-        return RunResult(ids, t["encode_ms"], t["decode_ms"], int(t["steps"]))
+        # with stop_at_eos, rows come back without their EOS: a row shorter than the limit produced one
+        ended = [stop_at_eos and len(row) < max_new_tokens for row in ids]
+        return RunResult(ids, ended, t["encode_ms"], t["decode_ms"], int(t["steps"]))
 
     def peak_device_bytes(self) -> int | None:
         """Not measurable from ONNX Runtime's Python API."""
@@ -129,18 +135,27 @@ class TorchRunner:
                 ids = decode_greedy(model, cross_k, cross_v, max_new_tokens, self.use_cache, stop_at_eos)
             self._sync()
             t2 = time.perf_counter()
-        eos, pad = model.cfg.eos_id, model.cfg.pad_id
-        rows = []
-        for r in ids.tolist():
-            cut = r.index(eos) + 1 if eos in r and stop_at_eos else len(r)
-            rows.append([-1 if i == eos else i for i in r[:cut] if i != pad or not stop_at_eos])
-        return RunResult(rows, (t1 - t0) * 1e3, (t2 - t1) * 1e3, ids.shape[1])
+        rows, ended = _rows_and_ends(ids.tolist(), model.cfg.eos_id, model.cfg.pad_id, stop_at_eos)
+        return RunResult(rows, ended, (t1 - t0) * 1e3, (t2 - t1) * 1e3, ids.shape[1])
 
     def peak_device_bytes(self) -> int | None:
         """torch's CUDA allocator peak."""
         if self.device.type != "cuda":
             return None
         return int(self.torch.cuda.max_memory_allocated())
+
+
+def _rows_and_ends(ids: list[list[int]], eos: int, pad: int, stop_at_eos: bool) -> tuple[list[list[int]], list[bool]]:
+    """The reference decoder's (B, T) ids as the runtime returns them: fixed work keeps every id; with
+    ``stop_at_eos`` each row is cut before its first EOS (and its padding dropped), and marked ended."""
+    if not stop_at_eos:
+        return ids, [False] * len(ids)
+    rows, ended = [], []
+    for r in ids:
+        cut = r.index(eos) if eos in r else len(r)
+        rows.append([i for i in r[:cut] if i != pad])
+        ended.append(eos in r)
+    return rows, ended
 
 
 def make_runner(name: str, bundle: Path | None, checkpoint: Path | None, threads: int | None,

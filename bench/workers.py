@@ -8,6 +8,7 @@ transfers never enter the measurements.
 
 from __future__ import annotations
 
+import enum
 import multiprocessing as mp
 import traceback
 from pathlib import Path
@@ -16,6 +17,16 @@ from typing import Any
 import numpy as np
 
 from .runners import RunResult, make_runner
+
+
+class Slot(enum.Enum):
+    """Named input slots of a worker, beside the per-batch-size ones (keyed by the batch size)."""
+
+    SETTLE = "settle"  # the one-image input of the untimed call before every timed one
+    TOKEN_SWEEP = "token-sweep"  # the --sweep-batch images of the token sweep
+
+
+SlotKey = int | Slot  # a batch size, or a named slot
 
 
 class PeakRSS:
@@ -61,7 +72,7 @@ def _worker(conn: Any, name: str, bundle: str | None, checkpoint: str | None, th
     except Exception as e:  # noqa: BLE001 - reported to the parent as one line
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
-    pixels: dict[int, np.ndarray] = {}
+    pixels: dict[SlotKey, np.ndarray] = {}
     while True:
         msg = conn.recv()
         if msg[0] == "stop":
@@ -103,11 +114,11 @@ class WorkerRunner:
             raise ValueError(f"backend {self.name}: {payload.strip().splitlines()[-1]}")
         return payload
 
-    def load(self, key: int, pixels: np.ndarray) -> None:
-        """Send the inputs once; runs refer to them by ``key``."""
+    def load(self, key: SlotKey, pixels: np.ndarray) -> None:
+        """Send the inputs once; runs refer to them by ``key`` (a batch size or a :class:`Slot`)."""
         self._call(("load", key, pixels))
 
-    def run_key(self, key: int, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
+    def run_key(self, key: SlotKey, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
         """Timed call inside the worker; remembers its peak RSS and device memory."""
         res, self.last_peak_rss, self.last_device_bytes = self._call(("run", key, max_new_tokens, stop_at_eos))
         return res

@@ -8,7 +8,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +148,35 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig) -> dict[str, Any]:
+    """The run itself, step by step; every step draws from the seeded RNGs in the same order as before."""
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    train_records, val_records = _split_records(cfg)
+    resume = _read_resume(cfg)
+    model, vocab = _build_model(cfg, train_records, resume, device)
+    data = _data(cfg, model, vocab, train_records, val_records, device)
+    optim = _optimisation(cfg, model, len(data.train_dl), device)
+    state = _initial_state(resume, optim, data.generator)
+    baseline, meta_base = _run_metadata(cfg, model, vocab, train_records, data)
+    t0 = time.time()
+    for epoch in range(state.start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and state.step >= cfg.max_steps:
+            break
+        running = _train_epoch(cfg, epoch, model, data, optim, state, device)
+        val_loss = evaluate_loss(model, data.val_dl, device, data.forward)
+        state.history.append({"epoch": epoch + 1, "step": state.step, "train_loss": running, "val_loss": val_loss,
+                              "lr": optim.scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)})
+        log.info("epoch %d: train %.3f val %.3f (unigram %.3f)", epoch + 1, running or float("nan"), val_loss, baseline)
+        meta = {**meta_base, "epoch": epoch + 1, "step": state.step, "val_loss": val_loss}
+        _save_checkpoints(out, epoch, model, vocab, meta, optim, data.generator, state, baseline)
+    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), "history": str(out / "history.json"),
+            "best_val_loss": state.best, "unigram_val_loss": baseline, "epochs": state.history}
 
+
+def _split_records(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
+    """Training and validation records: ``cfg.val``, or a seeded ``cfg.val_fraction`` held out of ``cfg.train``."""
     train_records = load_jsonl(cfg.train, cfg.image_root)
     if cfg.val:
         val_records = load_jsonl(cfg.val, cfg.image_root)
@@ -164,11 +188,21 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         val_records, train_records = shuffled[:n_val], shuffled[n_val:]
     if not train_records or not val_records:
         raise ValueError(f"{cfg.train}: need at least one usable training and one validation image")
+    return train_records, val_records
 
+
+def _read_resume(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint to resume from (it must hold a training state, as ``last.pt`` does), or None."""
     resume = read_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None and "train_state" not in resume:
+        raise CheckpointError(f"{cfg.resume}: has no training state to resume from (use last.pt)")
+    return resume
+
+
+def _build_model(cfg: TrainConfig, train_records: list[Any], resume: dict[str, Any] | None,
+                 device: torch.device) -> tuple[PersonVLM, Vocabulary]:
+    """Model (on ``device``, train mode) and vocabulary: resumed, or the preset with a vocabulary of the captions."""
     if resume is not None:
-        if "train_state" not in resume:
-            raise CheckpointError(f"{cfg.resume}: has no training state to resume from (use last.pt)")
         vocab = Vocabulary.from_dict(resume["vocab"])
         model_cfg = PersonVLMConfig.from_dict(resume["config"])
     else:
@@ -183,12 +217,42 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     if resume is not None:
         model.load_state_dict(resume["state_dict"], strict=False)
     model.to(device).train()
+    return model, vocab
 
+
+@dataclass(frozen=True)
+class _Data:
+    """Datasets and loaders of one run; ``forward(pixels, ids)`` is the model, or its head over cached features."""
+
+    train_ds: Any
+    val_ds: Any
+    train_dl: torch.utils.data.DataLoader
+    val_dl: torch.utils.data.DataLoader
+    forward: Any
+    generator: torch.Generator  # the training loader's shuffle order; saved in last.pt for an exact resume
+
+
+def _data(cfg: TrainConfig, model: PersonVLM, vocab: Vocabulary, train_records: list[Any], val_records: list[Any],
+          device: torch.device) -> _Data:
+    """Caption datasets (with the frozen-prefix feature cache where asked and usable) and their loaders."""
+    model_cfg = model.cfg
     train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress,
                               augment=Augment(seed=cfg.seed) if cfg.augment else None)
     val_ds = CaptionDataset(val_records, vocab, model_cfg, cfg.progress)
+    train_ds, val_ds, forward = _feature_cache(cfg, model, train_ds, val_ds, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pad = lambda b: collate(b, model_cfg.pad_id)  # noqa: E731
+    train_dl = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=True, collate_fn=pad,
+                                           generator=gen, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size)
+    val_dl = torch.utils.data.DataLoader(val_ds, cfg.batch_size, collate_fn=pad, num_workers=cfg.num_workers)
+    return _Data(train_ds, val_ds, train_dl, val_dl, forward, gen)
+
+
+def _feature_cache(cfg: TrainConfig, model: PersonVLM, train_ds: Any, val_ds: Any,
+                   device: torch.device) -> tuple[Any, Any, Any]:
+    """``--cache-copies`` on CPU: datasets of frozen-prefix features and the forward over them; else unchanged."""
     forward: Any = model
-    if cfg.cache_copies and model_cfg.freeze_ratio > 0 and device.type == "cpu":
+    if cfg.cache_copies and model.cfg.freeze_ratio > 0 and device.type == "cpu":
         split = FrozenPrefix(model)
         if split.usable():
             train_ds = CachedFeatures(split, train_ds, cfg.cache_copies if cfg.augment else 1, progress=cfg.progress)
@@ -196,79 +260,108 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             forward = split.logits
         else:
             log.warning("--cache-copies: the backbone has no frozen prefix that can be cached; training without")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    pad = lambda b: collate(b, model_cfg.pad_id)  # noqa: E731
-    train_dl = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=True, collate_fn=pad,
-                                           generator=gen, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size)
-    val_dl = torch.utils.data.DataLoader(val_ds, cfg.batch_size, collate_fn=pad, num_workers=cfg.num_workers)
+    return train_ds, val_ds, forward
 
+
+def _run_metadata(cfg: TrainConfig, model: PersonVLM, vocab: Vocabulary, train_records: list[Any],
+                  data: _Data) -> tuple[float, dict[str, Any]]:
+    """The unigram baseline loss, and the metadata every checkpoint of this run carries."""
+    baseline = unigram_loss(data.train_ds.ids, data.val_ds.ids, len(vocab))
+    meta_base = {"data_hash": data_hash(train_records), "train_size": len(data.train_ds), "val_size": len(data.val_ds),
+                 "unigram_val_loss": baseline, "preset": cfg.preset, "train_config": json.dumps(asdict(cfg))}
+    log.info("model %s: %d parameters; %d train / %d val images; unigram baseline %.3f",
+             cfg.preset, sum(p.numel() for p in model.parameters()), len(data.train_ds), len(data.val_ds), baseline)
+    return baseline, meta_base
+
+
+@dataclass(frozen=True)
+class _Optimisation:
+    """AdamW over the parameter groups, its warmup + cosine schedule, and mixed precision (CUDA only)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    amp_dtype: torch.dtype
+
+
+def _optimisation(cfg: TrainConfig, model: PersonVLM, batches_per_epoch: int, device: torch.device) -> _Optimisation:
+    """Optimiser groups (:func:`param_groups`), schedule over the run's optimiser steps, AMP settings."""
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale), lr=cfg.lr,
                             betas=(0.9, 0.98))
-    steps_per_epoch = max(1, len(train_dl) // cfg.accum_steps)
+    steps_per_epoch = max(1, batches_per_epoch // cfg.accum_steps)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, min(cfg.warmup_steps, total_steps // 5 or 1), total_steps, cfg.min_lr_ratio))
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return _Optimisation(opt, sched, scaler, use_amp, amp_dtype)
 
-    history: list[dict[str, Any]] = []
-    start_epoch, step, best = 0, 0, float("inf")
-    if resume is not None:
-        st = resume["train_state"]
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        start_epoch, step, best = int(st["epoch"]), int(st["step"]), float(st["best_val_loss"])
-        if "shuffle_rng" in st:  # exact continuation: same batch order and dropout masks as an uninterrupted run
-            gen.set_state(st["shuffle_rng"])
-            torch.set_rng_state(st["torch_rng"])
-        history = json.loads(st["history"])
 
-    baseline = unigram_loss(train_ds.ids, val_ds.ids, len(vocab))
-    meta_base = {"data_hash": data_hash(train_records), "train_size": len(train_ds), "val_size": len(val_ds),
-                 "unigram_val_loss": baseline, "preset": cfg.preset, "train_config": json.dumps(asdict(cfg))}
-    log.info("model %s: %d parameters; %d train / %d val images; unigram baseline %.3f",
-             cfg.preset, sum(p.numel() for p in model.parameters()), len(train_ds), len(val_ds), baseline)
-    t0 = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_steps is not None and step >= cfg.max_steps:
+@dataclass
+class _State:
+    """What carries from epoch to epoch and into ``last.pt``: first epoch, optimiser steps, best val loss, history."""
+
+    start_epoch: int = 0
+    step: int = 0
+    best: float = float("inf")
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _initial_state(resume: dict[str, Any] | None, optim: _Optimisation, gen: torch.Generator) -> _State:
+    """A fresh state, or the resumed one (optimiser, schedule and, where saved, the RNGs restored too)."""
+    if resume is None:
+        return _State()
+    st = resume["train_state"]
+    optim.optimizer.load_state_dict(st["optimizer"])
+    optim.scheduler.load_state_dict(st["scheduler"])
+    if "shuffle_rng" in st:  # exact continuation: same batch order and dropout masks as an uninterrupted run
+        gen.set_state(st["shuffle_rng"])
+        torch.set_rng_state(st["torch_rng"])
+    return _State(int(st["epoch"]), int(st["step"]), float(st["best_val_loss"]), json.loads(st["history"]))
+
+
+def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, optim: _Optimisation, state: _State,
+                 device: torch.device) -> float | None:
+    """One pass over the training loader (stopping at ``cfg.max_steps``); returns the smoothed training loss."""
+    opt, sched, scaler = optim.optimizer, optim.scheduler, optim.scaler
+    data.train_ds.epoch = epoch  # augmentation draws depend on (seed, epoch, image), not on worker order
+    bar = tqdm(data.train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
+    running = None
+    for i, (pixels, ids) in enumerate(bar):
+        pixels, ids = pixels.to(device), ids.to(device)
+        with torch.autocast(device.type, dtype=optim.amp_dtype, enabled=optim.use_amp):
+            loss = lm_loss(data.forward(pixels, ids), ids, model.cfg.pad_id, cfg.label_smoothing)
+        scaler.scale(loss / cfg.accum_steps).backward()
+        if (i + 1) % cfg.accum_steps == 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            state.step += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.95 * running + 0.05 * value
+        bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        if cfg.max_steps is not None and state.step >= cfg.max_steps:
             break
-        train_ds.epoch = epoch  # augmentation draws depend on (seed, epoch, image), not on worker order
-        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
-        running = None
-        for i, (pixels, ids) in enumerate(bar):
-            pixels, ids = pixels.to(device), ids.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = lm_loss(forward(pixels, ids), ids, model_cfg.pad_id, cfg.label_smoothing)
-            scaler.scale(loss / cfg.accum_steps).backward()
-            if (i + 1) % cfg.accum_steps == 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
-                sched.step()
-                step += 1
-            value = float(loss.detach())
-            running = value if running is None else 0.95 * running + 0.05 * value
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                break
-        val_loss = evaluate_loss(model, val_dl, device, forward)
-        history.append({"epoch": epoch + 1, "step": step, "train_loss": running, "val_loss": val_loss,
-                        "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)})
-        log.info("epoch %d: train %.3f val %.3f (unigram %.3f)", epoch + 1, running or float("nan"), val_loss, baseline)
-        meta = {**meta_base, "epoch": epoch + 1, "step": step, "val_loss": val_loss}
-        if val_loss < best:
-            best = val_loss
-            save_checkpoint(out / "best.pt", model, vocab, meta)
-        train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                       "shuffle_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                       "step": step, "best_val_loss": best, "history": json.dumps(history)}
-        save_checkpoint(out / "last.pt", model, vocab, meta, train_state=train_state)
-        _write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": history})
-    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), "history": str(out / "history.json"),
-            "best_val_loss": best, "unigram_val_loss": baseline, "epochs": history}
+    return running
+
+
+def _save_checkpoints(out: Path, epoch: int, model: PersonVLM, vocab: Vocabulary, meta: dict[str, Any],
+                      optim: _Optimisation, gen: torch.Generator, state: _State, baseline: float) -> None:
+    """``best.pt`` if the validation loss improved, then ``last.pt`` (with the training state), ``history.json``."""
+    val_loss = meta["val_loss"]
+    if val_loss < state.best:
+        state.best = val_loss
+        save_checkpoint(out / "best.pt", model, vocab, meta)
+    train_state = {"optimizer": optim.optimizer.state_dict(), "scheduler": optim.scheduler.state_dict(),
+                   "epoch": epoch + 1, "shuffle_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                   "step": state.step, "best_val_loss": state.best, "history": json.dumps(state.history)}
+    save_checkpoint(out / "last.pt", model, vocab, meta, train_state=train_state)
+    _write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": state.history})
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -70,6 +70,18 @@ def test_mismatched_token_counts_show_no_ratio():
     assert "token counts differ" in rep.comparison_lines(fake)[0]
 
 
+def test_run_result_marks_ended_rows_instead_of_a_fake_eos():
+    from bench.runners import RunResult, _rows_and_ends
+
+    eos, pad = 2, 0
+    ids = [[5, 6, eos, pad], [7, 8, 9, 10], [eos, pad, pad, pad]]
+    rows, ended = _rows_and_ends(ids, eos, pad, stop_at_eos=True)
+    assert rows == [[5, 6], [7, 8, 9, 10], []] and ended == [True, False, True]
+    assert RunResult(rows, ended, 1.0, 1.0, 4).n_tokens == 3 + 4 + 1  # each EOS counted once
+    rows, ended = _rows_and_ends(ids, eos, pad, stop_at_eos=False)  # fixed work: every id, EOS and padding too
+    assert rows == ids and ended == [False] * 3 and RunResult(rows, ended, 1.0, 1.0, 4).n_tokens == 12
+
+
 def test_percentile_matches_definition():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
