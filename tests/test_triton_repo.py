@@ -360,6 +360,7 @@ def test_tensorrt_plans_used_when_listed(tiny_bundle, tmp_path):
     pytest.importorskip("tritonclient.grpc")
     from export.manifest import artifact_entry, read_manifest, write_manifest
     from export.triton import write_triton_repo
+    from runtime.engines import Engine
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
@@ -367,7 +368,9 @@ def test_tensorrt_plans_used_when_listed(tiny_bundle, tmp_path):
     for graph in ("encoder", "decoder"):
         (bundle / f"{graph}.plan").write_bytes(b"not really an engine")  # only copied, never parsed
         manifest["artifacts"][f"{graph}.plan"] = artifact_entry(bundle, f"{graph}.plan")
-        manifest["engines"].append({"graph": graph, "file": f"{graph}.plan", "tensorrt": "10.x", "gpu": "test"})
+        manifest["engines"].append(Engine("tensorrt-plan", graph, f"{graph}.plan", "fp16",  # as pvlm-export trt writes
+                                          **artifact_entry(bundle, f"{graph}.plan"),
+                                          target={"tensorrt": "10.x", "gpu": "test"}).to_dict())
     write_manifest(bundle, manifest)
     gpu = _configs(write_triton_repo(bundle, tmp_path / "gpu", kind="gpu"))
     assert gpu["pvlm_encoder"].platform == gpu["pvlm_decoder"].platform == "tensorrt_plan"

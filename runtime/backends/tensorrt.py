@@ -24,7 +24,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..engines import Engine, mismatch, select
-from .base import BackendUnavailable
+from .base import BackendUnavailable, Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,12 @@ class TrtState:
     capacity: int
 
 
-class TensorRTBackend:
-    """Encoder and decoder-step TensorRT engines; buffers on the GPU for the whole batch."""
+class TensorRTBackend(Lifecycle):
+    """Encoder and decoder-step TensorRT engines; buffers on the GPU for the whole batch.
+
+    ``close`` waits for the call in flight, then frees the pooled buffers, the stream and the engines;
+    a batch still holding buffers frees them when its state is dropped.
+    """
 
     name = "tensorrt"
 
@@ -190,13 +194,25 @@ class TensorRTBackend:
 
     def _take(self) -> _BufferSet:
         with self._lock:
+            self._check_open()
             if self._pool:
                 return self._pool.pop()
         return _BufferSet(self._cudart, self._sizes, pinned=("pixels", "tokens", "positions", "next_ids"))
 
     def _give_back(self, buffers: _BufferSet) -> None:
         with self._lock:
-            self._pool.append(buffers)
+            if self.closed:
+                buffers.free()
+            else:
+                self._pool.append(buffers)
+
+    def _release(self) -> None:
+        with self._lock:  # the call in flight finishes first; the next one sees ``closed``
+            for buffers in self._pool:
+                buffers.free()
+            self._pool = []
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._contexts, self._engines = {}, {}
 
     def _run(self, graph: str, shapes: dict[str, tuple[int, ...]], bufs: _BufferSet,
              addresses: dict[str, int] | None = None) -> None:
@@ -232,6 +248,7 @@ class TensorRTBackend:
         n = pixels.size
         host[:n].reshape(pixels.shape)[...] = pixels
         with self._lock:
+            self._check_open()
             self._copy(bufs.bufs["pixels"].device, self._host_ptr(host), pixels.nbytes, "h2d")
             self._run("encoder", {"pixels": pixels.shape}, bufs)
             cache_bytes = self.layers * b * self.heads * capacity * self.head_dim * 4
@@ -253,6 +270,7 @@ class TensorRTBackend:
                   "cache_v": (self.layers, b, self.heads, state.capacity, self.head_dim)}
         ids = bufs["next_ids"]
         with self._lock:
+            self._check_open()
             for name in ("tokens", "positions"):
                 self._copy(bufs[name].device, self._host_ptr(bufs[name].host), b * 8, "h2d")
             self._run("decoder", shapes, state.buffers)
@@ -275,6 +293,7 @@ class TensorRTBackend:
                    "cache_k": self.heads * state.capacity * self.head_dim * 4,
                    "cache_v": self.heads * state.capacity * self.head_dim * 4}
         with self._lock:
+            self._check_open()
             for name, size in per_row.items():
                 base = state.buffers.bufs[name].device
                 for layer in range(self.layers):
