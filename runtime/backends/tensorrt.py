@@ -259,6 +259,7 @@ class TensorRTBackend(Lifecycle):
 
     def step(self, state: TrtState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One decoder step; this token's K/V land in cache slot ``position``; next ids (B,) int64."""
+        self._check_open()  # before the host buffers: a closed backend may have freed them
         if position >= state.capacity:
             raise ValueError(f"position {position} exceeds the cache capacity {state.capacity}")
         b, bufs = state.batch, state.buffers.bufs
@@ -287,6 +288,7 @@ class TensorRTBackend(Lifecycle):
 
     def keep(self, state: TrtState, rows: np.ndarray) -> None:
         """Compact cross K/V and the cache to ``rows`` on the device (in place, front to back)."""
+        self._check_open()
         b, keep = state.batch, [int(r) for r in rows]
         cross_row = self.heads * self.n_visual * self.head_dim * 4
         per_row = {"cross_k": cross_row, "cross_v": cross_row,
