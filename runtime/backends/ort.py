@@ -145,7 +145,10 @@ class SessionLoader:
 
 def ort_backend(bundle: Bundle, device: str = "cpu", *, decoder: str = "auto", precision: str = "fp32",
                 **options: Any) -> OrtBackend | OrtBoundBackend:
-    """The ONNX Runtime backend for ``bundle`` on ``device`` in ``precision``; ``options`` go to :class:`SessionLoader`."""
+    """The ONNX Runtime backend for ``bundle`` on ``device`` in ``precision``.
+
+    ``options`` (threads, providers, shared_threads) go to :class:`SessionLoader`.
+    """
     graph = choose_decoder(_ort(), bundle, decoder, precision)
     loader = SessionLoader(bundle, device, precision=precision, **options)
     return OrtBoundBackend(loader) if graph == "decoder_ort" else OrtBackend(loader)

@@ -2,8 +2,9 @@
 
 Used by the ``pvlm_describer`` Python-backend model of a repository written by
 ``pvlm-export triton``, as the backend of its ``Describer``: ``runtime.describer.greedy_decode``
-drives it exactly as it drives ONNX Runtime, so the greedy loop (and dropping finished rows) exists once. The cache lives
-in numpy arrays in the describer's process and travels with every step request.
+drives it exactly as it drives ONNX Runtime, so the greedy loop (and dropping finished rows)
+exists once. The cache lives in numpy arrays in the describer's process and travels with every
+step request.
 
 ``triton_python_backend_utils`` exists only inside Triton's Python backend stub; it is imported
 when the backend is created, or passed in (tests pass a stand-in).
