@@ -6,9 +6,9 @@ Three models, laid out like the public k2-fsa/sherpa Whisper-on-Triton repositor
     REPO/pvlm_decoder/   ONE step; the KV cache is explicit inputs/outputs
     REPO/pvlm_describer/ Python backend, dynamic batching: IMAGE bytes -> TEXT, ATTRIBUTES (JSON)
 
-The describer runs ``runtime.describer.greedy_decode`` over
+The describer is a ``runtime.Describer`` around
 :class:`runtime.backends.triton_bls.TritonBlsBackend`, whose encode/step calls are BLS requests
-to the two graph models, so the loop is the runtime's own. The runtime package source is copied
+to the two graph models, so preprocessing and the loop are the runtime's own. The runtime package source is copied
 into the describer's version directory: the repository needs nothing from this toolkit installed.
 
 The graph models keep ``max_batch_size: 0`` because the cache tensors carry the batch on axis 1
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pvlm.outdir import check_replaceable, is_triton_repo, swap_in, temp_dir_beside
-from runtime.serve import MAX_IMAGE_BYTES  # per encoded image; larger requests get a clear error
+from runtime.engines import select
+from runtime.preprocess import MAX_IMAGE_BYTES  # per encoded image; larger requests get a clear error
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def write_triton_repo(bundle_dir: str | Path, out_dir: str | Path, max_batch: in
     check_replaceable(out, force, is_triton_repo, WHAT)
     tmp = temp_dir_beside(out)
     try:
-        engines = _engines(bundle) if flavor == "native" and kind == "gpu" else {}
+        engines = _plans(bundle) if flavor == "native" and kind == "gpu" else {}
         for model, graph in ((ENCODER, "encoder"), (DECODER, "decoder")):
             _write_graph_model(tmp / model, bundle, model, graph, flavor, kind, instances, engines.get(graph))
         _write_describer(tmp / DESCRIBER, bundle, max_batch, queue_delay_ms, instances, max_image_bytes)
@@ -102,20 +103,17 @@ def write_triton_repo(bundle_dir: str | Path, out_dir: str | Path, max_batch: in
     return out
 
 
-def _engines(bundle: Any) -> dict[str, Path]:
-    """Graph name -> TensorRT plan path, for the engines the manifest lists (and that exist)."""
-    found: dict[str, Path] = {}
-    for entry in bundle.manifest.get("engines") or []:
-        if not isinstance(entry, dict):
-            continue
-        graph = entry.get("graph") or entry.get("name")
-        file = entry.get("file") or entry.get("path")
-        if graph in ("encoder", "decoder") and file and (bundle.root / file).is_file():
-            found[graph] = bundle.root / file
-    if len(found) == 1:  # one plan and one ONNX graph would mix backends for no gain
-        log.warning("the manifest lists a TensorRT engine for only one graph; using ONNX for both")
-        return {}
-    return found
+def _plans(bundle: Any) -> dict[str, Path]:
+    """Graph name -> TensorRT plan path, from the manifest's ``engines`` (``runtime/engines.py``, written by
+    ``pvlm-export trt``): the FP16 plans when the bundle has both graphs' (FP32 I/O either way), else FP32."""
+    graphs = ("encoder", "decoder")
+    for precision in ("fp16", "fp32"):
+        found = select(bundle.engines, "tensorrt-plan", precision, graphs)
+        if len(found) == len(graphs):
+            return {graph: bundle.root / e.file for graph, e in found.items()}
+        if found:  # one plan and one ONNX graph would mix backends for no gain
+            log.warning("the manifest lists a %s TensorRT engine for only one graph; not using it", precision)
+    return {}
 
 
 def _write_graph_model(model_dir: Path, bundle: Any, name: str, graph: str, flavor: str, kind: str,

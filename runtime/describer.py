@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .attributes import parse_attributes
-from .backends import create_backend
+from .backends import Backend, create_backend
 from .bundle import Bundle
 from .preprocess import DEFAULT_MAX_PIXELS, ImageInput, InputError, clip_box, describe_input, preprocess, to_rgb
 
@@ -94,20 +94,24 @@ def _count(boxes: Any) -> int:
 class Describer:
     """Describe person crops with an exported bundle. Thread-safe: per-call state only.
 
+    ``bundle_dir``: the bundle's directory, or a loaded :class:`Bundle` (``verify`` is then not applied again).
     ``backend``: ``auto`` (tensorrt when the bundle has engines for this GPU and TensorRT, onnxruntime-cuda
-    when onnxruntime-gpu sees a GPU, coreml on Apple silicon with the bundle's packages, else onnxruntime-cpu)
-    or a name.
+    when onnxruntime-gpu sees a GPU, coreml on Apple silicon with the bundle's packages, else onnxruntime-cpu),
+    a name, or a ready backend for this bundle (the Triton describer passes its BLS backend); the options that
+    build a backend (``threads``, ``providers``, ``decoder``, ``shared_threads``) are then refused.
     ``decoder`` (ONNX Runtime backends): ``auto`` runs the bundle's ``cross_ort`` + ``decoder_ort``
     graphs with the cache bound in place when it has them; ``portable`` forces ``decoder.onnx``. ``shared_threads``:
-    ONNX Runtime's process-wide thread pool for both graphs (faster; process-wide, see ``OrtBackend``).
+    ONNX Runtime's process-wide thread pool for both graphs (faster; process-wide, see ``SessionLoader``).
     ``precision``: ``fp32`` (default), or a variant the bundle holds (``fp16``, ``int8``; see
     ``Bundle.precisions``). FP16 on ONNX Runtime CPU is a correctness check, not a speed-up.
     ``on_error``: ``"skip"`` gives a failed input a Description with ``error`` set; ``"raise"``
     raises :class:`InputError` naming the input. ``max_pixels``: files and PIL images with more pixels are
     refused before decoding (the decompression-bomb limit, 64 Mpx by default).
+
+    ``close()`` (or ``with Describer(...) as d:``) closes the backend, ready ones included.
     """
 
-    def __init__(self, bundle_dir: str | Path, backend: str = "auto", *, threads: int | None = None,
+    def __init__(self, bundle_dir: str | Path | Bundle, backend: str | Backend = "auto", *, threads: int | None = None,
                  max_batch: int | None = None, max_new_tokens: int | None = None, channel_order: str = "rgb",
                  on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None,
                  decoder: str = "auto", shared_threads: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -116,7 +120,7 @@ class Describer:
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-        self.bundle = Bundle.load(bundle_dir, verify=verify)
+        self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir, verify=verify)
         limits = self.bundle.limits
         self.max_batch = int(limits["max_batch"] if max_batch is None else max_batch)
         self.max_new_tokens = int(limits["max_new_tokens"] if max_new_tokens is None else max_new_tokens)
@@ -127,6 +131,26 @@ class Describer:
         if max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         self.channel_order, self.on_error, self.max_pixels = channel_order, on_error, max_pixels
+        if not isinstance(backend, str):
+            given = {"threads": threads, "providers": providers, "decoder": decoder != "auto",
+                     "shared_threads": shared_threads}
+            refused = [k for k, v in given.items() if v]
+            if refused:
+                raise ValueError(f"{', '.join(refused)}: options for building a backend, but a ready "
+                                 f"{getattr(backend, 'name', type(backend).__name__)} backend was given")
+            self.precision = getattr(backend, "precision", precision)
+            self.backend = backend
+        else:
+            self.precision = precision
+            self.backend = self._create_backend(backend, threads, providers, decoder, shared_threads, precision)
+        pre = self.bundle.preprocess
+        self._pre = (pre["height"], pre["width"], pre["mean"], pre["std"])
+        sp = self.bundle.special
+        self._bos, self._eos = sp["bos"], sp["eos"]
+        self._itos = self.bundle.tokens
+
+    def _create_backend(self, name: str, threads: int | None, providers: list[Any] | None, decoder: str,
+                        shared_threads: bool, precision: str) -> Backend:
         options: dict[str, Any] = {"threads": threads}
         if providers is not None:
             options["providers"] = providers
@@ -138,13 +162,17 @@ class Describer:
             if not any(e.precision == precision for e in self.bundle.engines):
                 self.bundle.variant_graphs(precision)  # a clear BundleError when the bundle lacks it
             options["precision"] = precision
-        self.precision = precision
-        self.backend = create_backend(backend, self.bundle, **options)
-        pre = self.bundle.preprocess
-        self._pre = (pre["height"], pre["width"], pre["mean"], pre["std"])
-        sp = self.bundle.special
-        self._bos, self._eos = sp["bos"], sp["eos"]
-        self._itos = self.bundle.tokens
+        return create_backend(name, self.bundle, **options)
+
+    def close(self) -> None:
+        """Close the backend (sessions, engines, device memory); later calls raise ``BackendClosed``."""
+        self.backend.close()
+
+    def __enter__(self) -> Describer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def backend_name(self) -> str:

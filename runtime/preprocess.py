@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 
 DEFAULT_MAX_PIXELS = 64_000_000  # width x height; an 8K frame is 33 Mpx. The one decompression-bomb limit
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per encoded image sent to a server (pvlm-serve, the Triton describer)
 ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels become white, as on a page or a viewer's canvas
 
 # Our own max_pixels check runs first, so Pillow's DecompressionBombWarning (at 89 Mpx) would only repeat
@@ -90,6 +91,18 @@ def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb",
     if img.width == 0 or img.height == 0:
         raise InputError(f"{name}: empty image")
     return img
+
+
+def image_from_bytes(data: bytes, index: int = 0, max_bytes: int = MAX_IMAGE_BYTES,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Encoded JPEG/PNG/... bytes -> RGB PIL image; :class:`InputError` naming input ``index`` otherwise.
+
+    Refuses more than ``max_bytes`` bytes, or (before decoding) more than ``max_pixels`` pixels;
+    the decoding itself is :func:`to_rgb`'s.
+    """
+    if len(data) > max_bytes:
+        raise InputError(f"input {index} ({len(data)} bytes): larger than the {max_bytes} byte limit")
+    return to_rgb(data, index, max_pixels=max_pixels)
 
 
 def _check_pixels(img: Image.Image, name: str, max_pixels: int) -> None:

@@ -15,8 +15,7 @@ Model ``pvlm`` (see docs/serving.md):
 PyTriton fails a whole batch when its function raises, so a bad image is reported in ERROR and
 never costs the requests it was batched with their answers.
 
-Also here: :func:`image_from_bytes` (shared with the repository's ``pvlm_describer`` model) and
-:func:`run_repository`, which runs the tritonserver binary shipped in nvidia-pytriton on a
+Also here: :func:`run_repository`, which runs the tritonserver binary shipped in nvidia-pytriton on a
 repository written by ``pvlm-export triton --flavor python`` (no Docker needed).
 """
 
@@ -45,26 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from .preprocess import DEFAULT_MAX_PIXELS, InputError, to_rgb
+from .preprocess import DEFAULT_MAX_PIXELS, MAX_IMAGE_BYTES, InputError, image_from_bytes
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "pvlm"
-MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per encoded image
-
-
-def image_from_bytes(data: bytes, index: int = 0, max_bytes: int = MAX_IMAGE_BYTES,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Encoded JPEG/PNG/... bytes -> RGB PIL image; :class:`InputError` naming input ``index`` otherwise.
-
-    Refuses more than ``max_bytes`` bytes, or (before decoding) more than ``max_pixels`` pixels;
-    the decoding itself is the runtime's (``preprocess.to_rgb``).
-    """
-    if len(data) > max_bytes:
-        raise InputError(f"input {index} ({len(data)} bytes): larger than the {max_bytes} byte limit")
-    return to_rgb(data, index, max_pixels=max_pixels)
 
 
 # --------------------------------------------------------------------------- tritonserver plumbing
@@ -460,5 +445,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["MAX_IMAGE_BYTES", "MODEL_NAME", "image_from_bytes", "main", "make_infer_fn", "run_repository", "serve",
+__all__ = ["MAX_IMAGE_BYTES", "MODEL_NAME", "main", "make_infer_fn", "run_repository", "serve",
            "shipped_tritonserver", "tritonserver_env", "wait_ready"]

@@ -1,4 +1,5 @@
-"""``runtime.Describer`` against the PyTorch reference: tokens, text, batching, early EOS, threads, bundle checks."""
+"""``runtime.Describer`` against the PyTorch reference: tokens, text, batching, early EOS, threads, bundle checks,
+and the lifecycle (close, ``with``, a ready backend)."""
 
 from __future__ import annotations
 
@@ -393,3 +394,51 @@ def test_bad_describer_options(tiny_bundle, kwargs, match):
     kwargs = {"backend": "onnxruntime-cpu", **kwargs}
     with pytest.raises(ValueError, match=match):
         Describer(tiny_bundle, **kwargs)
+
+
+# --------------------------------------------------------------------------- lifecycle: close, with, a ready backend
+
+
+@pytest.mark.parametrize("decoder", ["auto", "portable"])
+def test_with_describer_closes_its_backend(tiny_bundle, crops, decoder):
+    from runtime import Describer
+    from runtime.backends import BackendClosed
+
+    with Describer(tiny_bundle, backend="onnxruntime-cpu", decoder=decoder) as d:
+        assert d.describe(crops[:2])[0].ok
+    assert d.backend.closed
+    with pytest.raises(BackendClosed, match="the onnxruntime-cpu backend is closed"):
+        d.describe(crops[:1])
+    d.close()  # closing twice is harmless
+
+
+@pytest.mark.parametrize("decoder", ["ort", "portable"])
+def test_closed_backend_refuses_every_call(describer, crops, decoder):
+    from runtime.backends import BackendClosed, create_backend
+
+    pixels = np.stack([describer.preprocess(c) for c in crops[:3]])
+    tokens = np.full((3, 1), describer.bundle.special["bos"], np.int64)
+    with create_backend("onnxruntime-cpu", describer.bundle, decoder=decoder) as backend:
+        assert backend.decoder_graph == {"ort": "decoder_ort", "portable": "decoder"}[decoder]
+        state = backend.encode(pixels, 4)
+        assert backend.step(state, tokens, 0).shape == (3,)
+    assert backend.closed
+    for call in (lambda: backend.step(state, tokens, 1), lambda: backend.keep(state, np.array([0, 2])),
+                 lambda: backend.encode(pixels, 4)):
+        with pytest.raises(BackendClosed, match="the onnxruntime-cpu backend is closed"):
+            call()
+
+
+def test_describer_around_a_ready_backend(tiny_bundle, describer, crops):
+    from runtime import Describer
+    from runtime.backends import create_backend
+    from runtime.bundle import Bundle
+
+    bundle = Bundle.load(tiny_bundle)
+    backend = create_backend("onnxruntime-cpu", bundle, decoder="portable")
+    with Describer(bundle, backend, max_batch=5) as d:
+        assert d.backend is backend and d.backend_name == "onnxruntime-cpu"
+        assert [x.tokens for x in d.describe(crops)] == [x.tokens for x in describer.describe(crops)]
+    assert backend.closed  # the Describer closes the backend it was given
+    with pytest.raises(ValueError, match="threads, decoder: options for building a backend"):
+        Describer(bundle, create_backend("onnxruntime-cpu", bundle), threads=2, decoder="portable")

@@ -98,8 +98,7 @@ def test_image_from_bytes_limits():
 
     from PIL import Image
 
-    from runtime.preprocess import InputError
-    from runtime.serve import image_from_bytes
+    from runtime.preprocess import InputError, image_from_bytes
 
     buf = io.BytesIO()
     Image.new("L", (8000, 6000)).save(buf, "PNG")  # 48 Mpx that compress to a few kB: a decompression bomb

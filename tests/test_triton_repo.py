@@ -360,6 +360,7 @@ def test_tensorrt_plans_used_when_listed(tiny_bundle, tmp_path):
     pytest.importorskip("tritonclient.grpc")
     from export.manifest import artifact_entry, read_manifest, write_manifest
     from export.triton import write_triton_repo
+    from runtime.engines import Engine
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
@@ -367,13 +368,35 @@ def test_tensorrt_plans_used_when_listed(tiny_bundle, tmp_path):
     for graph in ("encoder", "decoder"):
         (bundle / f"{graph}.plan").write_bytes(b"not really an engine")  # only copied, never parsed
         manifest["artifacts"][f"{graph}.plan"] = artifact_entry(bundle, f"{graph}.plan")
-        manifest["engines"].append({"graph": graph, "file": f"{graph}.plan", "tensorrt": "10.x", "gpu": "test"})
+        manifest["engines"].append(Engine("tensorrt-plan", graph, f"{graph}.plan", "fp16",  # as pvlm-export trt writes
+                                          **artifact_entry(bundle, f"{graph}.plan"),
+                                          target={"tensorrt": "10.x", "gpu": "test"}).to_dict())
     write_manifest(bundle, manifest)
     gpu = _configs(write_triton_repo(bundle, tmp_path / "gpu", kind="gpu"))
     assert gpu["pvlm_encoder"].platform == gpu["pvlm_decoder"].platform == "tensorrt_plan"
     assert (tmp_path / "gpu" / "pvlm_encoder" / "1" / "model.plan").read_bytes() == b"not really an engine"
     cpu = _configs(write_triton_repo(bundle, tmp_path / "cpu", kind="cpu"))  # engines cannot run on CPU
     assert cpu["pvlm_encoder"].platform == "onnxruntime_onnx"
+
+
+def test_tensorrt_plans_of_one_precision_for_both_graphs(tiny_bundle, tmp_path):
+    from export.manifest import artifact_entry
+    from export.triton import write_triton_repo
+    from runtime.engines import Engine
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for graph, precision in (("encoder", "fp16"), ("encoder", "fp32"), ("decoder", "fp32")):
+        file = f"{graph}.{precision}.plan"
+        (bundle / file).write_bytes(f"{precision} plan".encode())
+        manifest["artifacts"][file] = artifact_entry(bundle, file)
+        manifest["engines"].append(Engine("tensorrt-plan", graph, file, precision, **artifact_entry(bundle, file),
+                                          target={"tensorrt": "10.x", "gpu": "test"}).to_dict())
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    repo = write_triton_repo(bundle, tmp_path / "gpu", kind="gpu")  # FP16 lacks a decoder plan: FP32 for both
+    for model in ("pvlm_encoder", "pvlm_decoder"):
+        assert (repo / model / "1" / "model.plan").read_bytes() == b"fp32 plan"
 
 
 def test_write_errors_and_atomicity(tiny_bundle, tmp_path, monkeypatch):
@@ -494,6 +517,27 @@ def test_bls_backend_drives_the_shared_greedy_loop(lively_bundle):
     assert batches[0] == 8 and batches[-1] < 8 and batches == sorted(batches, reverse=True)  # finished rows dropped
     with pytest.raises(BlsError, match="pvlm_nope: model pvlm_nope is not loaded"):
         TritonBlsBackend(local.bundle.model, encoder_model="pvlm_nope", pb_utils=fake).encode(pixels, 24)
+
+
+def test_describer_around_the_bls_backend(lively_bundle):
+    """The describer model's set-up: a Describer given the BLS backend says what the local one says."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from runtime import Describer
+    from runtime.backends import BackendClosed
+    from runtime.backends.triton_bls import TritonBlsBackend
+    from runtime.bundle import Bundle
+
+    images = [Image.open(io.BytesIO(b)) for b in make_images(8, seed=1)]
+    want = [(d.text, d.attributes) for d in Describer(lively_bundle, backend="onnxruntime-cpu").describe(images)]
+    sessions = {"pvlm_encoder": ort.InferenceSession(str(lively_bundle / "encoder.onnx")),
+                "pvlm_decoder": ort.InferenceSession(str(lively_bundle / "decoder.onnx"))}
+    bundle = Bundle.load(lively_bundle, verify=False)
+    with Describer(bundle, TritonBlsBackend(bundle.model, pb_utils=_FakePbUtils(sessions)), max_batch=5) as d:
+        assert [(x.text, x.attributes) for x in d.describe(images)] == want
+    with pytest.raises(BackendClosed, match="the triton-bls backend is closed"):
+        d.describe(images[:1])
 
 
 # --------------------------------------------------------------------------- a real tritonserver

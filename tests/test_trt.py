@@ -308,6 +308,37 @@ def test_no_engines_for_precision(tiny_bundle, monkeypatch):
         Describer(tiny_bundle, backend="tensorrt")
 
 
+def test_tensorrt_backend_close_frees_buffers_and_refuses():
+    """The lifecycle without a GPU: stand-in cuda calls record what ``close`` frees (no engine is loaded)."""
+    import threading
+
+    import numpy as np
+
+    import runtime.backends.tensorrt as rt
+    from runtime.backends import BackendClosed
+
+    log, pointers = [], iter(range(100, 200))
+    cudart = SimpleNamespace(cudaMalloc=lambda n: (0, next(pointers)), cudaFree=lambda p: log.append(("free", p)),
+                             cudaStreamDestroy=lambda s: log.append(("stream", s)))
+    backend = object.__new__(rt.TensorRTBackend)  # __init__ needs TensorRT and a GPU
+    backend._cudart, backend._stream, backend._pool, backend._lock = cudart, 7, [], threading.Lock()
+    backend._sizes, backend._contexts, backend._engines = {"cross_k": (64, np.dtype(np.float32))}, {}, {}
+    backend.max_batch = backend.max_capacity = 8
+    pooled, in_flight = backend._take(), backend._take()
+    backend._give_back(pooled)
+    with backend:
+        pass
+    assert backend.closed and log == [("free", 100), ("stream", 7)]  # the pooled set, then the stream
+    backend._give_back(in_flight)  # a batch that ends after close frees its buffers instead of pooling them
+    assert log[-1] == ("free", 101) and backend._pool == []
+    with pytest.raises(BackendClosed, match="the tensorrt backend is closed"):
+        backend.encode(np.zeros((1, 3, 4, 4), np.float32), 4)
+    with pytest.raises(BackendClosed, match="the tensorrt backend is closed"):
+        backend.step(rt.TrtState(in_flight, 1, 4), np.zeros((1, 1), np.int64), 0)
+    with pytest.raises(BackendClosed, match="the tensorrt backend is closed"):
+        backend.keep(rt.TrtState(in_flight, 1, 4), np.array([0]))
+
+
 # ---- on a GPU with TensorRT -------------------------------------------------------------------------
 
 
@@ -339,6 +370,20 @@ def test_gpu_engines_match_onnxruntime(built_engines, tiny_model, precision):
         same += sum(x == y for x, y in zip(a, b))
     assert same / 64 >= 0.99
     assert Describer(built_engines, precision=precision).backend_name == "tensorrt"  # auto picks it
+
+
+@needs_trt
+def test_gpu_describer_closes_tensorrt(built_engines, tiny_model):
+    from export.validate import parity_images
+    from runtime import Describer
+    from runtime.backends import BackendClosed
+
+    pixels = parity_images(tiny_model, 4, seed=3)
+    with Describer(built_engines, backend="tensorrt") as d:
+        ids, _ = d.generate_ids(pixels)
+        assert len(ids) == 4
+    with pytest.raises(BackendClosed, match="the tensorrt backend is closed"):
+        d.generate_ids(pixels)
 
 
 @needs_trt

@@ -1,10 +1,11 @@
 """Triton Python-backend model ``pvlm_describer`` (copied to ``pvlm_describer/1/model.py``).
 
-Dynamic batching delivers several requests per ``execute``; their images are decoded and
-preprocessed here, then ``runtime.describer.greedy_decode`` runs once for the whole batch over
-``TritonBlsBackend`` (BLS calls to ``pvlm_encoder`` and ``pvlm_decoder``), dropping finished
-rows. The ``runtime`` package beside this file is a copy of the toolkit's: the repository
-needs only numpy and pillow in Triton's Python (plus onnxruntime for ``--flavor python``).
+Dynamic batching delivers several requests per ``execute``; their images are decoded here, then
+one ``runtime.Describer`` call describes the whole batch over ``TritonBlsBackend`` (BLS calls to
+``pvlm_encoder`` and ``pvlm_decoder``): the runtime's own preprocessing, greedy loop (dropping
+finished rows), detokenising and attribute parsing. The ``runtime`` package beside this file is a
+copy of the toolkit's: the repository needs only numpy and pillow in Triton's Python (plus
+onnxruntime for ``--flavor python``).
 
 Per request, send exactly one of
   IMAGE  UINT8 [k, n]       encoded JPEG/PNG bytes (k images of n bytes; usually k = 1)
@@ -26,34 +27,32 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))  # the runtime copy beside this file, not whatever is installed
 
-from runtime.attributes import parse_attributes  # noqa: E402
 from runtime.backends.triton_bls import TritonBlsBackend  # noqa: E402
 from runtime.bundle import Bundle  # noqa: E402
-from runtime.describer import detokenize, greedy_decode  # noqa: E402
-from runtime.preprocess import InputError, preprocess, to_rgb  # noqa: E402
-from runtime.serve import image_from_bytes  # noqa: E402
+from runtime.describer import Describer  # noqa: E402
+from runtime.preprocess import MAX_IMAGE_BYTES, InputError, image_from_bytes, to_rgb  # noqa: E402
 
 
 class TritonPythonModel:
-    """IMAGE/RAW -> TEXT, ATTRIBUTES through the runtime's greedy loop over BLS."""
+    """IMAGE/RAW -> TEXT, ATTRIBUTES through a ``Describer`` whose backend is BLS."""
 
     def initialize(self, args: dict) -> None:
         """Read the manifest copied beside this file and the parameters of ``config.pbtxt``."""
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         bundle = Bundle.load(_HERE, verify=False)  # only the manifest travels here; graphs are models
-        pre = bundle.preprocess
-        self.pre = (pre["height"], pre["width"], pre["mean"], pre["std"])
-        self.bos, self.eos = bundle.special["bos"], bundle.special["eos"]
-        self.itos = bundle.tokens
-        self.max_batch = int(bundle.limits["max_batch"])
-        self.max_new_tokens = int(params.get("max_new_tokens") or bundle.limits["max_new_tokens"])
-        self.max_bytes = int(params.get("max_image_bytes") or 20 * 1024 * 1024)
-        self.backend = TritonBlsBackend(bundle.model, params.get("encoder_model") or "pvlm_encoder",
-                                        params.get("decoder_model") or "pvlm_decoder", pb_utils=pb_utils)
+        backend = TritonBlsBackend(bundle.model, params.get("encoder_model") or "pvlm_encoder",
+                                   params.get("decoder_model") or "pvlm_decoder", pb_utils=pb_utils)
+        max_new_tokens = int(params.get("max_new_tokens") or 0) or None  # None: the bundle's limit
+        self.describer = Describer(bundle, backend, max_new_tokens=max_new_tokens, on_error="raise")
+        self.max_bytes = int(params.get("max_image_bytes") or MAX_IMAGE_BYTES)
 
-    def _pixels(self, request: object) -> list[np.ndarray]:
-        """One request -> float32 (3, H, W) per image; InputError names the problem."""
+    def finalize(self) -> None:
+        """Unloading: close the describer (and its backend)."""
+        self.describer.close()
+
+    def _images(self, request: object) -> list:
+        """One request -> RGB PIL image per image it sent; InputError names the problem."""
         image = pb_utils.get_input_tensor_by_name(request, "IMAGE")
         raw = pb_utils.get_input_tensor_by_name(request, "RAW")
         if (image is None) == (raw is None):
@@ -70,38 +69,34 @@ class TritonPythonModel:
             if data.ndim != 4 or data.shape[0] == 0:
                 raise InputError(f"input 0 (RAW): expected UINT8 [k, H, W, 3], got shape {list(data.shape)}")
             images = [to_rgb(row, i) for i, row in enumerate(data)]
-        return [preprocess(img, *self.pre) for img in images]
+        return images
 
     def execute(self, requests: list) -> list:
         """Decode every good request of the batch together; bad ones get their own error."""
         responses: list = [None] * len(requests)
-        pixels: list[np.ndarray] = []
+        images: list = []
         owners: list[tuple[int, int]] = []  # (request index, images it sent)
         for r, request in enumerate(requests):
             try:
-                arrays = self._pixels(request)
+                decoded = self._images(request)
             except InputError as e:
                 responses[r] = _error(str(e), invalid_argument=True)
                 continue
-            owners.append((r, len(arrays)))
-            pixels.extend(arrays)
-        if not pixels:
+            owners.append((r, len(decoded)))
+            images.extend(decoded)
+        if not images:
             return responses
-        ids: list[list[int]] = []
         try:
-            for start in range(0, len(pixels), self.max_batch):
-                batch = np.stack(pixels[start:start + self.max_batch])  # (B, 3, H, W)
-                rows, _ = greedy_decode(self.backend, batch, self.bos, self.eos, self.max_new_tokens)
-                ids.extend(rows)
+            described = self.describer.describe(images)  # batches of up to the bundle's max_batch
         except Exception as e:  # noqa: BLE001 - a graph model failed: every request of the batch hears why
             for r, _ in owners:
                 responses[r] = _error(f"pvlm_describer: {type(e).__name__}: {e}")
             return responses
         i = 0
         for r, n in owners:
-            texts = [detokenize(row, self.itos) for row in ids[i:i + n]]
+            texts = [d.text for d in described[i:i + n]]
+            attrs = [json.dumps(d.attributes, sort_keys=True) for d in described[i:i + n]]
             i += n
-            attrs = [json.dumps(parse_attributes(t), sort_keys=True) for t in texts]
             responses[r] = pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("TEXT", np.array([[t.encode()] for t in texts], dtype=np.object_)),
                 pb_utils.Tensor("ATTRIBUTES", np.array([[a.encode()] for a in attrs], dtype=np.object_)),

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from ..bundle import Bundle
-from .base import Backend, BackendUnavailable
+from .base import Backend, BackendClosed, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,4 +60,4 @@ def _create(name: str, bundle: Bundle, **options: Any) -> Backend:
     raise ValueError(f"unknown backend {name!r}")
 
 
-__all__ = ["AUTO_ORDER", "NAMES", "Backend", "BackendUnavailable", "create_backend"]
+__all__ = ["AUTO_ORDER", "NAMES", "Backend", "BackendClosed", "BackendUnavailable", "create_backend"]

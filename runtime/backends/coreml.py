@@ -61,3 +61,6 @@ class CoreMLBackend(HostCacheBackend):
         out = self._models["decoder"].predict(feeds)
         return (out["next_ids"].astype(np.int64), out["new_k"].astype(np.float32),
                 out["new_v"].astype(np.float32))
+
+    def _release(self) -> None:
+        self._models = {}

@@ -1,6 +1,7 @@
 """Backends whose per-batch buffers live in host numpy arrays: one implementation of encode/step/keep.
 
-Subclasses only say how to run the two graphs (ONNX Runtime sessions, Triton BLS requests, ...).
+Subclasses only say how to run the two graphs (ONNX Runtime sessions, CoreML models, Triton BLS
+requests) and what ``close`` frees; ``ort_bound.py``'s backend keeps its cache on the device instead.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .base import Lifecycle
 
 DECODER_OUTPUTS = ["next_ids", "new_k", "new_v"]  # logits stay inside the decoder
 
@@ -23,7 +26,7 @@ class HostState:
     cache_v: np.ndarray
 
 
-class HostCacheBackend:
+class HostCacheBackend(Lifecycle):
     """The Backend protocol over two graph calls; the cache is written by slot, never copied whole."""
 
     name = "host-cache"
@@ -42,6 +45,7 @@ class HostCacheBackend:
 
     def encode(self, pixels: np.ndarray, capacity: int) -> HostState:
         """Run the encoder; zeroed cache of ``capacity`` slots."""
+        self._check_open()
         return self.start(*self.run_encoder(pixels), capacity)
 
     def start(self, cross_k: np.ndarray, cross_v: np.ndarray, capacity: int) -> HostState:
@@ -52,6 +56,7 @@ class HostCacheBackend:
 
     def step(self, state: HostState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One step; stores this token's K/V at slot ``position``; next ids (B,) int64."""
+        self._check_open()
         if position >= state.cache_k.shape[3]:
             raise ValueError(f"position {position} exceeds the cache capacity {state.cache_k.shape[3]}")
         positions = np.full((tokens.shape[0], 1), position, np.int64)
@@ -64,6 +69,7 @@ class HostCacheBackend:
 
     def keep(self, state: HostState, rows: np.ndarray) -> None:
         """Compact every per-row buffer to ``rows`` (finished rows stop costing decoder work)."""
+        self._check_open()
         state.cross_k = np.ascontiguousarray(state.cross_k[:, rows])
         state.cross_v = np.ascontiguousarray(state.cross_v[:, rows])
         state.cache_k = np.ascontiguousarray(state.cache_k[:, rows])

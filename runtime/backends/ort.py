@@ -1,9 +1,9 @@
-"""ONNX Runtime backends (CPU, or CUDA with onnxruntime-gpu).
+"""ONNX Runtime backends (CPU, or CUDA with onnxruntime-gpu): two siblings built by one ``SessionLoader``.
 
 ``ort_backend`` picks the class: ``OrtBoundBackend`` runs ``cross_ort.onnx`` + ``decoder_ort.onnx``
 with the cache bound in place on the session's device (see ``ort_bound.py``) when the bundle
 has those graphs; ``OrtBackend`` runs the portable ``decoder.onnx`` with a host numpy cache
-(bundles exported before the ONNX Runtime graphs existed, or ``decoder="portable"``).
+(``host_cache.py``; bundles exported before the ONNX Runtime graphs existed, or ``decoder="portable"``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Bundle, BundleError
-from .base import BackendUnavailable
+from .base import BackendUnavailable, Lifecycle
 from .host_cache import DECODER_OUTPUTS, HostCacheBackend
 from .ort_bound import MIN_ONNXRUNTIME, BoundDecoder, BoundState, supports_bound_cache
 
@@ -44,16 +44,6 @@ def _ort():
     except ImportError:
         raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)") from None
     return onnxruntime
-
-
-def session(ort: Any, bundle: Bundle, graph: str, opts: Any, providers: list[Any], precision: str = "fp32") -> Any:
-    """An InferenceSession for a bundle graph; a file ONNX Runtime cannot load is a BundleError naming it."""
-    path = bundle.path(graph, precision)
-    try:
-        return ort.InferenceSession(str(path), opts, providers=providers)
-    except Exception as e:  # noqa: BLE001 - ORT raises its own classes (InvalidProtobuf, Fail, InvalidGraph...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({type(e).__name__}: {first[:160]})") from None
 
 
 def cuda_available() -> bool:
@@ -97,15 +87,8 @@ def choose_decoder(ort: Any, bundle: Bundle, decoder: str, precision: str = "fp3
     return "decoder_ort"
 
 
-def ort_backend(bundle: Bundle, device: str = "cpu", *, decoder: str = "auto", precision: str = "fp32",
-                **options: Any) -> OrtBackend:
-    """The ONNX Runtime backend for ``bundle`` on ``device`` in ``precision``; ``options`` go to :class:`OrtBackend`."""
-    graph = choose_decoder(_ort(), bundle, decoder, precision)
-    return (OrtBoundBackend if graph == "decoder_ort" else OrtBackend)(bundle, device, precision=precision, **options)
-
-
-class OrtBackend(HostCacheBackend):
-    """Encoder + portable decoder-step sessions, the cache in host numpy arrays.
+class SessionLoader:
+    """Every ONNX Runtime session of a backend: one place for session options, providers and load errors.
 
     ``shared_threads``: run the sessions on ONNX Runtime's process-wide thread pool, so the
     encoder's threads can spin without stealing cores from the decoder's (about 20% faster at
@@ -113,39 +96,75 @@ class OrtBackend(HostCacheBackend):
     must use that pool, so turn it on only in a process that pvlm owns (pvlm-bench's workers do).
     """
 
-    decoder_graph = "decoder"
-
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None,
                  providers: list[Any] | None = None, shared_threads: bool = False, precision: str = "fp32"):
-        ort = _ort()
-        self.precision = precision
+        self.ort = _ort()
         if device == "cuda" and not cuda_available():
             raise BackendUnavailable("onnxruntime-cuda needs onnxruntime-gpu and an NVIDIA GPU")
+        self.bundle, self.device, self.precision = bundle, device, precision
         self.name = f"onnxruntime-{device}"
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.thread_pool = "shared" if shared_threads else "per-session"
         if shared_threads:
             _shared_pool(threads)
+        self.providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
+                                       else ["CPUExecutionProvider"])
+        self._per_step = self._options(threads, shared_threads, spin=True)
+        # With its own pool, a graph run once per batch (encoder, cross_ort) must not leave threads spinning on
+        # the cores the decoder steps need next (batch 1 end to end: 62 ms without spinning, 87 ms with it;
+        # force_spinning_stop slowed the encoder itself by half).
+        self._per_batch = self._options(threads, shared_threads, spin=shared_threads)
+
+    def _options(self, threads: int | None, shared_threads: bool, spin: bool) -> Any:
+        ort = self.ort
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if shared_threads:
             opts.use_per_session_threads = False
         elif threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
-                                  else ["CPUExecutionProvider"])
-        self.decoder = session(ort, bundle, self.decoder_graph, opts, providers, precision)
-        if not shared_threads:
-            # With its own pool, the encoder (once per batch) must not leave threads spinning on the cores
-            # the decoder steps need next (batch 1 end to end: 62 ms without spinning, 87 ms with it;
-            # force_spinning_stop slowed the encoder itself by half).
+        if not spin:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.encoder = session(ort, bundle, "encoder", opts, providers, precision)
-        self._setup(ort, bundle, device, opts, providers)
-        super().__init__(bundle.model)
+        return opts
 
-    def _setup(self, ort: Any, bundle: Bundle, device: str, opts: Any, providers: list[Any]) -> None:
-        """Subclass hook for further sessions, with the same options and providers."""
+    def load(self, graph: str, *, per_step: bool = False) -> Any:
+        """An InferenceSession for a bundle graph in this precision; ``per_step``: the decoder step (may spin).
+
+        A file ONNX Runtime cannot load is a BundleError naming it.
+        """
+        path = self.bundle.path(graph, self.precision)
+        opts = self._per_step if per_step else self._per_batch
+        try:
+            return self.ort.InferenceSession(str(path), opts, providers=self.providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own classes (InvalidProtobuf, Fail, InvalidGraph...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({type(e).__name__}: {first[:160]})") \
+                from None
+
+
+def ort_backend(bundle: Bundle, device: str = "cpu", *, decoder: str = "auto", precision: str = "fp32",
+                **options: Any) -> OrtBackend | OrtBoundBackend:
+    """The ONNX Runtime backend for ``bundle`` on ``device`` in ``precision``.
+
+    ``options`` (threads, providers, shared_threads) go to :class:`SessionLoader`.
+    """
+    graph = choose_decoder(_ort(), bundle, decoder, precision)
+    loader = SessionLoader(bundle, device, precision=precision, **options)
+    return OrtBoundBackend(loader) if graph == "decoder_ort" else OrtBackend(loader)
+
+
+class OrtBackend(HostCacheBackend):
+    """Encoder + portable decoder-step sessions, the cache in host numpy arrays."""
+
+    decoder_graph = "decoder"
+
+    def __init__(self, loader: SessionLoader):
+        """Sessions from ``loader`` (which says the device, precision and threads)."""
+        self.name, self.precision, self.thread_pool = loader.name, loader.precision, loader.thread_pool
+        self.decoder = loader.load(self.decoder_graph, per_step=True)
+        self.encoder = loader.load("encoder")
+        super().__init__(loader.bundle.model)
 
     def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Encoder session: cross_k, cross_v."""
@@ -157,24 +176,41 @@ class OrtBackend(HostCacheBackend):
         ids, nk, nv = self.decoder.run(DECODER_OUTPUTS, feeds)
         return ids, nk, nv
 
+    def _release(self) -> None:
+        self.encoder = self.decoder = None
 
-class OrtBoundBackend(OrtBackend):
-    """Encoder, ``cross_ort`` and ``decoder_ort`` sessions; the cache and cross tables stay on the device."""
+
+class OrtBoundBackend(Lifecycle):
+    """Encoder, ``cross_ort`` and ``decoder_ort`` sessions; the cache and cross tables stay on the device.
+
+    A sibling of :class:`OrtBackend` (same loader, same encoder), not a kind of it: the host cache
+    is never used here, :class:`BoundDecoder` owns the per-batch buffers.
+    """
 
     decoder_graph = "decoder_ort"
 
-    def _setup(self, ort: Any, bundle: Bundle, device: str, opts: Any, providers: list[Any]) -> None:
-        cross = session(ort, bundle, "cross_ort", opts, providers, self.precision)
-        self.bound = BoundDecoder(ort, self.decoder, cross, bundle.model, device)
+    def __init__(self, loader: SessionLoader):
+        """Sessions from ``loader`` (which says the device, precision and threads)."""
+        self.name, self.precision, self.thread_pool = loader.name, loader.precision, loader.thread_pool
+        step = loader.load(self.decoder_graph, per_step=True)
+        self.encoder = loader.load("encoder")
+        self.bound = BoundDecoder(loader.ort, step, loader.load("cross_ort"), loader.bundle.model, loader.device)
 
     def encode(self, pixels: np.ndarray, capacity: int) -> BoundState:
         """Run the encoder and the cross tables; an empty cache of ``capacity`` slots on the device."""
-        return self.bound.start(*self.run_encoder(pixels), capacity)
+        self._check_open()
+        ck, cv = self.encoder.run(None, {"pixels": pixels})
+        return self.bound.start(ck, cv, capacity)
 
     def step(self, state: BoundState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One decoder step at ``position``; next ids (B,) int64."""
+        self._check_open()
         return self.bound.step(state, tokens, position)
 
     def keep(self, state: BoundState, rows: np.ndarray) -> None:
         """Keep only ``rows`` of the batch."""
+        self._check_open()
         self.bound.keep(state, rows)
+
+    def _release(self) -> None:
+        self.encoder = self.bound = None

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..engines import Engine, mismatch, select
-from .base import BackendUnavailable
+from .base import BackendUnavailable, Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,12 @@ class TrtState:
     capacity: int
 
 
-class TensorRTBackend:
-    """Encoder and decoder-step TensorRT engines; buffers on the GPU for the whole batch."""
+class TensorRTBackend(Lifecycle):
+    """Encoder and decoder-step TensorRT engines; buffers on the GPU for the whole batch.
+
+    ``close`` waits for the call in flight, then frees the pooled buffers, the stream and the engines;
+    a batch still holding buffers frees them when its state is dropped.
+    """
 
     name = "tensorrt"
 
@@ -190,13 +194,25 @@ class TensorRTBackend:
 
     def _take(self) -> _BufferSet:
         with self._lock:
+            self._check_open()
             if self._pool:
                 return self._pool.pop()
         return _BufferSet(self._cudart, self._sizes, pinned=("pixels", "tokens", "positions", "next_ids"))
 
     def _give_back(self, buffers: _BufferSet) -> None:
         with self._lock:
-            self._pool.append(buffers)
+            if self.closed:
+                buffers.free()
+            else:
+                self._pool.append(buffers)
+
+    def _release(self) -> None:
+        with self._lock:  # the call in flight finishes first; the next one sees ``closed``
+            for buffers in self._pool:
+                buffers.free()
+            self._pool = []
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._contexts, self._engines = {}, {}
 
     def _run(self, graph: str, shapes: dict[str, tuple[int, ...]], bufs: _BufferSet,
              addresses: dict[str, int] | None = None) -> None:
@@ -232,6 +248,7 @@ class TensorRTBackend:
         n = pixels.size
         host[:n].reshape(pixels.shape)[...] = pixels
         with self._lock:
+            self._check_open()
             self._copy(bufs.bufs["pixels"].device, self._host_ptr(host), pixels.nbytes, "h2d")
             self._run("encoder", {"pixels": pixels.shape}, bufs)
             cache_bytes = self.layers * b * self.heads * capacity * self.head_dim * 4
@@ -242,6 +259,7 @@ class TensorRTBackend:
 
     def step(self, state: TrtState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One decoder step; this token's K/V land in cache slot ``position``; next ids (B,) int64."""
+        self._check_open()  # before the host buffers: a closed backend may have freed them
         if position >= state.capacity:
             raise ValueError(f"position {position} exceeds the cache capacity {state.capacity}")
         b, bufs = state.batch, state.buffers.bufs
@@ -253,6 +271,7 @@ class TensorRTBackend:
                   "cache_v": (self.layers, b, self.heads, state.capacity, self.head_dim)}
         ids = bufs["next_ids"]
         with self._lock:
+            self._check_open()
             for name in ("tokens", "positions"):
                 self._copy(bufs[name].device, self._host_ptr(bufs[name].host), b * 8, "h2d")
             self._run("decoder", shapes, state.buffers)
@@ -269,12 +288,14 @@ class TensorRTBackend:
 
     def keep(self, state: TrtState, rows: np.ndarray) -> None:
         """Compact cross K/V and the cache to ``rows`` on the device (in place, front to back)."""
+        self._check_open()
         b, keep = state.batch, [int(r) for r in rows]
         cross_row = self.heads * self.n_visual * self.head_dim * 4
         per_row = {"cross_k": cross_row, "cross_v": cross_row,
                    "cache_k": self.heads * state.capacity * self.head_dim * 4,
                    "cache_v": self.heads * state.capacity * self.head_dim * 4}
         with self._lock:
+            self._check_open()
             for name, size in per_row.items():
                 base = state.buffers.bufs[name].device
                 for layer in range(self.layers):

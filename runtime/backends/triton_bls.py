@@ -1,9 +1,10 @@
 """Backend whose two graphs are other models of the same Triton server, called through BLS.
 
 Used by the ``pvlm_describer`` Python-backend model of a repository written by
-``pvlm-export triton``: ``runtime.describer.greedy_decode`` drives it exactly as it drives
-ONNX Runtime, so the greedy loop (and dropping finished rows) exists once. The cache lives
-in numpy arrays in the describer's process and travels with every step request.
+``pvlm-export triton``, as the backend of its ``Describer``: ``runtime.describer.greedy_decode``
+drives it exactly as it drives ONNX Runtime, so the greedy loop (and dropping finished rows)
+exists once. The cache lives in numpy arrays in the describer's process and travels with every
+step request.
 
 ``triton_python_backend_utils`` exists only inside Triton's Python backend stub; it is imported
 when the backend is created, or passed in (tests pass a stand-in).
@@ -70,6 +71,9 @@ class TritonBlsBackend(HostCacheBackend):
         """One decoder request."""
         ids, nk, nv = self._call(self.decoder_model, feeds, DECODER_OUTPUTS)
         return ids, nk, nv
+
+    def _release(self) -> None:
+        self._pb = None  # the graph models belong to the server; nothing else is held here
 
 
 __all__ = ["BlsError", "TritonBlsBackend"]
