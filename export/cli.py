@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from runtime.cli_common import CONTEXT_SETTINGS, CommandFailure, Group, common_options, fail_on_bad_input, version_option
+from runtime.cli_common import (CONTEXT_SETTINGS, CommandFailure, Group, common_options, fail_on_bad_input,
+                                version_option)
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)

@@ -178,5 +178,5 @@ def removed_if_unused(out: str | os.PathLike) -> Iterator[None]:
         raise
 
 
-__all__ = ["OutputError", "OutputExistsError", "building", "check_replaceable", "is_bundle", "is_quickstart_dir", "is_synth_dataset",
-           "is_train_dir", "is_triton_repo", "removed_if_unused", "set_aside", "swap_in", "temp_dir_beside"]
+__all__ = ["OutputError", "OutputExistsError", "building", "check_replaceable", "is_bundle", "is_quickstart_dir",
+           "is_synth_dataset", "is_train_dir", "is_triton_repo", "removed_if_unused", "set_aside", "swap_in", "temp_dir_beside"]

@@ -55,7 +55,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, ensure_ascii: bool = True,
                default: Callable[[Any], Any] | None = None) -> Path:
-    """Write ``obj`` as JSON plus a final newline to ``path`` atomically (options as ``json.dumps``); returns ``path``."""
+    """Write ``obj`` as JSON and a final newline to ``path`` atomically (options as in ``json.dumps``)."""
     return write_text(path, json.dumps(obj, indent=indent, ensure_ascii=ensure_ascii, default=default) + "\n")
 
 

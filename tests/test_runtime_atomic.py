@@ -1,4 +1,4 @@
-"""``runtime.atomic``: a file or directory appears whole at its path or not at all, and a failure leaves no temp behind."""
+"""``runtime.atomic``: a file or directory appears whole or not at all; a failure leaves no temp behind."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``runtime.attribute_schema``: one table that the parser, the synthetic captions, eval and the JSON Schema agree on."""
+"""``runtime.attribute_schema``: one table the parser, the synthetic captions, eval and the JSON Schema agree on."""
 
 from __future__ import annotations
 
@@ -108,7 +108,8 @@ def test_json_schema_and_eval_follow_the_schema() -> None:
 
 
 def test_schema_atomic_and_cli_helpers_are_standard_library_only() -> None:
-    code = ("import json, sys; import runtime.attribute_schema, runtime.attributes, runtime.atomic, runtime.cli_common; "
-            "print(json.dumps(sorted(m for m in ('torch', 'numpy', 'PIL', 'pvlm', 'onnxruntime') if m in sys.modules)))")
+    code = ("import json, sys; import runtime.attribute_schema, runtime.attributes, runtime.atomic, "
+            "runtime.cli_common; heavy = ('torch', 'numpy', 'PIL', 'pvlm', 'onnxruntime'); "
+            "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert json.loads(out) == []
