@@ -6,10 +6,10 @@ import json
 
 import click
 
-from pvlm.cli_errors import fail_on_bad_input
 from pvlm.preset_names import preset_names
+from runtime.atomic import write_json, write_text
 from runtime.backends import NAMES as RUNTIME_BACKENDS
-from runtime.cli_common import CONTEXT_SETTINGS, ChoiceList, Command, common_options
+from runtime.cli_common import CONTEXT_SETTINGS, ChoiceList, Command, common_options, fail_on_bad_input
 
 from .runners import RUNTIME_VARIANTS, TORCH_BACKENDS
 
@@ -94,7 +94,6 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
     """Benchmark BUNDLE (or --preset) on each --backend at each --batch-size."""
     from . import report as rep
     from .harness import BenchConfig, run_bench
-    from .html_report import write_text_atomic
 
     if server:
         return _server_mode(server, concurrency, requests, as_json, json_path, csv_path, plot_path, quiet)
@@ -127,17 +126,16 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
         for line in rep.comparison_lines(result) + [rep.capacity_line(result)]:
             click.echo(line)
     if json_path:
-        write_text_atomic(json_path, json.dumps(result, indent=2))
+        write_json(json_path, result)
     if md_path:
-        write_text_atomic(md_path, rep.markdown(result))
+        write_text(md_path, rep.markdown(result))
     if csv_path:
-        write_text_atomic(csv_path, rep.csv_text(result))
+        write_text(csv_path, rep.csv_text(result))
 
 
 def _server_mode(url: str, concurrency: tuple[str, ...], requests: int, as_json: bool, json_path: str | None,
                  csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
     """``--server``: closed-loop load on a running pvlm-serve (bench/server_load.py)."""
-    from .html_report import write_text_atomic
     from .server_load import LoadConfig, run_server_load, server_csv, server_table
 
     with fail_on_bad_input():
@@ -150,6 +148,6 @@ def _server_mode(url: str, concurrency: tuple[str, ...], requests: int, as_json:
                                             progress=not quiet))
     click.echo(json.dumps(report, indent=2) if as_json else server_table(report))
     if json_path:
-        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+        write_json(json_path, report)
     if csv_path:
-        write_text_atomic(csv_path, server_csv(report))
+        write_text(csv_path, server_csv(report))

@@ -7,19 +7,10 @@ from typing import Any
 
 import click
 
-from pvlm.cli_errors import fail_on_bad_input
+from runtime.atomic import write_json
 from runtime.backends import NAMES as RUNTIME_BACKENDS
-from runtime.cli_common import (CONTEXT_SETTINGS, ChoiceList, Command, MissingPackage, common_options,
-                                missing_package_message)
-
-
-class _Failure(click.ClickException):
-    """The environment, not the input, stopped the run (missing package, backend unavailable): exit 1."""
-
-    exit_code = 1
-
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        click.echo(f"error: {self.format_message()}", err=True)
+from runtime.cli_common import (CONTEXT_SETTINGS, ChoiceList, Command, CommandFailure, MissingPackage, common_options,
+                                fail_on_bad_input, first_line, missing_package_message)
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -105,7 +96,7 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
     from runtime.backends import BackendUnavailable
 
     from .eval import EvalConfig, evaluate
-    from .html_report import write_html, write_text_atomic
+    from .html_report import write_html
 
     cfg = EvalConfig(model=model, data=data, image_root=image_root, backends=_split(backends), limit=limit,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, reference=not no_reference,
@@ -116,7 +107,7 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
         except (BackendUnavailable, RuntimeError, ImportError) as e:
             if isinstance(e, ImportError) and missing_package_message(e.name or ""):
                 raise MissingPackage(missing_package_message(e.name or "")) from None  # usage: exit 2
-            raise _Failure(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+            raise CommandFailure(first_line(e)) from None
         if as_json:
             click.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
         else:
@@ -126,7 +117,7 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
             write_html(report, html_path, max_images=max_images)
             click.echo(f"wrote {html_path}", err=as_json)
         if json_path:
-            write_text_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            write_json(json_path, report, ensure_ascii=False)
             click.echo(f"wrote {json_path}", err=as_json)
 
 

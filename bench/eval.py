@@ -22,16 +22,22 @@ from typing import Any
 
 from tqdm import tqdm
 
+from runtime.attribute_schema import FIELDS
+
 log = logging.getLogger(__name__)
 
 CAPTION_METRICS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr")
-ATTRIBUTE_CATEGORIES: tuple[str, ...] = (
-    "upper", "upper_color", "lower", "lower_color", "headwear", "carrying", "posture", "view",
-)
 OPTIONAL_CATEGORIES: tuple[str, ...] = ("gender", "age")
+# Not scored: the synthetic captions name the shoes in some templates only, so a description that leaves
+# them out is not wrong.
+_UNSCORED = frozenset(("shoes_color",))
+# Every labelled field of the attribute schema (upper, upper_color, lower, lower_color, headwear, carrying,
+# posture, view), in the parser's order.
+ATTRIBUTE_CATEGORIES: tuple[str, ...] = tuple(
+    f.key for f in FIELDS if f.drawn and f.key not in OPTIONAL_CATEGORIES and f.key not in _UNSCORED)
 # Categories whose absence from a caption means "none" (captions name a hat or a bag when there is one);
 # for the others, a reference caption that does not mention them gives no ground truth.
-_ABSENCE_IS_NONE = frozenset(("headwear", "carrying"))
+_ABSENCE_IS_NONE = frozenset(f.key for f in FIELDS if "none" in f.drawn)
 SPICE_UNAVAILABLE = "unavailable: SPICE needs Stanford CoreNLP models downloaded at run time (offline here)"
 METEOR_TIMEOUT_S = 300.0
 

@@ -9,10 +9,11 @@ import base64
 import html
 import io
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from runtime.atomic import write_text
 
 THUMB_HEIGHT = 160
 
@@ -206,21 +207,6 @@ def render_html(report: Mapping[str, Any], images_inline: bool = True, max_image
     )
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary sibling, then rename it over ``path`` (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:  # plain open: the usual umask-derived permissions
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_html(report: Mapping[str, Any], path: str | os.PathLike, images_inline: bool = True,
                max_images: int = 200) -> Path:
     """Write :func:`render_html` to ``path`` atomically; returns the path.
@@ -229,7 +215,7 @@ def write_html(report: Mapping[str, Any], path: str | os.PathLike, images_inline
     thumbnails (smaller, but then the page needs the images beside it).
     """
     path = Path(path)
-    return write_text_atomic(path, render_html(report, images_inline, max_images, path.parent.resolve()))
+    return write_text(path, render_html(report, images_inline, max_images, path.parent.resolve()))
 
 
-__all__ = ["mistakes_first", "render_html", "thumbnail_data_uri", "write_html", "write_text_atomic"]
+__all__ = ["mistakes_first", "render_html", "thumbnail_data_uri", "write_html"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from pvlm.cli_errors import fail_on_bad_input
 from pvlm.preset_names import preset_names
-from runtime.cli_common import CONTEXT_SETTINGS, Command, common_options
+from runtime.atomic import write_json, write_text
+from runtime.cli_common import CONTEXT_SETTINGS, Command, common_options, fail_on_bad_input, parse_size
 
 
 def _step(title: str) -> float:
@@ -44,7 +44,6 @@ def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, pres
          threads: int, seed: int, bench_iters: int, force: bool) -> None:
     """Run synth -> train -> export -> describe -> eval -> bench and print where everything went."""
     from export import export_onnx
-    from pvlm.cli_errors import parse_size
     from pvlm.model import PRESETS, PersonVLMConfig
     from pvlm.outdir import check_replaceable, is_quickstart_dir
     from pvlm.synth import SynthConfig, write_dataset
@@ -99,12 +98,12 @@ def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, pres
 
         t = _step("5/6 evaluating on the held-out set")
         rep = evaluate(EvalConfig(model=str(bundle), data=str(test["data"]), backends=("onnxruntime-cpu",)))
-        (root / "eval.json").write_text(json.dumps(rep, indent=2, default=str))
+        write_json(root / "eval.json", rep, default=str)
         write_html(rep, root / "eval.html")
         _print_eval(rep)
         same = evaluate(EvalConfig(model=str(bundle), data=str(test_same["data"]), backends=("onnxruntime-cpu",),
                                    reference=False, meteor=False, progress=False))
-        (root / "eval-train-size.json").write_text(json.dumps(same, indent=2, default=str))
+        write_json(root / "eval-train-size.json", same, default=str)
         a, b = rep["attributes"]["categories"], same["attributes"]["categories"]
         click.echo(f"same people at {train_hw[0]}x{train_hw[1]} (the training size) vs {test_hw[0]}x{test_hw[1]}: " +
                    ", ".join(f"{k} {b[k]['accuracy']:.1%} vs {a[k]['accuracy']:.1%}" for k in a
@@ -115,8 +114,8 @@ def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, pres
         bench = run_bench(BenchConfig(bundle=str(bundle), checkpoint=res["best"],
                                       backends=("torch-original", "torch", "onnxruntime-cpu"), batches=(1, 8, 32),
                                       iters=bench_iters))
-        (root / "bench.json").write_text(json.dumps(bench, indent=2))
-        (root / "bench.md").write_text(bench_report.markdown(bench))
+        write_json(root / "bench.json", bench)
+        write_text(root / "bench.md", bench_report.markdown(bench))
         click.echo(bench_report.table(bench))
         for line in bench_report.comparison_lines(bench) + [bench_report.capacity_line(bench)]:
             click.echo(line)

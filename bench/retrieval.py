@@ -31,9 +31,13 @@ from typing import Any
 
 import click
 
-FACTS = ("gender", "age", "upper", "upper_color", "lower", "lower_color", "headwear", "carrying", "posture", "view")
-_UPPER = {"t-shirt": "t-shirt", "shirt": "shirt", "jacket": "jacket", "coat": "coat", "hoodie": "hoodie",
-          "sweater": "sweater"}
+from runtime.atomic import write_json
+
+from .eval import ATTRIBUTE_CATEGORIES, OPTIONAL_CATEGORIES
+
+# The facts a query may state: the labels pvlm-eval scores (no shoes). Their order is the order queries
+# draw them in, so the queries of a seed depend on it.
+FACTS: tuple[str, ...] = OPTIONAL_CATEGORIES + ATTRIBUTE_CATEGORIES
 _VIEW = {"front": "seen from the front", "back": "seen from behind", "side": "seen from the side"}
 _CARRY = {"backpack": "carrying a backpack", "handbag": "with a handbag", "umbrella": "holding an umbrella",
           "phone": "holding a phone", "suitcase": "with a suitcase"}
@@ -51,7 +55,7 @@ class Query:
 
 
 def _available(attrs: dict[str, str]) -> list[str]:
-    return [f for f in FACTS if not (f in ("headwear", "carrying") and attrs[f] == "none")]
+    return [f for f in FACTS if attrs[f] != "none"]  # "none": no hat, nothing carried
 
 
 def make_query(attrs: dict[str, str], source: int, rng: random.Random, n_facts: int) -> Query:
@@ -73,7 +77,7 @@ def make_query(attrs: dict[str, str], source: int, rng: random.Random, n_facts: 
         parts.append(facts["posture"])
     clothes = []
     if "upper" in facts:
-        phrase = f"{facts.get('upper_color', '')} {_UPPER[facts['upper']]}".strip()
+        phrase = f"{facts.get('upper_color', '')} {facts['upper']}".strip()
         clothes.append(("an " if phrase[0] in "aeiou" else "a ") + phrase)
     if "lower" in facts:
         word = facts["lower"]
@@ -256,11 +260,7 @@ def run_scale(rows: int, pool: int, n_queries: int, batch: int, path: str | None
 def _write(out: str | None, result: dict) -> None:
     if not out:
         return
-    p = Path(out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, p)
+    write_json(out, result)
 
 
 @click.group()

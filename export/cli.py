@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from pvlm.cli_errors import InputError, fail_on_bad_input
-from runtime.cli_common import CONTEXT_SETTINGS, Group, common_options, version_option
+from runtime.cli_common import (CONTEXT_SETTINGS, CommandFailure, Group, common_options, fail_on_bad_input,
+                                version_option)
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -67,7 +67,7 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
     except ValidationError as e:
         for f in e.failures:
             click.echo(f"  \u2717 {f}", err=True)
-        raise click.ClickException(f"validation failed ({len(e.failures)} problem(s)); no bundle written") from None
+        raise CommandFailure(f"validation failed ({len(e.failures)} problem(s)); no bundle written") from None
     manifest = read_manifest(bundle)
     report = manifest["verification"]
     variants = {p: v["verification"] for p, v in manifest.get("variants", {}).items()}
@@ -160,4 +160,4 @@ def triton_cmd(bundle: str, out_dir: str, max_batch: int, queue_delay_ms: float,
                f"queue delay {queue_delay_ms:g} ms)")
 
 
-__all__ = ["InputError", "main"]
+__all__ = ["main"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runtime.atomic import write_json
 from runtime.bundle import Manifest, sha256_path  # the reader's own schema and hash: writer and reader agree
 
 BUNDLE_FORMAT = "pvlm-bundle"
@@ -46,8 +46,4 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
 def write_manifest(bundle: Path, manifest: dict[str, Any]) -> Path:
     """Validate ``manifest`` against the runtime's :class:`Manifest` schema, then write ``manifest.json`` atomically."""
     Manifest.from_dict(json.loads(json.dumps(manifest)))  # as the reader will see it (tuples -> lists)
-    path = Path(bundle) / "manifest.json"
-    tmp = path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(bundle) / "manifest.json", manifest)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runtime.attributes import ATTRIBUTE_KEYS
+from runtime.attribute_schema import ATTRIBUTE_KEYS
 from runtime.description_schema import SCHEMA_FILE, SCHEMA_VERSION, description_schema
 
 from .manifest import artifact_entry

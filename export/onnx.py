@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 
 from pvlm.checkpoint import load_checkpoint
 from pvlm.model import PersonVLM
-from pvlm.outdir import check_replaceable, is_bundle, swap_in, temp_dir_beside
+from pvlm.outdir import building, check_replaceable, is_bundle
 from pvlm.vocab import SPECIALS, Vocabulary
 from runtime.backends.ort_bound import supports_bound_cache
 
@@ -57,8 +56,7 @@ def export_onnx(
     model, voc, meta = load_checkpoint(checkpoint, vocab=vocab)
     if not 1 <= max_new_tokens <= model.cfg.max_len:
         raise ValueError(f"--max-new-tokens must be in [1, {model.cfg.max_len}], got {max_new_tokens}")
-    tmp = temp_dir_beside(out)
-    try:
+    with building(out, force=force, is_ours=is_bundle, what=WHAT) as tmp:
         manifest = build_bundle(model, voc, tmp, opset=opset, max_batch=max_batch, max_new_tokens=max_new_tokens,
                                 verify=verify, atol=atol)
         manifest["source"] = {"checkpoint": str(checkpoint), "meta": _plain(meta)}
@@ -66,10 +64,6 @@ def export_onnx(
         write_manifest(tmp, manifest)
         if precisions:
             add_variants(model, tmp, manifest, tuple(precisions), variant_options, accept_mismatch)
-        swap_in(tmp, out, force=force, is_ours=is_bundle, what=WHAT)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pvlm.outdir import check_replaceable, is_triton_repo, swap_in, temp_dir_beside
+from pvlm.outdir import building, check_replaceable, is_triton_repo
 from runtime.engines import select
 from runtime.preprocess import MAX_IMAGE_BYTES  # per encoded image; larger requests get a clear error
 
@@ -90,15 +90,11 @@ def write_triton_repo(bundle_dir: str | Path, out_dir: str | Path, max_batch: in
         raise ValueError(f"max_batch must be in [1, {limit}] (the bundle's limit), got {max_batch}")
     out = Path(out_dir)
     check_replaceable(out, force, is_triton_repo, WHAT)
-    tmp = temp_dir_beside(out)
-    try:
+    with building(out, force=force, is_ours=is_triton_repo, what=WHAT) as tmp:
         engines = _plans(bundle) if flavor == "native" and kind == "gpu" else {}
         for model, graph in ((ENCODER, "encoder"), (DECODER, "decoder")):
             _write_graph_model(tmp / model, bundle, model, graph, flavor, kind, instances, engines.get(graph))
         _write_describer(tmp / DESCRIBER, bundle, max_batch, queue_delay_ms, instances, max_image_bytes)
-        swap_in(tmp, out, force=force, is_ours=is_triton_repo, what=WHAT)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote Triton repository %s (%s flavor, %s, max batch %d)", out, flavor, kind, max_batch)
     return out
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from runtime.atomic import atomic_path
 
 from .model import PersonVLM, PersonVLMConfig
 from .vocab import Vocabulary
@@ -43,15 +44,8 @@ def save_checkpoint(
     }
     if train_state is not None:
         blob["train_state"] = train_state
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

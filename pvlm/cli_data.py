@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
-from runtime.cli_common import CONTEXT_SETTINGS, Group, common_options, version_option
+from runtime.cli_common import CONTEXT_SETTINGS, Group, common_options, fail_on_bad_input, parse_size, version_option
 
-from .cli_errors import fail_on_bad_input, parse_size
 from .outdir import check_replaceable, is_synth_dataset, set_aside
 
 

@@ -6,9 +6,8 @@ import logging
 
 import click
 
-from runtime.cli_common import CONTEXT_SETTINGS, Command, common_options
+from runtime.cli_common import CONTEXT_SETTINGS, Command, common_options, fail_on_bad_input, parse_size
 
-from .cli_errors import fail_on_bad_input, parse_size
 from .preset_names import preset_names
 
 

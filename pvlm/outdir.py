@@ -12,9 +12,10 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from runtime import atomic
 
 IsOurs = Callable[[Path], bool]
 
@@ -101,15 +102,14 @@ def temp_dir_beside(out: str | os.PathLike) -> Path:
 
     Failures (read-only or missing parent, a file in the way) are reported by ``out``, not the temp name.
     """
-    out = Path(out)
-    full = Path(os.path.abspath(out))  # "--out ." has no name and no parent of its own
     try:
-        full.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{full.name}.tmp-", dir=full.parent))
-        tmp.chmod(0o755)
+        return atomic.temp_dir_beside(out)
     except OSError as e:
-        raise OutputError(f"{out}: cannot write there ({e.strerror or type(e).__name__})") from None
-    return tmp
+        raise _unwritable(out, e) from None
+
+
+def _unwritable(out: str | os.PathLike, e: OSError) -> OutputError:
+    return OutputError(f"{out}: cannot write there ({e.strerror or type(e).__name__})")
 
 
 def swap_in(tmp: Path, out: str | os.PathLike, *, force: bool, is_ours: IsOurs, what: str) -> Path:
@@ -119,6 +119,19 @@ def swap_in(tmp: Path, out: str | os.PathLike, *, force: bool, is_ours: IsOurs, 
     with set_aside(full):
         tmp.rename(full)
     return Path(out)
+
+
+@contextlib.contextmanager
+def building(out: str | os.PathLike, *, force: bool, is_ours: IsOurs, what: str) -> Iterator[Path]:
+    """Yield a temporary directory beside ``out`` to fill; on success it replaces ``out`` under the ``--force``
+    rule (:func:`swap_in`), on failure it is deleted and ``out`` is untouched."""
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic.atomic_dir(
+                out, swap=lambda t, o: swap_in(t, o, force=force, is_ours=is_ours, what=what)))
+        except OSError as e:
+            raise _unwritable(out, e) from None
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -165,5 +178,5 @@ def removed_if_unused(out: str | os.PathLike) -> Iterator[None]:
         raise
 
 
-__all__ = ["OutputError", "OutputExistsError", "check_replaceable", "is_bundle", "is_quickstart_dir", "is_synth_dataset",
-           "is_train_dir", "is_triton_repo", "removed_if_unused", "set_aside", "swap_in", "temp_dir_beside"]
+__all__ = ["OutputError", "OutputExistsError", "building", "check_replaceable", "is_bundle", "is_quickstart_dir",
+           "is_synth_dataset", "is_train_dir", "is_triton_repo", "removed_if_unused", "set_aside", "swap_in", "temp_dir_beside"]

@@ -6,8 +6,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,37 +14,20 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from runtime.atomic import atomic_dir
+from runtime.attribute_schema import COLORS, FIELD
+
 log = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
 
-COLORS: tuple[str, ...] = (
-    "red",
-    "blue",
-    "green",
-    "yellow",
-    "black",
-    "white",
-    "grey",
-    "orange",
-    "purple",
-    "pink",
-    "brown",
+# The order labels are drawn in: each draw takes the next number of the seed's stream, so changing it
+# changes every crop of a seed. Values and their order come from the runtime's attribute schema.
+_DRAW_ORDER: tuple[str, ...] = (
+    "upper", "upper_color", "lower", "lower_color", "shoes_color", "headwear", "carrying", "posture", "view", "gender",
+    "age",
 )
-
-ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
-    "upper": ("t-shirt", "shirt", "jacket", "coat", "hoodie", "sweater"),
-    "upper_color": COLORS,
-    "lower": ("trousers", "jeans", "shorts", "skirt"),
-    "lower_color": COLORS,
-    "shoes_color": COLORS,
-    "headwear": ("none", "cap", "hat", "helmet"),
-    "carrying": ("none", "backpack", "handbag", "umbrella", "phone", "suitcase"),
-    "posture": ("standing", "walking"),
-    "view": ("front", "back", "side"),
-    "gender": ("male", "female"),
-    "age": ("adult", "young"),
-}
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {key: FIELD[key].drawn for key in _DRAW_ORDER}
 
 COLOR_RGB: dict[str, RGB] = {
     "red": (200, 30, 35),
@@ -1129,9 +1110,7 @@ def write_dataset(
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir} already exists and is not empty (use --force to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         jobs = [(tmp, config.seed, i, tuple(config.size)) for i in range(config.n)]
         bar = tqdm(total=config.n, desc="synth", unit="img", disable=not progress)
@@ -1161,11 +1140,5 @@ def write_dataset(
             with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        if out_dir.exists():  # an empty directory: replace it
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %d images to %s", config.n, out_dir)
     return {name: out_dir / f"{name}.jsonl" for name in splits}

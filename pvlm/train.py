@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from runtime.atomic import write_json
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import Augment, CaptionDataset, collate, data_hash, load_jsonl
@@ -361,10 +362,5 @@ def _save_checkpoints(out: Path, epoch: int, model: PersonVLM, vocab: Vocabulary
                    "epoch": epoch + 1, "shuffle_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
                    "step": state.step, "best_val_loss": state.best, "history": json.dumps(state.history)}
     save_checkpoint(out / "last.pt", model, vocab, meta, train_state=train_state)
-    _write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": state.history})
+    write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": state.history})
 
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)

@@ -10,7 +10,7 @@ Grammar, in the order it is applied (one pass each over the tokens, no backtrack
   except a few fixed words (t-shirt, off-white); sentences end at ``.``, ``!`` and ``?``.
 - Other people are cut out: a sentence that mentions the background, and the rest of a sentence
   from "another person" / "other people" (and a following "This person ..." / "They ...").
-- Nouns come from a small lexicon (garments, headwear, carried objects, and "other" nouns such as
+- Nouns come from a small lexicon (``attribute_schema``: garments, headwear, carried objects; and "other" nouns such as
   hair or mask that soak up the colour in front of them). In "X or Y" the second garment is an
   alternative wording, never a second garment.
 - A colour phrase is a run of colour words and modifiers ("dark maroon or burgundy-colored",
@@ -26,7 +26,7 @@ Grammar, in the order it is applied (one pass each over the tokens, no backtrack
   ("might be walking", "possibly a phone") drop what they cover; a carried object needs a
   carrying word in its sentence when it is only "visible".
 
-Colours: ``*_color`` is the base colour (one of ``pvlm.synth.COLORS``) or ``dark``/``light`` when
+Colours: ``*_color`` is the base colour (one of ``attribute_schema.COLORS``) or ``dark``/``light`` when
 the text says only that; ``*_shade`` is ``dark``/``light`` when a base colour carries it
 ("dark blue" -> color "blue", shade "dark"), so a query can match "blue" or "dark blue".
 """
@@ -36,88 +36,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-ATTRIBUTE_KEYS: tuple[str, ...] = (
-    "upper",
-    "upper_color",
-    "upper_shade",
-    "lower",
-    "lower_color",
-    "lower_shade",
-    "headwear",
-    "carrying",
-    "posture",
-    "view",
-    "gender",
-    "age",
-    "shoes_color",
-)
-SHADES: tuple[str, ...] = ("dark", "light")
+from .attribute_schema import (AGE_WORDS, COLOR_WORDS, GENDER_WORDS, NOUN_WORDS, POSTURE_WORDS, SHADE_WORDS, SHADES,
+                               empty_attributes)
 
-# surface word -> (base colour, implied shade)
-_COLORS: dict[str, tuple[str, str | None]] = {
-    **dict.fromkeys(("red", "crimson", "maroon", "burgundy", "scarlet", "wine", "reddish"), ("red", None)),
-    **dict.fromkeys(
-        ("blue", "cyan", "teal", "turquoise", "azure", "cobalt", "indigo", "bluish"), ("blue", None)
-    ),
-    "navy": ("blue", "dark"),
-    **dict.fromkeys(("green", "olive", "lime", "emerald", "mint", "greenish"), ("green", None)),
-    **dict.fromkeys(("yellow", "gold", "golden", "mustard", "yellowish"), ("yellow", None)),
-    **dict.fromkeys(("black", "blackish"), ("black", None)),
-    **dict.fromkeys(("white", "cream", "ivory", "off-white", "whitish"), ("white", None)),
-    **dict.fromkeys(("grey", "gray", "silver", "charcoal", "grayish", "greyish"), ("grey", None)),
-    **dict.fromkeys(("orange", "peach", "coral", "orangish", "apricot"), ("orange", None)),
-    **dict.fromkeys(("purple", "violet", "lavender", "lilac", "plum", "mauve", "purplish"), ("purple", None)),
-    **dict.fromkeys(("pink", "magenta", "fuchsia", "salmon", "rose", "pinkish"), ("pink", None)),
-    **dict.fromkeys(("brown", "khaki", "tan", "camel", "chocolate", "coffee", "brownish"), ("brown", None)),
-    "beige": ("brown", "light"),
-}
+_COLORS = COLOR_WORDS  # surface word -> (base colour, implied shade)
 # modifier -> shade (None: a modifier that says nothing about dark/light, e.g. "bright")
 _MODIFIERS: dict[str, str | None] = {
-    **dict.fromkeys(("dark", "darker", "deep"), "dark"),
-    **dict.fromkeys(("light", "lighter", "pale", "pastel"), "light"),
+    **{w: shade for shade, words in SHADE_WORDS.items() for w in words},
     **dict.fromkeys(("bright", "neon", "faded", "vivid", "solid", "muted"), None),
 }
 _COLOR_FILLER = frozenset(("colored", "coloured", "color", "colour", "toned", "tone", "hued"))
 
 # category -> surface word -> canonical value
 _NOUNS: dict[str, dict[str, str]] = {
-    "upper": {
-        **dict.fromkeys(("t-shirt", "t-shirts", "tee", "tees", "tshirt", "tshirts", "tee-shirt"), "t-shirt"),
-        **dict.fromkeys(("shirt", "shirts", "blouse", "blouses", "polo"), "shirt"),
-        **dict.fromkeys(("jacket", "jackets", "blazer", "windbreaker", "parka", "anorak"), "jacket"),
-        **dict.fromkeys(("coat", "coats", "overcoat", "trenchcoat", "raincoat", "topcoat"), "coat"),
-        **dict.fromkeys(("hoodie", "hoodies", "hoody", "sweatshirt", "sweatshirts"), "hoodie"),
-        **dict.fromkeys(("sweater", "sweaters", "jumper", "pullover", "cardigan"), "sweater"),
-        **dict.fromkeys(("top", "tops", "camisole", "tunic"), "top"),
-        **dict.fromkeys(("vest", "vests", "waistcoat", "gilet"), "vest"),
-        **dict.fromkeys(("dress", "dresses", "gown"), "dress"),
-    },
-    "lower": {
-        **dict.fromkeys(("trousers", "trouser", "pants", "slacks", "chinos", "sweatpants", "joggers"), "trousers"),
-        "jeans": "jeans",
-        "shorts": "shorts",
-        **dict.fromkeys(("skirt", "skirts", "miniskirt"), "skirt"),
-        **dict.fromkeys(("leggings", "tights"), "leggings"),
-    },
-    "shoes": dict.fromkeys(
-        ("shoes", "shoe", "sneakers", "sneaker", "boots", "boot", "trainers", "sandals", "heels", "loafers",
-         "footwear", "slippers"),
-        "shoes",
-    ),
-    "headwear": {
-        **dict.fromkeys(("cap", "caps"), "cap"),
-        **dict.fromkeys(("hat", "hats", "beanie", "beret", "fedora"), "hat"),
-        **dict.fromkeys(("helmet", "helmets"), "helmet"),
-    },
-    "carry": {
-        **dict.fromkeys(("backpack", "backpacks", "rucksack", "knapsack", "schoolbag"), "backpack"),
-        **dict.fromkeys(
-            ("handbag", "handbags", "purse", "bag", "bags", "tote", "clutch", "satchel", "briefcase"), "handbag"
-        ),
-        **dict.fromkeys(("umbrella", "parasol"), "umbrella"),
-        **dict.fromkeys(("phone", "cellphone", "smartphone", "mobile", "iphone"), "phone"),
-        **dict.fromkeys(("suitcase", "suitcases", "luggage", "trolley"), "suitcase"),
-    },
+    **{cat: {w: value for value, words in values.items() for w in words} for cat, values in NOUN_WORDS.items()},
     # Not reported, but they soak up the colour in front of them ("black hair", "white stripes").
     "other": dict.fromkeys(
         ("hair", "haired", "stripes", "stripe", "belt", "scarf", "gloves", "socks", "glasses", "sunglasses",
@@ -135,26 +67,13 @@ _GARMENT_CATS = ("upper", "lower", "shoes")
 # Outer garments first: the upper garment reported is the outermost one a sentence names.
 _UPPER_RANK = {"coat": 0, "jacket": 1, "vest": 2, "hoodie": 3, "sweater": 4, "dress": 5}
 
-_MALE = frozenset(
-    ("man", "men", "male", "males", "boy", "boys", "gentleman", "gentlemen", "guy", "guys", "father", "businessman")
-)
-_FEMALE = frozenset(
-    ("woman", "women", "female", "females", "girl", "girls", "lady", "ladies", "mother", "businesswoman")
-)
+_MALE = frozenset(GENDER_WORDS["male"])
+_FEMALE = frozenset(GENDER_WORDS["female"])
 _MALE_PRON = frozenset(("he", "him", "his", "himself"))
 _FEMALE_PRON = frozenset(("she", "her", "hers", "herself"))
-_YOUNG = frozenset(
-    ("young", "younger", "youth", "child", "children", "kid", "kids", "teen", "teens", "teenager", "teenage",
-     "teenaged", "boy", "boys", "girl", "girls", "adolescent", "toddler", "juvenile", "schoolboy", "schoolgirl")
-)
-_ADULT = frozenset(("adult", "adults", "elderly", "old", "older", "senior", "middle-aged", "grown", "mature", "elder"))
-_POSTURES: dict[str, str] = {
-    **dict.fromkeys(("walking", "walks", "walk", "strolling", "striding", "stride"), "walking"),
-    **dict.fromkeys(("standing", "stands", "stand", "stood"), "standing"),
-    **dict.fromkeys(("running", "runs", "run", "jogging", "jogs", "sprinting"), "running"),
-    **dict.fromkeys(("sitting", "sits", "sit", "seated"), "sitting"),
-    **dict.fromkeys(("riding", "rides", "cycling", "biking"), "riding"),
-}
+_YOUNG = frozenset(AGE_WORDS["young"])
+_ADULT = frozenset(AGE_WORDS["adult"])
+_POSTURES: dict[str, str] = {w: posture for posture, words in POSTURE_WORDS.items() for w in words}
 _PEOPLE = frozenset(
     ("person", "persons", "people", "individual", "individuals", "child", "children", "woman", "women", "man", "men",
      "girl", "girls", "boy", "boys", "student", "students", "pedestrian", "pedestrians", "kid", "kids", "figure",
@@ -504,7 +423,7 @@ def _split_color(color: Color | None) -> tuple[str | None, str | None]:
 
 
 def parse_attributes(text: str) -> dict[str, Any]:
-    """Parse a person description into :data:`ATTRIBUTE_KEYS` (missing -> None, ``carrying`` -> list)."""
+    """Parse a person description into ``attribute_schema.ATTRIBUTE_KEYS`` (missing -> None, ``carrying`` -> list)."""
     tokens = _tokenize(text or "")
     sent = _sentences(tokens)
     nouns = _nouns(tokens)
@@ -517,8 +436,7 @@ def parse_attributes(text: str) -> dict[str, Any]:
     for i, tok in enumerate(tokens):
         sentence_words.setdefault(sent[i], set()).add(tok)
 
-    out: dict[str, Any] = dict.fromkeys(ATTRIBUTE_KEYS)
-    out["carrying"] = []
+    out: dict[str, Any] = empty_attributes()
     garments: dict[str, list[int]] = {"upper": [], "lower": []}
     pron_gender: str | None = None
     for i, tok in enumerate(tokens):
@@ -533,7 +451,7 @@ def parse_attributes(text: str) -> dict[str, Any]:
             elif cat == "headwear" and out["headwear"] is None and not _hedged(tokens, i):
                 out["headwear"] = canon
             elif (
-                cat == "carry"
+                cat == "carrying"
                 and canon not in out["carrying"]
                 and not _hedged(tokens, i)
                 and ("visible" not in sentence_words[sent[i]] or sentence_words[sent[i]] & _CARRY_WORDS)

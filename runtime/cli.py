@@ -14,17 +14,10 @@ from typing import Any
 import click
 
 from .backends import NAMES
-from .cli_common import CONTEXT_SETTINGS, Command, common_options
+from .cli_common import CONTEXT_SETTINGS, Command, CommandError, common_options, echo_error
 from .preprocess import DEFAULT_MAX_PIXELS
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
-
-
-class _UsageError(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator[str]:
@@ -102,7 +95,7 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
         d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch, max_new_tokens=max_new_tokens,
                       max_pixels=max_pixels, precision=precision)
     except (BundleError, BackendUnavailable, ValueError) as e:
-        raise _UsageError(str(e)) from None
+        raise CommandError(str(e)) from None
     bid = bundle_id(bundle)
     paths: Iterator[str] | list[str] = expand_inputs(images)
     if "-" not in images:  # folders and globs list quickly: a known total for the bar; stdin streams
@@ -117,7 +110,7 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
         for path, res in zip(chunk, results):
             if not res.ok:
                 failed += 1
-                click.echo(f"error: {res.error}", err=True)
+                echo_error(str(res.error))
             if as_json:
                 record = description_record(path, res, bundle=bid, backend=d.backend_name, tokens=with_tokens)
                 click.echo(json.dumps(record))
@@ -128,6 +121,6 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
         bar.update(len(chunk))
     bar.close()
     if done == 0:
-        raise _UsageError("no images to describe")
+        raise CommandError("no images to describe")
     if failed:
         sys.exit(2 if failed == done else 1)

@@ -1,4 +1,4 @@
-"""What every ``pvlm-*`` command shares: ``-h``, ``--version``, ``-v/--verbose``, ``-q/--quiet``.
+"""What every ``pvlm-*`` command shares: ``-h``, ``--version``, ``-v/--verbose``, ``-q/--quiet``, error lines.
 
 Torch-free and pvlm-free (it lives in ``runtime`` so that ``pvlm-describe`` and ``pvlm-serve`` can
 use it too); ``pvlm``, ``export`` and ``bench`` import it.
@@ -7,16 +7,21 @@ The same meaning everywhere:
 
 - ``-q/--quiet``: results and errors only (no progress bar, no info or warning logs);
 - default: results, warnings, and a progress bar where the work is long;
-- ``-v/--verbose``: one logging level more than the command's default (``-vv``: debug).
+- ``-v/--verbose``: one logging level more than the command's default (``-vv``: debug);
+- an error is one ``error: ...`` line on stderr (:func:`echo_error`): exit 2 for bad usage or input
+  (:class:`CommandError`, click's usage errors, :func:`fail_on_bad_input`), 1 when the environment
+  failed (:class:`CommandFailure`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any, TypeVar
 
@@ -40,13 +45,51 @@ _EXTRAS = {
 }
 
 
-class MissingPackage(click.ClickException):
-    """An optional package this command needs is not installed: one line naming the extra, exit 2."""
+def echo_error(message: str) -> None:
+    """Print ``error: MESSAGE`` on stderr: the one shape of every command's error lines."""
+    click.echo(f"error: {message}", err=True)
+
+
+class CommandError(click.ClickException):
+    """Bad usage or input: one ``error: ...`` line on stderr, exit code 2."""
 
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        echo_error(self.format_message())
+
+
+class CommandFailure(CommandError):
+    """The environment, not the input, stopped the run (a backend unavailable, a runtime failure): exit code 1."""
+
+    exit_code = 1
+
+
+class MissingPackage(CommandError):
+    """An optional package this command needs is not installed: one line naming the extra, exit 2."""
+
+
+@contextlib.contextmanager
+def fail_on_bad_input(*extra: type[BaseException]) -> Iterator[None]:
+    """Turn the library's input errors (ValueError, FileNotFoundError, ...) into :class:`CommandError`."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError, *extra) as e:
+        raise CommandError(first_line(e)) from None
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def parse_size(text: str, option: str) -> tuple[int, int]:
+    """``"256x128"`` -> ``(256, 128)`` (height, width); :class:`CommandError` naming ``option`` otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise CommandError(f"{option}: expected HxW such as 256x128, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
 
 
 def missing_package_message(module: str) -> str | None:
@@ -129,7 +172,7 @@ class _OneLineErrors:
             rv = run(args, prog_name, complete_var, False, **extra)
         except click.UsageError as e:
             where = f" (see {e.ctx.command_path} -h)" if e.ctx is not None else ""
-            click.echo(f"error: {e.format_message()}{where}", err=True)
+            echo_error(f"{e.format_message()}{where}")
             sys.exit(e.exit_code)
         except click.ClickException as e:
             e.show()
@@ -164,5 +207,6 @@ class ChoiceList(click.Choice):
         return ",".join(super(ChoiceList, self).convert(p, param, ctx) for p in parts)
 
 
-__all__ = ["CONTEXT_SETTINGS", "ChoiceList", "Command", "Group", "MissingPackage", "common_options", "log_level", "missing_package_message",
-           "version", "version_option"]
+__all__ = ["CONTEXT_SETTINGS", "ChoiceList", "Command", "CommandError", "CommandFailure", "Group", "MissingPackage",
+           "common_options", "echo_error", "fail_on_bad_input", "first_line", "log_level", "missing_package_message",
+           "parse_size", "version", "version_option"]

@@ -10,17 +10,12 @@ from typing import IO, Any
 
 import click
 
+from .cli_common import CommandError, echo_error
+
 DEFAULT_DB = "descriptions.db"
 _DB_HELP = "SQLite file or postgresql:// URL (default: $PVLM_STORE or descriptions.db)."
 _BATCH = 5000
 _MAX_REPORTED = 10
-
-
-class _UsageError(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _db_location(db: str | None) -> str:
@@ -32,13 +27,13 @@ def _open(db: str | None, must_exist: bool) -> Any:
 
     loc = _db_location(db)
     if must_exist and "://" not in loc and not Path(loc).exists():
-        raise _UsageError(f"store {loc} does not exist (create it with pvlm-index)")
+        raise CommandError(f"store {loc} does not exist (create it with pvlm-index)")
     try:
         return open_store(loc)
     except (StoreError, ImportError) as e:
-        raise _UsageError(str(e)) from None
+        raise CommandError(str(e)) from None
     except Exception as e:  # a server that refuses the connection, bad credentials
-        raise _UsageError(f"cannot open store {loc}: {e}") from None
+        raise CommandError(f"cannot open store {loc}: {e}") from None
 
 
 def record_from_line(obj: Any, camera: str, bundle: str | None, timestamp: str | None) -> Any:
@@ -120,7 +115,7 @@ def index_main(files: tuple[str, ...], db: str | None, camera: str, bundle: str 
         try:
             to_timestamp(timestamp)
         except StoreError as e:
-            raise _UsageError(f"--timestamp: {e}") from None
+            raise CommandError(f"--timestamp: {e}") from None
     records: list = []
     errors: list[str] = []
     skipped = 0
@@ -132,12 +127,12 @@ def index_main(files: tuple[str, ...], db: str | None, camera: str, bundle: str 
             with open(name, encoding="utf-8") as fh:
                 skipped += _read(fh, name, camera, bundle, timestamp, records, errors)
         except (OSError, UnicodeDecodeError) as e:
-            raise _UsageError(f"cannot read {name}: {e}") from None
+            raise CommandError(f"cannot read {name}: {e}") from None
     if errors:
         for msg in errors[:_MAX_REPORTED]:
-            click.echo(f"error: {msg}", err=True)
+            echo_error(msg)
         more = f" (first {_MAX_REPORTED} shown)" if len(errors) > _MAX_REPORTED else ""
-        raise _UsageError(f"{len(errors)} bad line(s){more}; nothing was indexed")
+        raise CommandError(f"{len(errors)} bad line(s){more}; nothing was indexed")
     store = _open(db, must_exist=False)
     added = 0
     try:
@@ -146,7 +141,7 @@ def index_main(files: tuple[str, ...], db: str | None, camera: str, bundle: str 
                 added += store.add(records[i : i + _BATCH])
                 bar.update(min(_BATCH, len(records) - i))
     except StoreError as e:
-        raise _UsageError(str(e)) from None
+        raise CommandError(str(e)) from None
     finally:
         store.close()
     note = f", {skipped} line(s) with describe errors or no text skipped" if skipped else ""
@@ -173,7 +168,7 @@ def search_main(query: str, db: str | None, camera: str | None, since: str | Non
     try:
         hits = store.search(query, camera=camera, since=since, limit=limit)
     except (QueryError, StoreError) as e:
-        raise _UsageError(str(e)) from None
+        raise CommandError(str(e)) from None
     finally:
         store.close()
     for h in hits:

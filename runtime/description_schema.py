@@ -9,12 +9,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from .attributes import ATTRIBUTE_KEYS
+from .attribute_schema import ATTRIBUTE_KEYS, FIELDS
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "description.schema.json"
-# list-valued attributes (everything else is a string or null)
-_LIST_ATTRIBUTES = frozenset({"carrying"})
 
 
 def bundle_id(bundle_dir: str | Path) -> str:
@@ -39,8 +37,8 @@ def description_record(image: str, description: Any, *, bundle: str, backend: st
 def description_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of one ``pvlm-describe --json`` line."""
     attribute_props = {
-        k: ({"type": "array", "items": {"type": "string"}} if k in _LIST_ATTRIBUTES else {"type": ["string", "null"]})
-        for k in ATTRIBUTE_KEYS
+        f.key: {"type": "array", "items": {"type": "string"}} if f.many else {"type": ["string", "null"]}
+        for f in FIELDS
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

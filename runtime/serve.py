@@ -339,13 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     import click
 
     from .backends import NAMES
-    from .cli_common import CONTEXT_SETTINGS, Command, common_options
-
-    class UsageError(click.ClickException):
-        exit_code = 2
-
-        def show(self, file: Any = None) -> None:
-            click.echo(f"error: {self.format_message()}", err=True)
+    from .cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, first_line
 
     @click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
     @click.argument("bundle", type=click.Path())
@@ -418,12 +412,12 @@ def main(argv: list[str] | None = None) -> None:
             click.echo("stopped before the server was ready", err=True)
             return
         except _StartTimeout:
-            raise click.ClickException(f"the server was not ready within {start_timeout:g} s (--start-timeout)"
+            raise CommandFailure(f"the server was not ready within {start_timeout:g} s (--start-timeout)"
                                        + (f"; see {triton_log}" if triton_log else "")) from None
         except (BundleError, BackendUnavailable, ValueError) as e:
-            raise UsageError(str(e).strip().splitlines()[0]) from None
+            raise CommandError(first_line(e)) from None
         except (RuntimeError, TimeoutError) as e:
-            raise click.ClickException(str(e).strip().splitlines()[0]) from None
+            raise CommandFailure(first_line(e)) from None
         finally:
             starting = False
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -433,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
                        + (f"; tritonserver log: {triton_log}" if triton_log else ""), err=True)
             while not stop.wait(1.0):
                 if not triton.is_alive():
-                    raise click.ClickException("Triton stopped unexpectedly")
+                    raise CommandFailure("Triton stopped unexpectedly")
             click.echo(f"draining: new requests are refused, queued ones get up to {drain_timeout:g} s", err=True)
             t0 = time.monotonic()
         click.echo(f"stopped ({time.monotonic() - t0:.1f} s to drain and stop)", err=True)

@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from .attributes import ATTRIBUTE_KEYS, SHADES, interpreted_words, parse_attributes
+from .attribute_schema import COLORED_PARTS, FIELDS, SHADES, empty_attributes
+from .attributes import interpreted_words, parse_attributes
 
 Box = tuple[float, float, float, float]
 
@@ -37,7 +38,8 @@ _STOPWORDS = frozenset(
     "shown shows photo image picture appears appearing like looks".split()
 )
 _WORD_RE = re.compile(r"[a-z0-9]+")
-_TOKEN_ATTRS = ("upper", "lower", "headwear", "posture", "view", "gender", "age")
+# one-valued fields indexed as they are: upper, lower, headwear, posture, view, gender, age
+_TOKEN_ATTRS = tuple(f.key for f in FIELDS if f.kind == "item" and not f.many)
 # Rows fetched per page while collecting distinct tracks.
 _PAGE = 512
 RANK_WINDOW = 1000  # newest candidates that contain a query word, ranked (see SQLiteStore.search)
@@ -148,8 +150,8 @@ def attribute_tokens(attributes: Mapping[str, Any]) -> list[str]:
     for key in _TOKEN_ATTRS:
         value = attributes.get(key)
         if value:
-            out.append(_token(key, "type" if key in ("upper", "lower") else "", str(value)))
-    for part in ("upper", "lower", "shoes"):
+            out.append(_token(key, "type" if key in COLORED_PARTS else "", str(value)))
+    for part in COLORED_PARTS:
         color, shade = attributes.get(f"{part}_color"), attributes.get(f"{part}_shade")
         if color:
             out.append(_token(part, "color", str(color)))
@@ -171,7 +173,7 @@ def query_tokens(attributes: Mapping[str, Any]) -> list[str]:
     """The filter tokens a parsed query asks for (a bare "dark" asks for the tone, not the colour)."""
     tokens = []
     for tok in attribute_tokens(attributes):
-        if any(tok == _token(p, "color", s) for p in ("upper", "lower", "shoes") for s in SHADES):
+        if any(tok == _token(p, "color", s) for p in COLORED_PARTS for s in SHADES):
             continue  # covered by its tone token
         tokens.append(tok)
     return tokens
@@ -213,7 +215,7 @@ def validate_record(rec: Record) -> tuple[Record, dict[str, Any]]:
     if rec.attributes is None:
         attrs = parse_attributes(rec.text)
     elif isinstance(rec.attributes, Mapping):
-        attrs = {k: rec.attributes.get(k, [] if k == "carrying" else None) for k in ATTRIBUTE_KEYS}
+        attrs = {k: rec.attributes.get(k, empty) for k, empty in empty_attributes().items()}
         if not isinstance(attrs["carrying"], list):
             raise StoreError(f"attributes.carrying of {rec.camera}/{rec.track} must be a list")
     else:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.attributes import ATTRIBUTE_KEYS, parse_attributes
+from runtime.attribute_schema import ATTRIBUTE_KEYS
+from runtime.attributes import parse_attributes
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from pvlm import load_checkpoint  # noqa: E402
-from pvlm.cli_errors import parse_size  # noqa: E402
+from runtime.cli_common import parse_size  # noqa: E402
 from pvlm.cli_train import main  # noqa: E402
 
 

@@ -65,7 +65,7 @@ def test_attribute_summary_shows_what_the_text_states():
 
 
 def test_json_lines(tiny_bundle, images, expected):
-    from runtime.attributes import ATTRIBUTE_KEYS
+    from runtime.attribute_schema import ATTRIBUTE_KEYS
     from runtime.description_schema import SCHEMA_VERSION, bundle_id
 
     res = run_cli(tiny_bundle, *images, "--json", "--backend", "onnxruntime-cpu")

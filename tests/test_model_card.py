@@ -17,7 +17,7 @@ def test_card_and_schema_listed_in_manifest(tiny_bundle):
 
 
 def test_card_says_what_it_is_and_what_it_is_not_for(tiny_bundle):
-    from runtime.attributes import ATTRIBUTE_KEYS
+    from runtime.attribute_schema import ATTRIBUTE_KEYS
 
     card = (tiny_bundle / "README.md").read_text()
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())

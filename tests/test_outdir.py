@@ -277,3 +277,31 @@ def test_swap_in_over_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert json.loads((work / "manifest.json").read_text())["new"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
+
+
+def test_building_swaps_in_under_the_force_rule(tmp_path):
+    """``building``: the temp folder goes beside ``out``; it replaces only what ``--force`` allows, else vanishes."""
+    from pvlm.outdir import OutputExistsError, building
+
+    out = tmp_path / "bundle"
+    with building(out, force=False, is_ours=is_bundle, what="an export bundle") as tmp:
+        assert tmp.parent == tmp_path and not out.exists()
+        (tmp / "manifest.json").write_text(json.dumps({"format": "pvlm-bundle"}))
+    assert json.loads((out / "manifest.json").read_text()) == {"format": "pvlm-bundle"}
+    with pytest.raises(OutputExistsError, match="use --force"):
+        with building(out, force=False, is_ours=is_bundle, what="an export bundle") as tmp:
+            (tmp / "manifest.json").write_text(json.dumps({"format": "pvlm-bundle", "new": 1}))
+    with building(out, force=True, is_ours=is_bundle, what="an export bundle") as tmp:
+        (tmp / "manifest.json").write_text(json.dumps({"format": "pvlm-bundle", "new": 1}))
+    assert json.loads((out / "manifest.json").read_text())["new"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_building_names_the_users_path_when_it_cannot_write(tmp_path):
+    """A file where the parent folder should be: an OutputError naming ``out`` (works as root too)."""
+    from pvlm.outdir import building
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"file/out: cannot write there"):
+        with building(tmp_path / "file" / "out", force=False, is_ours=is_bundle, what="an export bundle"):
+            pass

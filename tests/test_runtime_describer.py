@@ -273,7 +273,8 @@ def test_preprocess_matches_training_transform(describer, loaded, kind):
 
 
 def test_attributes_have_all_keys(describer, crops):
-    from runtime.attributes import ATTRIBUTE_KEYS, parse_attributes
+    from runtime.attribute_schema import ATTRIBUTE_KEYS
+    from runtime.attributes import parse_attributes
 
     for d in describer.describe(crops[:4]):
         assert isinstance(d.attributes, dict)
