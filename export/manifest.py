@@ -1,17 +1,15 @@
-"""Writing the bundle's ``manifest.json`` (DESIGN.md contract 2)."""
+"""Writing the bundle's ``manifest.json`` (DESIGN.md contract 2): the runtime's :class:`~runtime.bundle.Manifest`, serialised."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from runtime.bundle import Manifest, sha256_path  # the reader's own schema and hash: writer and reader agree
-
-BUNDLE_FORMAT = "pvlm-bundle"
-BUNDLE_VERSION = 1
 
 
 def artifact_entry(bundle: Path, name: str) -> dict[str, Any]:
@@ -32,22 +30,12 @@ def producer_versions() -> dict[str, str]:
     return out
 
 
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    """Load ``manifest.json`` from a bundle directory."""
-    path = Path(bundle) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{bundle}: not an export bundle (no manifest.json)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt manifest ({e})") from None
-
-
-def write_manifest(bundle: Path, manifest: dict[str, Any]) -> Path:
-    """Validate ``manifest`` against the runtime's :class:`Manifest` schema, then write ``manifest.json`` atomically."""
-    Manifest.from_dict(json.loads(json.dumps(manifest)))  # as the reader will see it (tuples -> lists)
+def write_manifest(bundle: Path, manifest: Manifest | Mapping[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically; a plain mapping is validated as a :class:`Manifest` first."""
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_dict(json.loads(json.dumps(manifest)))  # as the reader will see it (tuples -> lists)
     path = Path(bundle) / "manifest.json"
     tmp = path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     os.replace(tmp, path)
     return path

@@ -103,15 +103,12 @@ def write_triton_repo(bundle_dir: str | Path, out_dir: str | Path, max_batch: in
 
 
 def _engines(bundle: Any) -> dict[str, Path]:
-    """Graph name -> TensorRT plan path, for the engines the manifest lists (and that exist)."""
+    """Graph name -> TensorRT plan path, for the plans the manifest lists (the last listed per graph)."""
     found: dict[str, Path] = {}
-    for entry in bundle.manifest.get("engines") or []:
-        if not isinstance(entry, dict):
-            continue
-        graph = entry.get("graph") or entry.get("name")
-        file = entry.get("file") or entry.get("path")
-        if graph in ("encoder", "decoder") and file and (bundle.root / file).is_file():
-            found[graph] = bundle.root / file
+    for engine in bundle.engines:
+        if engine.format == "tensorrt-plan" and engine.graph in ("encoder", "decoder") and \
+                (bundle.root / engine.file).is_file():
+            found[engine.graph] = bundle.root / engine.file
     if len(found) == 1:  # one plan and one ONNX graph would mix backends for no gain
         log.warning("the manifest lists a TensorRT engine for only one graph; using ONNX for both")
         return {}

@@ -22,6 +22,7 @@ import torch
 from pvlm.model import PersonVLM
 from pvlm.reference import generate, trim
 from runtime.attributes import parse_attributes
+from runtime.bundle import Manifest
 from runtime.describer import Describer, detokenize
 
 from .spec import GraphSpec
@@ -122,11 +123,11 @@ def _teacher_forced(model: PersonVLM, describer: Describer, precision: str, max_
         ort_paths = (bundle.path("cross_ort", precision), bundle.path("decoder_ort", precision))
     rep, _ = check_parity(model, bundle.path("encoder", precision), bundle.path("decoder", precision),
                           max_new_tokens, ort_paths=ort_paths)
-    out = {"encoder_max_abs_diff": rep.encoder_max_abs_diff, "logits_max_abs_diff": rep.logits_max_abs_diff,
+    out = {"encoder_max_abs_diff": rep.encoder_max_abs_diff, "logits_max_abs_diff": rep.decoder.logits_max_abs_diff,
            "logits_max_abs": rep.logits_max_abs, "nonfinite": rep.nonfinite,
-           "teacher_forced_sequences_identical": rep.sequences_identical, "teacher_forced_images": rep.images}
-    if rep.decoder_ort is not None:
-        out["decoder_ort"] = rep.decoder_ort
+           "teacher_forced_sequences_identical": rep.decoder.sequences_identical, "teacher_forced_images": rep.images}
+    if "decoder_ort" in rep.decoders:
+        out["decoder_ort"] = rep.decoders["decoder_ort"].to_dict()
     return out
 
 
@@ -150,9 +151,10 @@ def summary(precision: str, report: dict[str, Any]) -> str:
 
 
 
-def add_variants(model: PersonVLM, out: Path, manifest: dict[str, Any], precisions: tuple[str, ...],
-                 options: VariantOptions | None = None, accept_mismatch: bool = False) -> None:
-    """Build, check and verify each precision variant in ``out``; records them in ``manifest`` (written as it goes).
+def add_variants(model: PersonVLM, out: Path, manifest: Manifest, precisions: tuple[str, ...],
+                 options: VariantOptions | None = None, accept_mismatch: bool = False) -> Manifest:
+    """Build, check and verify each precision variant in ``out``; returns ``manifest`` recording them (written
+    as it goes).
 
     Raises :class:`ValidationError` when a variant's graph fails the structural checks, or
     falls below its floor and ``accept_mismatch`` is false.
@@ -162,23 +164,22 @@ def add_variants(model: PersonVLM, out: Path, manifest: dict[str, Any], precisio
     from .validate import ValidationError, check_graph
 
     options = options or VariantOptions()
-    specs = {name: spec for name, spec in graph_specs(model.cfg).items() if name in manifest["graphs"]}
-    variants = manifest.setdefault("variants", {})
+    specs = {name: spec for name, spec in graph_specs(model.cfg).items() if name in manifest.graphs}
     for precision in precisions:
         variant = build_variant(precision, model, out, specs, options)
         failures = [f for name, file in variant.graphs.items() for f in check_graph(out / file, specs[name])]
         if failures:
             raise ValidationError(failures, {"precision": precision})
-        for file in variant.graphs.values():
-            manifest["artifacts"][file] = artifact_entry(out, file)
-        variants[precision] = variant.to_dict()
+        manifest = manifest.with_artifacts({file: artifact_entry(out, file) for file in variant.graphs.values()})
+        manifest = manifest.with_variant(precision, variant.to_dict())
         write_manifest(out, manifest)  # verification runs the variant through the runtime, which reads the manifest
-        report = verify_variant(model, out, precision, manifest["limits"]["max_new_tokens"])
+        report = verify_variant(model, out, precision, manifest.limits.max_new_tokens)
         failures = gate_failures(precision, report)
         report["accepted_mismatch"] = bool(failures) and accept_mismatch
-        variants[precision]["verification"] = report
+        manifest = manifest.with_variant(precision, {**variant.to_dict(), "verification": report})
         if failures and not accept_mismatch:
             raise ValidationError(failures, report)
         for f in failures:
             log.warning("%s (accepted with --accept-mismatch)", f)
         write_manifest(out, manifest)
+    return manifest
