@@ -28,7 +28,7 @@ from typing import Any
 from runtime.bundle import Bundle, BundleError, sha256_path
 from runtime.engines import Engine
 
-from .manifest import artifact_entry, write_manifest
+from .manifest import artifact_entry, record_engines
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,7 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
             (tmp / e.file).rename(dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    keep = [e for e in bundle.engines if e.format != "coreml-mlpackage"]
-    artifacts = {e.file: {"sha256": e.sha256, "bytes": e.bytes} for e in built}
-    write_manifest(bundle.root, bundle.manifest.with_artifacts(artifacts).with_engines(keep + built))
+    record_engines(bundle, built, lambda e: e.format == "coreml-mlpackage")
     return built
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runtime.bundle import Manifest, sha256_path  # the reader's own schema and hash: writer and reader agree
+from runtime.bundle import Bundle, Manifest, sha256_path  # the reader's own schema and hash: writer and reader agree
+from runtime.engines import Engine
 
 
 def artifact_entry(bundle: Path, name: str) -> dict[str, Any]:
@@ -39,3 +40,12 @@ def write_manifest(bundle: Path, manifest: Manifest | Mapping[str, Any]) -> Path
     tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def record_engines(bundle: Bundle, built: Sequence[Engine], replaced: Callable[[Engine], bool],
+                   extra: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Rewrite ``bundle``'s manifest with ``built`` in place of the engines ``replaced`` picks; the built files
+    (and ``extra``: file -> ``{sha256, bytes}``) are listed as artefacts. The manifest is the one ``bundle`` loaded."""
+    keep = [e for e in bundle.engines if not replaced(e)]
+    artifacts = {e.file: {"sha256": e.sha256, "bytes": e.bytes} for e in built} | dict(extra or {})
+    return write_manifest(bundle.root, bundle.manifest.with_artifacts(artifacts).with_engines([*keep, *built]))

@@ -24,7 +24,7 @@ from typing import Any
 from runtime.bundle import Bundle, sha256_path
 from runtime.engines import Engine
 
-from .manifest import artifact_entry, write_manifest
+from .manifest import artifact_entry, record_engines
 from .precision_plan import fp32_nodes, fp32_outputs
 
 log = logging.getLogger(__name__)
@@ -155,11 +155,8 @@ def build_engines(bundle_dir: str | Path, *, fp16: bool = True, opt_batch: int =
         raise
     for e in built:
         os.replace(_tmp(bundle.root / e.file), bundle.root / e.file)
-    keep = [e for e in bundle.engines if not (e.format == "tensorrt-plan" and e.precision == precision)]
-    artifacts = {e.file: {"sha256": e.sha256, "bytes": e.bytes} for e in built}
-    if (bundle.root / TIMING_CACHE).exists():
-        artifacts[TIMING_CACHE] = artifact_entry(bundle.root, TIMING_CACHE)
-    write_manifest(bundle.root, bundle.manifest.with_artifacts(artifacts).with_engines(keep + built))
+    cache = {TIMING_CACHE: artifact_entry(bundle.root, TIMING_CACHE)} if (bundle.root / TIMING_CACHE).exists() else {}
+    record_engines(bundle, built, lambda e: e.format == "tensorrt-plan" and e.precision == precision, cache)
     return built
 
 
