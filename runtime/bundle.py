@@ -305,7 +305,8 @@ class Manifest:
     @property
     def parity(self) -> ParityReport | None:
         """The FP32 graphs' parity against PyTorch measured at export (None: not measured)."""
-        return self.verification.parity if self.verification is not None else None
+        verification = self.verification
+        return verification.parity if verification is not None else None
 
     @property
     def variant_reports(self) -> dict[str, dict[str, Any]]:
