@@ -55,7 +55,7 @@ class Variant:
     plan: dict[str, Any] = field(default_factory=dict)  # which nodes stay FP32 / were quantized, tool versions
 
     def to_dict(self) -> dict[str, Any]:
-        """Manifest form (``manifest["variants"][precision]``, the report added by :func:`verify_variant`)."""
+        """Manifest form (the ``variants.<precision>`` entry; :func:`verify_variant` adds its report)."""
         return {"graphs": dict(self.graphs), "plan": self.plan}
 
 
