@@ -105,10 +105,10 @@ def write_triton_repo(bundle_dir: str | Path, out_dir: str | Path, max_batch: in
 def _engines(bundle: Any) -> dict[str, Path]:
     """Graph name -> TensorRT plan path, for the plans the manifest lists (the last listed per graph)."""
     found: dict[str, Path] = {}
-    for engine in bundle.engines:
-        if engine.format == "tensorrt-plan" and engine.graph in ("encoder", "decoder") and \
-                (bundle.root / engine.file).is_file():
-            found[engine.graph] = bundle.root / engine.file
+    plans = [e for e in bundle.engines if e.format == "tensorrt-plan" and e.graph in ("encoder", "decoder")]
+    for plan in plans:
+        if (bundle.root / plan.file).is_file():
+            found[plan.graph] = bundle.root / plan.file
     if len(found) == 1:  # one plan and one ONNX graph would mix backends for no gain
         log.warning("the manifest lists a TensorRT engine for only one graph; using ONNX for both")
         return {}
