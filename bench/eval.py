@@ -349,15 +349,14 @@ def _validate(cfg: EvalConfig) -> None:
         raise FileNotFoundError(f"{cfg.data}: no such dataset file")
 
 
-def _source_checkpoint(bundle_dir: Path, manifest: Mapping[str, Any]) -> tuple[Path | None, str | None]:
+def _source_checkpoint(bundle: Any) -> tuple[Path | None, str | None]:
     """The bundle's source checkpoint if it still exists, else (None, why not)."""
-    src = (manifest.get("source") or {}).get("checkpoint")
-    if not src:
-        return None, "the bundle manifest names no source checkpoint"
-    for cand in (Path(src), bundle_dir / src):
-        if cand.is_file():
-            return cand, None
-    return None, f"the bundle's source checkpoint {src} does not exist here"
+    from runtime.bundle import BundleError
+
+    try:
+        return bundle.find_source_checkpoint(), None
+    except BundleError as e:
+        return None, str(e)
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
@@ -449,7 +448,7 @@ def _reference_checkpoint(cfg: EvalConfig, bundle_dir: Path, bundle: Any) -> tup
     reference_ckpt: Path | None = model_path if model_path.is_file() else None
     reason: str | None = None
     if model_path.is_dir():
-        reference_ckpt, reason = _source_checkpoint(bundle_dir, bundle.manifest)
+        reference_ckpt, reason = _source_checkpoint(bundle)
     if not cfg.reference:
         reference_ckpt, reason = None, "reference comparison disabled"
     return reference_ckpt, reason

@@ -105,10 +105,13 @@ def _prepare_bundle(cfg: BenchConfig, workdir: Path, max_new_tokens: int) -> tup
         bundle = Path(cfg.bundle)
         checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else None
         if checkpoint is None:
-            from runtime.bundle import Bundle
+            from runtime.bundle import Bundle, BundleError
 
-            src = Bundle.load(bundle, verify=False).manifest.get("source", {}).get("checkpoint")
-            checkpoint = Path(src) if src and Path(src).is_file() else None
+            loaded = Bundle.load(bundle, verify=False)
+            try:
+                checkpoint = loaded.find_source_checkpoint()
+            except BundleError:  # the baselines that need it are skipped
+                checkpoint = None
         return bundle, checkpoint
     import torch
 

@@ -49,6 +49,7 @@ def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, pres
     from pvlm.synth import SynthConfig, write_dataset
     from pvlm.train import TrainConfig, train
     from runtime import Describer
+    from runtime.bundle import Bundle
 
     from . import report as bench_report
     from .eval import EvalConfig, evaluate
@@ -86,9 +87,9 @@ def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, pres
 
         t = _step("3/6 exporting to ONNX with verification")
         bundle = export_onnx(res["best"], root / "bundle", max_batch=32, max_new_tokens=48, force=True)
-        parity = json.loads((bundle / "manifest.json").read_text())["verification"]["parity"]
-        click.echo(f"bundle {bundle}: greedy sequences identical {parity['sequences_identical']}/{parity['images']}, "
-                   f"logits max abs diff {parity['logits_max_abs_diff']:.1e} ({time.time() - t:.0f} s)")
+        parity = Bundle.load(bundle, verify=False).manifest.parity
+        click.echo(f"bundle {bundle}: greedy sequences identical {parity.decoder.sequences_identical}/{parity.images}, "
+                   f"logits max abs diff {parity.decoder.logits_max_abs_diff:.1e} ({time.time() - t:.0f} s)")
 
         t = _step("4/6 describing held-out images with runtime.Describer (ONNX Runtime, no torch)")
         rows = [json.loads(line) for line in Path(test["data"]).read_text().splitlines()[:4]]

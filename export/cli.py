@@ -10,6 +10,7 @@ import click
 
 from runtime.cli_common import (CONTEXT_SETTINGS, CommandFailure, Group, common_options, fail_on_bad_input,
                                 version_option)
+from runtime.verification import Verification
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -49,8 +50,8 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
     *.fp16.onnx, *.int8.onnx  precision variants (--fp16, --int8), verified against PyTorch FP32
     """
     from pvlm.checkpoint import CheckpointError
+    from runtime.bundle import Bundle
 
-    from .manifest import read_manifest
     from .onnx import export_onnx
     from .validate import ValidationError
     from .variants import VariantOptions, summary
@@ -68,11 +69,11 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
         for f in e.failures:
             click.echo(f"  \u2717 {f}", err=True)
         raise CommandFailure(f"validation failed ({len(e.failures)} problem(s)); no bundle written") from None
-    manifest = read_manifest(bundle)
-    report = manifest["verification"]
-    variants = {p: v["verification"] for p, v in manifest.get("variants", {}).items()}
+    manifest = Bundle.load(bundle, verify=False).manifest  # just written and verified by export_onnx
+    report = manifest.verification
+    variants = manifest.variant_reports
     if as_json:
-        click.echo(json.dumps({**report, "variants": variants} if variants else report, indent=2))
+        click.echo(json.dumps({**report.to_dict(), "variants": variants} if variants else report.to_dict(), indent=2))
     else:
         print_report(report)
         for precision, rep in variants.items():
@@ -81,15 +82,18 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
     click.echo(f"bundle: {bundle} ({time.time() - t0:.1f} s)", err=as_json)  # --json: stdout is JSON only
 
 
-def print_report(report: dict) -> None:
-    """Tick per check, with the parity numbers."""
-    p = report["parity"]
-    click.echo(f"  \u2713 {report['checks']}")
-    click.echo(f"  \u2713 encoder outputs: max abs diff {p['encoder_max_abs_diff']:.2e} vs PyTorch")
-    click.echo(f"  \u2713 decoder step logits: max abs diff {p['logits_max_abs_diff']:.2e} over {p['steps_compared']} steps "
-               f"(max |logit| {p['logits_max_abs']:.2f})")
-    click.echo(f"  \u2713 greedy sequences identical: {p['sequences_identical']}/{p['images']} images "
-               f"(batches {p['batch_sizes']}, token agreement {p['token_agreement']:.4f})")
+def print_report(report: Verification) -> None:
+    """Tick per check, with the parity numbers of every decoder graph."""
+    p = report.parity
+    click.echo(f"  \u2713 {report.checks}")
+    if p is None:
+        return
+    click.echo(f"  \u2713 encoder outputs: max abs diff {p.encoder_max_abs_diff:.2e} vs PyTorch")
+    for name, g in p.decoders.items():
+        click.echo(f"  \u2713 {name} step logits: max abs diff {g.logits_max_abs_diff:.2e} over {g.steps_compared} "
+                   f"steps (max |logit| {p.logits_max_abs:.2f})")
+        click.echo(f"  \u2713 {name} greedy sequences identical: {g.sequences_identical}/{p.images} images "
+                   f"(batches {list(p.batch_sizes)}, token agreement {g.token_agreement:.4f})")
 
 
 @main.command("trt")

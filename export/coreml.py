@@ -9,7 +9,7 @@ macOS 15/iOS 18 and a different graph. Flexible dimensions are ``RangeDim``s fro
 bundle's limits (batch 1..max_batch, cache 1..max_new_tokens). Token ids and positions are
 int32 (CoreML has no int64 inputs); everything else keeps the ONNX graphs' names and shapes.
 
-A bundle argument needs its source checkpoint (``manifest["source"]["checkpoint"]``).
+A bundle argument needs its source checkpoint (``Bundle.find_source_checkpoint``).
 Packages are written to a temporary folder and renamed into the bundle, then listed in the
 manifest's ``engines`` (format ``coreml-mlpackage``) with the sha256 of the folder.
 """
@@ -28,7 +28,7 @@ from typing import Any
 from runtime.bundle import Bundle, BundleError, sha256_path
 from runtime.engines import Engine
 
-from .manifest import artifact_entry, read_manifest, write_manifest
+from .manifest import artifact_entry, record_engines
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,11 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
     source = Path(source)
     if source.is_dir():
         bundle = Bundle.load(out_dir or source)
-        checkpoint = bundle.manifest.get("source", {}).get("checkpoint")
-        if not checkpoint or not Path(checkpoint).is_file():
-            raise BundleError(f"{bundle.root}: its source checkpoint {checkpoint!r} is not here; "
-                              "pass the checkpoint instead (pvlm-export coreml CKPT --out BUNDLE)")
-        checkpoint = Path(checkpoint)
+        try:
+            checkpoint = bundle.find_source_checkpoint()
+        except BundleError as e:
+            raise BundleError(f"{bundle.root}: {e}; pass the checkpoint instead "
+                              "(pvlm-export coreml CKPT --out BUNDLE)") from None
     else:
         checkpoint = source
         bundle = Bundle.load(out_dir or source.with_suffix(""))
@@ -110,12 +110,7 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
             (tmp / e.file).rename(dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    manifest = read_manifest(bundle.root)
-    manifest["engines"] = [e for e in manifest.get("engines", []) if e.get("format") != "coreml-mlpackage"]
-    manifest["engines"] += [e.to_dict() for e in built]
-    for e in built:
-        manifest["artifacts"][e.file] = {"sha256": e.sha256, "bytes": e.bytes}
-    write_manifest(bundle.root, manifest)
+    record_engines(bundle, built, lambda e: e.format == "coreml-mlpackage")
     return built
 
 

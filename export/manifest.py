@@ -1,17 +1,16 @@
-"""Writing the bundle's ``manifest.json`` (DESIGN.md contract 2)."""
+"""Writing the bundle's ``manifest.json`` (DESIGN.md contract 2): the runtime's :class:`~runtime.bundle.Manifest`, serialised."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from runtime.atomic import write_json
-from runtime.bundle import Manifest, sha256_path  # the reader's own schema and hash: writer and reader agree
-
-BUNDLE_FORMAT = "pvlm-bundle"
-BUNDLE_VERSION = 1
+from runtime.bundle import Bundle, Manifest, sha256_path  # the reader's own schema and hash: writer and reader agree
+from runtime.engines import Engine
 
 
 def artifact_entry(bundle: Path, name: str) -> dict[str, Any]:
@@ -32,18 +31,17 @@ def producer_versions() -> dict[str, str]:
     return out
 
 
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    """Load ``manifest.json`` from a bundle directory."""
-    path = Path(bundle) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{bundle}: not an export bundle (no manifest.json)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt manifest ({e})") from None
+def write_manifest(bundle: Path, manifest: Manifest | Mapping[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically; a plain mapping is validated as a :class:`Manifest` first."""
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_dict(json.loads(json.dumps(manifest)))  # as the reader will see it (tuples -> lists)
+    return write_json(Path(bundle) / "manifest.json", manifest.to_dict())
 
 
-def write_manifest(bundle: Path, manifest: dict[str, Any]) -> Path:
-    """Validate ``manifest`` against the runtime's :class:`Manifest` schema, then write ``manifest.json`` atomically."""
-    Manifest.from_dict(json.loads(json.dumps(manifest)))  # as the reader will see it (tuples -> lists)
-    return write_json(Path(bundle) / "manifest.json", manifest)
+def record_engines(bundle: Bundle, built: Sequence[Engine], replaced: Callable[[Engine], bool],
+                   extra: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Rewrite ``bundle``'s manifest with ``built`` in place of the engines ``replaced`` picks; the built files
+    (and ``extra``: file -> ``{sha256, bytes}``) are listed as artefacts. The manifest is the one ``bundle`` loaded."""
+    keep = [e for e in bundle.engines if not replaced(e)]
+    artifacts = {e.file: {"sha256": e.sha256, "bytes": e.bytes} for e in built} | dict(extra or {})
+    return write_manifest(bundle.root, bundle.manifest.with_artifacts(artifacts).with_engines([*keep, *built]))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.attribute_schema import ATTRIBUTE_KEYS
+from runtime.bundle import Manifest
 from runtime.description_schema import SCHEMA_FILE, SCHEMA_VERSION, description_schema
 
 from .manifest import artifact_entry
@@ -15,15 +16,13 @@ CARD_FILE = "README.md"
 LICENSE = "MIT (the PersonVLM toolkit's licence; trained weights carry the licence of their training data too)"
 
 
-def write_bundle_docs(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write the model card and the describe-output schema into ``bundle`` and list both in
-    ``manifest["artifacts"]`` (sha256); returns the manifest. Call before the manifest is written."""
+def write_bundle_docs(bundle: Path, manifest: Manifest) -> Manifest:
+    """Write the model card and the describe-output schema into ``bundle``; returns ``manifest`` with both
+    listed as artefacts (sha256). Call before the manifest is written."""
     bundle = Path(bundle)
     (bundle / SCHEMA_FILE).write_text(json.dumps(description_schema(), indent=2) + "\n", encoding="utf-8")
     (bundle / CARD_FILE).write_text(model_card(manifest), encoding="utf-8")
-    for name in (CARD_FILE, SCHEMA_FILE):
-        manifest["artifacts"][name] = artifact_entry(bundle, name)
-    return manifest
+    return manifest.with_artifacts({name: artifact_entry(bundle, name) for name in (CARD_FILE, SCHEMA_FILE)})
 
 
 def _fmt(value: Any, spec: str = "") -> str:
@@ -32,15 +31,13 @@ def _fmt(value: Any, spec: str = "") -> str:
     return format(value, spec) if spec and isinstance(value, (int, float)) else str(value)
 
 
-def model_card(manifest: dict[str, Any]) -> str:
+def model_card(manifest: Manifest) -> str:
     """Markdown model card from the manifest: what, intended and out-of-scope use, data, parity, vocabulary."""
-    m, lim, pre = manifest["model"], manifest["limits"], manifest["preprocess"]
-    source = manifest.get("source", {})
-    meta = source.get("meta", {}) or {}
-    ver = manifest.get("verification") or {}
-    parity = ver.get("parity") or {}
-    graphs = ", ".join(f"`{g['file']}`" if isinstance(g, dict) and "file" in g else f"`{n}`"
-                       for n, g in manifest["graphs"].items())
+    m, pre = manifest.model, manifest.preprocess
+    meta = manifest.source_meta
+    ver = manifest.verification
+    parity = manifest.parity
+    graphs = ", ".join(f"`{g.file}`" for g in manifest.graphs.values())
     lines = [
         "# PersonVLM bundle: model card", "",
         "## What this is", "",
@@ -49,7 +46,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"without PyTorch. Backbone `{m['backbone']}` ({m['visual_tokens']} visual tokens), a "
         f"{m['n_layers']}-layer transformer decoder (d_model {m['d_model']}, {m['n_heads']} heads), vocabulary of "
         f"{m['vocab_size']} tokens. Input: one RGB crop resized ({pre.get('resize', 'stretch')}) to "
-        f"{pre['height']}x{pre['width']}; output: up to {lim['max_new_tokens']} tokens, greedy. Graphs: {graphs}.", "",
+        f"{pre['height']}x{pre['width']}; output: up to {manifest.limits.max_new_tokens} tokens, greedy. Graphs: {graphs}.", "",
         "Run it with `pvlm-describe THIS_FOLDER image.jpg` or `runtime.Describer(\"THIS_FOLDER\")` "
         "(`pip install 'personvlm-toolkit[cpu]'`).", "",
         "## Intended use", "",
@@ -72,7 +69,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         "training data. Do not use them to filter people out of a search without a human looking at the "
         "crops; `null` in the parsed attributes means the text did not say, not a negative finding.", "",
         "## Training data", "",
-        f"- Checkpoint: `{Path(str(source.get('checkpoint', 'not recorded'))).name}`; data hash "
+        f"- Checkpoint: `{Path(manifest.source_checkpoint or 'not recorded').name}`; data hash "
         f"`{_fmt(meta.get('data_hash'))}`; {_fmt(meta.get('train_size'))} training and "
         f"{_fmt(meta.get('val_size'))} validation images; epoch {_fmt(meta.get('epoch'))}, step "
         f"{_fmt(meta.get('step'))}.",
@@ -86,17 +83,16 @@ def model_card(manifest: dict[str, Any]) -> str:
         "## Export parity (measured at export, ONNX Runtime FP32 vs PyTorch FP32)", "",
     ]
     if parity:
+        dec = parity.decoder
         lines += [
-            f"- Greedy sequences identical: {_fmt(parity.get('sequences_identical'))}/{_fmt(parity.get('images'))} "
-            f"images (batches {_fmt(parity.get('batch_sizes'))}), token agreement "
-            f"{_fmt(parity.get('token_agreement'), '.4f')}.",
-            f"- Encoder outputs: max abs diff {_fmt(parity.get('encoder_max_abs_diff'), '.2e')}; decoder step "
-            f"logits: max abs diff {_fmt(parity.get('logits_max_abs_diff'), '.2e')} over "
-            f"{_fmt(parity.get('steps_compared'))} steps.",
+            f"- Greedy sequences identical: {dec.sequences_identical}/{parity.images} "
+            f"images (batches {list(parity.batch_sizes)}), token agreement {dec.token_agreement:.4f}.",
+            f"- Encoder outputs: max abs diff {parity.encoder_max_abs_diff:.2e}; decoder step "
+            f"logits: max abs diff {dec.logits_max_abs_diff:.2e} over {dec.steps_compared} steps.",
         ]
     else:
         lines.append("- Not measured (exported with verification off).")
-    lines += [f"- Checks: {_fmt(ver.get('checks'))}.", ""]
+    lines += [f"- Checks: {_fmt(ver.checks if ver else None)}.", ""]
     lines += [
         "## Output and attribute vocabulary", "",
         f"`pvlm-describe --json` writes one JSON object per image, described by `{SCHEMA_FILE}` in this folder "

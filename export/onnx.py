@@ -15,12 +15,14 @@ import torch
 
 from pvlm.checkpoint import load_checkpoint
 from pvlm.model import PersonVLM
-from pvlm.outdir import building, check_replaceable, is_bundle
+from pvlm.outdir import building, check_replaceable
 from pvlm.vocab import SPECIALS, Vocabulary
 from runtime.backends.ort_bound import supports_bound_cache
+from runtime.bundle import Limits, Manifest, is_bundle
+from runtime.verification import Verification
 
 from .graphs import DecoderStepGraph, EncoderGraph
-from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, artifact_entry, producer_versions, write_manifest
+from .manifest import artifact_entry, producer_versions, write_manifest
 from .model_card import write_bundle_docs
 from .ort_decoder import export_ort_decoder
 from .spec import GraphSpec, graph_specs
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 MIN_OPSET = 18  # the torch.export-based exporter's floor; LayerNormalization is one op from 17
 WHAT = "an export bundle"
 DEFAULT_OPSET = 20  # Gelu is one op from 20 (fewer nodes per decoder step)
+CHECKS = "onnx.checker(full_check) + strict shape inference + spec"
 
 
 def export_onnx(
@@ -59,8 +62,8 @@ def export_onnx(
     with building(out, force=force, is_ours=is_bundle, what=WHAT) as tmp:
         manifest = build_bundle(model, voc, tmp, opset=opset, max_batch=max_batch, max_new_tokens=max_new_tokens,
                                 verify=verify, atol=atol)
-        manifest["source"] = {"checkpoint": str(checkpoint), "meta": _plain(meta)}
-        write_bundle_docs(tmp, manifest)  # README.md model card + description.schema.json, listed as artifacts
+        manifest = manifest.with_source(str(checkpoint), _plain(meta))
+        manifest = write_bundle_docs(tmp, manifest)  # README.md model card + description.schema.json, listed as artifacts
         write_manifest(tmp, manifest)
         if precisions:
             add_variants(model, tmp, manifest, tuple(precisions), variant_options, accept_mismatch)
@@ -70,7 +73,7 @@ def export_onnx(
 def build_bundle(
     model: PersonVLM, vocab: Vocabulary, out: Path, *, opset: int = DEFAULT_OPSET, max_batch: int = 64,
     max_new_tokens: int = 48, verify: bool = True, atol: float = 1e-4,
-) -> dict[str, Any]:
+) -> Manifest:
     """Export the graphs into ``out`` and validate them; returns the manifest (not yet written)."""
     try:
         from onnxruntime import __version__ as ort_version
@@ -97,28 +100,25 @@ def build_bundle(
                                     ort_paths=(out / specs["cross_ort"].file, out / specs["decoder_ort"].file)
                                     if "decoder_ort" in specs else None)
         failures += more
-    report = {"export_seconds": round(export_s, 2), "checks": "onnx.checker(full_check) + strict shape inference + spec",
-              "parity": parity.to_dict() if verify else None, "failures": failures}
+    report = Verification(export_seconds=round(export_s, 2), checks=CHECKS, parity=parity if verify else None,
+                          failures=tuple(failures))
     if failures:
-        raise ValidationError(failures, report)
-    return {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "model": cfg.to_dict(),
-        "vocab": {"tokens": vocab.itos},
-        "special_tokens": {name.strip("<>"): i for i, name in enumerate(SPECIALS)},
-        "preprocess": {
+        raise ValidationError(failures, report.to_dict())
+    return Manifest.create(
+        model=cfg.to_dict(),
+        tokens=vocab.itos,
+        special={name.strip("<>"): i for i, name in enumerate(SPECIALS)},
+        preprocess={
             "height": cfg.image_size[0], "width": cfg.image_size[1], "resize": "stretch", "interpolation": "bilinear",
             "scale": 1 / 255, "mean": list(cfg.mean), "std": list(cfg.std), "channel_order": "RGB", "layout": "NCHW",
         },
-        "graphs": {name: spec.to_dict() for name, spec in specs.items()},
-        "limits": {"max_batch": max_batch, "max_new_tokens": max_new_tokens, "max_positions": cfg.max_len},
-        "opset": opset,
-        "producer": producer_versions(),
-        "artifacts": {spec.file: artifact_entry(out, spec.file) for spec in specs.values()},
-        "verification": report,
-        "engines": [],
-    }
+        graphs={name: spec.to_dict() for name, spec in specs.items()},
+        limits=Limits(max_batch=max_batch, max_new_tokens=max_new_tokens, max_positions=cfg.max_len),
+        opset=opset,
+        producer=producer_versions(),
+        artifacts={spec.file: artifact_entry(out, spec.file) for spec in specs.values()},
+        verification=report,
+    )
 
 
 def export_graph(module: torch.nn.Module, spec: GraphSpec, path: Path, opset: int, cfg: Any, cache: int) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from runtime.bundle import Bundle, sha256_path
 from runtime.engines import Engine
 
-from .manifest import artifact_entry, read_manifest, write_manifest
+from .manifest import artifact_entry, record_engines
 from .precision_plan import fp32_nodes, fp32_outputs
 
 log = logging.getLogger(__name__)
@@ -157,15 +157,8 @@ def build_engines(bundle_dir: str | Path, *, fp16: bool = True, opt_batch: int =
         raise
     for e in built:
         os.replace(_tmp(bundle.root / e.file), bundle.root / e.file)
-    manifest = read_manifest(bundle.root)
-    keep = [e for e in manifest.get("engines", [])
-            if not (e.get("format") == "tensorrt-plan" and e.get("precision") == precision)]
-    manifest["engines"] = keep + [e.to_dict() for e in built]
-    for e in built:
-        manifest["artifacts"][e.file] = {"sha256": e.sha256, "bytes": e.bytes}
-    if (bundle.root / TIMING_CACHE).exists():
-        manifest["artifacts"][TIMING_CACHE] = artifact_entry(bundle.root, TIMING_CACHE)
-    write_manifest(bundle.root, manifest)
+    cache = {TIMING_CACHE: artifact_entry(bundle.root, TIMING_CACHE)} if (bundle.root / TIMING_CACHE).exists() else {}
+    record_engines(bundle, built, lambda e: e.format == "tensorrt-plan" and e.precision == precision, cache)
     return built
 
 

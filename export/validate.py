@@ -8,7 +8,8 @@ model on real inputs. Failures are collected and raised together as one typed er
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from pvlm.data import normalize
 from pvlm.model import PersonVLM
 from runtime.backends.host_cache import HostCacheBackend
+from runtime.verification import GraphParity, ParityReport  # the manifest's parity record, filled here
 
 from .spec import GraphSpec
 
@@ -33,29 +35,6 @@ class ValidationError(RuntimeError):
     def __init__(self, failures: list[str], report: dict[str, Any] | None = None):
         self.failures, self.report = failures, report or {}
         super().__init__("export validation failed: " + "; ".join(failures))
-
-
-@dataclass
-class ParityReport:
-    """Numbers measured at export time, recorded in the manifest."""
-
-    images: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
-    encoder_max_abs_diff: float = 0.0
-    logits_max_abs_diff: float = 0.0
-    logits_max_abs: float = 0.0
-    steps_compared: int = 0
-    sequences_identical: int = 0
-    token_agreement: float = 1.0
-    max_new_tokens: int = 0
-    nonfinite: int = 0  # NaN/inf values in encoder outputs or logits (FP16 overflow shows up here)
-    decoder_ort: dict[str, Any] | None = None  # the same numbers for decoder_ort.onnx
-
-    def to_dict(self) -> dict[str, Any]:
-        """Manifest form."""
-        d = dict(self.__dict__)
-        d["sequence_match_rate"] = self.sequences_identical / max(1, self.images)
-        return d
 
 
 def check_graph(path: Path, spec: GraphSpec) -> list[str]:
@@ -107,7 +86,7 @@ def parity_images(model: PersonVLM, n: int, seed: int = 0) -> np.ndarray:
 
 @dataclass
 class _Tally:
-    """One decoder graph's numbers over the parity run."""
+    """One decoder graph's running figures over the parity run."""
 
     logits_max_abs_diff: float = 0.0
     steps_compared: int = 0
@@ -115,10 +94,19 @@ class _Tally:
     agree: int = 0
     total: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"logits_max_abs_diff": self.logits_max_abs_diff, "steps_compared": self.steps_compared,
-                "sequences_identical": self.sequences_identical,
-                "token_agreement": self.agree / max(1, self.total)}
+    def result(self) -> GraphParity:
+        return GraphParity(self.logits_max_abs_diff, self.steps_compared, self.sequences_identical,
+                           self.agree / max(1, self.total))
+
+
+@dataclass
+class _Run:
+    """Running figures of one parity run: the encoder's, the reference's, and each decoder graph's tally."""
+
+    tallies: dict[str, _Tally]
+    encoder_max_abs_diff: float = 0.0
+    logits_max_abs: float = 0.0
+    nonfinite: int = 0
 
 
 class _PortableStep(HostCacheBackend):
@@ -149,6 +137,12 @@ class _BoundStep:
         return self.bound.logits(self.state), ids
 
 
+# One decoder graph on one batch: (tokens (B, 1), position) -> (logits (B, V), argmax ids (B,)).
+Step = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+# Opens a Step on a batch's encoder outputs: (cross K, cross V, cache capacity) -> Step.
+StepFactory = Callable[[np.ndarray, np.ndarray, int], Step]
+
+
 def check_parity(
     model: PersonVLM, encoder_path: Path, decoder_path: Path, max_new_tokens: int,
     batches: tuple[int, ...] = PARITY_BATCHES, atol: float = 1e-4, rtol: float = 1e-5, seed: int = 0,
@@ -163,78 +157,101 @@ def check_parity(
     the reference token. Agreement at every step of a row is exactly "greedy sequence
     identical", without a second decoding loop here.
     """
+    encoder, decoders = _open_sessions(model.cfg, encoder_path, decoder_path, ort_paths)
+    pixels_all = parity_images(model, sum(batches), seed)
+    run = _Run(tallies={name: _Tally() for name in decoders})
+    start = 0
+    for b in batches:
+        pixels = pixels_all[start:start + b]
+        start += b
+        ref_k, ref_v, ck, cv = _compare_encoder(model, encoder, pixels, run)
+        steps = {name: make(ck, cv, max_new_tokens) for name, make in decoders.items()}
+        _compare_decoders(model, steps, ref_k, ref_v, b, max_new_tokens, run)
+    rep = ParityReport(images=len(pixels_all), batch_sizes=tuple(batches),
+                       encoder_max_abs_diff=run.encoder_max_abs_diff, logits_max_abs=run.logits_max_abs,
+                       max_new_tokens=max_new_tokens, nonfinite=run.nonfinite,
+                       decoders={name: tally.result() for name, tally in run.tallies.items()})
+    return rep, parity_failures(rep, atol, rtol)
+
+
+def _open_sessions(cfg: Any, encoder_path: Path, decoder_path: Path,
+                   ort_paths: tuple[Path, Path] | None) -> tuple[Any, dict[str, StepFactory]]:
+    """CPU sessions of the encoder and of each decoder graph, the latter as per-batch step factories."""
     import onnxruntime as ort
 
     from runtime.backends.ort_bound import BoundDecoder
 
-    cfg = model.cfg
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     cpu = ["CPUExecutionProvider"]
     enc = ort.InferenceSession(str(encoder_path), opts, providers=cpu)
     dec = ort.InferenceSession(str(decoder_path), opts, providers=cpu)
-    bound = None
+    decoders: dict[str, StepFactory] = {"decoder": lambda ck, cv, capacity: _PortableStep(dec, cfg, ck, cv, capacity)}
     if ort_paths is not None:
         cross, step = (ort.InferenceSession(str(p), opts, providers=cpu) for p in ort_paths)
         bound = BoundDecoder(ort, step, cross, cfg.to_dict(), "cpu")
-    tallies = {"decoder": _Tally(), **({"decoder_ort": _Tally()} if bound else {})}
-    pixels_all = parity_images(model, sum(batches), seed)
-    rep = ParityReport(images=len(pixels_all), batch_sizes=list(batches), max_new_tokens=max_new_tokens)
-    start = 0
-    for b in batches:
-        pixels = pixels_all[start:start + b]
-        start += b
+        decoders["decoder_ort"] = lambda ck, cv, capacity: _BoundStep(bound, ck, cv, capacity)
+    return enc, decoders
+
+
+def _compare_encoder(model: PersonVLM, encoder: Any, pixels: np.ndarray,
+                     run: _Run) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """The encoder graph's cross K/V against PyTorch's on one batch; returns (reference K, V, graph K, V)."""
+    with torch.no_grad():
+        ref_k, ref_v = model.cross_kv(model.encode_image(torch.from_numpy(pixels)))
+    ck, cv = encoder.run(None, {"pixels": pixels})
+    run.nonfinite += int((~np.isfinite(ck)).sum() + (~np.isfinite(cv)).sum())
+    run.encoder_max_abs_diff = max(run.encoder_max_abs_diff, float(np.abs(ck - ref_k.numpy()).max()),
+                                   float(np.abs(cv - ref_v.numpy()).max()))
+    return ref_k, ref_v, ck, cv
+
+
+def _compare_decoders(model: PersonVLM, steps: dict[str, Step],
+                      ref_k: torch.Tensor, ref_v: torch.Tensor, b: int, max_new_tokens: int, run: _Run) -> None:
+    """Teacher-forced decoding of one batch: PyTorch's greedy tokens fed to every graph, step by step;
+    each graph's logits and argmax are tallied against the reference's while a row is unfinished."""
+    cfg = model.cfg
+    t_cache_k, t_cache_v = model.empty_cache(b, max_new_tokens)
+    alive = np.ones(b, bool)
+    row_ok = {name: np.ones(b, bool) for name in steps}
+    tokens = np.full((b, 1), cfg.bos_id, np.int64)
+    for t in range(max_new_tokens):
         with torch.no_grad():
-            ref_k, ref_v = model.cross_kv(model.encode_image(torch.from_numpy(pixels)))
-        ck, cv = enc.run(None, {"pixels": pixels})
-        rep.nonfinite += int((~np.isfinite(ck)).sum() + (~np.isfinite(cv)).sum())
-        rep.encoder_max_abs_diff = max(rep.encoder_max_abs_diff, float(np.abs(ck - ref_k.numpy()).max()),
-                                       float(np.abs(cv - ref_v.numpy()).max()))
-        steps = {"decoder": _PortableStep(dec, cfg, ck, cv, max_new_tokens)}
-        if bound:
-            steps["decoder_ort"] = _BoundStep(bound, ck, cv, max_new_tokens)
-        t_cache_k, t_cache_v = model.empty_cache(b, max_new_tokens)
-        alive = np.ones(b, bool)
-        row_ok = {name: np.ones(b, bool) for name in steps}
-        tokens = np.full((b, 1), cfg.bos_id, np.int64)
-        for t in range(max_new_tokens):
-            with torch.no_grad():
-                ref_logits, tk, tv = model.decode_step(torch.from_numpy(tokens), torch.full((b, 1), t),
-                                                       ref_k, ref_v, t_cache_k, t_cache_v)
-            t_cache_k[:, :, :, t], t_cache_v[:, :, :, t] = tk[:, :, :, 0], tv[:, :, :, 0]
-            ref_logits = ref_logits.numpy()
-            ref_next = ref_logits.argmax(-1)
-            rep.logits_max_abs = max(rep.logits_max_abs, float(np.abs(ref_logits[alive]).max(initial=0)))
-            for name, step in steps.items():
-                logits, ids = step(tokens, t)
-                rep.nonfinite += int((~np.isfinite(logits[alive])).sum())
-                tally = tallies[name]
-                tally.logits_max_abs_diff = max(tally.logits_max_abs_diff,
-                                                float(np.abs(logits - ref_logits)[alive].max(initial=0)))
-                match = ids == ref_next
-                tally.agree += int((match & alive).sum())
-                tally.total += int(alive.sum())
-                tally.steps_compared += 1
-                row_ok[name] &= match | ~alive
-            tokens = ref_next[:, None].astype(np.int64)  # teacher-forced with the reference's greedy choice
-            alive &= ref_next != cfg.eos_id
-            if not alive.any():
-                break
-        for name, ok in row_ok.items():
-            tallies[name].sequences_identical += int(ok.sum())
-    main = tallies["decoder"]
-    rep.logits_max_abs_diff, rep.steps_compared = main.logits_max_abs_diff, main.steps_compared
-    rep.sequences_identical, rep.token_agreement = main.sequences_identical, main.agree / max(1, main.total)
-    if bound:
-        rep.decoder_ort = tallies["decoder_ort"].to_dict()
+            ref_logits, tk, tv = model.decode_step(torch.from_numpy(tokens), torch.full((b, 1), t),
+                                                   ref_k, ref_v, t_cache_k, t_cache_v)
+        t_cache_k[:, :, :, t], t_cache_v[:, :, :, t] = tk[:, :, :, 0], tv[:, :, :, 0]
+        ref_logits = ref_logits.numpy()
+        ref_next = ref_logits.argmax(-1)
+        run.logits_max_abs = max(run.logits_max_abs, float(np.abs(ref_logits[alive]).max(initial=0)))
+        for name, step in steps.items():
+            logits, ids = step(tokens, t)
+            run.nonfinite += int((~np.isfinite(logits[alive])).sum())
+            tally = run.tallies[name]
+            tally.logits_max_abs_diff = max(tally.logits_max_abs_diff,
+                                            float(np.abs(logits - ref_logits)[alive].max(initial=0)))
+            match = ids == ref_next
+            tally.agree += int((match & alive).sum())
+            tally.total += int(alive.sum())
+            tally.steps_compared += 1
+            row_ok[name] &= match | ~alive
+        tokens = ref_next[:, None].astype(np.int64)  # teacher-forced with the reference's greedy choice
+        alive &= ref_next != cfg.eos_id
+        if not alive.any():
+            break
+    for name, ok in row_ok.items():  # a row whose every step agreed: its greedy sequence is identical
+        run.tallies[name].sequences_identical += int(ok.sum())
+
+
+def parity_failures(rep: ParityReport, atol: float, rtol: float) -> list[str]:
+    """The report against its tolerances, as failure lines (empty when every graph passes)."""
     failures = []
     if rep.encoder_max_abs_diff > atol:
         failures.append(f"encoder outputs differ by {rep.encoder_max_abs_diff:.3g} (> {atol:g})")
-    for name, tally in tallies.items():
-        if tally.logits_max_abs_diff > atol + rtol * rep.logits_max_abs:
-            failures.append(f"{name} logits differ by {tally.logits_max_abs_diff:.3g} "
+    for name, graph in rep.decoders.items():
+        if graph.logits_max_abs_diff > atol + rtol * rep.logits_max_abs:
+            failures.append(f"{name} logits differ by {graph.logits_max_abs_diff:.3g} "
                             f"(> {atol:g} + {rtol:g}*{rep.logits_max_abs:.3g})")
-        if tally.sequences_identical != rep.images:
-            failures.append(f"{name}: greedy sequences identical for {tally.sequences_identical}/{rep.images} images "
-                            f"(token agreement {tally.agree / max(1, tally.total):.4f})")
-    return rep, failures
+        if graph.sequences_identical != rep.images:
+            failures.append(f"{name}: greedy sequences identical for {graph.sequences_identical}/{rep.images} images "
+                            f"(token agreement {graph.token_agreement:.4f})")
+    return failures

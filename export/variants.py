@@ -22,6 +22,7 @@ import torch
 from pvlm.model import PersonVLM
 from pvlm.reference import generate, trim
 from runtime.attributes import parse_attributes
+from runtime.bundle import Manifest
 from runtime.describer import Describer, detokenize
 
 from .spec import GraphSpec
@@ -63,7 +64,7 @@ class Variant:
     plan: dict[str, Any] = field(default_factory=dict)  # which nodes stay FP32 / were quantized, tool versions
 
     def to_dict(self) -> dict[str, Any]:
-        """Manifest form (``manifest["variants"][precision]``, the report added by :func:`verify_variant`)."""
+        """Manifest form (the ``variants.<precision>`` entry; :func:`verify_variant` adds its report)."""
         return {"graphs": dict(self.graphs), "plan": self.plan}
 
 
@@ -150,11 +151,11 @@ def _teacher_forced(model: PersonVLM, describer: Describer, precision: str, max_
         ort_paths = (bundle.path("cross_ort", precision), bundle.path("decoder_ort", precision))
     rep, _ = check_parity(model, bundle.path("encoder", precision), bundle.path("decoder", precision),
                           max_new_tokens, ort_paths=ort_paths)
-    out = {"encoder_max_abs_diff": rep.encoder_max_abs_diff, "logits_max_abs_diff": rep.logits_max_abs_diff,
+    out = {"encoder_max_abs_diff": rep.encoder_max_abs_diff, "logits_max_abs_diff": rep.decoder.logits_max_abs_diff,
            "logits_max_abs": rep.logits_max_abs, "nonfinite": rep.nonfinite,
-           "teacher_forced_sequences_identical": rep.sequences_identical, "teacher_forced_images": rep.images}
-    if rep.decoder_ort is not None:
-        out["decoder_ort"] = rep.decoder_ort
+           "teacher_forced_sequences_identical": rep.decoder.sequences_identical, "teacher_forced_images": rep.images}
+    if "decoder_ort" in rep.decoders:
+        out["decoder_ort"] = rep.decoders["decoder_ort"].to_dict()
     return out
 
 
@@ -182,9 +183,10 @@ def summary(precision: str, report: dict[str, Any]) -> str:
                if report.get("fallback_fp32") else ""))
 
 
-def add_variants(model: PersonVLM, out: Path, manifest: dict[str, Any], precisions: tuple[str, ...],
-                 options: VariantOptions | None = None, accept_mismatch: bool = False) -> None:
-    """Build, check and verify each precision variant in ``out``; records them in ``manifest`` (written as it goes).
+def add_variants(model: PersonVLM, out: Path, manifest: Manifest, precisions: tuple[str, ...],
+                 options: VariantOptions | None = None, accept_mismatch: bool = False) -> Manifest:
+    """Build, check and verify each precision variant in ``out``; returns ``manifest`` recording them (written
+    as it goes).
 
     Raises :class:`ValidationError` when a variant's graph fails the structural checks, or
     falls below its floor and ``accept_mismatch`` is false.
@@ -194,44 +196,45 @@ def add_variants(model: PersonVLM, out: Path, manifest: dict[str, Any], precisio
     from .validate import ValidationError, check_graph
 
     options = options or VariantOptions()
-    specs = {name: spec for name, spec in graph_specs(model.cfg).items() if name in manifest["graphs"]}
-    variants = manifest.setdefault("variants", {})
+    specs = {name: spec for name, spec in graph_specs(model.cfg).items() if name in manifest.graphs}
     for precision in precisions:
         variant = build_variant(precision, model, out, specs, options)
         failures = [f for name, file in variant.graphs.items() for f in check_graph(out / file, specs[name])]
         if failures:
             raise ValidationError(failures, {"precision": precision})
-        report, failures = _record_and_verify(model, out, manifest, variant)
+        manifest, report, failures = _record_and_verify(model, out, manifest, variant)
         if failures and not accept_mismatch:
-            variant, report, failures = _fall_back(model, out, manifest, variant, report, failures)
+            manifest, variant, report, failures = _fall_back(model, out, manifest, variant, report, failures)
         report["accepted_mismatch"] = bool(failures) and accept_mismatch
-        variants[precision]["verification"] = report
+        manifest = manifest.with_variant(precision, {**variant.to_dict(), "verification": report})
         if failures and not accept_mismatch:
             raise ValidationError(failures, report)
         for f in failures:
             log.warning("%s (accepted with --accept-mismatch)", f)
         write_manifest(out, manifest)
+    return manifest
 
 
-def _record_and_verify(model: PersonVLM, out: Path, manifest: dict[str, Any], variant: Variant) -> tuple[dict[str, Any], list[str]]:
+def _record_and_verify(model: PersonVLM, out: Path, manifest: Manifest,
+                       variant: Variant) -> tuple[Manifest, dict[str, Any], list[str]]:
     """List ``variant`` in the manifest (written: verification runs it through the runtime), verify it, gate it."""
     from .manifest import artifact_entry, write_manifest
 
-    for file in variant.graphs.values():
-        manifest["artifacts"][file] = artifact_entry(out, file)
-    manifest["variants"][variant.precision] = variant.to_dict()
+    manifest = manifest.with_artifacts({file: artifact_entry(out, file) for file in variant.graphs.values()})
+    manifest = manifest.with_variant(variant.precision, variant.to_dict())
     write_manifest(out, manifest)
-    report = verify_variant(model, out, variant.precision, manifest["limits"]["max_new_tokens"])
+    report = verify_variant(model, out, variant.precision, manifest.limits.max_new_tokens)
     report["graphs"] = sorted(variant.graphs)
-    return report, gate_failures(variant.precision, report)
+    return manifest, report, gate_failures(variant.precision, report)
 
 
-def _fall_back(model: PersonVLM, out: Path, manifest: dict[str, Any], full: Variant, report: dict[str, Any],
-               failures: list[str]) -> tuple[Variant, dict[str, Any], list[str]]:
+def _fall_back(model: PersonVLM, out: Path, manifest: Manifest, full: Variant, report: dict[str, Any],
+               failures: list[str]) -> tuple[Manifest, Variant, dict[str, Any], list[str]]:
     """Try ``FALLBACKS`` in order on a variant below its floor; the first that passes is kept (with the why).
 
-    Returns the variant kept (the full one, still failing, when none passes) with its report and
-    failures (then every try's). Files of graphs that go back to FP32 are deleted and their artifact entries dropped.
+    Returns the manifest listing the variant kept (the full one, still failing, when none passes),
+    that variant, its report and failures (then every try's). Files of graphs that went back to
+    FP32 are deleted and their artifact entries dropped.
     """
     first = summary(full.precision, report)
     kept, kept_report, kept_failures = full, report, failures
@@ -244,16 +247,15 @@ def _fall_back(model: PersonVLM, out: Path, manifest: dict[str, Any], full: Vari
         log.warning("%s; verifying again with %s in FP32", last, ", ".join(back))
         plan = {**full.plan, "fallback": {"fp32": back, "reason": failures[0], "first_try": first}}
         candidate = Variant(full.precision, graphs, plan)
-        rep, fails = _record_and_verify(model, out, manifest, candidate)
+        manifest, rep, fails = _record_and_verify(model, out, manifest, candidate)
         rep["fallback_fp32"] = back
         if not fails:
             kept, kept_report, kept_failures = candidate, rep, fails
             break
         last = fails[0]
         kept_failures = [*kept_failures, *(f"{f} (with {', '.join(back)} in FP32)" for f in fails)]
-    for g, file in full.graphs.items():
-        if g not in kept.graphs:
-            (out / file).unlink(missing_ok=True)
-            manifest["artifacts"].pop(file, None)
-    manifest["variants"][full.precision] = kept.to_dict()
-    return kept, kept_report, kept_failures
+    gone = [file for g, file in full.graphs.items() if g not in kept.graphs]
+    manifest = manifest.with_variant(full.precision, kept.to_dict()).without_artifacts(gone)
+    for file in gone:
+        (out / file).unlink(missing_ok=True)
+    return manifest, kept, kept_report, kept_failures

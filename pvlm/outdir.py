@@ -9,13 +9,13 @@ holding anything else) is refused before any work starts and left untouched.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runtime import atomic
+from runtime.bundle import is_bundle  # a ``pvlm-export onnx`` bundle: the format tag is the reader's
 
 IsOurs = Callable[[Path], bool]
 
@@ -26,15 +26,6 @@ class OutputError(ValueError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """The output exists and may not be replaced (a FileExistsError too, as before this rule)."""
-
-
-def is_bundle(d: Path) -> bool:
-    """A ``pvlm-export onnx`` bundle: ``manifest.json`` with our format tag."""
-    try:
-        manifest = json.loads((d / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("format") == "pvlm-bundle"
 
 
 def is_triton_repo(d: Path) -> bool:

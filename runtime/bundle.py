@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .engines import Engine, parse_engines
+from .verification import ParityReport, Verification
 
-SUPPORTED_FORMAT = "pvlm-bundle"
-SUPPORTED_VERSIONS = (1,)
+BUNDLE_FORMAT = "pvlm-bundle"  # the manifest's format tag, written by export and checked here
+BUNDLE_VERSION = 1  # the version export writes
+SUPPORTED_VERSIONS = (BUNDLE_VERSION,)
 
 
 class BundleError(ValueError):
@@ -161,9 +164,11 @@ class Limits:
 class Manifest:
     """``manifest.json``, validated: the one schema export writes and the runtime reads.
 
-    Optional and unknown keys (``engines``, ``variants``, ``verification``...) stay readable through
-    :meth:`get` / ``[]`` on the raw JSON; every ``file``/``path`` field anywhere is a bundle file
-    name (see :meth:`files`).
+    Export builds it with :meth:`create` and the ``with_*`` methods (each returns a new, validated
+    manifest) and writes :meth:`to_dict`; readers use the typed fields and properties
+    (``verification``, ``parity``, ``variant_reports``, ``source_checkpoint``...). Keys this version
+    does not know stay readable through :meth:`get` / ``[]`` on the raw JSON; every ``file``/``path``
+    field anywhere is a bundle file name (see :meth:`files`).
     """
 
     format: str
@@ -189,7 +194,7 @@ class Manifest:
     @classmethod
     def _parse(cls, data: Any) -> "Manifest":
         _expect(data, dict, "manifest", "a JSON object")
-        if data.get("format") != SUPPORTED_FORMAT:
+        if data.get("format") != BUNDLE_FORMAT:
             raise _Invalid(f"format: not a PersonVLM bundle manifest (format {_short(data.get('format'))})")
         version = data.get("version")
         if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
@@ -247,6 +252,86 @@ class Manifest:
         return cls(data["format"], version, model, tuple(tokens), special, pre, graphs, limits, artifacts, data,
                    variants)
 
+    @classmethod
+    def create(cls, *, model: Mapping[str, Any], tokens: Sequence[str], special: Mapping[str, int],
+               preprocess: Mapping[str, Any], graphs: Mapping[str, Mapping[str, Any]], limits: Limits, opset: int,
+               producer: Mapping[str, str], artifacts: Mapping[str, Mapping[str, Any]],
+               verification: Verification) -> "Manifest":
+        """A new manifest in the format this version writes (``BUNDLE_FORMAT``, ``BUNDLE_VERSION``), validated.
+
+        ``graphs``: name -> ``{file, inputs, outputs}``; ``artifacts``: file -> ``{sha256, bytes}``.
+        """
+        return cls._validated({
+            "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "model": model, "vocab": {"tokens": list(tokens)},
+            "special_tokens": special, "preprocess": preprocess, "graphs": graphs, "limits": asdict(limits),
+            "opset": opset, "producer": producer, "artifacts": artifacts, "verification": verification.to_dict(),
+            "engines": [],
+        })
+
+    @classmethod
+    def _validated(cls, data: Mapping[str, Any]) -> "Manifest":
+        # through JSON, as the reader will see it (tuples -> lists), and a copy nothing else holds
+        return cls.from_dict(json.loads(json.dumps(data)))
+
+    def _with(self, key: str, value: Any) -> "Manifest":
+        return self._validated({**self.raw, key: value})  # a new key goes last, an existing one keeps its place
+
+    def with_source(self, checkpoint: str, meta: Mapping[str, Any]) -> "Manifest":
+        """This manifest naming the checkpoint it was exported from and that checkpoint's metadata."""
+        return self._with("source", {"checkpoint": checkpoint, "meta": meta})
+
+    def with_artifacts(self, entries: Mapping[str, Mapping[str, Any]]) -> "Manifest":
+        """This manifest with more (or replaced) artefacts: file -> ``{sha256, bytes}``."""
+        return self._with("artifacts", {**self.raw["artifacts"], **entries})
+
+    def without_artifacts(self, files: Sequence[str]) -> "Manifest":
+        """This manifest without the artefact entries of ``files`` (no graph or variant may still name them)."""
+        return self._with("artifacts", {f: e for f, e in self.raw["artifacts"].items() if f not in set(files)})
+
+    def with_engines(self, engines: Sequence[Engine]) -> "Manifest":
+        """This manifest with ``engines`` as its whole engine list (their files listed with :meth:`with_artifacts`)."""
+        return self._with("engines", [e.to_dict() for e in engines])
+
+    def with_variant(self, precision: str, entry: Mapping[str, Any]) -> "Manifest":
+        """This manifest with ``precision``'s variant entry (``graphs``, ``plan``, ``verification``) set."""
+        return self._with("variants", {**self.raw.get("variants", {}), precision: entry})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON-ready plain data (a copy): what ``manifest.json`` holds."""
+        return copy.deepcopy(dict(self.raw))
+
+    @property
+    def verification(self) -> Verification | None:
+        """What export checked and measured (None in a manifest without the section)."""
+        data = self.raw.get("verification")
+        return Verification.from_dict(data) if isinstance(data, Mapping) else None
+
+    @property
+    def parity(self) -> ParityReport | None:
+        """The FP32 graphs' parity against PyTorch measured at export (None: not measured)."""
+        verification = self.verification
+        return verification.parity if verification is not None else None
+
+    @property
+    def variant_reports(self) -> dict[str, dict[str, Any]]:
+        """Precision -> the verification report export recorded for that variant (variants with one)."""
+        return {p: dict(v["verification"]) for p, v in self.raw.get("variants", {}).items()
+                if isinstance(v.get("verification"), Mapping)}
+
+    @property
+    def source_checkpoint(self) -> str | None:
+        """The checkpoint path export recorded (as written then; it may have moved since)."""
+        source = self.raw.get("source")
+        checkpoint = source.get("checkpoint") if isinstance(source, Mapping) else None
+        return checkpoint if isinstance(checkpoint, str) and checkpoint else None
+
+    @property
+    def source_meta(self) -> dict[str, Any]:
+        """The source checkpoint's training metadata (epoch, step, val loss, data hash...); ``{}`` if not recorded."""
+        source = self.raw.get("source")
+        meta = source.get("meta") if isinstance(source, Mapping) else None
+        return dict(meta) if isinstance(meta, Mapping) else {}
+
     def files(self) -> list[str]:
         """Every file name the manifest mentions: graphs, artefacts and any ``file``/``path`` field."""
         names = [g.file for g in self.graphs.values()] + list(self.artifacts)
@@ -255,7 +340,7 @@ class Manifest:
         return list(dict.fromkeys(names))
 
     def get(self, key: str, default: Any = None) -> Any:
-        """A top-level key of the raw JSON (optional sections such as ``engines`` or ``source``)."""
+        """A top-level key of the raw JSON, for sections this version has no accessor for."""
         return self.raw.get(key, default)
 
     def __getitem__(self, key: str) -> Any:
@@ -263,6 +348,15 @@ class Manifest:
 
     def __contains__(self, key: object) -> bool:
         return key in self.raw
+
+
+def is_bundle(d: Path) -> bool:
+    """A directory with a ``manifest.json`` carrying the bundle format tag (not otherwise validated)."""
+    try:
+        data = json.loads((Path(d) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT
 
 
 def inside(root: Path, name: str) -> Path:
@@ -352,6 +446,17 @@ class Bundle:
         """The model config as a plain dict."""
         return dict(self.manifest.model)
 
+    def find_source_checkpoint(self) -> Path:
+        """The checkpoint the bundle was exported from, where it still is (the path recorded, else that path
+        relative to the bundle); :class:`BundleError` says why not."""
+        src = self.manifest.source_checkpoint
+        if not src:
+            raise BundleError("the bundle manifest names no source checkpoint")
+        for cand in (Path(src), self.root / src):
+            if cand.is_file():
+                return cand
+        raise BundleError(f"the bundle's source checkpoint {src} does not exist here")
+
     def graph(self, name: str) -> dict[str, Any]:
         """A graph's manifest entry (file, inputs, outputs) as plain JSON."""
         if name not in self.manifest.graphs:
@@ -380,7 +485,7 @@ class Bundle:
     def engines(self) -> list[Engine]:
         """The manifest's compiled graphs (TensorRT plans, CoreML packages); see ``runtime/engines.py``."""
         try:
-            return parse_engines(self.manifest.get("engines"))
+            return parse_engines(self.manifest.raw.get("engines"))
         except ValueError as e:
             raise BundleError(f"{self.root}: {e}") from None
 

@@ -210,3 +210,65 @@ def test_symlink_inside_a_package_artifact_is_refused(bundle_copy, tmp_path):
     (pkg / "Data" / "weights.bin").unlink()
     (pkg / "Data" / "weights.bin").write_text("outside")
     Bundle.load(bundle_copy)  # the same package with a real file is fine
+
+
+def test_manifest_round_trips_and_is_rebuilt_not_mutated(tiny_bundle):
+    """to_dict() is manifest.json as written; the with_* builders return a new, validated manifest."""
+    m = Bundle.load(tiny_bundle).manifest
+    assert m.to_dict() == read(tiny_bundle)
+    assert json.dumps(m.to_dict(), indent=2) + "\n" == (tiny_bundle / "manifest.json").read_text()  # byte for byte
+    m2 = m.with_source("elsewhere.pt", {"epoch": 3})
+    assert m2.source_checkpoint == "elsewhere.pt" and m2.source_meta == {"epoch": 3}
+    assert m.source_checkpoint != "elsewhere.pt" and list(m2.to_dict()) == list(m.to_dict())  # same key order
+    with pytest.raises(BundleError, match="variants.fp16.graphs.encoder"):
+        m.with_variant("fp16", {"graphs": {"encoder": "../x.onnx"}})
+
+
+def test_typed_verification_reads_what_export_wrote(tiny_bundle):
+    """One record per decoder graph; the JSON keeps the portable decoder flat and decoder_ort nested."""
+    m = Bundle.load(tiny_bundle).manifest
+    raw = read(tiny_bundle)["verification"]
+    assert m.verification.to_dict() == raw
+    p = m.parity
+    assert set(p.decoders) == {"decoder", "decoder_ort"}
+    assert p.decoder.sequences_identical == raw["parity"]["sequences_identical"] == p.images
+    assert p.decoders["decoder_ort"].to_dict() == raw["parity"]["decoder_ort"]
+    assert m.variant_reports == {}
+
+
+def test_source_checkpoint_is_found_or_the_reason_given(bundle_copy, tiny_checkpoint, tmp_path):
+    b = Bundle.load(bundle_copy)
+    assert b.find_source_checkpoint() == tiny_checkpoint
+    m = read(bundle_copy)
+    shutil.copyfile(tiny_checkpoint, bundle_copy / "beside.pt")
+    m["source"]["checkpoint"] = "beside.pt"  # relative: to the bundle
+    write(bundle_copy, m)
+    assert Bundle.load(bundle_copy, verify=False).find_source_checkpoint() == bundle_copy / "beside.pt"
+    m["source"]["checkpoint"] = str(tmp_path / "gone.pt")
+    write(bundle_copy, m)
+    with pytest.raises(BundleError, match="source checkpoint .*gone.pt does not exist here"):
+        Bundle.load(bundle_copy, verify=False).find_source_checkpoint()
+    del m["source"]
+    write(bundle_copy, m)
+    with pytest.raises(BundleError, match="names no source checkpoint"):
+        Bundle.load(bundle_copy, verify=False).find_source_checkpoint()
+
+
+def test_record_engines_replaces_only_what_it_rebuilt(bundle_copy):
+    from export.manifest import artifact_entry, record_engines
+    from runtime.engines import Engine
+
+    def engine(fmt: str, file: str, precision: str = "fp16") -> Engine:
+        (bundle_copy / file).write_bytes(file.encode())
+        a = artifact_entry(bundle_copy, file)
+        return Engine(fmt, "encoder", file, precision, a["sha256"], a["bytes"])
+
+    plan16, plan32 = engine("tensorrt-plan", "e16.plan"), engine("tensorrt-plan", "e32.plan", "fp32")
+    record_engines(Bundle.load(bundle_copy), [plan16, plan32], lambda e: False)
+    package = engine("coreml-mlpackage", "e.mlpackage")
+    record_engines(Bundle.load(bundle_copy), [package], lambda e: e.format == "coreml-mlpackage")
+    new16 = engine("tensorrt-plan", "n16.plan")
+    record_engines(Bundle.load(bundle_copy), [new16], lambda e: e.format == "tensorrt-plan" and e.precision == "fp16")
+    b = Bundle.load(bundle_copy)  # every recorded file verified against its sha256
+    assert [e.file for e in b.engines] == ["e32.plan", "e.mlpackage", "n16.plan"]
+    assert {"e16.plan", "n16.plan", "e.mlpackage"} <= set(b.manifest.artifacts)

@@ -110,11 +110,13 @@ def test_describe_cli_fp16_missing_exits_2(tiny_bundle, synth_dir):
     assert res.exit_code == 2 and "no fp16 graphs" in res.output
 
 
-def _fresh_copy(src: Path, dst: Path) -> dict:
+def _fresh_copy(src: Path, dst: Path):
+    from runtime.bundle import Manifest
+
     shutil.copytree(src, dst)
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest.pop("variants", None)
-    return manifest
+    return Manifest.from_dict(manifest)
 
 
 def test_gate_failure_raises_unless_accepted(tiny_bundle, tiny_model, tmp_path, monkeypatch, one_torch_thread):

@@ -358,20 +358,22 @@ def test_python_flavor_layout(python_repo, lively_bundle):
 
 def test_tensorrt_plans_used_when_listed(tiny_bundle, tmp_path):
     pytest.importorskip("tritonclient.grpc")
-    from export.manifest import artifact_entry, read_manifest, write_manifest
+    from export.manifest import artifact_entry, write_manifest
     from export.triton import write_triton_repo
+    from runtime.bundle import Bundle
     from runtime.engines import Engine
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
-    manifest = read_manifest(bundle)
+    plans = []
     for graph in ("encoder", "decoder"):
         (bundle / f"{graph}.plan").write_bytes(b"not really an engine")  # only copied, never parsed
-        manifest["artifacts"][f"{graph}.plan"] = artifact_entry(bundle, f"{graph}.plan")
-        manifest["engines"].append(Engine("tensorrt-plan", graph, f"{graph}.plan", "fp16",  # as pvlm-export trt writes
-                                          **artifact_entry(bundle, f"{graph}.plan"),
-                                          target={"tensorrt": "10.x", "gpu": "test"}).to_dict())
-    write_manifest(bundle, manifest)
+        entry = artifact_entry(bundle, f"{graph}.plan")
+        plans.append(Engine("tensorrt-plan", graph, f"{graph}.plan", "fp16", entry["sha256"], entry["bytes"],
+                            {"tensorrt": "10.x", "gpu": "test"}))
+    manifest = Bundle.load(bundle).manifest
+    write_manifest(bundle, manifest.with_artifacts({e.file: {"sha256": e.sha256, "bytes": e.bytes} for e in plans})
+                   .with_engines(plans))
     gpu = _configs(write_triton_repo(bundle, tmp_path / "gpu", kind="gpu"))
     assert gpu["pvlm_encoder"].platform == gpu["pvlm_decoder"].platform == "tensorrt_plan"
     assert (tmp_path / "gpu" / "pvlm_encoder" / "1" / "model.plan").read_bytes() == b"not really an engine"

@@ -62,7 +62,7 @@ def choose_decoder(ort: Any, bundle: Bundle, decoder: str, precision: str = "fp3
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    graphs = bundle.manifest.get("graphs", {})
+    graphs = bundle.manifest.graphs
     has_ort_graphs = "decoder_ort" in graphs and "cross_ort" in graphs
     variant = bundle.variant_graphs(precision)
     if "decoder" in variant and "decoder_ort" not in variant:
