@@ -33,7 +33,7 @@ import click
 
 from runtime.atomic import write_json
 
-from .eval import ATTRIBUTE_CATEGORIES, OPTIONAL_CATEGORIES
+from .quality import ATTRIBUTE_CATEGORIES, OPTIONAL_CATEGORIES
 
 # The facts a query may state: the labels pvlm-eval scores (no shoes). Their order is the order queries
 # draw them in, so the queries of a seed depend on it.

@@ -4,8 +4,8 @@ Standard library only. Everything that names attributes reads it:
 
 - ``runtime.attributes`` (the parser) takes its lexicon from the ``*_WORDS`` tables and fills :data:`ATTRIBUTE_KEYS`;
 - ``pvlm.synth`` draws each crop's labels from :attr:`AttributeField.drawn` and writes captions with words
-  the parser reads (``tests/test_synth.py`` parses every caption back);
-- ``bench.eval`` scores the drawn fields; ``runtime.description_schema`` (the ``--json`` line's JSON Schema),
+  the parser reads (``tests/test_pvlm_synth.py`` parses every caption back);
+- ``bench.quality`` scores the drawn fields; ``runtime.description_schema`` (the ``--json`` line's JSON Schema),
   ``runtime.store`` (index tokens) and the model card list :data:`FIELDS`.
 """
 

@@ -95,7 +95,7 @@ def test_force_replaces_existing_output(tiny_checkpoint, tiny_bundle, tmp_path, 
 
     monkeypatch.setattr(export_onnx_mod, "export_graph", copy_graph)
     out = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, out)  # --force replaces only a bundle (or an empty folder): see test_outdir.py
+    shutil.copytree(tiny_bundle, out)  # --force replaces only a bundle (or an empty folder): see test_pvlm_outdir.py
     (out / "stale.txt").write_text("old")
     res = run_cli(tiny_checkpoint, "--out", out, "--force", "--json", "--max-batch", "2", "--max-new-tokens", "4")
     assert res.exit_code == 0, res.output

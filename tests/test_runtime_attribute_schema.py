@@ -102,7 +102,7 @@ def test_json_schema_and_eval_follow_the_schema() -> None:
     props = description_schema()["properties"]["attributes"]["anyOf"][1]
     assert props["required"] == list(ATTRIBUTE_KEYS) and list(props["properties"]) == list(ATTRIBUTE_KEYS)
     assert [k for k, v in props["properties"].items() if v["type"] == "array"] == [f.key for f in FIELDS if f.many]
-    from bench.eval import ATTRIBUTE_CATEGORIES, OPTIONAL_CATEGORIES
+    from bench.quality import ATTRIBUTE_CATEGORIES, OPTIONAL_CATEGORIES
 
     assert set(ATTRIBUTE_CATEGORIES) | set(OPTIONAL_CATEGORIES) | {"shoes_color"} == {f.key for f in FIELDS if f.drawn}
 

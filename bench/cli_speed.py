@@ -11,7 +11,7 @@ from runtime.atomic import write_json, write_text
 from runtime.backends import NAMES as RUNTIME_BACKENDS
 from runtime.cli_common import CONTEXT_SETTINGS, ChoiceList, Command, common_options, fail_on_bad_input
 
-from .runners import RUNTIME_VARIANTS, TORCH_BACKENDS
+from .speed_runners import RUNTIME_VARIANTS, TORCH_BACKENDS
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -92,8 +92,8 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
          token_sweep: tuple[str, ...], camera_rate: float, as_json: bool, json_path: str | None,
          md_path: str | None, csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
     """Benchmark BUNDLE (or --preset) on each --backend at each --batch-size."""
-    from . import report as rep
-    from .harness import BenchConfig, run_bench
+    from . import speed_report as rep
+    from .speed import BenchConfig, run_bench
 
     if server:
         return _server_mode(server, concurrency, requests, as_json, json_path, csv_path, plot_path, quiet)
@@ -135,8 +135,8 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
 
 def _server_mode(url: str, concurrency: tuple[str, ...], requests: int, as_json: bool, json_path: str | None,
                  csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
-    """``--server``: closed-loop load on a running pvlm-serve (bench/server_load.py)."""
-    from .server_load import LoadConfig, run_server_load, server_csv, server_table
+    """``--server``: closed-loop load on a running pvlm-serve (bench/speed_server.py)."""
+    from .speed_server import LoadConfig, run_server_load, server_csv, server_table
 
     with fail_on_bad_input():
         if plot_path:

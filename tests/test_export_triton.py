@@ -188,7 +188,7 @@ def report_load(name: str, load: dict, n: int) -> str:
 
 @pytest.fixture(scope="session")
 def lively_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The serving tests' bundle (built once per session, shared with test_serve.py)."""
+    """The serving tests' bundle (built once per session, shared with test_runtime_serve.py)."""
     return build_lively_bundle(tiny_checkpoint, tmp_path_factory.getbasetemp() / "lively-bundle" / "bundle")
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from bench import report as rep
-from bench.cli import main as bench_main
-from bench.harness import MIN_SAMPLES, BenchConfig, percentile, run_bench, tail_percentile
+from bench import speed_report as rep
+from bench.cli_speed import main as bench_main
+from bench.speed import MIN_SAMPLES, BenchConfig, percentile, run_bench, tail_percentile
 
 BACKENDS = ("torch-original", "torch-naive", "torch", "onnxruntime-cpu", "onnxruntime-cpu-portable")
 
@@ -62,7 +62,7 @@ def test_mismatched_token_counts_show_no_ratio():
     fake = {"config": {"descriptions_per_camera_s": 2.0},
             "results": {"a": {"1": {"tokens": [5], "images_per_s": 1.0, "latency_ms_p50": 1.0}},
                         "b": {"1": {"tokens": [4], "images_per_s": 2.0, "latency_ms_p50": 0.5}}}}
-    from bench.harness import compare
+    from bench.speed import compare
 
     (c,) = compare(fake, BenchConfig(preset="tiny", backends=("a", "b"), batches=(1,)))
     assert c["tokens_match"] is False and c["throughput_x"] is None
@@ -71,7 +71,7 @@ def test_mismatched_token_counts_show_no_ratio():
 
 
 def test_run_result_marks_ended_rows_instead_of_a_fake_eos():
-    from bench.runners import RunResult, _rows_and_ends
+    from bench.speed_runners import RunResult, _rows_and_ends
 
     eos, pad = 2, 0
     ids = [[5, 6, eos, pad], [7, 8, 9, 10], [eos, pad, pad, pad]]

@@ -33,8 +33,8 @@ sys.meta_path.insert(0, _NoTorch())
 '''
 COMMANDS = {
     "pvlm-data": "pvlm.cli_data", "pvlm-train": "pvlm.cli_train", "pvlm-export": "export.cli",
-    "pvlm-describe": "runtime.cli", "pvlm-bench": "bench.cli", "pvlm-eval": "bench.cli_eval",
-    "pvlm-quickstart": "bench.quickstart", "pvlm-serve": "runtime.serve",
+    "pvlm-describe": "runtime.cli", "pvlm-bench": "bench.cli_speed", "pvlm-eval": "bench.cli_quality",
+    "pvlm-quickstart": "bench.walkthrough", "pvlm-serve": "runtime.serve",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .runners import RunResult, make_runner
+from .speed_runners import RunResult, make_runner
 
 
 class Slot(enum.Enum):

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .harness import MIN_SAMPLES
+from .speed import MIN_SAMPLES
 
 COLUMNS = ("backend", "batch", "runs", "encode ms", "step ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "tok/s", "RSS MB",
            "GPU MB")

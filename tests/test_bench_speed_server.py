@@ -14,7 +14,7 @@ pytest.importorskip("tritonclient.grpc", reason="the load mode uses tritonclient
 
 from test_triton_repo import free_ports, lively_bundle  # noqa: E402,F401 - helper and the session bundle fixture
 
-from bench.cli import main as bench_main  # noqa: E402
+from bench.cli_speed import main as bench_main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def test_describer_int8_agrees_with_fp32(int8_export):
 
 
 def test_bench_rows_for_every_precision(int8_export, trained_tiny):
-    from bench.harness import BenchConfig, run_bench
+    from bench.speed import BenchConfig, run_bench
 
     _, bundle = int8_export
     report = run_bench(BenchConfig(bundle=str(bundle), checkpoint=str(trained_tiny), backends=("torch", "onnxruntime-cpu"),
@@ -108,7 +108,7 @@ def test_bench_rows_for_every_precision(int8_export, trained_tiny):
 
 
 def test_bundle_without_int8_is_a_clear_error(tiny_bundle):
-    from bench.cli import main as bench_main
+    from bench.cli_speed import main as bench_main
     from runtime import Describer
     from runtime.bundle import BundleError
     from runtime.cli import main as describe_main

@@ -95,8 +95,8 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
     """Evaluate MODEL (export bundle or .pt checkpoint) on DATA.jsonl (MSP60k-style rows)."""
     from runtime.backends import BackendUnavailable
 
-    from .eval import EvalConfig, evaluate
-    from .html_report import write_html
+    from .quality import EvalConfig, evaluate
+    from .quality_html import write_html
 
     cfg = EvalConfig(model=model, data=data, image_root=image_root, backends=_split(backends), limit=limit,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, reference=not no_reference,

@@ -12,9 +12,9 @@ from runtime.cli_common import ChoiceList, Command, common_options, log_level, m
 
 
 def all_commands() -> dict[str, click.Command]:
-    from bench.cli import main as bench
-    from bench.cli_eval import main as evaluate
-    from bench.quickstart import main as quickstart
+    from bench.cli_speed import main as bench
+    from bench.cli_quality import main as evaluate
+    from bench.walkthrough import main as quickstart
     from export.cli import main as export
     from pvlm.cli_data import main as data
     from pvlm.cli_train import main as train
@@ -30,7 +30,7 @@ def test_every_command_has_the_shared_options(name):
     cmd = all_commands()[name]
     opts = {o for p in cmd.params for o in p.opts}
     assert {"--version", "-v", "--verbose", "-q", "--quiet"} <= opts, name
-    # -h: tests/test_torch_free_cli.py runs every command and subcommand with it
+    # -h: tests/test_runtime_cli_torch_free.py runs every command and subcommand with it
     for p in cmd.params:
         if "--batch" in p.opts:
             assert p.hidden, "--batch is the deprecated spelling of --batch-size"

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from bench.quickstart import main
+from bench.walkthrough import main
 
 
 def test_quickstart_runs_every_stage(tmp_path):

@@ -390,7 +390,7 @@ def test_gpu_describer_closes_tensorrt(built_engines, tiny_model):
 def test_gpu_bench_runs_tensorrt(built_engines, tmp_path):
     from click.testing import CliRunner
 
-    from bench.cli import main
+    from bench.cli_speed import main
 
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(main, [str(built_engines), "--backend", "tensorrt", "--backend", "onnxruntime-cpu",

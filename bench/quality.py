@@ -369,7 +369,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """
     from runtime.bundle import Bundle
 
-    from .harness import machine_info
+    from .speed import machine_info
 
     t_start = time.perf_counter()
     _validate(cfg)

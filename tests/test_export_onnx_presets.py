@@ -1,5 +1,5 @@
 """Completeness: every preset exports to a verified bundle (seed-7m via an original-repository
-checkpoint in test_checkpoint.py, tiny via the shared fixture)."""
+checkpoint in test_pvlm_checkpoint.py, tiny via the shared fixture)."""
 
 from __future__ import annotations
 

@@ -212,7 +212,7 @@ def test_data_synth_force_refuses_a_foreign_directory_and_replaces_a_dataset(tmp
 
 def test_quickstart_force_refuses_a_foreign_directory(tmp_path):
     pytest.importorskip("onnxruntime")
-    from bench.quickstart import main
+    from bench.walkthrough import main
 
     out = precious(tmp_path / "qs")
     (out / "data").mkdir()  # a name quickstart uses, holding something else

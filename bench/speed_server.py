@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm import tqdm
 
-from .harness import machine_info, percentile, tail_percentile
+from .speed import machine_info, percentile, tail_percentile
 
 MODEL_NAME = "pvlm"  # runtime.serve.MODEL_NAME (not imported: that module is the server side)
 
@@ -185,7 +185,7 @@ def server_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def server_table(report: dict[str, Any]) -> str:
     """Fixed-width console table, with a note where there are too few requests for p90/p99."""
-    from .harness import MIN_SAMPLES
+    from .speed import MIN_SAMPLES
 
     data = [list(SERVER_COLUMNS)] + server_rows(report)
     widths = [max(len(r[i]) for r in data) for i in range(len(SERVER_COLUMNS))]

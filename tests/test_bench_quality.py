@@ -1,4 +1,4 @@
-"""bench.eval / bench.html_report / bench.cli_eval: metrics, attribute accuracy, parity, HTML, CLI."""
+"""bench.quality / bench.quality_html / bench.cli_quality: metrics, attribute accuracy, parity, HTML, CLI."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from click.testing import CliRunner
 pytest.importorskip("onnxruntime")
 pytest.importorskip("pycocoevalcap")
 
-from bench.cli_eval import main, summary_lines  # noqa: E402
-from bench.eval import (  # noqa: E402
+from bench.cli_quality import main, summary_lines  # noqa: E402
+from bench.quality import (  # noqa: E402
     ATTRIBUTE_CATEGORIES,
     CAPTION_METRICS,
     EvalConfig,
@@ -26,7 +26,7 @@ from bench.eval import (  # noqa: E402
     token_parity,
     tokenize_caption,
 )
-from bench.html_report import write_html  # noqa: E402
+from bench.quality_html import write_html  # noqa: E402
 
 CAPTIONS = [
     "A man wearing a red jacket and blue jeans, carrying a backpack, walking.",
@@ -163,7 +163,7 @@ def test_caption_metrics_identical_beats_shuffled():
 
 
 def test_meteor_unavailable_without_java(monkeypatch):
-    import bench.eval as ev
+    import bench.quality as ev
 
     monkeypatch.setattr(ev.shutil, "which", lambda name: None)
     assert meteor_score({0: ["a man"]}, {0: ["a man"]}) == "unavailable: java not found on PATH"

@@ -51,10 +51,10 @@ def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, pres
     from runtime import Describer
     from runtime.bundle import Bundle
 
-    from . import report as bench_report
-    from .eval import EvalConfig, evaluate
-    from .harness import BenchConfig, run_bench
-    from .html_report import write_html
+    from . import speed_report as bench_report
+    from .quality import EvalConfig, evaluate
+    from .speed import BenchConfig, run_bench
+    from .quality_html import write_html
 
     root = Path(out)
     with fail_on_bad_input():

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .runners import RUNTIME_VARIANTS, precision_rows
-from .workers import Slot, WorkerRunner
+from .speed_runners import RUNTIME_VARIANTS, precision_rows
+from .speed_workers import Slot, WorkerRunner
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _prepare_bundle(cfg: BenchConfig, workdir: Path, max_new_tokens: int) -> tup
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    """Benchmark every backend at every batch size; returns the report (see ``bench.report``)."""
+    """Benchmark every backend at every batch size; returns the report (see ``bench.speed_report``)."""
     if not cfg.bundle and not cfg.preset:
         raise ValueError("give a BUNDLE or --preset")
     if not cfg.backends:
