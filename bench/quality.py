@@ -382,7 +382,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         reference_ckpt, reason = _reference_checkpoint(cfg, bundle_dir, bundle)
         images = [r.image for r in records]
         # never past the bundle's stated limit (TensorRT engines are built for it; ONNX would stretch)
-        batch = min(cfg.batch_size, int(bundle.limits["max_batch"]))
+        batch = min(cfg.batch_size, bundle.limits.max_batch)
         runs = {name: _describe_with(cfg, bundle_dir, name, images, batch) for name in cfg.backends}
         outputs = {name: run.outputs for name, run in runs.items()}
         max_new_tokens = runs[cfg.backends[-1]].max_new_tokens

@@ -152,11 +152,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                              f"{', '.join(b.precisions)}); re-export it with pvlm-export onnx --{missing[0]}")
         cfg = replace(cfg, backends=precision_rows(cfg.backends, precisions))
         pre = b.preprocess
-        max_batch = int(b.limits["max_batch"])
+        max_batch = b.limits.max_batch
         if max(cfg.batches) > max_batch:
             raise ValueError(f"--batch {max(cfg.batches)} exceeds the bundle's max batch {max_batch}")
-        if max_tokens > int(b.limits["max_new_tokens"]):
-            raise ValueError(f"--new-tokens {max_tokens} exceeds the bundle's limit {b.limits['max_new_tokens']}")
+        if max_tokens > b.limits.max_new_tokens:
+            raise ValueError(f"--new-tokens {max_tokens} exceeds the bundle's limit {b.limits.max_new_tokens}")
         pixels = bench_inputs((pre["height"], pre["width"]), max(cfg.batches + (cfg.sweep_batch,)), pre["mean"],
                               pre["std"], cfg.seed)
         names = list(dict.fromkeys((*cfg.backends, *([cfg.sweep_backend] if cfg.token_sweep else []))))

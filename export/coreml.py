@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from runtime.bundle import Bundle, BundleError, sha256_path
+from runtime.bundle import Bundle, BundleError, GraphEntry, Limits, sha256_path
 from runtime.engines import Engine
 
 from .manifest import artifact_entry, record_engines
@@ -114,23 +114,23 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
     return built
 
 
-def convert_graph(ct: Any, module: Any, spec: dict[str, Any], limits: dict[str, int], precision: str) -> Any:
+def convert_graph(ct: Any, module: Any, spec: GraphEntry, limits: Limits, precision: str) -> Any:
     """Trace one graph module and convert it to an ML program with the spec's names and flexible dims."""
     import numpy as np
     import torch
 
-    ranges = {"batch": int(limits["max_batch"]), "cache": int(limits["max_new_tokens"])}
+    ranges = {"batch": limits.max_batch, "cache": limits.max_new_tokens}
     examples, inputs = [], []
-    for name, t in spec["inputs"].items():
-        shape = [2 if d == "batch" else 4 if d == "cache" else int(d) for d in t["shape"]]
-        flexible = [ct.RangeDim(1, ranges[d], default=1) if isinstance(d, str) else int(d) for d in t["shape"]]
-        if t["dtype"] == "int64":
+    for name, t in spec.inputs.items():
+        shape = [2 if d == "batch" else 4 if d == "cache" else int(d) for d in t.shape]
+        flexible = [ct.RangeDim(1, ranges[d], default=1) if isinstance(d, str) else int(d) for d in t.shape]
+        if t.dtype == "int64":
             examples.append(torch.zeros(shape, dtype=torch.int64))
             inputs.append(ct.TensorType(name=name, shape=flexible, dtype=np.int32))
         else:
             examples.append(torch.randn(shape))
             inputs.append(ct.TensorType(name=name, shape=flexible, dtype=np.float32))
-    outputs = [ct.TensorType(name=name) for name in spec["outputs"]]
+    outputs = [ct.TensorType(name=name) for name in spec.outputs]
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module.eval(), tuple(examples), check_trace=False)

@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pvlm.outdir import building, check_replaceable, is_triton_repo
+from runtime.bundle import TensorEntry
 from runtime.engines import select
 from runtime.preprocess import MAX_IMAGE_BYTES  # per encoded image; larger requests get a clear error
 
@@ -85,7 +87,7 @@ def write_triton_repo(bundle_dir: str | Path, out_dir: str | Path, max_batch: in
     if max_image_bytes < 1:
         raise ValueError(f"max_image_bytes must be >= 1, got {max_image_bytes}")
     bundle = Bundle.load(bundle_dir, verify=True)  # BundleError (a ValueError) names what is wrong
-    limit = int(bundle.limits["max_batch"])
+    limit = bundle.limits.max_batch
     if not 1 <= max_batch <= limit:
         raise ValueError(f"max_batch must be in [1, {limit}] (the bundle's limit), got {max_batch}")
     out = Path(out_dir)
@@ -119,9 +121,9 @@ def _write_graph_model(model_dir: Path, bundle: Any, name: str, graph: str, flav
     version.mkdir(parents=True)
     if flavor == "python":
         shutil.copy2(_TEMPLATES / "graph_model.py", version / "model.py")
-        shutil.copy2(bundle.path(graph), version / spec["file"])
+        shutil.copy2(bundle.path(graph), version / spec.file)
         head = ['backend: "python"']
-        params = {"onnx_file": spec["file"]}
+        params = {"onnx_file": spec.file}
     elif plan is not None:
         shutil.copy2(plan, version / "model.plan")
         head = ['platform: "tensorrt_plan"']
@@ -130,7 +132,7 @@ def _write_graph_model(model_dir: Path, bundle: Any, name: str, graph: str, flav
         shutil.copy2(bundle.path(graph), version / "model.onnx")
         head = ['platform: "onnxruntime_onnx"']
         params = {}
-    text = _config(name, head, 0, _tensors(spec["inputs"]), _tensors(spec["outputs"]),
+    text = _config(name, head, 0, _tensors(spec.inputs), _tensors(spec.outputs),
                    instances, "KIND_GPU" if kind == "gpu" else "KIND_CPU", params)
     (model_dir / "config.pbtxt").write_text(text)
 
@@ -153,15 +155,15 @@ def _write_describer(model_dir: Path, bundle: Any, max_batch: int, queue_delay_m
     outputs = [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]},
                {"name": "ATTRIBUTES", "data_type": "TYPE_STRING", "dims": [1]}]
     params = {"encoder_model": ENCODER, "decoder_model": DECODER, "max_image_bytes": str(max_image_bytes),
-              "max_new_tokens": str(bundle.limits["max_new_tokens"])}
+              "max_new_tokens": str(bundle.limits.max_new_tokens)}
     batching = f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(round(queue_delay_ms * 1000))}\n}}"
     text = _config(DESCRIBER, ['backend: "python"'], max_batch, inputs, outputs, instances, "KIND_CPU", params,
                    extra=batching)
     (model_dir / "config.pbtxt").write_text(text)
 
 
-def _tensors(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"name": n, "data_type": triton_dtype(t["dtype"]), "dims": triton_dims(t["shape"])}
+def _tensors(entries: Mapping[str, TensorEntry]) -> list[dict[str, Any]]:
+    return [{"name": n, "data_type": triton_dtype(t.dtype), "dims": triton_dims(list(t.shape))}
             for n, t in entries.items()]
 
 

@@ -99,14 +99,14 @@ def profile_shapes(bundle: Bundle, graph: str, opt_batch: int = OPT_BATCH) -> di
     the runtime sets to the tokens it will generate): 1 .. max_new_tokens, opt at max_new_tokens.
     """
     limits = bundle.limits
-    max_batch, cache = int(limits["max_batch"]), int(limits["max_new_tokens"])
+    max_batch, cache = limits.max_batch, limits.max_new_tokens
     dims = {"batch": (1, min(opt_batch, max_batch), max_batch), "cache": (1, cache, cache)}
     out = {}
-    for name, spec in bundle.graph(graph)["inputs"].items():
-        unknown = [d for d in spec["shape"] if isinstance(d, str) and d not in dims]
+    for name, spec in bundle.graph(graph).inputs.items():
+        unknown = [d for d in spec.shape if isinstance(d, str) and d not in dims]
         if unknown:
             raise ValueError(f"{graph}.{name}: no profile for dimension(s) {', '.join(unknown)}")
-        out[name] = tuple(tuple(dims[d][k] if isinstance(d, str) else int(d) for d in spec["shape"]) for k in range(3))
+        out[name] = tuple(tuple(dims[d][k] if isinstance(d, str) else int(d) for d in spec.shape) for k in range(3))
     return out
 
 
@@ -210,9 +210,9 @@ def _build_one(bundle: Bundle, graph: str, precision: str, target: GpuTarget, op
              "profiles": [{k: [list(s) for s in v] for k, v in shapes.items()}], "opt_batch": opt_batch,
              "fp32_plan_nodes": len(plan) if fp16 else 0, "fp32_by_fp16_verification": precision == "fp16" and not fp16_layers,
              "fp32_layers": fp32_layers[0] if fp32_layers else 0, "timing_cache": TIMING_CACHE,
-             "source": bundle.graph(graph)["file"],
+             "source": bundle.graph(graph).file,
              "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    io = {k: bundle.graph(graph)[k] for k in ("inputs", "outputs")}
+    io = bundle.graph(graph).io()
     return Engine("tensorrt-plan", graph, file, precision, sha256_path(tmp), tmp.stat().st_size,
                   target.to_dict(), build, io)
 

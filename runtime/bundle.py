@@ -150,6 +150,11 @@ class GraphEntry:
     inputs: Mapping[str, TensorEntry]
     outputs: Mapping[str, TensorEntry]
 
+    def io(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{"inputs": {name: {dtype, shape}}, "outputs": ...}`` as plain JSON (engine records carry it)."""
+        return {side: {n: {"dtype": t.dtype, "shape": list(t.shape)} for n, t in tensors.items()}
+                for side, tensors in (("inputs", self.inputs), ("outputs", self.outputs))}
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -436,10 +441,9 @@ class Bundle:
         return dict(self.manifest.preprocess)
 
     @property
-    def limits(self) -> dict[str, int]:
-        """max_batch, max_new_tokens, max_positions."""
-        lim = self.manifest.limits
-        return {"max_batch": lim.max_batch, "max_new_tokens": lim.max_new_tokens, "max_positions": lim.max_positions}
+    def limits(self) -> Limits:
+        """What the graphs were exported for: max_batch, max_new_tokens, max_positions."""
+        return self.manifest.limits
 
     @property
     def model(self) -> dict[str, Any]:
@@ -457,11 +461,11 @@ class Bundle:
                 return cand
         raise BundleError(f"the bundle's source checkpoint {src} does not exist here")
 
-    def graph(self, name: str) -> dict[str, Any]:
-        """A graph's manifest entry (file, inputs, outputs) as plain JSON."""
+    def graph(self, name: str) -> GraphEntry:
+        """A graph's manifest entry: file, ordered inputs and outputs (dtype, shape)."""
         if name not in self.manifest.graphs:
             raise BundleError(f"{self.root}: the manifest has no {name!r} graph")
-        return self.manifest.raw["graphs"][name]
+        return self.manifest.graphs[name]
 
     @property
     def precisions(self) -> tuple[str, ...]:

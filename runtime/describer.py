@@ -122,12 +122,12 @@ class Describer:
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir, verify=verify)
         limits = self.bundle.limits
-        self.max_batch = int(limits["max_batch"] if max_batch is None else max_batch)
-        self.max_new_tokens = int(limits["max_new_tokens"] if max_new_tokens is None else max_new_tokens)
-        if not 1 <= self.max_batch <= limits["max_batch"]:
-            raise ValueError(f"max_batch must be in [1, {limits['max_batch']}] (the bundle's limit), got {self.max_batch}")
-        if not 1 <= self.max_new_tokens <= limits["max_positions"]:
-            raise ValueError(f"max_new_tokens must be in [1, {limits['max_positions']}], got {self.max_new_tokens}")
+        self.max_batch = int(limits.max_batch if max_batch is None else max_batch)
+        self.max_new_tokens = int(limits.max_new_tokens if max_new_tokens is None else max_new_tokens)
+        if not 1 <= self.max_batch <= limits.max_batch:
+            raise ValueError(f"max_batch must be in [1, {limits.max_batch}] (the bundle's limit), got {self.max_batch}")
+        if not 1 <= self.max_new_tokens <= limits.max_positions:
+            raise ValueError(f"max_new_tokens must be in [1, {limits.max_positions}], got {self.max_new_tokens}")
         if max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         self.channel_order, self.on_error, self.max_pixels = channel_order, on_error, max_pixels
@@ -215,7 +215,7 @@ class Describer:
                      stop_at_eos: bool = True) -> tuple[list[list[int]], dict[str, float]]:
         """Greedy ids for preprocessed float32 (B, 3, H, W), B <= max_batch (for benchmarks and tests)."""
         n = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        limit = self.bundle.limits["max_positions"]
+        limit = self.bundle.limits.max_positions
         if not 1 <= n <= limit:  # past the position table the decoder fails deep inside the backend
             raise ValueError(f"max_new_tokens must be in [1, {limit}], got {n}")
         if pixels.shape[0] > self.max_batch:

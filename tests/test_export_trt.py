@@ -58,7 +58,7 @@ def test_profiles_from_manifest(tiny_bundle):
     layers, heads, dh = cfg["n_layers"], cfg["n_heads"], cfg["d_model"] // cfg["n_heads"]
     assert dec["tokens"] == ((1, 1), (4, 1), (8, 1))
     assert dec["cache_k"] == ((layers, 1, heads, 1, dh), (layers, 4, heads, 24, dh), (layers, 8, heads, 24, dh))
-    assert set(dec) == set(b.graph("decoder")["inputs"])
+    assert set(dec) == set(b.graph("decoder").inputs)
 
 
 def test_profiles_reject_unknown_dimension(tiny_bundle):

@@ -166,8 +166,8 @@ class TensorRTBackend(Lifecycle):
             self._contexts[graph] = engine.create_execution_context()
         m = bundle.model
         self.layers, self.heads, self.head_dim = m["n_layers"], m["n_heads"], m["d_model"] // m["n_heads"]
-        self.n_visual = int(bundle.graph("decoder")["inputs"]["cross_k"]["shape"][3])
-        self.max_batch, self.max_capacity = int(bundle.limits["max_batch"]), int(bundle.limits["max_new_tokens"])
+        self.n_visual = int(bundle.graph("decoder").inputs["cross_k"].shape[3])
+        self.max_batch, self.max_capacity = bundle.limits.max_batch, bundle.limits.max_new_tokens
         self._sizes = self._buffer_sizes()
         self._stream = _check(cudart.cudaStreamCreate())
         self._pool: list[_BufferSet] = []
