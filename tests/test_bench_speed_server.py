@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("pytriton", reason="pvlm-serve needs nvidia-pytriton (pip install -e '.[serve]')")
 pytest.importorskip("tritonclient.grpc", reason="the load mode uses tritonclient[grpc,http] (pip install -e '.[serve]')")
 
-from test_triton_repo import free_ports, lively_bundle  # noqa: E402,F401 - helper and the session bundle fixture
+from test_export_triton import free_ports, lively_bundle  # noqa: E402,F401 - helper and the session bundle fixture
 
 from bench.cli_speed import main as bench_main  # noqa: E402
 

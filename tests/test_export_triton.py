@@ -29,7 +29,7 @@ N_IMAGES = 24  # parity set: mixed sizes, PNG and JPEG
 LOAD_REQUESTS, LOAD_THREADS, LOAD_BUDGET_S = 200, 8, 150
 
 
-# --------------------------------------------------------------------------- shared helpers (test_serve imports them)
+# --------------------------------------------------------------------------- shared helpers (test_runtime_serve imports them)
 
 
 def build_lively_bundle(checkpoint: Path, out: Path) -> Path:

@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("pytriton", reason="pvlm-serve needs nvidia-pytriton (pip install -e '.[serve]')")
 pytest.importorskip("tritonclient.grpc", reason="the tests call it with tritonclient[all] (pip install -e '.[serve]')")
 
-from test_triton_repo import (  # noqa: E402 - shared helpers and the session bundle fixture
+from test_export_triton import (  # noqa: E402 - shared helpers and the session bundle fixture
     check_load_nothing_lost,
     free_ports,
     lively_bundle,  # noqa: F401 - fixture

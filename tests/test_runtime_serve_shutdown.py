@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("pytriton", reason="pvlm-serve needs nvidia-pytriton (pip install -e '.[serve]')")
 pytest.importorskip("tritonclient.grpc", reason="the tests call it with tritonclient[all] (pip install -e '.[serve]')")
 
-from test_triton_repo import free_ports, make_images  # noqa: E402 - shared helpers
+from test_export_triton import free_ports, make_images  # noqa: E402 - shared helpers
 
 
 def serve_cmd(bundle: Path, ports: list[int], *extra: str) -> list[str]:
