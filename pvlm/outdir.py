@@ -88,17 +88,6 @@ def check_replaceable(out: str | os.PathLike, force: bool, is_ours: IsOurs, what
                           "directory, so nothing was touched")
 
 
-def temp_dir_beside(out: str | os.PathLike) -> Path:
-    """A new temporary directory next to ``out`` (same filesystem: the final rename is atomic).
-
-    Failures (read-only or missing parent, a file in the way) are reported by ``out``, not the temp name.
-    """
-    try:
-        return atomic.temp_dir_beside(out)
-    except OSError as e:
-        raise _unwritable(out, e) from None
-
-
 def _unwritable(out: str | os.PathLike, e: OSError) -> OutputError:
     return OutputError(f"{out}: cannot write there ({e.strerror or type(e).__name__})")
 
@@ -170,4 +159,4 @@ def removed_if_unused(out: str | os.PathLike) -> Iterator[None]:
 
 
 __all__ = ["OutputError", "OutputExistsError", "building", "check_replaceable", "is_bundle", "is_quickstart_dir",
-           "is_synth_dataset", "is_train_dir", "is_triton_repo", "removed_if_unused", "set_aside", "swap_in", "temp_dir_beside"]
+           "is_synth_dataset", "is_train_dir", "is_triton_repo", "removed_if_unused", "set_aside", "swap_in"]

@@ -264,7 +264,8 @@ def test_failed_or_interrupted_training_leaves_no_empty_output(synth_dir, tmp_pa
 
 def test_swap_in_over_the_working_directory(tmp_path, monkeypatch):
     """``--out . --force`` inside one of our bundles: the temp folder goes beside it, not inside it."""
-    from pvlm.outdir import swap_in, temp_dir_beside
+    from pvlm.outdir import swap_in
+    from runtime.atomic import temp_dir_beside
 
     work = tmp_path / "w"
     work.mkdir()
