@@ -166,7 +166,7 @@ def measured_fp32_graphs(bundle: Bundle) -> set[str]:
     """Engine graphs the bundle's verified FP16 variant keeps in FP32 (none without an FP16 variant).
 
     The export's FP16 verification on ONNX Runtime decides per graph (``export/variants.py``
-    ``FALLBACK_FP32``): a graph it kept FP32 moved greedy choices in FP16, so its engine is built
+    ``FALLBACKS``): a graph it kept FP32 moved greedy choices in FP16, so its engine is built
     without FP16 layers too.
     """
     if "fp16" not in bundle.precisions:
