@@ -34,8 +34,8 @@ def _step(title: str) -> float:
               help="Model preset to train (lite0: ImageNet-pretrained EfficientNet-Lite0).")
 @click.option("--cache-copies", type=click.IntRange(min=0), default=2,
               help="Frozen backbone blocks run once per image for this many augmentation copies (0: every step).")
-@click.option("--threads", type=click.IntRange(min=1), default=1,
-              help="torch threads for training (1 is fastest on shared cores and keeps reruns identical).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="torch threads for training, fixed so reruns are identical (use 1 on cores other jobs share).")
 @click.option("--seed", type=int, default=0, help="Training seed (the held-out set always uses seed 12345).")
 @click.option("--bench-iters", type=click.IntRange(min=1), default=3, help="Timed benchmark iterations per point.")
 @click.option("--force", is_flag=True, help="Replace --out if it is a pvlm-quickstart folder (anything else is refused).")

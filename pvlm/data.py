@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from runtime.preprocess import pil_to_rgb  # torch-free; the one conversion rule
 
+from .attribute_targets import attribute_targets
 from .vocab import Vocabulary
 
 if TYPE_CHECKING:  # reading JSONL and resizing stay torch-free (pvlm-eval --no-reference, the bench inputs)
@@ -152,30 +153,33 @@ class CaptionDataset:
             with Image.open(r.image) as im:
                 self.images[i] = resize_rgb(im, cfg.image_size)
         self.ids = [vocab.encode(r.caption)[: cfg.max_len] for r in records]
+        self.targets = [attribute_targets(r.attributes) for r in records]  # (attribute heads; IGNORE if unlabelled)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pixels (3, H, W), token ids (T,), attribute targets (fields,))."""
         import torch
 
         img = self.images[i]
         if self.augment is not None:
             img = self.augment(img, self.records[i].caption, self.epoch, i)
         x = torch.from_numpy(normalize(img, self.cfg.mean, self.cfg.std))
-        return x, torch.tensor(self.ids[i], dtype=torch.long)
+        return x, torch.tensor(self.ids[i], dtype=torch.long), torch.tensor(self.targets[i], dtype=torch.long)
 
 
-def collate(batch: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack pixels; right-pad token ids with ``pad_id``."""
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+            pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack inputs (pixels or cached features) and attribute targets; right-pad token ids with ``pad_id``."""
     import torch
 
-    pixels = torch.stack([b[0] for b in batch])
+    inputs = torch.stack([b[0] for b in batch])
     t = max(len(b[1]) for b in batch)
     ids = torch.full((len(batch), t), pad_id, dtype=torch.long)
-    for i, (_, seq) in enumerate(batch):
+    for i, (_, seq, _) in enumerate(batch):
         ids[i, : len(seq)] = seq
-    return pixels, ids
+    return inputs, ids, torch.stack([b[2] for b in batch])
 
 
 def data_hash(records: list[Record]) -> str:

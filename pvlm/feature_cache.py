@@ -63,12 +63,14 @@ class FrozenPrefix:
         finally:
             self.model.train(mode)
 
-    def logits(self, feats: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits (B, T, vocab) from prefix features: what ``model(pixels, ids)`` computes."""
-        m = self.model
+    def visual(self, feats: torch.Tensor) -> torch.Tensor:
+        """Visual tokens (B, n_visual, d_model) from prefix features: what ``model.encode_image`` computes."""
         grid = self.suffix(feats.float())  # (B, C, h, w)
-        visual = m.projector(grid.flatten(2).transpose(1, 2))
-        return m.decode_full(input_ids, *m.cross_kv(visual))
+        return self.model.projector(grid.flatten(2).transpose(1, 2))
+
+    def logits(self, feats: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T, vocab) from :meth:`features`: what ``model(pixels, ids)`` computes."""
+        return self.model.decode_full(input_ids, *self.model.cross_kv(self.visual(feats)))
 
 
 class CachedFeatures(torch.utils.data.Dataset):
@@ -76,7 +78,7 @@ class CachedFeatures(torch.utils.data.Dataset):
 
     def __init__(self, split: FrozenPrefix, ds: CaptionDataset, copies: int, batch_size: int = 64,
                  progress: bool = True):
-        self.ids, self.epoch = ds.ids, 0
+        self.ids, self.targets, self.epoch = ds.ids, ds.targets, 0
         self.copies: list[torch.Tensor] = []
         total = copies * len(ds)
         bar = tqdm(total=total, desc="caching frozen features", unit="img", disable=not progress, leave=False)
@@ -97,8 +99,9 @@ class CachedFeatures(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.copies[self.epoch % len(self.copies)][i], torch.tensor(self.ids[i], dtype=torch.long)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.copies[self.epoch % len(self.copies)][i]
+        return feats, torch.tensor(self.ids[i], dtype=torch.long), torch.tensor(self.targets[i], dtype=torch.long)
 
 
 __all__ = ["CachedFeatures", "FrozenPrefix"]

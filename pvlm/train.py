@@ -47,7 +47,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     freeze_ratio: float | None = None  # None: the preset's
-    backbone_lr_scale: float = 0.1  # unfrozen backbone layers learn at lr * this (a pretrained start)
+    # unfrozen backbone layers learn at lr * this; below 1 keeps a pretrained start closer to its weights, but
+    # on the quickstart 0.1 cost 2-14 points on every attribute but view against 1.0 (docs/notes/issue-13.md)
+    backbone_lr_scale: float = 1.0
+    attribute_weight: float = 0.5  # weight of the attribute heads' loss beside the caption loss (configs with heads)
     augment: bool = True
     threads: int | None = None  # torch intra-op threads; fix it for run-to-run identical metrics
     cache_copies: int = 0  # >0: frozen backbone blocks run once per image and augmentation copy (feature_cache)
@@ -107,15 +110,19 @@ def unigram_loss(train_ids: list[list[int]], val_ids: list[list[int]], vocab_siz
 
 @torch.no_grad()
 def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device: torch.device,
-                  forward: Any = None) -> float:
-    """Mean token cross-entropy (no label smoothing) over a loader; ``forward(x, ids)`` defaults to the model."""
+                  encode: Any = None) -> float:
+    """Mean caption-token cross-entropy (no label smoothing) over a loader.
+
+    ``encode(inputs)`` gives the visual tokens; it defaults to ``model.encode_image``.
+    """
     model.eval()
-    forward = forward if forward is not None else model
+    encode = encode if encode is not None else model.encode_image
     total, n = 0.0, 0
-    for pixels, ids in loader:
-        pixels, ids = pixels.to(device), ids.to(device)
+    for inputs, ids, _ in loader:
+        ids = ids.to(device)
+        logits = model.decode_full(ids, *model.cross_kv(encode(inputs.to(device))))
         tokens = int((ids[:, 1:] != model.cfg.pad_id).sum())
-        total += float(lm_loss(forward(pixels, ids), ids, model.cfg.pad_id)) * tokens
+        total += float(lm_loss(logits, ids, model.cfg.pad_id)) * tokens
         n += tokens
     model.train()
     return total / max(1, n)
@@ -166,7 +173,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.max_steps is not None and state.step >= cfg.max_steps:
             break
         running = _train_epoch(cfg, epoch, model, data, optim, state, device)
-        val_loss = evaluate_loss(model, data.val_dl, device, data.forward)
+        val_loss = evaluate_loss(model, data.val_dl, device, data.encode)
         state.history.append({"epoch": epoch + 1, "step": state.step, "train_loss": running, "val_loss": val_loss,
                               "lr": optim.scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)})
         log.info("epoch %d: train %.3f val %.3f (unigram %.3f)", epoch + 1, running or float("nan"), val_loss, baseline)
@@ -223,13 +230,13 @@ def _build_model(cfg: TrainConfig, train_records: list[Any], resume: dict[str, A
 
 @dataclass(frozen=True)
 class _Data:
-    """Datasets and loaders of one run; ``forward(pixels, ids)`` is the model, or its head over cached features."""
+    """Datasets and loaders of one run; ``encode(inputs)`` gives visual tokens from pixels or cached features."""
 
     train_ds: Any
     val_ds: Any
     train_dl: torch.utils.data.DataLoader
     val_dl: torch.utils.data.DataLoader
-    forward: Any
+    encode: Any
     generator: torch.Generator  # the training loader's shuffle order; saved in last.pt for an exact resume
 
 
@@ -240,28 +247,28 @@ def _data(cfg: TrainConfig, model: PersonVLM, vocab: Vocabulary, train_records: 
     train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress,
                               augment=Augment(seed=cfg.seed) if cfg.augment else None)
     val_ds = CaptionDataset(val_records, vocab, model_cfg, cfg.progress)
-    train_ds, val_ds, forward = _feature_cache(cfg, model, train_ds, val_ds, device)
+    train_ds, val_ds, encode = _feature_cache(cfg, model, train_ds, val_ds, device)
     gen = torch.Generator().manual_seed(cfg.seed)
     pad = lambda b: collate(b, model_cfg.pad_id)  # noqa: E731
     train_dl = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=True, collate_fn=pad,
                                            generator=gen, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size)
     val_dl = torch.utils.data.DataLoader(val_ds, cfg.batch_size, collate_fn=pad, num_workers=cfg.num_workers)
-    return _Data(train_ds, val_ds, train_dl, val_dl, forward, gen)
+    return _Data(train_ds, val_ds, train_dl, val_dl, encode, gen)
 
 
 def _feature_cache(cfg: TrainConfig, model: PersonVLM, train_ds: Any, val_ds: Any,
                    device: torch.device) -> tuple[Any, Any, Any]:
-    """``--cache-copies`` on CPU: datasets of frozen-prefix features and the forward over them; else unchanged."""
-    forward: Any = model
+    """``--cache-copies`` on CPU: datasets of frozen-prefix features and the encoder over them; else unchanged."""
+    encode: Any = model.encode_image
     if cfg.cache_copies and model.cfg.freeze_ratio > 0 and device.type == "cpu":
         split = FrozenPrefix(model)
         if split.usable():
             train_ds = CachedFeatures(split, train_ds, cfg.cache_copies if cfg.augment else 1, progress=cfg.progress)
             val_ds = CachedFeatures(split, val_ds, 1, progress=cfg.progress)
-            forward = split.logits
+            encode = split.visual
         else:
             log.warning("--cache-copies: the backbone has no frozen prefix that can be cached; training without")
-    return train_ds, val_ds, forward
+    return train_ds, val_ds, encode
 
 
 def _run_metadata(cfg: TrainConfig, model: PersonVLM, vocab: Vocabulary, train_records: list[Any],
@@ -330,10 +337,15 @@ def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, op
     data.train_ds.epoch = epoch  # augmentation draws depend on (seed, epoch, image), not on worker order
     bar = tqdm(data.train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
     running = None
-    for i, (pixels, ids) in enumerate(bar):
-        pixels, ids = pixels.to(device), ids.to(device)
+    heads = model.attribute_heads if cfg.attribute_weight > 0 else None
+    for i, (inputs, ids, targets) in enumerate(bar):
+        ids = ids.to(device)
         with torch.autocast(device.type, dtype=optim.amp_dtype, enabled=optim.use_amp):
-            loss = lm_loss(data.forward(pixels, ids), ids, model.cfg.pad_id, cfg.label_smoothing)
+            visual = data.encode(inputs.to(device))
+            logits = model.decode_full(ids, *model.cross_kv(visual))
+            loss = lm_loss(logits, ids, model.cfg.pad_id, cfg.label_smoothing)
+            if heads is not None:
+                loss = loss + cfg.attribute_weight * heads.loss(visual, targets.to(device))
         scaler.scale(loss / cfg.accum_steps).backward()
         if (i + 1) % cfg.accum_steps == 0:
             scaler.unscale_(opt)

@@ -15,6 +15,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 
 from pvlm import PersonVLMConfig, Vocabulary  # noqa: E402
+from pvlm.attribute_targets import HEAD_FIELDS, IGNORE, attribute_targets  # noqa: E402
 from pvlm.data import CaptionDataset, Record, collate, data_hash, load_jsonl, preprocess, resolve_image  # noqa: E402
 
 
@@ -164,7 +165,8 @@ def test_caption_dataset(synth_dir: Path) -> None:
     cfg = PersonVLMConfig.preset("tiny", vocab_size=len(vocab), max_len=8)
     ds = CaptionDataset(records, vocab, cfg, progress=False)
     assert len(ds) == 4
-    x, ids = ds[0]
+    x, ids, targets = ds[0]
+    assert targets.tolist() == attribute_targets(records[0].attributes) and IGNORE not in targets.tolist()
     with Image.open(records[0].image) as im:
         assert torch.equal(x, preprocess(im, cfg))
     assert ids.dtype == torch.long and ids[0] == vocab.bos_id
@@ -173,12 +175,30 @@ def test_caption_dataset(synth_dir: Path) -> None:
 
 
 def test_collate_pads_with_pad_id() -> None:
-    batch = [(torch.zeros(3, 4, 2), torch.tensor([1, 5, 2])), (torch.ones(3, 4, 2), torch.tensor([1, 6, 7, 8, 2]))]
-    pixels, ids = collate(batch, pad_id=9)
+    batch = [(torch.zeros(3, 4, 2), torch.tensor([1, 5, 2]), torch.tensor([0, IGNORE])),
+             (torch.ones(3, 4, 2), torch.tensor([1, 6, 7, 8, 2]), torch.tensor([3, 1]))]
+    pixels, ids, targets = collate(batch, pad_id=9)
     assert pixels.shape == (2, 3, 4, 2) and torch.equal(pixels[1], torch.ones(3, 4, 2))
     assert ids.tolist() == [[1, 5, 2, 9, 9], [1, 6, 7, 8, 2]]
     assert ids.dtype == torch.long
+    assert targets.tolist() == [[0, IGNORE], [3, 1]]
     assert collate(batch)[1].tolist()[0] == [1, 5, 2, 0, 0]  # default pad id 0
+
+
+def test_attribute_targets() -> None:
+    """Labels become indices into each head field's drawn values; unknown, missing or several items are ignored."""
+    keys = [f.key for f in HEAD_FIELDS]
+    labelled = attribute_targets({"upper": "coat", "carrying": "none", "gender": "female", "upper_color": "navy"})
+    by_key = dict(zip(keys, labelled))
+    assert by_key["upper"] == HEAD_FIELDS[keys.index("upper")].drawn.index("coat")
+    assert by_key["carrying"] == 0 and HEAD_FIELDS[keys.index("carrying")].drawn[0] == "none"
+    assert by_key["gender"] == HEAD_FIELDS[keys.index("gender")].drawn.index("female")
+    assert by_key["upper_color"] == IGNORE  # not a drawn value
+    assert by_key["view"] == IGNORE  # missing
+    assert attribute_targets({"carrying": ["phone"]})[keys.index("carrying")] == HEAD_FIELDS[keys.index("carrying")].drawn.index("phone")
+    assert attribute_targets({"carrying": ["phone", "handbag"]})[keys.index("carrying")] == IGNORE
+    assert attribute_targets({"carrying": []})[keys.index("carrying")] == 0  # an empty list: nothing carried
+    assert attribute_targets({}) == [IGNORE] * len(HEAD_FIELDS)
 
 
 def test_data_hash(synth_dir: Path, tmp_path: Path) -> None:

@@ -260,3 +260,38 @@ def test_decode_step_per_row_positions(tiny_model) -> None:
     logits, _, _ = tiny_model.decode_step(tokens, positions, ck, cv, cache_k, cache_v)
     torch.testing.assert_close(logits[0], full[0, 2], atol=1e-5, rtol=0)
     torch.testing.assert_close(logits[1], full[1, 5], atol=1e-5, rtol=0)
+
+
+def test_attribute_heads_loss_ignores_unlabelled_fields() -> None:
+    """The heads' loss averages the fields with labels; a batch without any label gives zero and a gradient of zero."""
+    from pvlm.attribute_heads import AttributeHeads
+    from pvlm.attribute_targets import HEAD_FIELDS, IGNORE
+
+    torch.manual_seed(0)
+    heads = AttributeHeads(16)
+    visual = torch.randn(4, 6, 16, requires_grad=True)
+    logits = heads(visual)
+    assert [t.shape for t in logits] == [(4, len(f.drawn)) for f in HEAD_FIELDS]
+    targets = torch.full((4, len(HEAD_FIELDS)), IGNORE)
+    assert float(heads.loss(visual, targets)) == 0.0
+    targets[:, 0] = torch.tensor([0, 1, 2, IGNORE])
+    want = torch.nn.functional.cross_entropy(logits[0][:3], torch.tensor([0, 1, 2]))
+    assert float(heads.loss(visual, targets)) == pytest.approx(float(want))  # field 0 only, its 3 labelled rows
+    heads.loss(visual, targets).backward()
+    assert visual.grad is not None and float(visual.grad.abs().sum()) > 0
+
+
+def test_attribute_heads_are_training_only() -> None:
+    """Heads add parameters (counted) but not a single op to the image or decoder path."""
+    cfg = PersonVLMConfig.preset("tiny", vocab_size=64)
+    torch.manual_seed(0)
+    plain = PersonVLM(cfg).eval()
+    torch.manual_seed(0)
+    with_heads = PersonVLM(cfg.replace(attribute_heads=True)).eval()
+    assert plain.attribute_heads is None and with_heads.attribute_heads is not None
+    counts = with_heads.param_counts()
+    assert counts["attribute_heads"]["total"] > 0
+    assert counts["all"]["total"] == sum(p.numel() for p in with_heads.parameters())
+    pixels, ids = torch.randn(2, 3, 64, 32), torch.randint(4, 64, (2, 5))
+    with torch.no_grad():  # same initial weights elsewhere (heads are built last), same logits
+        assert torch.equal(plain(pixels, ids), with_heads(pixels, ids))

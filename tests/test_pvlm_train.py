@@ -240,3 +240,26 @@ def test_frozen_prefix_cache_reproduces_the_model_and_trains(synth_dir, tmp_path
     assert res["epochs"][-1]["val_loss"] == pytest.approx(ref["epochs"][-1]["val_loss"], abs=0.02)
     loaded, _, _ = load_checkpoint(res["best"])  # the checkpoint is a whole model, as without the cache
     assert loaded.cfg.freeze_ratio == 0.5
+
+
+def test_attribute_heads_train_through_the_cache(synth_dir, tmp_path: Path, monkeypatch) -> None:
+    """A preset with attribute heads trains over cached features, the heads learn, and weight 0 leaves them alone."""
+    import torch
+
+    from pvlm import model as model_mod
+    from pvlm.data import CaptionDataset, collate, load_jsonl
+
+    monkeypatch.setitem(model_mod.PRESETS, "tiny", {**model_mod.PRESETS["tiny"], "attribute_heads": True})
+    kw = dict(epochs=20, freeze_ratio=0.5, cache_copies=1, augment=False)
+    runs = {w: train(_config(synth_dir, tmp_path / f"w{w}", attribute_weight=w, **kw)) for w in (2.0, 0.0)}
+    assert runs[2.0]["epochs"][-1]["val_loss"] < runs[2.0]["epochs"][0]["val_loss"]
+    (trained, vocab, _), (unweighted, _, _) = (load_checkpoint(runs[w]["best"]) for w in (2.0, 0.0))
+    torch.manual_seed(0)
+    fresh = model_mod.PersonVLM(trained.cfg)
+    for a, b in zip(unweighted.attribute_heads.parameters(), fresh.attribute_heads.parameters()):
+        assert torch.equal(a, b)  # weight 0: no gradient ever reached the heads
+    ds = CaptionDataset(load_jsonl(synth_dir / "train.jsonl"), vocab, trained.cfg, progress=False)
+    pixels, _, targets = collate([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        losses = [float(m.eval().attribute_heads.loss(m.encode_image(pixels), targets)) for m in (trained, unweighted)]
+    assert losses[0] < 0.75 * losses[1], losses  # the heads' loss on the training crops fell
