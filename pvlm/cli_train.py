@@ -50,8 +50,8 @@ from .preset_names import preset_names
 def main(train_jsonl: str, val_jsonl: str | None, val_fraction: float, image_root: str | None, out: str, preset: str,
          image_size: str | None, epochs: int, batch_size: int, accum_steps: int, lr: float, weight_decay: float,
          warmup_steps: int, label_smoothing: float, grad_clip: float, freeze_ratio: float | None,
-         backbone_lr_scale: float, attribute_weight: float, no_augment: bool, cache_copies: int, threads: int | None, min_freq: int,
-         max_vocab: int, max_steps: int | None, seed: int, device: str, no_amp: bool, resume: str | None,
+         backbone_lr_scale: float, attribute_weight: float, no_augment: bool, cache_copies: int,
+         threads: int | None, min_freq: int, max_vocab: int, max_steps: int | None, seed: int, device: str, no_amp: bool, resume: str | None,
          workers: int, quiet: bool) -> None:
     """Train a PersonVLM on an MSP60k-style JSONL dataset (e.g. from `pvlm-data synth`)."""
     from .train import TrainConfig, train
@@ -61,8 +61,8 @@ def main(train_jsonl: str, val_jsonl: str | None, val_fraction: float, image_roo
         image_size=parse_size(image_size, "--image-size") if image_size else None, epochs=epochs,
         batch_size=batch_size, accum_steps=accum_steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         label_smoothing=label_smoothing, grad_clip=grad_clip, freeze_ratio=freeze_ratio,
-        backbone_lr_scale=backbone_lr_scale, attribute_weight=attribute_weight, augment=not no_augment, cache_copies=cache_copies, threads=threads, min_freq=min_freq,
-        max_vocab=max_vocab, max_steps=max_steps, seed=seed, device=device, amp=not no_amp, resume=resume,
+        backbone_lr_scale=backbone_lr_scale, attribute_weight=attribute_weight, augment=not no_augment,
+        cache_copies=cache_copies, threads=threads, min_freq=min_freq, max_vocab=max_vocab, max_steps=max_steps, seed=seed, device=device, amp=not no_amp, resume=resume,
         num_workers=workers, progress=not quiet,
     )
     with fail_on_bad_input():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def _args(synth_dir: Path, out: Path, *extra: str) -> list[str]:
 
 def test_tiny_run_succeeds_and_prints_checkpoint(synth_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, _args(synth_dir, out, "--image-size", "64x32"))
+    result = CliRunner().invoke(main, _args(synth_dir, out, "--image-size", "64x32", "--attribute-weight", "0.25",
+                                            "--backbone-lr-scale", "0.5"))
     assert result.exit_code == 0, result.output
     best = out / "best.pt"
     assert f"best checkpoint: {best}" in result.output
@@ -34,6 +36,8 @@ def test_tiny_run_succeeds_and_prints_checkpoint(synth_dir: Path, tmp_path: Path
     model, vocab, meta = load_checkpoint(best)
     assert model.cfg.image_size == (64, 32) and meta["preset"] == "tiny" and len(vocab) == model.cfg.vocab_size
     assert (out / "history.json").is_file()
+    options = json.loads(meta["train_config"])
+    assert options["attribute_weight"] == 0.25 and options["backbone_lr_scale"] == 0.5
 
 
 def test_missing_train_file_is_exit_2(tmp_path: Path) -> None:
