@@ -33,7 +33,7 @@ from .preset_names import preset_names
 @click.option("--backbone-lr-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Unfrozen backbone layers learn at --lr times this (below 1: a pretrained start moves less).")
 @click.option("--attribute-weight", type=click.FloatRange(min=0), default=0.5, show_default=True,
-              help="Weight of the attribute heads' loss (presets with attribute heads, e.g. lite0; 0: caption loss only).")
+              help="Weight of the attribute heads' loss (presets with heads, e.g. lite0; 0: caption loss only).")
 @click.option("--no-augment", is_flag=True, help="No crop/brightness/flip augmentation.")
 @click.option("--cache-copies", type=click.IntRange(min=0), default=0,
               help="CPU: run the frozen backbone blocks once per image for N augmentation copies, not every step.")
@@ -51,8 +51,8 @@ def main(train_jsonl: str, val_jsonl: str | None, val_fraction: float, image_roo
          image_size: str | None, epochs: int, batch_size: int, accum_steps: int, lr: float, weight_decay: float,
          warmup_steps: int, label_smoothing: float, grad_clip: float, freeze_ratio: float | None,
          backbone_lr_scale: float, attribute_weight: float, no_augment: bool, cache_copies: int,
-         threads: int | None, min_freq: int, max_vocab: int, max_steps: int | None, seed: int, device: str, no_amp: bool, resume: str | None,
-         workers: int, quiet: bool) -> None:
+         threads: int | None, min_freq: int, max_vocab: int, max_steps: int | None, seed: int, device: str,
+         no_amp: bool, resume: str | None, workers: int, quiet: bool) -> None:
     """Train a PersonVLM on an MSP60k-style JSONL dataset (e.g. from `pvlm-data synth`)."""
     from .train import TrainConfig, train
 
@@ -62,8 +62,8 @@ def main(train_jsonl: str, val_jsonl: str | None, val_fraction: float, image_roo
         batch_size=batch_size, accum_steps=accum_steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         label_smoothing=label_smoothing, grad_clip=grad_clip, freeze_ratio=freeze_ratio,
         backbone_lr_scale=backbone_lr_scale, attribute_weight=attribute_weight, augment=not no_augment,
-        cache_copies=cache_copies, threads=threads, min_freq=min_freq, max_vocab=max_vocab, max_steps=max_steps, seed=seed, device=device, amp=not no_amp, resume=resume,
-        num_workers=workers, progress=not quiet,
+        cache_copies=cache_copies, threads=threads, min_freq=min_freq, max_vocab=max_vocab, max_steps=max_steps,
+        seed=seed, device=device, amp=not no_amp, resume=resume, num_workers=workers, progress=not quiet,
     )
     with fail_on_bad_input():
         result = train(cfg)

@@ -332,7 +332,7 @@ def _initial_state(resume: dict[str, Any] | None, optim: _Optimisation, gen: tor
 
 def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, optim: _Optimisation, state: _State,
                  device: torch.device) -> float | None:
-    """One pass over the training loader (stopping at ``cfg.max_steps``); returns the smoothed training loss."""
+    """One pass over the training loader (stopping at ``cfg.max_steps``); returns the smoothed caption loss."""
     opt, sched, scaler = optim.optimizer, optim.scheduler, optim.scaler
     data.train_ds.epoch = epoch  # augmentation draws depend on (seed, epoch, image), not on worker order
     bar = tqdm(data.train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
@@ -343,9 +343,9 @@ def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, op
         with torch.autocast(device.type, dtype=optim.amp_dtype, enabled=optim.use_amp):
             visual = data.encode(inputs.to(device))
             logits = model.decode_full(ids, *model.cross_kv(visual))
-            loss = lm_loss(logits, ids, model.cfg.pad_id, cfg.label_smoothing)
-            if heads is not None:
-                loss = loss + cfg.attribute_weight * heads.loss(visual, targets.to(device))
+            caption = lm_loss(logits, ids, model.cfg.pad_id, cfg.label_smoothing)
+            attr = heads.loss(visual, targets.to(device)) if heads is not None else None
+            loss = caption if attr is None else caption + cfg.attribute_weight * attr
         scaler.scale(loss / cfg.accum_steps).backward()
         if (i + 1) % cfg.accum_steps == 0:
             scaler.unscale_(opt)
@@ -355,9 +355,10 @@ def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, op
             opt.zero_grad(set_to_none=True)
             sched.step()
             state.step += 1
-        value = float(loss.detach())
+        value = float(caption.detach())  # the caption loss alone, comparable with the validation loss
         running = value if running is None else 0.95 * running + 0.05 * value
-        bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        extra = {} if attr is None else {"attr": f"{float(attr.detach()):.3f}"}
+        bar.set_postfix(loss=f"{running:.3f}", **extra, lr=f"{sched.get_last_lr()[0]:.2e}")
         if cfg.max_steps is not None and state.step >= cfg.max_steps:
             break
     return running
