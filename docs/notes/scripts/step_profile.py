@@ -1,8 +1,8 @@
 """Where a decoder step's time goes: ONNX Runtime's profiler per op type over a whole greedy run.
 
 usage: python docs/notes/scripts/step_profile.py BUNDLE fp32|int8 BATCH
-Runs the Describer (48 new tokens, forced: no early stop is assumed) with profiling switched on
-for every session it opens, and prints kernel time per op type for the step graph (decoder_ort).
+Runs the Describer (up to 48 new tokens; a batch stops once every sequence has ended) with
+profiling switched on for every session it opens, and prints kernel time per op type per graph.
 """
 import collections
 import json
