@@ -68,6 +68,8 @@ class MultiValueCommand(Command):
 @click.option("--warmup", type=click.IntRange(min=0), default=1, help="Untimed iterations per backend and batch size.")
 @click.option("--iters", type=click.IntRange(min=1), default=5, help="Timed iterations per backend and batch size.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for every backend.")
+@click.option("--gap", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="Idle seconds before every timed call, so the previous backend's threads stop spinning.")
 @click.option("--token-sweep", multiple=True, help="Also time the decoder step at these token counts, e.g. 16 32 64 128.")
 @click.option("--camera-rate", type=click.FloatRange(min=0, min_open=True), default=2.0,
               help="Descriptions per camera per second, for the capacity estimate.")
@@ -88,7 +90,7 @@ class MultiValueCommand(Command):
 def main(bundle: str | None, preset: str | None, checkpoint: str | None, backends: tuple[str, ...],
          precisions: tuple[str, ...], batches: tuple[str, ...], old_batches: tuple[str, ...], server: str | None,
          concurrency: tuple[str, ...],
-         requests: int, new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None,
+         requests: int, new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None, gap: float,
          token_sweep: tuple[str, ...], camera_rate: float, as_json: bool, json_path: str | None,
          md_path: str | None, csv_path: str | None, plot_path: str | None, quiet: bool) -> None:
     """Benchmark BUNDLE (or --preset) on each --backend at each --batch-size."""
@@ -106,7 +108,7 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
                 bundle=bundle, preset=None if bundle else (preset or "seed-7m"), checkpoint=checkpoint,
                 backends=tuple(_split(backends)), precisions=tuple(_split(precisions)),
                 batches=tuple(int(b) for b in _split(batches)),
-                new_tokens=new_tokens, natural=natural, warmup=warmup, iters=iters, threads=threads,
+                new_tokens=new_tokens, natural=natural, warmup=warmup, iters=iters, threads=threads, gap_s=gap,
                 token_sweep=tuple(int(t) for t in _split(token_sweep)), descriptions_per_camera_s=camera_rate,
                 progress=not quiet)
         except ValueError as e:

@@ -41,8 +41,11 @@ class BenchConfig:
     sweep_backend: str = "onnxruntime-cpu"
     sweep_batch: int = 8
     descriptions_per_camera_s: float = 2.0
-    # Idle gap before every timed call (seconds).
-    gap_s: float = 0.0
+    # Idle gap before every timed call (seconds), so the previous backend's idle threads stop spinning
+    # on the cores this one needs: every worker process keeps its own pool, and ONNX Runtime's (and
+    # PyTorch's OpenMP) threads spin on after a call. Without it lite0's batch-32 encoder measured
+    # 127-131 ms FP32 and 72-82 ms INT8 here; with 0.05-0.1 s, 90-97 and 43-48 ms, as when it runs alone.
+    gap_s: float = 0.3
     # An untimed batch-1, 2-token call right before every timed call: the previous backend's
     # threads have stopped spinning and this one's are awake, as in a service that runs all day.
     settle: bool = True

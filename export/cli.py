@@ -32,11 +32,14 @@ def main() -> None:
 @click.option("--calibration", type=click.Path(dir_okay=False, exists=True),
               help="JSONL of images to calibrate INT8 on (default: synthetic person crops).")
 @click.option("--accept-mismatch", is_flag=True, help="Keep FP16/INT8 graphs that fall below their parity floor.")
+@click.option("--cross-attention", type=click.Choice(["auto", "tables", "attention"]), default="auto", show_default=True,
+              help="decoder_ort's cross-attention: per-batch tables (fastest at small batches) or the attention "
+                   "kernel on K/V (fastest at large ones); auto picks by the model's shape.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON to stdout.")
 @common_options()
 def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, max_new_tokens: int,
              vocab: str | None, force: bool, fp16: bool, int8: bool, calibration: str | None, accept_mismatch: bool,
-             as_json: bool) -> None:
+             cross_attention: str, as_json: bool) -> None:
     """Export CHECKPOINT to a verified bundle directory.
 
     \b
@@ -44,7 +47,7 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
     encoder.onnx           pixels -> visual tokens and each layer's cross-attention K/V
     decoder.onnx           one decoding step, KV cache as explicit tensors (portable)
     decoder_ort.onnx       the same step on ONNX Runtime's fused kernels (onnxruntime >= 1.31)
-    cross_ort.onnx         per-batch cross-attention tables for decoder_ort.onnx
+    cross_ort.onnx         per-batch cross-attention inputs (tables or K/V) for decoder_ort.onnx
     README.md              model card: intended use, limits, data, parity, vocabulary
     description.schema.json  JSON Schema of a `pvlm-describe --json` line
     *.fp16.onnx, *.int8.onnx  precision variants (--fp16, --int8), verified against PyTorch FP32
@@ -64,7 +67,7 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
                                  max_new_tokens=max_new_tokens, force=force, vocab=vocab,
                                  precisions=tuple(p for p, on in (("fp16", fp16), ("int8", int8)) if on),
                                  variant_options=VariantOptions(calibration=calibration and Path(calibration)),
-                                 accept_mismatch=accept_mismatch)
+                                 accept_mismatch=accept_mismatch, cross_attention=cross_attention)
     except ValidationError as e:
         for f in e.failures:
             click.echo(f"  \u2717 {f}", err=True)

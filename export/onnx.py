@@ -25,7 +25,7 @@ from .graphs import DecoderStepGraph, EncoderGraph
 from .manifest import artifact_entry, producer_versions, write_manifest
 from .model_card import write_bundle_docs
 from .ort_decoder import export_ort_decoder
-from .spec import GraphSpec, graph_specs
+from .spec import CROSS_FORMS, GraphSpec, graph_specs
 from .validate import ParityReport, ValidationError, check_graph, check_parity
 from .variants import VariantOptions, add_variants
 
@@ -41,12 +41,14 @@ def export_onnx(
     checkpoint: str | Path, out_dir: str | Path | None = None, *, opset: int = DEFAULT_OPSET, max_batch: int = 64,
     max_new_tokens: int = 48, force: bool = False, vocab: str | Path | None = None, verify: bool = True,
     atol: float = 1e-4, precisions: tuple[str, ...] = (), variant_options: VariantOptions | None = None,
-    accept_mismatch: bool = False,
+    accept_mismatch: bool = False, cross_attention: str = "auto",
 ) -> Path:
     """Export, validate and write a bundle atomically; returns the bundle directory.
 
     ``vocab`` is only needed for checkpoints of the original repository. ``precisions``
     (``fp16``, ``int8``) adds verified variants of the graphs (see ``export/variants.py``).
+    ``cross_attention``: ``decoder_ort``'s cross-attention form (``auto``, ``tables``, ``attention``;
+    see ``export.spec.cross_form``).
     A failed validation raises :class:`ValidationError` and leaves nothing behind.
     """
     checkpoint = Path(checkpoint)
@@ -55,13 +57,15 @@ def export_onnx(
         raise ValueError(f"--opset must be >= {MIN_OPSET}, got {opset}")
     if max_batch < 1:
         raise ValueError(f"--max-batch must be >= 1, got {max_batch}")
+    if cross_attention not in ("auto", *CROSS_FORMS):
+        raise ValueError(f"--cross-attention must be auto, {' or '.join(CROSS_FORMS)}, got {cross_attention!r}")
     check_replaceable(out, force, is_bundle, WHAT)  # before any work; checked again at the swap
     model, voc, meta = load_checkpoint(checkpoint, vocab=vocab)
     if not 1 <= max_new_tokens <= model.cfg.max_len:
         raise ValueError(f"--max-new-tokens must be in [1, {model.cfg.max_len}], got {max_new_tokens}")
     with building(out, force=force, is_ours=is_bundle, what=WHAT) as tmp:
         manifest = build_bundle(model, voc, tmp, opset=opset, max_batch=max_batch, max_new_tokens=max_new_tokens,
-                                verify=verify, atol=atol)
+                                verify=verify, atol=atol, cross_attention=cross_attention)
         manifest = manifest.with_source(str(checkpoint), _plain(meta))
         manifest = write_bundle_docs(tmp, manifest)  # README.md model card + description.schema.json, listed as artifacts
         write_manifest(tmp, manifest)
@@ -72,7 +76,7 @@ def export_onnx(
 
 def build_bundle(
     model: PersonVLM, vocab: Vocabulary, out: Path, *, opset: int = DEFAULT_OPSET, max_batch: int = 64,
-    max_new_tokens: int = 48, verify: bool = True, atol: float = 1e-4,
+    max_new_tokens: int = 48, verify: bool = True, atol: float = 1e-4, cross_attention: str = "auto",
 ) -> Manifest:
     """Export the graphs into ``out`` and validate them; returns the manifest (not yet written)."""
     try:
@@ -81,7 +85,7 @@ def build_bundle(
         ort_version = None
     model = model.eval()
     cfg = model.cfg
-    specs = graph_specs(cfg)
+    specs = graph_specs(cfg, cross_attention)
     if ort_version and not supports_bound_cache(ort_version):  # it could not be validated (nor run) here
         log.warning("onnxruntime %s cannot run decoder_ort.onnx; the bundle gets the portable decoder only",
                     ort_version)

@@ -8,16 +8,19 @@ with ONNX Runtime's ``com.microsoft`` kernels, which ONNX Runtime runs on CPU an
   per layer of shape (B, H, capacity, Dh). The runtime binds the same buffer (IO binding)
   as the ``past_*`` input and the ``present_*`` output, the kernel appends this token's K/V
   in place at slot ``position``, and nothing is copied per step on any device.
-- Cross-attention with its projections absorbed into per-batch tables. The visual tokens are
-  fixed for a whole description, so ``cross_ort.onnx`` folds, once per batch, the query
-  projection into each image's keys (``cross_qk``: hidden -> all heads' scores, with the
-  query bias as ``cross_qkb``) and the output projection into its values (``cross_ov``:
-  softmaxed scores -> hidden). A step then reads heads x visual-tokens columns per image
-  instead of two d_model x d_model weights, and runs no attention kernel for it: about 75 us
-  less per batch-1 step on two cores (0.41 -> 0.33 ms), also faster at batch 8 and 32. The
-  tables hold heads x visual tokens rows per image, so this pays while that stays near
-  d_model or below (every preset: seed-7m has 4 x 8 = 32 against 256); a model with hundreds
-  of visual tokens would read less through an attention kernel.
+- Cross-attention in one of two forms, chosen per model by ``export.spec.cross_form``; the
+  visual tokens are fixed for a whole description, so ``cross_ort.onnx`` prepares, once per
+  batch, what every step reads:
+  - ``tables``: the query projection folded into each image's keys (``cross_qk``: hidden ->
+    all heads' scores, with the query bias as ``cross_qkb``) and the output projection into its
+    values (``cross_ov``: softmaxed scores -> hidden). A step reads heads x visual-tokens rows of
+    d_model per image instead of two d_model x d_model weights and runs no attention kernel:
+    0.41 -> 0.33 ms per batch-1 step on seed-7m. The tables are n_heads times the size of the
+    K/V they replace, so their cost grows with the batch.
+  - ``attention``: per-layer K/V (B, H, N, Dh) and ``MultiHeadAttention`` after the query
+    projection. The projections are weight MatMuls again, shared by the batch (and INT8 in the
+    INT8 variant). lite0 at batch 32: 1.48 against 2.02 ms per FP32 step, 1.22 against 1.73
+    INT8; at batch 1 about 8% slower (docs/notes/issue-18.md, "Cross-attention form").
 - ``SkipLayerNormalization`` (projection bias + residual add + next LayerNorm in one node)
   and ``BiasGelu``: 73 nodes per step after ONNX Runtime's optimiser (seed-7m), against 180
   for the portable ``decoder.onnx``, whose per-node dispatch dominated batch-1 latency.
@@ -89,8 +92,10 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
     # Rows share the step's position: the cache holds `position` filled slots before this token.
     past = b.node("Cast", [b.node("ReduceMax", ["positions"], ["positions.max"], keepdims=0)], ["past_length"],
                   to=TensorProto.INT32)
-    per_head = b.const("cross.per_head", np.array([0, heads, cfg.n_visual], np.int64))
-    all_heads = b.const("cross.all_heads", np.array([0, 1, heads * cfg.n_visual], np.int64))
+    tables = "cross_qk_0" in spec.inputs  # the form export.spec.cross_form chose
+    if tables:
+        per_head = b.const("cross.per_head", np.array([0, heads, cfg.n_visual], np.int64))
+        all_heads = b.const("cross.all_heads", np.array([0, 1, heads * cfg.n_visual], np.int64))
     first = blocks[0].ln1
     h = b.node("LayerNormalization", [x, b.const("l0.ln1.gamma", first.weight), b.const("l0.ln1.beta", first.bias)],
                ["l0.ln1"], axis=-1, epsilon=first.eps)
@@ -104,11 +109,19 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
                [f"{p}.self", f"present_k_{i}", f"present_v_{i}"], domain=CONTRIB, num_heads=heads, scale=1.0)
         h, x = skip_norm(matmul(f"{p}.self", b.weight(f"{p}.self.o.w", sa.o), f"{p}.self.o"), x, blk.ln2, sa.o.bias,
                          f"{p}.ln2")
-        qk = b.node("FusedMatMul", [h, f"cross_qk_{i}"], [f"{p}.cross.qk"], domain=CONTRIB, transB=1)
-        scores = b.node("Add", [qk, f"cross_qkb_{i}"], [f"{p}.cross.s"])
-        probs = b.node("Softmax", [b.node("Reshape", [scores, per_head], [f"{p}.cross.sh"])], [f"{p}.cross.p"], axis=-1)
-        flat = b.node("Reshape", [probs, all_heads], [f"{p}.cross.pf"])
-        h, x = skip_norm(matmul(flat, f"cross_ov_{i}", f"{p}.cross.o"), x, blk.ln3, ca.o.bias, f"{p}.ln3")
+        if tables:
+            qk = b.node("FusedMatMul", [h, f"cross_qk_{i}"], [f"{p}.cross.qk"], domain=CONTRIB, transB=1)
+            scores = b.node("Add", [qk, f"cross_qkb_{i}"], [f"{p}.cross.s"])
+            probs = b.node("Softmax", [b.node("Reshape", [scores, per_head], [f"{p}.cross.sh"])], [f"{p}.cross.p"],
+                           axis=-1)
+            mixed = matmul(b.node("Reshape", [probs, all_heads], [f"{p}.cross.pf"]), f"cross_ov_{i}", f"{p}.cross.o")
+        else:
+            q = b.node("Add", [matmul(h, b.weight(f"{p}.cross.q.w", ca.q, ca.q_scale), f"{p}.cross.qw"),
+                               b.const(f"{p}.cross.q.b", ca.q.bias * ca.q_scale)], [f"{p}.cross.q"])
+            att = b.node("MultiHeadAttention", [q, f"cross_k_{i}", f"cross_v_{i}"], [f"{p}.cross"], domain=CONTRIB,
+                         num_heads=heads, scale=1.0)
+            mixed = matmul(att, b.weight(f"{p}.cross.o.w", ca.o), f"{p}.cross.o")
+        h, x = skip_norm(mixed, x, blk.ln3, ca.o.bias, f"{p}.ln3")
         fc1, fc2 = blk.mlp[0], blk.mlp[3]
         g = b.node("BiasGelu", [matmul(h, b.weight(f"{p}.fc1.w", fc1), f"{p}.fc1"), b.const(f"{p}.fc1.b", fc1.bias)],
                    [f"{p}.gelu"], domain=CONTRIB)
@@ -122,9 +135,9 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
 
 
 def build_ort_cross(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.ModelProto:
-    """Per-batch cross-attention tables for ``decoder_ort`` from the encoder's cross K/V (L, B, H, N, Dh).
+    """Per-batch cross-attention inputs for ``decoder_ort`` from the encoder's cross K/V (L, B, H, N, Dh).
 
-    Per layer, with the score scale folded in: ``cross_qk`` (B, H*N, D) and ``cross_qkb``
+    ``attention`` form: each layer's K and V (B, H, N, Dh). ``tables`` form, per layer, with the score scale folded in: ``cross_qk`` (B, H*N, D) and ``cross_qkb``
     (B, 1, H*N) give every head's scores from the hidden state (``h @ qk^T + qkb``), and
     ``cross_ov`` (B, H*N, D) maps the per-head softmax straight to the output projection's
     input sum (its bias stays in the step graph).
@@ -132,6 +145,11 @@ def build_ort_cross(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Model
     cfg = model.cfg
     layers, heads, dh, d, n = cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.n_visual
     b = _Builder()
+    if "cross_k_0" in spec.outputs:  # attention form: the layers' K/V apart
+        for kind in ("cross_k", "cross_v"):
+            for i in range(layers):
+                b.node("Gather", [kind, b.const(f"{kind}.{i}", np.array(i, np.int64))], [f"{kind}_{i}"], axis=0)
+        return _model(b, "personvlm_cross_ort", spec, opset)
 
     def shape(name: str, *dims: int) -> str:
         return b.const(name, np.array(dims, np.int64))

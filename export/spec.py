@@ -3,14 +3,15 @@
 It drives the ONNX export's dynamic shapes, the manifest entries, TensorRT optimisation
 profiles and the runtime's input checks. ``decoder_ort`` is the same step for ONNX Runtime
 only (see ``export/ort_decoder.py``): per-layer tensors, the cache shared between
-``past_*`` and ``present_*``, and cross-attention through per-batch tables that ``cross_ort``
-computes once from the encoder's K/V. A dimension is an ``int`` (static) or a name
+``past_*`` and ``present_*``, and cross-attention inputs that ``cross_ort`` computes once per
+batch from the encoder's K/V: per-batch tables or per-layer K/V (:func:`cross_form`). A dimension is an ``int`` (static) or a name
 (dynamic): ``batch`` (images in flight) and ``cache`` (self-attention cache capacity).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 from pvlm.model import PersonVLMConfig
@@ -54,18 +55,53 @@ class GraphSpec:
         }
 
 
-def graph_specs(cfg: PersonVLMConfig) -> dict[str, GraphSpec]:
-    """The encoder, decoder-step and ONNX Runtime cross-table and decoder-step graph specs for a model config."""
+CROSS_FORMS = ("tables", "attention")
+# ``auto`` keeps the tables while they pay up to this batch or beyond, by the byte count below.
+# The attention kernel's own cost about doubles the real break-even: lite0 (3.6 by bytes) measured
+# even with the tables at batch 8, 10-16% faster at 32, 9% slower at 1 (docs/notes/issue-18.md).
+TABLES_MIN_BREAK_EVEN = 4
+
+
+def cross_form(cfg: PersonVLMConfig) -> str:
+    """How ``decoder_ort`` reads the visual tokens by default: ``tables`` or ``attention``.
+
+    ``tables`` folds the query and output projections into per-image tables of H*N x D per layer
+    (H heads, N visual tokens, D = d_model) and runs no attention kernel: two D x D weights fewer
+    per batch, 2 * (H - 1) * N * D floats more per image than ``attention``'s K/V (H*N x D/H). So
+    by bytes the tables stop paying at batch D / (N * (H - 1)): seed-7m 10.7 and tiny 32 (tables),
+    lite0 3.6 (attention).
+    """
+    break_even = cfg.d_model / (cfg.n_visual * max(cfg.n_heads - 1, 1))
+    return "tables" if break_even > TABLES_MIN_BREAK_EVEN else "attention"
+
+
+def bundle_cross_form(step_inputs: Iterable[str] | None) -> str | None:
+    """The cross-attention form of a written ``decoder_ort`` with these input names (None: no such graph)."""
+    if step_inputs is None:
+        return None
+    return "tables" if "cross_qk_0" in step_inputs else "attention"
+
+
+def graph_specs(cfg: PersonVLMConfig, cross: str | None = None) -> dict[str, GraphSpec]:
+    """The encoder, decoder-step and ONNX Runtime cross and decoder-step graph specs for a model config.
+
+    ``cross``: the ``decoder_ort`` cross-attention form (``CROSS_FORMS``); ``None`` or ``auto``: :func:`cross_form`.
+    """
+    cross = cross_form(cfg) if cross in (None, "auto") else cross
+    if cross not in CROSS_FORMS:
+        raise ValueError(f"cross-attention form must be auto, tables or attention, got {cross!r}")
     h, w = cfg.image_size
     kv_cross = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, cfg.n_visual, cfg.head_dim))
     kv_cache = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, "cache", cfg.head_dim))
     kv_new = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, 1, cfg.head_dim))
     scores = cfg.n_heads * cfg.n_visual  # cross-attention scores per token, all heads
-    cross_tables = {  # per layer: hidden -> scores (weights, bias) and scores -> output projection
-        kind: TensorSpec("float32", shape) for kind, shape in (
+    if cross == "tables":  # per layer: hidden -> scores (weights, bias) and scores -> output projection
+        cross_inputs = {kind: TensorSpec("float32", shape) for kind, shape in (
             ("cross_qk", ("batch", scores, cfg.d_model)), ("cross_qkb", ("batch", 1, scores)),
-            ("cross_ov", ("batch", scores, cfg.d_model)))
-    }
+            ("cross_ov", ("batch", scores, cfg.d_model)))}
+    else:  # per layer: the encoder's K and V, for the attention kernel
+        layer_kv = TensorSpec("float32", ("batch", cfg.n_heads, cfg.n_visual, cfg.head_dim))
+        cross_inputs = {"cross_k": layer_kv, "cross_v": layer_kv}
     layer_cache = TensorSpec("float32", ("batch", cfg.n_heads, "cache", cfg.head_dim))
     step_in = {"tokens": TensorSpec("int64", ("batch", 1)), "positions": TensorSpec("int64", ("batch", 1))}
     step_out = {"logits": TensorSpec("float32", ("batch", cfg.vocab_size)), "next_ids": TensorSpec("int64", ("batch",))}
@@ -83,12 +119,12 @@ def graph_specs(cfg: PersonVLMConfig) -> dict[str, GraphSpec]:
         "cross_ort": GraphSpec(
             file="cross_ort.onnx",
             inputs={"cross_k": kv_cross, "cross_v": kv_cross},
-            outputs={f"{kind}_{i}": spec for i in range(cfg.n_layers) for kind, spec in cross_tables.items()},
+            outputs={f"{kind}_{i}": spec for i in range(cfg.n_layers) for kind, spec in cross_inputs.items()},
         ),
         "decoder_ort": GraphSpec(
             file="decoder_ort.onnx",
             inputs={**step_in, **{f"{kind}_{i}": spec for i in range(cfg.n_layers) for kind, spec in (
-                *cross_tables.items(), ("past_k", layer_cache), ("past_v", layer_cache))},
+                *cross_inputs.items(), ("past_k", layer_cache), ("past_v", layer_cache))},
                 # zeros (beam width 1): ONNX Runtime's CUDA kernel shares past/present only when it is given
                 "cache_indirection": TensorSpec("int32", ("batch", 1, "cache"))},
             outputs={**step_out, **{f"present_{kv}_{i}": layer_cache for i in range(cfg.n_layers) for kv in "kv"}},

@@ -131,3 +131,28 @@ def test_calibration_jsonl_without_images(tiny_model, tmp_path):
         calibration_images(tiny_model, VariantOptions(calibration=data))
     images, source = calibration_images(tiny_model, VariantOptions(calibration_images=8))
     assert images.shape == (8, 3, 64, 32) and source["seed"] != 1  # never the verification images
+
+
+def test_attention_form_exports_verified_int8_and_runs(trained_tiny, tmp_path):
+    """``--cross-attention attention``: FP32 parity at export, the cross projections in INT8 too, same ids as portable."""
+    import numpy as np
+
+    from export.cli import main
+    from runtime import Describer
+
+    out = tmp_path / "kv"
+    res = CliRunner().invoke(main, ["onnx", str(trained_tiny), "--out", str(out), "--max-batch", "4",
+                                    "--max-new-tokens", "12", "--int8", "--cross-attention", "attention"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "cross_k_0" in manifest["graphs"]["decoder_ort"]["inputs"]
+    parity = manifest["verification"]["parity"]
+    assert parity["decoder_ort"]["sequences_identical"] == parity["images"] and parity["decoder_ort"]["steps_compared"]
+    plan = manifest["variants"]["int8"]["plan"]
+    assert plan["decoder_ort"]["nodes_quantized"]["MatMulInteger"] == 2 * 6 + 1  # + the cross q and o projections
+    pixels = np.random.default_rng(3).standard_normal((3, 3, 64, 32)).astype(np.float32)
+    fused, portable = Describer(out), Describer(out, decoder="portable")
+    assert fused.generate_ids(pixels, 12, stop_at_eos=False)[0] == portable.generate_ids(pixels, 12, stop_at_eos=False)[0]
+    assert all(r.ok for r in Describer(out, precision="int8").describe([np.zeros((64, 32, 3), np.uint8)]))
+    res = CliRunner().invoke(main, ["onnx", str(trained_tiny), "--out", str(tmp_path / "x"), "--cross-attention", "kv"])
+    assert res.exit_code == 2 and "'kv' is not one of" in res.output and not (tmp_path / "x").exists()

@@ -25,15 +25,18 @@ def model(tiny_checkpoint):
     return pvlm.load_checkpoint(tiny_checkpoint)[0].eval()
 
 
-@pytest.fixture(scope="module")
-def bound(tiny_bundle):
+@pytest.fixture(scope="module", params=["tables", "attention"])
+def bound(request, model, tmp_path_factory):
+    """A BoundDecoder on the tiny model's ONNX Runtime graphs in each cross-attention form."""
+    from export.ort_decoder import export_ort_decoder
+    from export.spec import graph_specs
     from runtime.backends.ort_bound import BoundDecoder
-    from runtime.bundle import Bundle
 
-    b = Bundle.load(tiny_bundle)
-    step, cross = (ort.InferenceSession(str(b.path(g)), providers=["CPUExecutionProvider"])
+    out = tmp_path_factory.mktemp(f"ort-{request.param}")
+    export_ort_decoder(model, graph_specs(model.cfg, cross=request.param), out, 20)
+    step, cross = (ort.InferenceSession(str(out / f"{g}.onnx"), providers=["CPUExecutionProvider"])
                    for g in ("decoder_ort", "cross_ort"))
-    return BoundDecoder(ort, step, cross, b.model, "cpu")
+    return BoundDecoder(ort, step, cross, model.cfg.to_dict(), "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +76,51 @@ def test_fewer_nodes_and_fused_attention(tiny_bundle, model, tmp_path):
     # past_sequence_length and cache_indirection both given: what the CUDA kernel needs to share past/present
     assert len(self_attn) == model.cfg.n_layers
     assert all(n.input[8] == "past_length" and n.input[9] == "cache_indirection" for n in self_attn)
+
+
+def test_cross_form_follows_the_break_even_batch():
+    """Tables where they pay by bytes up to a batch above 4 (d_model / (visual tokens x (heads - 1))), else attention."""
+    from export.spec import TABLES_MIN_BREAK_EVEN, bundle_cross_form, cross_form, graph_specs
+    from pvlm import PersonVLMConfig
+
+    forms = {name: cross_form(PersonVLMConfig.preset(name)) for name in ("seed-7m", "small", "lite0", "tiny")}
+    assert forms == {"seed-7m": "tables", "small": "tables", "lite0": "attention", "tiny": "tables"}  # 10.7, 8, 3.6, 32
+    tiny = PersonVLMConfig.preset("tiny")
+    assert TABLES_MIN_BREAK_EVEN == 4 and cross_form(tiny.replace(image_size=(128, 64))) == "tables"  # 64 / 8 = 8
+    square = tiny.replace(image_size=(128, 128))  # 16 visual tokens: 64 / 16 = 4
+    assert cross_form(square) == "attention"
+    specs = graph_specs(square)
+    assert set(specs["cross_ort"].outputs) == {f"cross_{kv}_{i}" for kv in "kv" for i in range(2)}
+    assert specs["decoder_ort"].inputs["cross_k_0"].shape == ("batch", 2, 16, 32)
+    assert graph_specs(square, "auto") == specs and "cross_qk_0" in graph_specs(square, "tables")["decoder_ort"].inputs
+    assert [bundle_cross_form(graph_specs(square, f)["decoder_ort"].inputs) for f in ("tables", "attention")] == [
+        "tables", "attention"] and bundle_cross_form(None) is None
+    with pytest.raises(ValueError, match="auto, tables or attention, got 'fused'"):
+        graph_specs(tiny, cross="fused")
+
+
+@pytest.mark.parametrize("form", ["tables", "attention"])
+def test_cross_form_graphs(model, tmp_path, form):
+    """The attention form runs the cross-attention kernel on per-layer K/V; the tables form reads tables, no kernel."""
+    import onnx
+
+    from export.ort_decoder import export_ort_decoder
+    from export.spec import graph_specs
+
+    export_ort_decoder(model, graph_specs(model.cfg, cross=form), tmp_path, 20)
+    step, cross = (onnx.load(str(tmp_path / f"{g}.onnx")) for g in ("decoder_ort", "cross_ort"))
+    for m in (step, cross):
+        onnx.checker.check_model(m)
+    layers, inputs = model.cfg.n_layers, {i.name for i in step.graph.input}
+    attention = [n for n in step.graph.node if n.op_type == "MultiHeadAttention"]
+    kv = [f"cross_{kind}_{i}" for i in range(layers) for kind in "kv"]
+    tables = {f"cross_{kind}_{i}" for kind in ("qk", "qkb", "ov") for i in range(layers)}
+    if form == "attention":
+        assert len(attention) == 2 * layers and set(kv) <= inputs and not tables & inputs
+        assert [o.name for o in cross.graph.output] == kv and {n.op_type for n in cross.graph.node} == {"Gather"}
+    else:
+        assert len(attention) == layers and tables <= inputs and not set(kv) & inputs
+        assert {o.name for o in cross.graph.output} == tables
 
 
 def test_cache_appended_in_place_and_equal_to_torch(bound, encoder, model):
@@ -167,12 +215,13 @@ def _mlp_bias(m) -> torch.Tensor:  # in the step graph
     return m.blocks[-1].mlp[3].bias
 
 
-def _cross_query_bias(m) -> torch.Tensor:  # folded into cross_ort's tables
+def _cross_query_bias(m) -> torch.Tensor:  # folded into cross_ort's tables, or in the step's query projection
     return m.blocks[0].cross.q.bias
 
 
+@pytest.mark.parametrize("form", ["tables", "attention"])
 @pytest.mark.parametrize("param", [_mlp_bias, _cross_query_bias], ids=["decoder_ort", "cross_ort"])
-def test_validation_catches_a_wrong_ort_graph(tiny_bundle, model, tmp_path, param):
+def test_validation_catches_a_wrong_ort_graph(tiny_bundle, model, tmp_path, param, form):
     """ONNX Runtime graphs built from slightly different weights fail the export's parity check."""
     from export.ort_decoder import export_ort_decoder
     from export.spec import graph_specs
@@ -181,7 +230,7 @@ def test_validation_catches_a_wrong_ort_graph(tiny_bundle, model, tmp_path, para
     wrong = copy.deepcopy(model)
     with torch.no_grad():
         param(wrong)[::2] += 0.5  # not a uniform shift, which a LayerNorm or softmax would remove
-    export_ort_decoder(wrong, graph_specs(model.cfg), tmp_path, 20)
+    export_ort_decoder(wrong, graph_specs(model.cfg, cross=form), tmp_path, 20)
     rep, failures = check_parity(model, tiny_bundle / "encoder.onnx", tiny_bundle / "decoder.onnx", 6,
                                  batches=(1, 2), ort_paths=(tmp_path / "cross_ort.onnx", tmp_path / "decoder_ort.onnx"))
     assert any(f.startswith("decoder_ort logits differ") for f in failures), failures
