@@ -116,10 +116,11 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
                            axis=-1)
             mixed = matmul(b.node("Reshape", [probs, all_heads], [f"{p}.cross.pf"]), f"cross_ov_{i}", f"{p}.cross.o")
         else:
-            q = b.node("Add", [matmul(h, b.weight(f"{p}.cross.q.w", ca.q, ca.q_scale), f"{p}.cross.qw"),
-                               b.const(f"{p}.cross.q.b", ca.q.bias * ca.q_scale)], [f"{p}.cross.q"])
-            att = b.node("MultiHeadAttention", [q, f"cross_k_{i}", f"cross_v_{i}"], [f"{p}.cross"], domain=CONTRIB,
-                         num_heads=heads, scale=1.0)
+            q = matmul(h, b.weight(f"{p}.cross.q.w", ca.q, ca.q_scale), f"{p}.cross.q")
+            # the query bias rides in the kernel's bias input (K/V parts zero): one node fewer per layer
+            bias = b.const(f"{p}.cross.b", torch.cat([ca.q.bias * ca.q_scale, torch.zeros(2 * cfg.d_model)]))
+            att = b.node("MultiHeadAttention", [q, f"cross_k_{i}", f"cross_v_{i}", bias], [f"{p}.cross"],
+                         domain=CONTRIB, num_heads=heads, scale=1.0)
             mixed = matmul(att, b.weight(f"{p}.cross.o.w", ca.o), f"{p}.cross.o")
         h, x = skip_norm(mixed, x, blk.ln3, ca.o.bias, f"{p}.ln3")
         fc1, fc2 = blk.mlp[0], blk.mlp[3]
