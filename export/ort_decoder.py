@@ -138,10 +138,11 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
 def build_ort_cross(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.ModelProto:
     """Per-batch cross-attention inputs for ``decoder_ort`` from the encoder's cross K/V (L, B, H, N, Dh).
 
-    ``attention`` form: each layer's K and V (B, H, N, Dh). ``tables`` form, per layer, with the score scale folded in: ``cross_qk`` (B, H*N, D) and ``cross_qkb``
-    (B, 1, H*N) give every head's scores from the hidden state (``h @ qk^T + qkb``), and
-    ``cross_ov`` (B, H*N, D) maps the per-head softmax straight to the output projection's
-    input sum (its bias stays in the step graph).
+    ``attention`` form: each layer's K and V (B, H, N, Dh). ``tables`` form, per layer, with the
+    score scale folded in: ``cross_qk`` (B, H*N, D) and ``cross_qkb`` (B, 1, H*N) give every
+    head's scores from the hidden state (``h @ qk^T + qkb``), and ``cross_ov`` (B, H*N, D) maps
+    the per-head softmax straight to the output projection's input sum (its bias stays in the
+    step graph).
     """
     cfg = model.cfg
     layers, heads, dh, d, n = cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.n_visual

@@ -4,14 +4,15 @@ It drives the ONNX export's dynamic shapes, the manifest entries, TensorRT optim
 profiles and the runtime's input checks. ``decoder_ort`` is the same step for ONNX Runtime
 only (see ``export/ort_decoder.py``): per-layer tensors, the cache shared between
 ``past_*`` and ``present_*``, and cross-attention inputs that ``cross_ort`` computes once per
-batch from the encoder's K/V: per-batch tables or per-layer K/V (:func:`cross_form`). A dimension is an ``int`` (static) or a name
-(dynamic): ``batch`` (images in flight) and ``cache`` (self-attention cache capacity).
+batch from the encoder's K/V: per-batch tables or per-layer K/V (:func:`cross_form`). A
+dimension is an ``int`` (static) or a name (dynamic): ``batch`` (images in flight) and
+``cache`` (self-attention cache capacity).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pvlm.model import PersonVLMConfig
@@ -58,7 +59,7 @@ class GraphSpec:
 CROSS_FORMS = ("tables", "attention")
 # ``auto`` keeps the tables while they pay up to this batch or beyond, by the byte count below.
 # The attention kernel's own cost about doubles the real break-even: lite0 (3.6 by bytes) measured
-# even with the tables at batch 8, 10-16% faster at 32, 9% slower at 1 (docs/notes/issue-18.md).
+# even with the tables at batch 8, 10-17% faster at 32, 6-9% slower at 1 (docs/notes/issue-18.md).
 TABLES_MIN_BREAK_EVEN = 4
 
 
@@ -71,7 +72,9 @@ def cross_form(cfg: PersonVLMConfig) -> str:
     by bytes the tables stop paying at batch D / (N * (H - 1)): seed-7m 10.7 and tiny 32 (tables),
     lite0 3.6 (attention).
     """
-    break_even = cfg.d_model / (cfg.n_visual * max(cfg.n_heads - 1, 1))
+    if cfg.n_heads == 1:  # one head: the tables are no larger than the K/V
+        return "tables"
+    break_even = cfg.d_model / (cfg.n_visual * (cfg.n_heads - 1))
     return "tables" if break_even > TABLES_MIN_BREAK_EVEN else "attention"
 
 

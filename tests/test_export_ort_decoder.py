@@ -79,7 +79,7 @@ def test_fewer_nodes_and_fused_attention(tiny_bundle, model, tmp_path):
 
 
 def test_cross_form_follows_the_break_even_batch():
-    """Tables where they pay by bytes up to a batch above 4 (d_model / (visual tokens x (heads - 1))), else attention."""
+    """Tables where by bytes they pay up to a batch above 4: d_model / (visual tokens x (heads - 1))."""
     from export.spec import TABLES_MIN_BREAK_EVEN, bundle_cross_form, cross_form, graph_specs
     from pvlm import PersonVLMConfig
 
@@ -87,6 +87,7 @@ def test_cross_form_follows_the_break_even_batch():
     assert forms == {"seed-7m": "tables", "small": "tables", "lite0": "attention", "tiny": "tables"}  # 10.7, 8, 3.6, 32
     tiny = PersonVLMConfig.preset("tiny")
     assert TABLES_MIN_BREAK_EVEN == 4 and cross_form(tiny.replace(image_size=(128, 64))) == "tables"  # 64 / 8 = 8
+    assert cross_form(tiny.replace(image_size=(256, 256), n_heads=1)) == "tables"  # one head: tables = K/V in size
     square = tiny.replace(image_size=(128, 128))  # 16 visual tokens: 64 / 16 = 4
     assert cross_form(square) == "attention"
     specs = graph_specs(square)
