@@ -121,9 +121,10 @@ def test_cli_multi_value_options_json_and_csv(tiny_bundle, tiny_checkpoint, tmp_
 def test_cli_json_to_stdout_and_deprecated_batch(tiny_bundle):
     res = CliRunner().invoke(bench_main, [str(tiny_bundle), "--backend", "onnxruntime-cpu", "--batch",
                                                           "2", "--new-tokens", "2", "--iters", "1", "--warmup", "0",
-                                                          "-q", "--json"])
+                                                          "-q", "--json", "--gap", "0.05"])
     assert res.exit_code == 0, res.output + res.stderr
-    assert set(json.loads(res.stdout)["results"]["onnxruntime-cpu"]) == {"2"}
+    report = json.loads(res.stdout)
+    assert set(report["results"]["onnxruntime-cpu"]) == {"2"} and report["config"]["gap_s"] == 0.05
     assert "--batch is deprecated" in res.stderr
 
 
@@ -131,9 +132,10 @@ def test_cli_json_to_stdout_and_deprecated_batch(tiny_bundle):
     (["--batch-size", "0"], "--batch-size"),
     (["/nonexistent/bundle"], "bundle"),
     (["--batch-size", "64"], "max batch"),
+    (["--gap", "-1"], "--gap"),
 ])
 def test_cli_bad_input_exit_2(args, needle, tiny_bundle):
-    if args[0] == "--batch-size":
+    if args[0] in ("--batch-size", "--gap"):
         args = [str(tiny_bundle), *args, "--backend", "onnxruntime-cpu"]
     res = CliRunner().invoke(bench_main, [*args, "--quiet", "--iters", "1"])
     assert res.exit_code == 2, res.output
