@@ -216,7 +216,7 @@ def _mlp_bias(m) -> torch.Tensor:  # in the step graph
     return m.blocks[-1].mlp[3].bias
 
 
-def _cross_query_bias(m) -> torch.Tensor:  # folded into cross_ort's tables, or in the step's query projection
+def _cross_query_bias(m) -> torch.Tensor:  # folded into cross_ort's tables, or the step's attention-kernel bias
     return m.blocks[0].cross.q.bias
 
 
