@@ -70,7 +70,7 @@ class FrozenPrefix:
 
     def logits(self, feats: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, vocab) from :meth:`features`: what ``model(pixels, ids)`` computes."""
-        return self.model.decode_full(input_ids, *self.model.cross_kv(self.visual(feats)))
+        return self.model.decode_visual(input_ids, self.visual(feats))
 
 
 class CachedFeatures(torch.utils.data.Dataset):

@@ -393,7 +393,11 @@ class PersonVLM(nn.Module):
     # -- text side -----------------------------------------------------------------------------
     def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, vocab) for ``input_ids`` (B, T) starting with BOS."""
-        return self.decode_full(input_ids, *self.cross_kv(self.encode_image(pixels)))
+        return self.decode_visual(input_ids, self.encode_image(pixels))
+
+    def decode_visual(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T, vocab) from visual tokens (B, n_visual, d_model)."""
+        return self.decode_full(input_ids, *self.cross_kv(visual))
 
     def decode_full(self, input_ids: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, vocab) for a whole prefix: the naive path, re-run per token."""

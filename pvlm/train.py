@@ -120,7 +120,7 @@ def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device:
     total, n = 0.0, 0
     for inputs, ids, _ in loader:
         ids = ids.to(device)
-        logits = model.decode_full(ids, *model.cross_kv(encode(inputs.to(device))))
+        logits = model.decode_visual(ids, encode(inputs.to(device)))
         tokens = int((ids[:, 1:] != model.cfg.pad_id).sum())
         total += float(lm_loss(logits, ids, model.cfg.pad_id)) * tokens
         n += tokens
@@ -342,7 +342,7 @@ def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, op
         ids = ids.to(device)
         with torch.autocast(device.type, dtype=optim.amp_dtype, enabled=optim.use_amp):
             visual = data.encode(inputs.to(device))
-            logits = model.decode_full(ids, *model.cross_kv(visual))
+            logits = model.decode_visual(ids, visual)
             caption = lm_loss(logits, ids, model.cfg.pad_id, cfg.label_smoothing)
             attr = heads.loss(visual, targets.to(device)) if heads is not None else None
             loss = caption if attr is None else caption + cfg.attribute_weight * attr
