@@ -25,7 +25,7 @@ from .graphs import DecoderStepGraph, EncoderGraph
 from .manifest import artifact_entry, producer_versions, write_manifest
 from .model_card import write_bundle_docs
 from .ort_decoder import export_ort_decoder
-from .spec import CROSS_FORMS, GraphSpec, graph_specs
+from .spec import GraphSpec, check_cross_choice, graph_specs
 from .validate import ParityReport, ValidationError, check_graph, check_parity
 from .variants import VariantOptions, add_variants
 
@@ -57,8 +57,7 @@ def export_onnx(
         raise ValueError(f"--opset must be >= {MIN_OPSET}, got {opset}")
     if max_batch < 1:
         raise ValueError(f"--max-batch must be >= 1, got {max_batch}")
-    if cross_attention not in ("auto", *CROSS_FORMS):
-        raise ValueError(f"--cross-attention must be auto, {' or '.join(CROSS_FORMS)}, got {cross_attention!r}")
+    check_cross_choice(cross_attention)
     check_replaceable(out, force, is_bundle, WHAT)  # before any work; checked again at the swap
     model, voc, meta = load_checkpoint(checkpoint, vocab=vocab)
     if not 1 <= max_new_tokens <= model.cfg.max_len:

@@ -41,7 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pvlm.model import PersonVLM
 
-from .spec import GraphSpec
+from .spec import GraphSpec, cross_form_of
 
 CONTRIB = "com.microsoft"
 
@@ -92,7 +92,7 @@ def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Mod
     # Rows share the step's position: the cache holds `position` filled slots before this token.
     past = b.node("Cast", [b.node("ReduceMax", ["positions"], ["positions.max"], keepdims=0)], ["past_length"],
                   to=TensorProto.INT32)
-    tables = "cross_qk_0" in spec.inputs  # the form export.spec.cross_form chose
+    tables = cross_form_of(spec.inputs) == "tables"
     if tables:
         per_head = b.const("cross.per_head", np.array([0, heads, cfg.n_visual], np.int64))
         all_heads = b.const("cross.all_heads", np.array([0, 1, heads * cfg.n_visual], np.int64))
@@ -147,7 +147,7 @@ def build_ort_cross(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.Model
     cfg = model.cfg
     layers, heads, dh, d, n = cfg.n_layers, cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.n_visual
     b = _Builder()
-    if "cross_k_0" in spec.outputs:  # attention form: the layers' K/V apart
+    if cross_form_of(spec.outputs) == "attention":  # the layers' K/V apart
         for kind in ("cross_k", "cross_v"):
             for i in range(layers):
                 b.node("Gather", [kind, b.const(f"{kind}.{i}", np.array(i, np.int64))], [f"{kind}_{i}"], axis=0)

@@ -78,11 +78,20 @@ def cross_form(cfg: PersonVLMConfig) -> str:
     return "tables" if break_even > TABLES_MIN_BREAK_EVEN else "attention"
 
 
-def bundle_cross_form(step_inputs: Iterable[str] | None) -> str | None:
-    """The cross-attention form of a written ``decoder_ort`` with these input names (None: no such graph)."""
-    if step_inputs is None:
+def cross_form_of(names: Iterable[str] | None) -> str | None:
+    """The cross-attention form that ``decoder_ort`` inputs or ``cross_ort`` outputs with these names carry.
+
+    None for None (a bundle without ``decoder_ort``).
+    """
+    if names is None:
         return None
-    return "tables" if "cross_qk_0" in step_inputs else "attention"
+    return "tables" if "cross_qk_0" in names else "attention"
+
+
+def check_cross_choice(cross: str | None) -> None:
+    """ValueError unless ``cross`` is None, ``auto`` or one of :data:`CROSS_FORMS`."""
+    if cross not in (None, "auto", *CROSS_FORMS):
+        raise ValueError(f"cross-attention form must be auto, {' or '.join(CROSS_FORMS)}, got {cross!r}")
 
 
 def graph_specs(cfg: PersonVLMConfig, cross: str | None = None) -> dict[str, GraphSpec]:
@@ -90,9 +99,8 @@ def graph_specs(cfg: PersonVLMConfig, cross: str | None = None) -> dict[str, Gra
 
     ``cross``: the ``decoder_ort`` cross-attention form (``CROSS_FORMS``); ``None`` or ``auto``: :func:`cross_form`.
     """
+    check_cross_choice(cross)
     cross = cross_form(cfg) if cross in (None, "auto") else cross
-    if cross not in CROSS_FORMS:
-        raise ValueError(f"cross-attention form must be auto, tables or attention, got {cross!r}")
     h, w = cfg.image_size
     kv_cross = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, cfg.n_visual, cfg.head_dim))
     kv_cache = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, "cache", cfg.head_dim))

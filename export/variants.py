@@ -196,12 +196,12 @@ def add_variants(model: PersonVLM, out: Path, manifest: Manifest, precisions: tu
     falls below its floor and ``accept_mismatch`` is false.
     """
     from .manifest import write_manifest
-    from .spec import bundle_cross_form, graph_specs
+    from .spec import cross_form_of, graph_specs
     from .validate import ValidationError, check_graph
 
     options = options or VariantOptions()
     step = manifest.graphs.get("decoder_ort")
-    all_specs = graph_specs(model.cfg, bundle_cross_form(step and step.inputs))  # the form the bundle was written in
+    all_specs = graph_specs(model.cfg, cross_form_of(step and step.inputs))  # the form the bundle was written in
     specs = {name: spec for name, spec in all_specs.items() if name in manifest.graphs}
     for precision in precisions:
         variant = build_variant(precision, model, out, specs, options)

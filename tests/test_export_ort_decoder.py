@@ -80,7 +80,7 @@ def test_fewer_nodes_and_fused_attention(tiny_bundle, model, tmp_path):
 
 def test_cross_form_follows_the_break_even_batch():
     """Tables where by bytes they pay up to a batch above 4: d_model / (visual tokens x (heads - 1))."""
-    from export.spec import TABLES_MIN_BREAK_EVEN, bundle_cross_form, cross_form, graph_specs
+    from export.spec import TABLES_MIN_BREAK_EVEN, cross_form, cross_form_of, graph_specs
     from pvlm import PersonVLMConfig
 
     forms = {name: cross_form(PersonVLMConfig.preset(name)) for name in ("seed-7m", "small", "lite0", "tiny")}
@@ -94,8 +94,8 @@ def test_cross_form_follows_the_break_even_batch():
     assert set(specs["cross_ort"].outputs) == {f"cross_{kv}_{i}" for kv in "kv" for i in range(2)}
     assert specs["decoder_ort"].inputs["cross_k_0"].shape == ("batch", 2, 16, 32)
     assert graph_specs(square, "auto") == specs and "cross_qk_0" in graph_specs(square, "tables")["decoder_ort"].inputs
-    assert [bundle_cross_form(graph_specs(square, f)["decoder_ort"].inputs) for f in ("tables", "attention")] == [
-        "tables", "attention"] and bundle_cross_form(None) is None
+    assert [cross_form_of(graph_specs(square, f)["decoder_ort"].inputs) for f in ("tables", "attention")] == [
+        "tables", "attention"] and cross_form_of(None) is None
     with pytest.raises(ValueError, match="auto, tables or attention, got 'fused'"):
         graph_specs(tiny, cross="fused")
 
