@@ -22,12 +22,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from runtime.attribute_schema import FIELDS
+from runtime.attribute_schema import FIELD, FIELDS, PERSON_KEYS
 
 log = logging.getLogger(__name__)
 
 CAPTION_METRICS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr")
-OPTIONAL_CATEGORIES: tuple[str, ...] = ("gender", "age")
+# Scored only where the ground truth states them (a caption may leave the person out).
+OPTIONAL_CATEGORIES: tuple[str, ...] = PERSON_KEYS
 # Not scored: the synthetic captions name the shoes in some templates only, so a description that leaves
 # them out is not wrong.
 _UNSCORED = frozenset(("shoes_color",))
@@ -163,7 +164,8 @@ def meteor_score(gts: dict[int, list[str]], res: dict[int, list[str]],
 
 def normalize_attribute(key: str, value: Any) -> Any:
     """One attribute value in the parser's conventions: ``"none"``/empty -> None; ``carrying`` -> sorted list."""
-    if key == "carrying":
+    field = FIELD.get(key)
+    if field is not None and field.many:
         if value is None:
             return []
         items = [value] if isinstance(value, str) else list(value)

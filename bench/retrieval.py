@@ -32,15 +32,14 @@ from typing import Any
 import click
 
 from runtime.atomic import write_json
+from runtime.attribute_schema import VALUE_PHRASES
+from runtime.cli_common import CONTEXT_SETTINGS, Command, Group, common_options, version_option
 
-from .quality import ATTRIBUTE_CATEGORIES, OPTIONAL_CATEGORIES
+from .quality import ATTRIBUTE_CATEGORIES, OPTIONAL_CATEGORIES, attribute_label
 
 # The facts a query may state: the labels pvlm-eval scores (no shoes). Their order is the order queries
 # draw them in, so the queries of a seed depend on it.
 FACTS: tuple[str, ...] = OPTIONAL_CATEGORIES + ATTRIBUTE_CATEGORIES
-_VIEW = {"front": "seen from the front", "back": "seen from behind", "side": "seen from the side"}
-_CARRY = {"backpack": "carrying a backpack", "handbag": "with a handbag", "umbrella": "holding an umbrella",
-          "phone": "holding a phone", "suitcase": "with a suitcase"}
 # Words some synthetic captions have that the parser leaves alone: they exercise the ranked path.
 RANK_WORDS = ("zip", "knit", "baseball", "rolling", "collared", "hooded", "brimmed", "shoulder", "button")
 
@@ -87,9 +86,9 @@ def make_query(attrs: dict[str, str], source: int, rng: random.Random, n_facts: 
     if "headwear" in facts:
         parts.append(f"wearing a {facts['headwear']}")
     if "carrying" in facts:
-        parts.append(_CARRY[facts["carrying"]])
+        parts.append(VALUE_PHRASES["carrying"][facts["carrying"]])
     if "view" in facts:
-        parts.append(_VIEW[facts["view"]])
+        parts.append(VALUE_PHRASES["view"][facts["view"]])
     return Query(" ".join(parts).replace("  ", " "), facts, source)
 
 
@@ -155,12 +154,12 @@ def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: 
     if bundle:
         from runtime import Describer
 
-        d = Describer(bundle, backend="onnxruntime-cpu")
         texts = []
         t0 = time.perf_counter()
-        for s in tqdm(range(0, n, batch), desc="describe", disable=not progress):
-            for res in d.describe([img for img, _, _ in examples[s : s + batch]]):
-                texts.append(res.text if res.ok else "")
+        with Describer(bundle, backend="onnxruntime-cpu") as d:
+            for s in tqdm(range(0, n, batch), desc="describe", disable=not progress):
+                for res in d.describe([img for img, _, _ in examples[s : s + batch]]):
+                    texts.append(res.text if res.ok else "")
         result["describe_s"] = time.perf_counter() - t0
         model = SQLiteStore(":memory:")
         model.add(Record("synth", str(i), float(i), t) for i, t in enumerate(texts) if t)
@@ -177,56 +176,66 @@ def _attribute_accuracy(texts: list[str], truth: list[dict[str, str]]) -> dict[s
     for t, a in zip(texts, truth):
         p = parse_attributes(t)
         for f in FACTS:
-            want = a[f]
-            got = p[f] if f != "carrying" else (p[f][0] if p[f] else "none")
-            if f == "headwear":
-                got = got or "none"
-            ok[f] += got == want
+            ok[f] += attribute_label(f, p[f]) == attribute_label(f, a[f])
     return {f: v / len(texts) for f, v in ok.items()}
 
 
-def run_scale(rows: int, pool: int, n_queries: int, batch: int, path: str | None, seed: int,
-              progress: bool = True) -> dict:
-    """Fill a SQLite store with ``rows`` descriptions (10 per track, 50 cameras); time ingest and queries."""
-    import numpy as np
+def _caption_pool(pool: int, rng: Any, progress: bool) -> tuple[list[dict[str, str]], list[str], list[dict]]:
+    """``pool`` synthetic (labels, caption, parsed caption) triples drawn from numpy Generator ``rng``."""
     from tqdm import tqdm
 
     from pvlm.synth import caption, sample_attributes
     from runtime.attributes import parse_attributes
-    from runtime.store import Record, SQLiteStore
 
-    rng = np.random.default_rng(seed)
     truth, texts = [], []
     for _ in tqdm(range(pool), desc="captions", disable=not progress):
         a = sample_attributes(rng)
         truth.append(a)
         texts.append(caption(a, rng))
-    parsed = [parse_attributes(t) for t in texts]
-    tmpdir = None
-    if path is None:
-        tmpdir = tempfile.TemporaryDirectory(prefix="pvlm-scale-")
-        path = os.path.join(tmpdir.name, "scale.db")
-    store = SQLiteStore(path)
-    order = rng.integers(pool, size=rows)
-    t0 = 1_764_547_200.0  # 2025-12-01 UTC
-    ingest_s = ingest_cpu_s = 0.0
+    return truth, texts, [parse_attributes(t) for t in texts]
+
+
+_SCALE_T0 = 1_764_547_200.0  # 2025-12-01 UTC: the first row's time stamp
+
+
+def _fill(store: Any, rows: int, texts: list[str], parsed: list[dict], batch: int, rng: Any,
+          progress: bool) -> tuple[float, float]:
+    """Add ``rows`` records (10 per track, 50 cameras) in ``batch``-sized calls; (wall s, CPU s) of the adds."""
+    from tqdm import tqdm
+
+    from runtime.store import Record
+
+    order = rng.integers(len(texts), size=rows)
+    wall = cpu = 0.0
     with tqdm(total=rows, desc="ingest", disable=not progress) as bar:
         for s in range(0, rows, batch):
-            recs = [Record(f"cam{(i // 10) % 50}", str(i // 10), t0 + i * 0.1, texts[j], parsed[j],
+            recs = [Record(f"cam{(i // 10) % 50}", str(i // 10), _SCALE_T0 + i * 0.1, texts[j], parsed[j],
                            (10.0, 20.0, 74.0, 148.0), "bench")
                     for i, j in zip(range(s, min(rows, s + batch)), order[s : s + batch].tolist())]
             t, c = time.perf_counter(), time.process_time()
             store.add(recs)
-            ingest_s += time.perf_counter() - t
-            ingest_cpu_s += time.process_time() - c
+            wall += time.perf_counter() - t
+            cpu += time.process_time() - c
             bar.update(len(recs))
+    return wall, cpu
+
+
+def _scale_queries(truth: list[dict[str, str]], n_queries: int, seed: int) -> list[str]:
+    """Generated queries, a quarter of them with a word the parser leaves to the ranked text search."""
     r = random.Random(seed)
     queries = []
     for _ in range(n_queries):
-        q = make_query(truth[r.randrange(pool)], 0, r, r.randint(1, 4)).text
+        q = make_query(truth[r.randrange(len(truth))], 0, r, r.randint(1, 4)).text
         if r.random() < 0.25:
             q += f" {r.choice(RANK_WORDS)}"
         queries.append(q)
+    return queries
+
+
+def _time_queries(store: Any, queries: list[str], since: float) -> dict[str, Any]:
+    """Warm up, then time each query (wall and this process's CPU) and half of them with camera/since filters."""
+    import numpy as np
+
     for q in queries[:20]:  # warm-up: page cache, statement cache
         store.search(q)
     # Wall time, and this process's CPU time: on a shared machine the gap is time spent waiting for a core.
@@ -236,25 +245,41 @@ def run_scale(rows: int, pool: int, n_queries: int, batch: int, path: str | None
         store.search(q, limit=10)
         lat.append((time.perf_counter() - t) * 1e3)
         cpu.append((time.process_time() - c) * 1e3)
-    for q in queries[: n_queries // 2]:
+    for q in queries[: len(queries) // 2]:
         t = time.perf_counter()
-        store.search(q, camera="cam7", since=t0 + rows * 0.05, limit=10)
+        store.search(q, camera="cam7", since=since, limit=10)
         lat_cam.append((time.perf_counter() - t) * 1e3)
-    size = os.path.getsize(path)
-    store.close()
-    if tmpdir is not None:
-        tmpdir.cleanup()
 
     def pct(v: list[float], p: float) -> float:
         return float(np.percentile(v, p))
 
-    return {"rows": rows, "caption_pool": pool, "batch": batch, "ingest_s": ingest_s,
-            "ingest_per_s": rows / ingest_s, "ingest_cpu_s": ingest_cpu_s, "ingest_per_cpu_s": rows / ingest_cpu_s,
-            "db_bytes": size, "queries": n_queries,
-            "query_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "mean": statistics.fmean(lat), "max": max(lat)},
+    return {"query_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "mean": statistics.fmean(lat), "max": max(lat)},
             "query_cpu_ms": {"p50": pct(cpu, 50), "p99": pct(cpu, 99), "mean": statistics.fmean(cpu)},
             "query_camera_since_ms": {"p50": pct(lat_cam, 50), "p99": pct(lat_cam, 99)},
             "slowest": sorted(zip(lat, queries), reverse=True)[:3]}
+
+
+def run_scale(rows: int, pool: int, n_queries: int, batch: int, path: str | None, seed: int,
+              progress: bool = True) -> dict:
+    """Fill a SQLite store with ``rows`` descriptions (10 per track, 50 cameras); time ingest and queries."""
+    import numpy as np
+
+    from runtime.store import SQLiteStore
+
+    rng = np.random.default_rng(seed)
+    truth, texts, parsed = _caption_pool(pool, rng, progress)
+    with tempfile.TemporaryDirectory(prefix="pvlm-scale-") as tmp:
+        db = path or os.path.join(tmp, "scale.db")
+        store = SQLiteStore(db)
+        try:
+            ingest_s, ingest_cpu_s = _fill(store, rows, texts, parsed, batch, rng, progress)
+            timed = _time_queries(store, _scale_queries(truth, n_queries, seed), _SCALE_T0 + rows * 0.05)
+        finally:
+            store.close()
+        size = os.path.getsize(db)
+    return {"rows": rows, "caption_pool": pool, "batch": batch, "ingest_s": ingest_s,
+            "ingest_per_s": rows / ingest_s, "ingest_cpu_s": ingest_cpu_s, "ingest_per_cpu_s": rows / ingest_cpu_s,
+            "db_bytes": size, "queries": n_queries, **timed}
 
 
 def _write(out: str | None, result: dict) -> None:
@@ -263,21 +288,25 @@ def _write(out: str | None, result: dict) -> None:
     write_json(out, result)
 
 
-@click.group()
+@click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
+@version_option
 def main() -> None:
     """Measure the description store: retrieval quality and speed at scale."""
 
 
-@main.command("retrieval")
+@main.command("retrieval", cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True), help="Exported bundle to describe crops.")
 @click.option("--n", type=click.IntRange(min=10), default=1000, show_default=True, help="Synthetic crops.")
 @click.option("--queries", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=777, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
-def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: int, out: str | None) -> None:
+@click.option("--batch-size", "batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per describe call.")
+@click.option("--json-out", "out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
+@common_options()
+def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: int, out: str | None,
+                  quiet: bool) -> None:
     """Recall@1/5/10 and precision@10 with the bundle's descriptions and with ground-truth captions."""
-    res = run_retrieval(bundle, n, queries, seed, batch)
+    res = run_retrieval(bundle, n, queries, seed, batch, progress=not quiet)
     _write(out, res)
     keys = ("recall@1", "recall@5", "recall@10", "source_recall@1", "source_recall@5", "source_recall@10",
             "precision@10")
@@ -285,22 +314,26 @@ def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: in
     for name in ("ground_truth", "model"):
         if name in res:
             click.echo(f"{name:<14}" + "".join(f"{res[name][k]:>18.3f}" for k in keys))
-    click.echo(json.dumps(res, indent=2))
+    if not quiet:
+        click.echo(json.dumps(res, indent=2))
 
 
-@main.command("scale")
+@main.command("scale", cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.option("--rows", type=click.IntRange(min=1000), default=1_000_000, show_default=True)
 @click.option("--pool", type=click.IntRange(min=100), default=20_000, show_default=True,
               help="Distinct synthetic captions the rows are drawn from.")
 @click.option("--queries", type=click.IntRange(min=20), default=300, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=5000, show_default=True, help="Records per add().")
+@click.option("--batch-size", "batch", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Records per add().")
 @click.option("--db", type=click.Path(dir_okay=False), help="Keep the store here (default: a temporary file).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
-def scale_cmd(rows: int, pool: int, queries: int, batch: int, db: str | None, seed: int, out: str | None) -> None:
+@click.option("--json-out", "out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
+@common_options()
+def scale_cmd(rows: int, pool: int, queries: int, batch: int, db: str | None, seed: int, out: str | None,
+              quiet: bool) -> None:
     """Ingest rate and query p50/p99 on a SQLite store of --rows descriptions."""
     if db and Path(db).exists():
         raise click.BadParameter(f"{db} already exists", param_hint="--db")
-    res = run_scale(rows, pool, queries, batch, db, seed)
+    res = run_scale(rows, pool, queries, batch, db, seed, progress=not quiet)
     _write(out, res)
     click.echo(json.dumps(res, indent=2))

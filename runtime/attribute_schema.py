@@ -110,7 +110,8 @@ class AttributeField:
     ``values``: what the parser reports (besides None, or an empty list for ``many``); ``drawn``: what
     ``pvlm.synth`` draws as a crop's label, in draw order (``"none"``: the crop has no such item; empty:
     not drawn); ``kind``: ``"item"`` (a garment type, object, posture, ...), ``"color"`` (a base colour or a
-    bare shade of ``part``'s garment) or ``"shade"`` (``dark``/``light`` of ``part``'s base colour).
+    bare shade of ``part``'s garment) or ``"shade"`` (``dark``/``light`` of ``part``'s base colour);
+    ``person``: a fact about the person rather than the look (gender, age), which a caption may leave out.
     """
 
     key: str
@@ -119,6 +120,7 @@ class AttributeField:
     kind: str = "item"
     part: str | None = None
     many: bool = False
+    person: bool = False
 
 
 def _color(part: str) -> AttributeField:
@@ -141,14 +143,24 @@ FIELDS: tuple[AttributeField, ...] = (
     AttributeField("carrying", tuple(NOUN_WORDS["carrying"]), ("none", *NOUN_WORDS["carrying"]), many=True),
     AttributeField("posture", tuple(POSTURE_WORDS), ("standing", "walking")),
     AttributeField("view", VIEWS, VIEWS),
-    AttributeField("gender", tuple(GENDER_WORDS), tuple(GENDER_WORDS)),
-    AttributeField("age", tuple(AGE_WORDS), ("adult", "young")),
+    AttributeField("gender", tuple(GENDER_WORDS), tuple(GENDER_WORDS), person=True),
+    AttributeField("age", tuple(AGE_WORDS), ("adult", "young"), person=True),
     _color("shoes"),
 )
 FIELD: dict[str, AttributeField] = {f.key: f for f in FIELDS}
 ATTRIBUTE_KEYS: tuple[str, ...] = tuple(f.key for f in FIELDS)
 # Garment parts with a colour field (``upper_color``, ...), in field order.
 COLORED_PARTS: tuple[str, ...] = tuple(f.part for f in FIELDS if f.kind == "color" and f.part)
+# Fields about the person (gender, age), in field order.
+PERSON_KEYS: tuple[str, ...] = tuple(f.key for f in FIELDS if f.person)
+
+# The canonical phrase of a drawn value, for text written from labels (search queries, template captions):
+# words the parser reads back to the same value.
+VALUE_PHRASES: dict[str, dict[str, str]] = {
+    "view": {"front": "seen from the front", "back": "seen from behind", "side": "seen from the side"},
+    "carrying": {"backpack": "carrying a backpack", "handbag": "with a handbag", "umbrella": "holding an umbrella",
+                 "phone": "holding a phone", "suitcase": "with a suitcase"},
+}
 
 
 def empty_attributes() -> dict[str, Any]:
@@ -157,4 +169,4 @@ def empty_attributes() -> dict[str, Any]:
 
 
 __all__ = ["AGE_WORDS", "ATTRIBUTE_KEYS", "COLORED_PARTS", "COLORS", "COLOR_WORDS", "FIELD", "FIELDS", "GENDER_WORDS",
-           "NOUN_WORDS", "POSTURE_WORDS", "SHADES", "SHADE_WORDS", "VIEWS", "AttributeField", "empty_attributes"]
+           "NOUN_WORDS", "PERSON_KEYS", "POSTURE_WORDS", "SHADES", "VALUE_PHRASES", "SHADE_WORDS", "VIEWS", "AttributeField", "empty_attributes"]
