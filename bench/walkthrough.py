@@ -43,89 +43,127 @@ def _step(title: str) -> float:
 def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, preset: str, cache_copies: int,
          threads: int, seed: int, bench_iters: int, force: bool) -> None:
     """Run synth -> train -> export -> describe -> eval -> bench and print where everything went."""
-    from export import export_onnx
-    from pvlm.model import PRESETS, PersonVLMConfig
-    from pvlm.outdir import check_replaceable, is_quickstart_dir
-    from pvlm.synth import SynthConfig, write_dataset
-    from pvlm.train import TrainConfig, train
-    from runtime import Describer
-    from runtime.bundle import Bundle
-
-    from . import speed_report as bench_report
-    from .quality import EvalConfig, evaluate
-    from .speed import BenchConfig, run_bench
-    from .quality_html import write_html
-
     root = Path(out)
     with fail_on_bad_input():
-        check_replaceable(root, force, is_quickstart_dir, "a pvlm-quickstart folder")
-        if root.is_dir() and any(root.iterdir()):  # ours (checked above), and rebuilt step by step
-            shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
-        if preset not in PRESETS:
-            raise ValueError(f"--preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        test_hw = parse_size(test_size, "--test-size")
-        train_hw = PersonVLMConfig.preset(preset).image_size
+        test_hw, train_hw = _prepare(root, force, preset, test_size)
         t_all = time.time()
-
-        t = _step(f"1/6 synthesising {n_images} training+validation crops at {train_hw[0]}x{train_hw[1]} and "
-                  f"{test_n} held-out ones at {test_hw[0]}x{test_hw[1]} (another seed and size)")
-        data = write_dataset(root / "data", SynthConfig(n=n_images, seed=0, size=train_hw, val_fraction=0.1))
-        test = write_dataset(root / "test", SynthConfig(n=test_n, seed=12345, size=test_hw, val_fraction=0.0))
-        # the same people at the training size: accuracy must not depend on the crop's resolution
-        test_same = write_dataset(root / "test-train-size", SynthConfig(n=test_n, seed=12345, size=train_hw,
-                                                                        val_fraction=0.0))
-        click.echo(f"train {data['train']}, val {data['val']}, test {test['data']} ({time.time() - t:.0f} s)")
-
-        t = _step(f"2/6 training preset '{preset}' for {epochs} epochs")
-        res = train(TrainConfig(train=str(data["train"]), val=str(data["val"]), out=str(root / "train"), preset=preset,
-                                epochs=epochs, batch_size=32, lr=2e-3, warmup_steps=100, min_freq=2, seed=seed,
-                                cache_copies=cache_copies, threads=threads))
-        first, last = res["epochs"][0], res["epochs"][-1]
-        click.echo(f"val loss {first['val_loss']:.3f} -> {last['val_loss']:.3f} "
-                   f"(unigram baseline {res['unigram_val_loss']:.3f}); best {res['best']} ({time.time() - t:.0f} s)")
-
-        t = _step("3/6 exporting to ONNX with verification")
-        bundle = export_onnx(res["best"], root / "bundle", max_batch=32, max_new_tokens=48, force=True)
-        parity = Bundle.load(bundle, verify=False).manifest.parity
-        click.echo(f"bundle {bundle}: greedy sequences identical {parity.decoder.sequences_identical}/{parity.images}, "
-                   f"logits max abs diff {parity.decoder.logits_max_abs_diff:.1e} ({time.time() - t:.0f} s)")
-
-        t = _step("4/6 describing held-out images with runtime.Describer (ONNX Runtime, no torch)")
-        rows = [json.loads(line) for line in Path(test["data"]).read_text().splitlines()[:4]]
-        d = Describer(bundle, backend="onnxruntime-cpu")
-        for row, desc in zip(rows, d.describe([str(root / "test" / r["image"]) for r in rows])):
-            click.echo(f"{row['image']}\n  generated: {desc.text}\n  reference: {row['answer']}")
-
-        t = _step("5/6 evaluating on the held-out set")
-        rep = evaluate(EvalConfig(model=str(bundle), data=str(test["data"]), backends=("onnxruntime-cpu",)))
-        write_json(root / "eval.json", rep, default=str)
-        write_html(rep, root / "eval.html")
-        _print_eval(rep)
-        same = evaluate(EvalConfig(model=str(bundle), data=str(test_same["data"]), backends=("onnxruntime-cpu",),
-                                   reference=False, meteor=False, progress=False))
-        write_json(root / "eval-train-size.json", same, default=str)
-        a, b = rep["attributes"]["categories"], same["attributes"]["categories"]
-        click.echo(f"same people at {train_hw[0]}x{train_hw[1]} (the training size) vs {test_hw[0]}x{test_hw[1]}: " +
-                   ", ".join(f"{k} {b[k]['accuracy']:.1%} vs {a[k]['accuracy']:.1%}" for k in a
-                             if a[k]["accuracy"] is not None and b.get(k, {}).get("accuracy") is not None))
-        click.echo(f"({time.time() - t:.0f} s)")
-
-        t = _step("6/6 benchmarking against the PyTorch baselines (48 tokens, fixed work)")
-        bench = run_bench(BenchConfig(bundle=str(bundle), checkpoint=res["best"],
-                                      backends=("torch-original", "torch", "onnxruntime-cpu"), batches=(1, 8, 32),
-                                      iters=bench_iters))
-        write_json(root / "bench.json", bench)
-        write_text(root / "bench.md", bench_report.markdown(bench))
-        click.echo(bench_report.table(bench))
-        for line in bench_report.comparison_lines(bench) + [bench_report.capacity_line(bench)]:
-            click.echo(line)
+        data, test, test_same = _synth(root, n_images, test_n, test_hw, train_hw)
+        res = _train(root, data, preset, epochs, seed, cache_copies, threads)
+        bundle = _export(root, res["best"])
+        _describe_some(root, bundle, test["data"])
+        _evaluate(root, bundle, test["data"], test_same["data"], test_hw, train_hw)
+        _bench(root, bundle, res["best"], bench_iters)
 
     click.secho(f"\ndone in {(time.time() - t_all) / 60:.1f} min. Artefacts:", bold=True)
     for label, path in [("data", root / "data"), ("held-out test", root / "test"), ("checkpoint", res["best"]),
                         ("training history", res["history"]), ("bundle", bundle), ("eval report", root / "eval.html"),
                         ("eval JSON", root / "eval.json"), ("benchmark", root / "bench.md")]:
         click.echo(f"  {label:17s} {path}")
+
+
+def _prepare(root: Path, force: bool, preset: str, test_size: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Check and (re)create ``root``; the held-out and training crop sizes."""
+    from pvlm.model import PRESETS, PersonVLMConfig
+    from pvlm.outdir import check_replaceable, is_quickstart_dir
+
+    check_replaceable(root, force, is_quickstart_dir, "a pvlm-quickstart folder")
+    if root.is_dir() and any(root.iterdir()):  # ours (checked above), and rebuilt step by step
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if preset not in PRESETS:
+        raise ValueError(f"--preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    return parse_size(test_size, "--test-size"), PersonVLMConfig.preset(preset).image_size
+
+
+def _synth(root: Path, n_images: int, test_n: int, test_hw: tuple[int, int],
+           train_hw: tuple[int, int]) -> tuple[dict, dict, dict]:
+    """Step 1: training+validation crops, held-out crops at another size, and the same people at the training size."""
+    from pvlm.synth import SynthConfig, write_dataset
+
+    t = _step(f"1/6 synthesising {n_images} training+validation crops at {train_hw[0]}x{train_hw[1]} and "
+              f"{test_n} held-out ones at {test_hw[0]}x{test_hw[1]} (another seed and size)")
+    data = write_dataset(root / "data", SynthConfig(n=n_images, seed=0, size=train_hw, val_fraction=0.1))
+    test = write_dataset(root / "test", SynthConfig(n=test_n, seed=12345, size=test_hw, val_fraction=0.0))
+    # the same people at the training size: accuracy must not depend on the crop's resolution
+    test_same = write_dataset(root / "test-train-size", SynthConfig(n=test_n, seed=12345, size=train_hw,
+                                                                    val_fraction=0.0))
+    click.echo(f"train {data['train']}, val {data['val']}, test {test['data']} ({time.time() - t:.0f} s)")
+    return data, test, test_same
+
+
+def _train(root: Path, data: dict, preset: str, epochs: int, seed: int, cache_copies: int, threads: int) -> dict:
+    """Step 2: train the preset; the training result (``best``, ``history``, ``epochs``)."""
+    from pvlm.train import TrainConfig, train
+
+    t = _step(f"2/6 training preset '{preset}' for {epochs} epochs")
+    res = train(TrainConfig(train=str(data["train"]), val=str(data["val"]), out=str(root / "train"), preset=preset,
+                            epochs=epochs, batch_size=32, lr=2e-3, warmup_steps=100, min_freq=2, seed=seed,
+                            cache_copies=cache_copies, threads=threads))
+    first, last = res["epochs"][0], res["epochs"][-1]
+    click.echo(f"val loss {first['val_loss']:.3f} -> {last['val_loss']:.3f} "
+               f"(unigram baseline {res['unigram_val_loss']:.3f}); best {res['best']} ({time.time() - t:.0f} s)")
+    return res
+
+
+def _export(root: Path, checkpoint: str | Path) -> Path:
+    """Step 3: the verified ONNX bundle."""
+    from export import export_onnx
+    from runtime.bundle import Bundle
+
+    t = _step("3/6 exporting to ONNX with verification")
+    bundle = export_onnx(checkpoint, root / "bundle", max_batch=32, max_new_tokens=48, force=True)
+    parity = Bundle.load(bundle, verify=False).manifest.parity
+    click.echo(f"bundle {bundle}: greedy sequences identical {parity.decoder.sequences_identical}/{parity.images}, "
+               f"logits max abs diff {parity.decoder.logits_max_abs_diff:.1e} ({time.time() - t:.0f} s)")
+    return bundle
+
+
+def _describe_some(root: Path, bundle: Path, data: str | Path) -> None:
+    """Step 4: four held-out crops described by the runtime, beside their reference captions."""
+    from runtime import Describer
+
+    _step("4/6 describing held-out images with runtime.Describer (ONNX Runtime, no torch)")
+    rows = [json.loads(line) for line in Path(data).read_text().splitlines()[:4]]
+    with Describer(bundle, backend="onnxruntime-cpu") as d:
+        for row, desc in zip(rows, d.describe([str(root / "test" / r["image"]) for r in rows])):
+            click.echo(f"{row['image']}\n  generated: {desc.text}\n  reference: {row['answer']}")
+
+
+def _evaluate(root: Path, bundle: Path, data: str | Path, data_same: str | Path, test_hw: tuple[int, int],
+              train_hw: tuple[int, int]) -> None:
+    """Step 5: metrics and HTML on the held-out set, and attribute accuracy at the training size beside it."""
+    from .quality import EvalConfig, evaluate
+    from .quality_html import write_html
+
+    t = _step("5/6 evaluating on the held-out set")
+    rep = evaluate(EvalConfig(model=str(bundle), data=str(data), backends=("onnxruntime-cpu",)))
+    write_json(root / "eval.json", rep, default=str)
+    write_html(rep, root / "eval.html")
+    _print_eval(rep)
+    same = evaluate(EvalConfig(model=str(bundle), data=str(data_same), backends=("onnxruntime-cpu",),
+                               reference=False, meteor=False, progress=False))
+    write_json(root / "eval-train-size.json", same, default=str)
+    a, b = rep["attributes"]["categories"], same["attributes"]["categories"]
+    click.echo(f"same people at {train_hw[0]}x{train_hw[1]} (the training size) vs {test_hw[0]}x{test_hw[1]}: " +
+               ", ".join(f"{k} {b[k]['accuracy']:.1%} vs {a[k]['accuracy']:.1%}" for k in a
+                         if a[k]["accuracy"] is not None and b.get(k, {}).get("accuracy") is not None))
+    click.echo(f"({time.time() - t:.0f} s)")
+
+
+def _bench(root: Path, bundle: Path, checkpoint: str | Path, iters: int) -> None:
+    """Step 6: the runtime against the PyTorch baselines, as JSON, Markdown and a console table."""
+    from . import speed_report as bench_report
+    from .speed import BenchConfig, run_bench
+
+    _step("6/6 benchmarking against the PyTorch baselines (48 tokens, fixed work)")
+    bench = run_bench(BenchConfig(bundle=str(bundle), checkpoint=checkpoint,
+                                  backends=("torch-original", "torch", "onnxruntime-cpu"), batches=(1, 8, 32),
+                                  iters=iters))
+    write_json(root / "bench.json", bench)
+    write_text(root / "bench.md", bench_report.markdown(bench))
+    click.echo(bench_report.table(bench))
+    for line in bench_report.comparison_lines(bench) + [bench_report.capacity_line(bench)]:
+        click.echo(line)
 
 
 def _print_eval(rep: dict) -> None:

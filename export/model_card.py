@@ -31,14 +31,33 @@ def _fmt(value: Any, spec: str = "") -> str:
     return format(value, spec) if spec and isinstance(value, (int, float)) else str(value)
 
 
-def model_card(manifest: Manifest) -> str:
-    """Markdown model card from the manifest: what, intended and out-of-scope use, data, parity, vocabulary."""
+_USE = [
+    "## Intended use", "",
+    "- Describing person crops from a detector/tracker on CCTV or similar fixed cameras, so that operators "
+    "can search footage by appearance (\"red jacket, backpack\") instead of scrubbing video.",
+    "- Re-identification *aids* and retrieval where a human reviews every result.", "",
+    "## Out-of-scope use", "",
+    "- Identifying who a person is. The model has no notion of identity and must not be used for face "
+    "recognition or to single out individuals.",
+    "- Any decision about a person (access, arrest, employment, credit, insurance, immigration) taken on its "
+    "output without human review.",
+    "- Inferring sensitive characteristics beyond what the text states (ethnicity, health, religion, "
+    "sexual orientation): the model was not trained for them and its output must not be read as such.", "",
+    "## Gender and age: what they mean here", "",
+    "The text may call a person \"male\"/\"female\" (man, woman, boy, girl, ...) and give an age group "
+    "(young, adult, ...). These are **apparent** attributes: a guess from clothing, hair and build in a "
+    "low-resolution crop, learned from annotators' labels, not a person's gender identity or actual age. "
+    "Expect them to be wrong more often than clothing colours, worse on small, blurred, occluded, "
+    "back-view or night-time crops, on children, and on people whose appearance differs from the "
+    "training data. Do not use them to filter people out of a search without a human looking at the "
+    "crops; `null` in the parsed attributes means the text did not say, not a negative finding.", "",
+]
+
+
+def _what(manifest: Manifest) -> list[str]:
     m, pre = manifest.model, manifest.preprocess
-    meta = manifest.source_meta
-    ver = manifest.verification
-    parity = manifest.parity
     graphs = ", ".join(f"`{g.file}`" for g in manifest.graphs.values())
-    lines = [
+    return [
         "# PersonVLM bundle: model card", "",
         "## What this is", "",
         f"A small image-to-text model that writes one English sentence about a cropped person (clothing and "
@@ -46,28 +65,16 @@ def model_card(manifest: Manifest) -> str:
         f"without PyTorch. Backbone `{m['backbone']}` ({m['visual_tokens']} visual tokens), a "
         f"{m['n_layers']}-layer transformer decoder (d_model {m['d_model']}, {m['n_heads']} heads), vocabulary of "
         f"{m['vocab_size']} tokens. Input: one RGB crop resized ({pre.get('resize', 'stretch')}) to "
-        f"{pre['height']}x{pre['width']}; output: up to {manifest.limits.max_new_tokens} tokens, greedy. Graphs: {graphs}.", "",
+        f"{pre['height']}x{pre['width']}; output: up to {manifest.limits.max_new_tokens} tokens, greedy. "
+        f"Graphs: {graphs}.", "",
         "Run it with `pvlm-describe THIS_FOLDER image.jpg` or `runtime.Describer(\"THIS_FOLDER\")` "
-        "(`pip install 'personvlm-toolkit[cpu]'`).", "",
-        "## Intended use", "",
-        "- Describing person crops from a detector/tracker on CCTV or similar fixed cameras, so that operators "
-        "can search footage by appearance (\"red jacket, backpack\") instead of scrubbing video.",
-        "- Re-identification *aids* and retrieval where a human reviews every result.", "",
-        "## Out-of-scope use", "",
-        "- Identifying who a person is. The model has no notion of identity and must not be used for face "
-        "recognition or to single out individuals.",
-        "- Any decision about a person (access, arrest, employment, credit, insurance, immigration) taken on its "
-        "output without human review.",
-        "- Inferring sensitive characteristics beyond what the text states (ethnicity, health, religion, "
-        "sexual orientation): the model was not trained for them and its output must not be read as such.", "",
-        "## Gender and age: what they mean here", "",
-        "The text may call a person \"male\"/\"female\" (man, woman, boy, girl, ...) and give an age group "
-        "(young, adult, ...). These are **apparent** attributes: a guess from clothing, hair and build in a "
-        "low-resolution crop, learned from annotators' labels, not a person's gender identity or actual age. "
-        "Expect them to be wrong more often than clothing colours, worse on small, blurred, occluded, "
-        "back-view or night-time crops, on children, and on people whose appearance differs from the "
-        "training data. Do not use them to filter people out of a search without a human looking at the "
-        "crops; `null` in the parsed attributes means the text did not say, not a negative finding.", "",
+        "(the PersonVLM toolkit's runtime: `pip install -e '.[cpu]'` in a clone of the toolkit).", "",
+    ]
+
+
+def _data(manifest: Manifest) -> list[str]:
+    meta = manifest.source_meta
+    return [
         "## Training data", "",
         f"- Checkpoint: `{Path(manifest.source_checkpoint or 'not recorded').name}`; data hash "
         f"`{_fmt(meta.get('data_hash'))}`; {_fmt(meta.get('train_size'))} training and "
@@ -80,8 +87,12 @@ def model_card(manifest: Manifest) -> str:
         f"- Validation loss at export: {_fmt(meta.get('val_loss'), '.3f')} (token cross-entropy on held-out captions).",
         "- Caption metrics and attribute accuracy: run `pvlm-eval THIS_FOLDER data.jsonl` on data like yours; "
         "they are not stored in the bundle.", "",
-        "## Export parity (measured at export, ONNX Runtime FP32 vs PyTorch FP32)", "",
     ]
+
+
+def _parity(manifest: Manifest) -> list[str]:
+    parity, ver = manifest.parity, manifest.verification
+    lines = ["## Export parity (measured at export, ONNX Runtime FP32 vs PyTorch FP32)", ""]
     if parity:
         dec = parity.decoder
         lines += [
@@ -92,20 +103,28 @@ def model_card(manifest: Manifest) -> str:
         ]
     else:
         lines.append("- Not measured (exported with verification off).")
-    lines += [f"- Checks: {_fmt(ver.checks if ver else None)}.", ""]
-    lines += [
+    return lines + [f"- Checks: {_fmt(ver.checks if ver else None)}.", ""]
+
+
+def _output(manifest: Manifest) -> list[str]:
+    return [
         "## Output and attribute vocabulary", "",
         f"`pvlm-describe --json` writes one JSON object per image, described by `{SCHEMA_FILE}` in this folder "
         f"(schema version {SCHEMA_VERSION}). The sentence is parsed into these attributes "
         "(`runtime.parse_attributes`; `carrying` is a list, the others a string or null):", "",
         ", ".join(f"`{k}`" for k in ATTRIBUTE_KEYS), "",
-        f"The decoder's own vocabulary ({m['vocab_size']} tokens) is listed in `manifest.json` under `vocab`.", "",
+        f"The decoder's own vocabulary ({manifest.model['vocab_size']} tokens) is listed in `manifest.json` under "
+        "`vocab`.", "",
         "## Licence", "",
         f"{LICENSE}.", "",
         "## Files", "",
         "Every file is listed with its sha256 in `manifest.json`, which the runtime checks on load.", "",
     ]
-    return "\n".join(lines)
+
+
+def model_card(manifest: Manifest) -> str:
+    """Markdown model card from the manifest: what, intended and out-of-scope use, data, parity, vocabulary."""
+    return "\n".join(_what(manifest) + _USE + _data(manifest) + _parity(manifest) + _output(manifest))
 
 
 __all__ = ["CARD_FILE", "model_card", "write_bundle_docs"]

@@ -33,6 +33,7 @@ The graph is written with ``onnx.helper`` because the exporters emit no contrib 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -67,72 +68,79 @@ class _Builder:
         self.nodes.append(helper.make_node(op, inputs, outputs, domain=domain, **attrs))
         return outputs[0]
 
+    def matmul(self, x: str, w: str, name: str) -> str:
+        """``x @ w`` named ``name``."""
+        return self.node("MatMul", [x, w], [name])
+
+    def skip_norm(self, mm: str, residual: str, norm: torch.nn.LayerNorm, bias: torch.Tensor,
+                  name: str) -> tuple[str, str]:
+        """LayerNorm(mm + bias + residual) and the sum itself (the next residual)."""
+        self.node("SkipLayerNormalization",
+                  [mm, residual, self.const(f"{name}.gamma", norm.weight), self.const(f"{name}.beta", norm.bias),
+                   self.const(f"{name}.bias", bias)],
+                  [name, "", "", f"{name}.sum"], domain=CONTRIB, epsilon=norm.eps)
+        return name, f"{name}.sum"
+
 
 def build_ort_decoder(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.ModelProto:
     """The ONNX Runtime decoder step for ``model`` (eval mode) with ``spec``'s names."""
     cfg = model.cfg
-    heads = cfg.n_heads
     b = _Builder()
     blocks = list(model.blocks)
-
-    def skip_norm(mm: str, residual: str, norm: torch.nn.LayerNorm, bias: torch.Tensor, name: str) -> tuple[str, str]:
-        """LayerNorm(mm + bias + residual) and the sum itself (the next residual)."""
-        b.node("SkipLayerNormalization",
-               [mm, residual, b.const(f"{name}.gamma", norm.weight), b.const(f"{name}.beta", norm.bias),
-                b.const(f"{name}.bias", bias)],
-               [name, "", "", f"{name}.sum"], domain=CONTRIB, epsilon=norm.eps)
-        return name, f"{name}.sum"
-
-    def matmul(x: str, w: str, name: str) -> str:
-        return b.node("MatMul", [x, w], [name])
-
     tok = b.node("Gather", [b.const("tok_emb", model.tok_emb.weight), "tokens"], ["tok_emb.out"])
     pos = b.node("Gather", [b.const("pos_emb", model.pos_emb.weight), "positions"], ["pos_emb.out"])
     x = b.node("Add", [tok, pos], ["embed"])  # (B, 1, D)
     # Rows share the step's position: the cache holds `position` filled slots before this token.
-    past = b.node("Cast", [b.node("ReduceMax", ["positions"], ["positions.max"], keepdims=0)], ["past_length"],
-                  to=TensorProto.INT32)
+    b.node("Cast", [b.node("ReduceMax", ["positions"], ["positions.max"], keepdims=0)], ["past_length"],
+           to=TensorProto.INT32)
     tables = cross_form_of(spec.inputs) == "tables"
     if tables:
-        per_head = b.const("cross.per_head", np.array([0, heads, cfg.n_visual], np.int64))
-        all_heads = b.const("cross.all_heads", np.array([0, 1, heads * cfg.n_visual], np.int64))
+        b.const("cross.per_head", np.array([0, cfg.n_heads, cfg.n_visual], np.int64))
+        b.const("cross.all_heads", np.array([0, 1, cfg.n_heads * cfg.n_visual], np.int64))
     first = blocks[0].ln1
     h = b.node("LayerNormalization", [x, b.const("l0.ln1.gamma", first.weight), b.const("l0.ln1.beta", first.bias)],
                ["l0.ln1"], axis=-1, epsilon=first.eps)
     for i, blk in enumerate(blocks):
-        sa, ca, p = blk.attn, blk.cross, f"l{i}"
-        w_qkv = b.const(f"{p}.qkv.w", torch.cat([sa.q.weight * sa.q_scale, sa.k.weight, sa.v.weight]).T)
-        b_qkv = b.const(f"{p}.qkv.b", torch.cat([sa.q.bias * sa.q_scale, sa.k.bias, sa.v.bias]))
-        b.node("Split", [matmul(h, w_qkv, f"{p}.qkv")], [f"{p}.q", f"{p}.k", f"{p}.v"], axis=-1, num_outputs=3)
-        b.node("MultiHeadAttention",
-               [f"{p}.q", f"{p}.k", f"{p}.v", b_qkv, "", "", f"past_k_{i}", f"past_v_{i}", past, "cache_indirection"],
-               [f"{p}.self", f"present_k_{i}", f"present_v_{i}"], domain=CONTRIB, num_heads=heads, scale=1.0)
-        h, x = skip_norm(matmul(f"{p}.self", b.weight(f"{p}.self.o.w", sa.o), f"{p}.self.o"), x, blk.ln2, sa.o.bias,
-                         f"{p}.ln2")
-        if tables:
-            qk = b.node("FusedMatMul", [h, f"cross_qk_{i}"], [f"{p}.cross.qk"], domain=CONTRIB, transB=1)
-            scores = b.node("Add", [qk, f"cross_qkb_{i}"], [f"{p}.cross.s"])
-            probs = b.node("Softmax", [b.node("Reshape", [scores, per_head], [f"{p}.cross.sh"])], [f"{p}.cross.p"],
-                           axis=-1)
-            mixed = matmul(b.node("Reshape", [probs, all_heads], [f"{p}.cross.pf"]), f"cross_ov_{i}", f"{p}.cross.o")
-        else:
-            q = matmul(h, b.weight(f"{p}.cross.q.w", ca.q, ca.q_scale), f"{p}.cross.q")
-            # the query bias rides in the kernel's bias input (K/V parts zero): one node fewer per layer
-            bias = b.const(f"{p}.cross.b", torch.cat([ca.q.bias * ca.q_scale, torch.zeros(2 * cfg.d_model)]))
-            att = b.node("MultiHeadAttention", [q, f"cross_k_{i}", f"cross_v_{i}", bias], [f"{p}.cross"],
-                         domain=CONTRIB, num_heads=heads, scale=1.0)
-            mixed = matmul(att, b.weight(f"{p}.cross.o.w", ca.o), f"{p}.cross.o")
-        h, x = skip_norm(mixed, x, blk.ln3, ca.o.bias, f"{p}.ln3")
-        fc1, fc2 = blk.mlp[0], blk.mlp[3]
-        g = b.node("BiasGelu", [matmul(h, b.weight(f"{p}.fc1.w", fc1), f"{p}.fc1"), b.const(f"{p}.fc1.b", fc1.bias)],
-                   [f"{p}.gelu"], domain=CONTRIB)
         norm = blocks[i + 1].ln1 if i + 1 < len(blocks) else model.ln_f
-        h, x = skip_norm(matmul(g, b.weight(f"{p}.fc2.w", fc2), f"{p}.fc2"), x, norm, fc2.bias,
-                         f"l{i + 1}.ln1" if i + 1 < len(blocks) else "ln_f")
-    logits = matmul(h, b.weight("head.w", model.head), "logits3")
+        h, x = _layer(b, cfg, i, blk, h, x, tables, norm, f"l{i + 1}.ln1" if i + 1 < len(blocks) else "ln_f")
+    logits = b.matmul(h, b.weight("head.w", model.head), "logits3")
     b.node("Reshape", [logits, b.const("logits.shape", np.array([0, -1], np.int64))], ["logits"])
     b.node("ArgMax", ["logits"], ["next_ids"], axis=-1, keepdims=0)
     return _model(b, "personvlm_decoder_ort", spec, opset)
+
+
+def _layer(b: _Builder, cfg: Any, i: int, blk: Any, h: str, x: str, tables: bool, norm: torch.nn.LayerNorm,
+           out_name: str) -> tuple[str, str]:
+    """One decoder block on (normed ``h``, residual ``x``); returns the next block's normed input and residual."""
+    sa, ca, p, heads = blk.attn, blk.cross, f"l{i}", cfg.n_heads
+    w_qkv = b.const(f"{p}.qkv.w", torch.cat([sa.q.weight * sa.q_scale, sa.k.weight, sa.v.weight]).T)
+    b_qkv = b.const(f"{p}.qkv.b", torch.cat([sa.q.bias * sa.q_scale, sa.k.bias, sa.v.bias]))
+    b.node("Split", [b.matmul(h, w_qkv, f"{p}.qkv")], [f"{p}.q", f"{p}.k", f"{p}.v"], axis=-1, num_outputs=3)
+    b.node("MultiHeadAttention",
+           [f"{p}.q", f"{p}.k", f"{p}.v", b_qkv, "", "", f"past_k_{i}", f"past_v_{i}", "past_length",
+            "cache_indirection"],
+           [f"{p}.self", f"present_k_{i}", f"present_v_{i}"], domain=CONTRIB, num_heads=heads, scale=1.0)
+    h, x = b.skip_norm(b.matmul(f"{p}.self", b.weight(f"{p}.self.o.w", sa.o), f"{p}.self.o"), x, blk.ln2, sa.o.bias,
+                       f"{p}.ln2")
+    if tables:
+        qk = b.node("FusedMatMul", [h, f"cross_qk_{i}"], [f"{p}.cross.qk"], domain=CONTRIB, transB=1)
+        scores = b.node("Add", [qk, f"cross_qkb_{i}"], [f"{p}.cross.s"])
+        probs = b.node("Softmax", [b.node("Reshape", [scores, "cross.per_head"], [f"{p}.cross.sh"])],
+                       [f"{p}.cross.p"], axis=-1)
+        mixed = b.matmul(b.node("Reshape", [probs, "cross.all_heads"], [f"{p}.cross.pf"]), f"cross_ov_{i}",
+                         f"{p}.cross.o")
+    else:
+        q = b.matmul(h, b.weight(f"{p}.cross.q.w", ca.q, ca.q_scale), f"{p}.cross.q")
+        # the query bias rides in the kernel's bias input (K/V parts zero): one node fewer per layer
+        bias = b.const(f"{p}.cross.b", torch.cat([ca.q.bias * ca.q_scale, torch.zeros(2 * cfg.d_model)]))
+        att = b.node("MultiHeadAttention", [q, f"cross_k_{i}", f"cross_v_{i}", bias], [f"{p}.cross"],
+                     domain=CONTRIB, num_heads=heads, scale=1.0)
+        mixed = b.matmul(att, b.weight(f"{p}.cross.o.w", ca.o), f"{p}.cross.o")
+    h, x = b.skip_norm(mixed, x, blk.ln3, ca.o.bias, f"{p}.ln3")
+    fc1, fc2 = blk.mlp[0], blk.mlp[3]
+    g = b.node("BiasGelu", [b.matmul(h, b.weight(f"{p}.fc1.w", fc1), f"{p}.fc1"), b.const(f"{p}.fc1.b", fc1.bias)],
+               [f"{p}.gelu"], domain=CONTRIB)
+    return b.skip_norm(b.matmul(g, b.weight(f"{p}.fc2.w", fc2), f"{p}.fc2"), x, norm, fc2.bias, out_name)
 
 
 def build_ort_cross(model: PersonVLM, spec: GraphSpec, opset: int) -> onnx.ModelProto:

@@ -34,6 +34,7 @@ the text says only that; ``*_shade`` is ``dark``/``light`` when a base colour ca
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from .attribute_schema import (AGE_WORDS, COLOR_WORDS, GENDER_WORDS, NOUN_WORDS, POSTURE_WORDS, SHADE_WORDS, SHADES,
@@ -422,72 +423,104 @@ def _split_color(color: Color | None) -> tuple[str | None, str | None]:
     return (None, None) if color is None else color
 
 
+@dataclass(frozen=True)
+class _Parse:
+    """One description's tokens and what each token position means (every list is per token)."""
+
+    tokens: list[str]
+    sent: list[int]
+    nouns: list[Any]
+    negated: list[bool]
+    other: list[bool]
+    alt: list[bool]
+    colors: dict[int, Any]
+    skip: list[bool]
+    sentence_words: dict[int, set[str]]
+
+    @classmethod
+    def of(cls, text: str) -> "_Parse":
+        tokens = _tokenize(text or "")
+        sent = _sentences(tokens)
+        nouns = _nouns(tokens)
+        negated = _negated(tokens, nouns)
+        other = _other_people(tokens, sent)
+        sentence_words: dict[int, set[str]] = {}
+        for i, tok in enumerate(tokens):
+            sentence_words.setdefault(sent[i], set()).add(tok)
+        return cls(tokens, sent, nouns, negated, other, _alternatives(tokens, nouns), _bind_colors(tokens, nouns),
+                   [a or b for a, b in zip(negated, other)], sentence_words)
+
+
 def parse_attributes(text: str) -> dict[str, Any]:
     """Parse a person description into ``attribute_schema.ATTRIBUTE_KEYS`` (missing -> None, ``carrying`` -> list)."""
-    tokens = _tokenize(text or "")
-    sent = _sentences(tokens)
-    nouns = _nouns(tokens)
-    negated = _negated(tokens, nouns)
-    other = _other_people(tokens, sent)
-    alt = _alternatives(tokens, nouns)
-    colors = _bind_colors(tokens, nouns)
-    skip = [a or b for a, b in zip(negated, other)]
-    sentence_words: dict[int, set[str]] = {}
-    for i, tok in enumerate(tokens):
-        sentence_words.setdefault(sent[i], set()).add(tok)
-
+    p = _Parse.of(text)
     out: dict[str, Any] = empty_attributes()
     garments: dict[str, list[int]] = {"upper": [], "lower": []}
     pron_gender: str | None = None
-    for i, tok in enumerate(tokens):
-        noun = nouns[i]
-        if noun and not skip[i]:
-            cat, canon = noun
-            if cat in garments and not alt[i]:
-                garments[cat].append(i)
-            elif cat == "shoes" and out["shoes_color"] is None and i in colors:
-                base, _ = colors[i][0]
-                out["shoes_color"] = base
-            elif cat == "headwear" and out["headwear"] is None and not _hedged(tokens, i):
-                out["headwear"] = canon
-            elif (
-                cat == "carrying"
-                and canon not in out["carrying"]
-                and not _hedged(tokens, i)
-                and ("visible" not in sentence_words[sent[i]] or sentence_words[sent[i]] & _CARRY_WORDS)
-            ):
-                out["carrying"].append(canon)
-        if other[i]:
+    for i, tok in enumerate(p.tokens):
+        if p.nouns[i] and not p.skip[i]:
+            _take_noun(p, i, out, garments)
+        if p.other[i]:
             continue
-        if out["gender"] is None:
-            if tok in _MALE:
-                out["gender"] = "male"
-            elif tok in _FEMALE:
-                out["gender"] = "female"
+        _take_person(p, i, out)
         if pron_gender is None:
             pron_gender = "male" if tok in _MALE_PRON else "female" if tok in _FEMALE_PRON else None
-        if out["age"] is None:
-            if tok == "old" and _age_from_years(tokens, i):
-                out["age"] = _age_from_years(tokens, i)
-            elif tok in _YOUNG:
-                out["age"] = "young"
-            elif tok in _ADULT:
-                out["age"] = "adult"
-        if out["posture"] is None and tok in _POSTURES and not negated[i] and not _hedged(tokens, i):
-            out["posture"] = _POSTURES[tok]
+    _take_garments(p, garments, out)
+    if out["gender"] is None:
+        out["gender"] = pron_gender
+    out["view"] = _view(p.tokens, p.skip)
+    return out
+
+
+def _take_noun(p: _Parse, i: int, out: dict[str, Any], garments: dict[str, list[int]]) -> None:
+    """Token ``i`` names a thing: note a garment mention, or set shoes colour, headwear or a carried item."""
+    cat, canon = p.nouns[i]
+    if cat in garments and not p.alt[i]:
+        garments[cat].append(i)
+    elif cat == "shoes" and out["shoes_color"] is None and i in p.colors:
+        base, _ = p.colors[i][0]
+        out["shoes_color"] = base
+    elif cat == "headwear" and out["headwear"] is None and not _hedged(p.tokens, i):
+        out["headwear"] = canon
+    elif (
+        cat == "carrying"
+        and canon not in out["carrying"]
+        and not _hedged(p.tokens, i)
+        and ("visible" not in p.sentence_words[p.sent[i]] or p.sentence_words[p.sent[i]] & _CARRY_WORDS)
+    ):
+        out["carrying"].append(canon)
+
+
+def _take_person(p: _Parse, i: int, out: dict[str, Any]) -> None:
+    """Token ``i`` (about the described person): the first gender, age and posture words win."""
+    tok = p.tokens[i]
+    if out["gender"] is None:
+        if tok in _MALE:
+            out["gender"] = "male"
+        elif tok in _FEMALE:
+            out["gender"] = "female"
+    if out["age"] is None:
+        if tok == "old" and _age_from_years(p.tokens, i):
+            out["age"] = _age_from_years(p.tokens, i)
+        elif tok in _YOUNG:
+            out["age"] = "young"
+        elif tok in _ADULT:
+            out["age"] = "adult"
+    if out["posture"] is None and tok in _POSTURES and not p.negated[i] and not _hedged(p.tokens, i):
+        out["posture"] = _POSTURES[tok]
+
+
+def _take_garments(p: _Parse, garments: dict[str, list[int]], out: dict[str, Any]) -> None:
+    """Upper and lower garment from their mentions in the first sentence that names one, with its colour."""
     for cat, idx in garments.items():
         if not idx:
             continue
-        first = [i for i in idx if sent[i] == sent[idx[0]]]
+        first = [i for i in idx if p.sent[i] == p.sent[idx[0]]]
         if cat == "upper":
-            first.sort(key=lambda i: _UPPER_RANK.get(nouns[i][1], 9))  # stable: ties keep text order
+            first.sort(key=lambda i: _UPPER_RANK.get(p.nouns[i][1], 9))  # stable: ties keep text order
         pick = first[0]
-        canon = nouns[pick][1]
+        canon = p.nouns[pick][1]
         out[cat] = canon
         # the chosen mention's colour, else the first colour given to the same garment elsewhere
-        color = next((colors[i][0] for i in [pick, *idx] if nouns[i][1] == canon and i in colors), None)
+        color = next((p.colors[i][0] for i in [pick, *idx] if p.nouns[i][1] == canon and i in p.colors), None)
         out[f"{cat}_color"], out[f"{cat}_shade"] = _split_color(color)
-    if out["gender"] is None:
-        out["gender"] = pron_gender
-    out["view"] = _view(tokens, skip)
-    return out
