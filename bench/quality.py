@@ -469,21 +469,21 @@ def _describe_with(cfg: EvalConfig, bundle_dir: Path, name: str, images: Sequenc
     """Describe ``images`` with backend ``name`` in batches of ``batch``, timing the whole set."""
     from runtime import Describer
 
-    describer = Describer(bundle_dir, backend=name, max_batch=batch, max_new_tokens=cfg.max_new_tokens)
-    max_new_tokens = describer.max_new_tokens
-    outs: list[Any] = []
-    bar = tqdm(total=len(images), desc=f"describing ({name})", unit="img", disable=not cfg.progress,
-               leave=False)
-    t0 = time.perf_counter()
-    for start in range(0, len(images), batch):
-        outs += describer.describe(images[start:start + batch])
-        bar.update(len(outs) - bar.n)
-    seconds = time.perf_counter() - t0
-    bar.close()
-    throughput = {"backend": describer.backend_name, "images": len(images), "seconds": seconds,
-                  "images_per_s": len(images) / seconds if seconds > 0 else None,
-                  "batch_size": describer.max_batch, "max_new_tokens": max_new_tokens,
-                  "errors": sum(not d.ok for d in outs)}
+    with Describer(bundle_dir, backend=name, max_batch=batch, max_new_tokens=cfg.max_new_tokens) as describer:
+        max_new_tokens = describer.max_new_tokens
+        outs: list[Any] = []
+        bar = tqdm(total=len(images), desc=f"describing ({name})", unit="img", disable=not cfg.progress,
+                   leave=False)
+        t0 = time.perf_counter()
+        for start in range(0, len(images), batch):
+            outs += describer.describe(images[start:start + batch])
+            bar.update(len(outs) - bar.n)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        throughput = {"backend": describer.backend_name, "images": len(images), "seconds": seconds,
+                      "images_per_s": len(images) / seconds if seconds > 0 else None,
+                      "batch_size": describer.max_batch, "max_new_tokens": max_new_tokens,
+                      "errors": sum(not d.ok for d in outs)}
     return _BackendRun(outs, throughput, max_new_tokens)
 
 

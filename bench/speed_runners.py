@@ -66,6 +66,9 @@ class Runner(Protocol):
     def peak_device_bytes(self) -> int | None:
         """Peak GPU memory since the last reset, where measurable."""
 
+    def close(self) -> None:
+        """Release what the runner holds (sessions, threads)."""
+
 
 class RuntimeRunner:
     """``runtime.Describer`` on one of its backends (the product under test)."""
@@ -89,6 +92,10 @@ class RuntimeRunner:
     def peak_device_bytes(self) -> int | None:
         """Not measurable from ONNX Runtime's Python API."""
         return None
+
+    def close(self) -> None:
+        """Close the describer's sessions."""
+        self.describer.close()
 
 
 class TorchRunner:
@@ -143,6 +150,9 @@ class TorchRunner:
         if self.device.type != "cuda":
             return None
         return int(self.torch.cuda.max_memory_allocated())
+
+    def close(self) -> None:
+        """Nothing to release: the model goes with the worker process."""
 
 
 def _rows_and_ends(ids: list[list[int]], eos: int, pad: int, stop_at_eos: bool) -> tuple[list[list[int]], list[bool]]:

@@ -76,6 +76,7 @@ def _worker(conn: Any, name: str, bundle: str | None, checkpoint: str | None, th
     while True:
         msg = conn.recv()
         if msg[0] == "stop":
+            runner.close()
             return
         try:
             if msg[0] == "load":
