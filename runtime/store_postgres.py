@@ -3,17 +3,18 @@
 Attribute tokens live in a ``text[]`` column with a GIN index (a filter is ``attrs @> ARRAY[...]``);
 the description text in a generated ``tsvector`` column with a GIN index (the ``simple`` configuration,
 no stemming, like the SQLite store). Several nodes may ingest at once: uniqueness on (camera, track,
-timestamp) with ``ON CONFLICT DO NOTHING`` keeps ingest idempotent.
+timestamp) with ``ON CONFLICT DO NOTHING`` keeps ingest idempotent. One ingest is one transaction.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable
 from typing import Any
 
-from .store import Hit, QueryError, Record, StoreError, attribute_tokens, collect_tracks, parse_query, \
-    record_rows, to_timestamp
+from .store import Hit, Progress, Record, StoreError, StoreUnavailable, attribute_tokens, check_search, \
+    collect_tracks, parse_query, record_rows
 
 _SCHEMA_LOCK = 0x70766C6D  # advisory lock id ("pvlm"): nodes starting together create the schema once
 _SCHEMA = """
@@ -35,6 +36,9 @@ CREATE INDEX IF NOT EXISTS pvlm_descriptions_tsv ON pvlm_descriptions USING gin 
 CREATE INDEX IF NOT EXISTS pvlm_descriptions_ts ON pvlm_descriptions (ts);
 """
 _COLS = "camera, track, ts, text, attributes, x0, y0, x1, y1, bundle"
+_INSERT = ("INSERT INTO pvlm_descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, bundle, attrs) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT (camera, track, ts) DO NOTHING")
+_CHUNK = 5_000  # records per executemany inside the one ingest transaction
 
 
 def _psycopg() -> Any:
@@ -45,46 +49,98 @@ def _psycopg() -> Any:
     return psycopg
 
 
-class PostgresStore:
-    """Description store in PostgreSQL at ``url`` (``postgresql://user@host:port/db``). Thread-safe (one lock)."""
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages)."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
 
-    def __init__(self, url: str) -> None:
+
+def _pg_error(where: str, e: Exception, doing: str, writing: bool = False) -> StoreError:
+    """One line for a failed PostgreSQL call: StoreUnavailable when the server or connection failed, which a
+    failed write of checked records always is."""
+    psycopg = _psycopg()
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    environment = writing or isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))
+    cls = StoreUnavailable if environment else StoreError
+    return cls(f"store {where}: {doing}: {first}")
+
+
+class PostgresStore:
+    """Description store in PostgreSQL at ``url`` (``postgresql://user@host:port/db``). Thread-safe (one lock).
+
+    ``readonly``: a read-only session on an existing store; no schema is created.
+    """
+
+    def __init__(self, url: str, readonly: bool = False) -> None:
         psycopg = _psycopg()
         self.url = url
+        self.readonly = readonly
+        self._where = redact(url)
         try:
             self._db = psycopg.connect(url, autocommit=True)
-            with self._db.transaction():
-                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                self._db.execute(_SCHEMA)
         except psycopg.Error as e:
-            raise StoreError(f"store {url}: {str(e).strip()}") from None
+            raise _pg_error(self._where, e, "cannot connect") from None
+        try:
+            self._prepare()
+        except psycopg.Error as e:
+            self._db.close()
+            raise _pg_error(self._where, e, "cannot open") from None
+        except BaseException:
+            self._db.close()
+            raise
         self._lock = threading.Lock()
 
-    def add(self, records: Iterable[Record]) -> int:
+    def _prepare(self) -> None:
+        if self.readonly:
+            self._db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            if self._db.execute("SELECT to_regclass('pvlm_descriptions')").fetchone()[0] is None:
+                raise StoreError(f"store {self._where}: holds no description store (pvlm-index creates one)")
+            return
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            self._db.execute(_SCHEMA)
+
+    def add(self, records: Iterable[Record], progress: Progress | None = None) -> int:
         """Insert records in one transaction; a (camera, track, timestamp) already stored is skipped.
 
-        Returns how many were new. Every record is validated first: one bad record adds nothing.
+        Returns how many were new. Every record is validated first: one bad record adds nothing. A
+        failed write rolls all of them back and raises StoreUnavailable naming the cause. ``progress`` is called with each batch's size as it is written.
         """
+        if self.readonly:
+            raise StoreError(f"store {self._where} is open read-only")
         rows = [(*cols, attribute_tokens(attrs)) for cols, attrs in record_rows(records)]
         if not rows:
             return 0
-        with self._lock, self._db.transaction(), self._db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO pvlm_descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, bundle, attrs) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT (camera, track, ts) DO NOTHING",
-                rows)
-            return max(0, cur.rowcount)
+        psycopg = _psycopg()
+        with self._lock:
+            try:
+                return self._insert(rows, progress)
+            except psycopg.Error as e:
+                raise _pg_error(self._where, e, "ingest failed, nothing was stored", writing=True) from None
+
+    def _insert(self, rows: list[tuple[Any, ...]], progress: Progress | None) -> int:
+        added = 0
+        with self._db.transaction(), self._db.cursor() as cur:
+            for i in range(0, len(rows), _CHUNK):
+                chunk = rows[i : i + _CHUNK]
+                cur.executemany(_INSERT, chunk)
+                added += max(0, cur.rowcount)
+                if progress is not None:
+                    progress(len(chunk))
+        return added
 
     def count(self) -> int:
         """Number of stored descriptions."""
+        psycopg = _psycopg()
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM pvlm_descriptions").fetchone()[0])
+            try:
+                return int(self._db.execute("SELECT count(*) FROM pvlm_descriptions").fetchone()[0])
+            except psycopg.Error as e:
+                raise _pg_error(self._where, e, "count failed") from None
 
-    def search(self, query: str, camera: str | None = None, since: float | None = None,
+    def search(self, query: str, camera: str | None = None, since: float | str | None = None,
                limit: int = 10) -> list[Hit]:
         """Tracks matching ``query`` (best first), each with its best description; ``since``: epoch seconds."""
-        if not isinstance(limit, int) or limit < 1:
-            raise QueryError(f"limit must be a positive integer, got {limit!r}")
+        since = check_search(camera, since, limit)
         q = parse_query(query)
         where, params = [], []
         if q.filters:
@@ -95,15 +151,24 @@ class PostgresStore:
             params.append(camera)
         if since is not None:
             where.append("ts >= %s")
-            params.append(to_timestamp(since))
+            params.append(since)
+        psycopg = _psycopg()
+        with self._lock:
+            try:
+                return self._search(q.words, bool(q.filters), where, params, limit)
+            except psycopg.Error as e:
+                raise _pg_error(self._where, e, "search failed") from None
+
+    def _search(self, words: tuple[str, ...], filtered: bool, where: list[str], params: list[Any],
+                limit: int) -> list[Hit]:
         hits: list[Hit] = []
-        with self._lock, self._db.transaction():
-            if q.words:
+        with self._db.transaction():
+            if words:
                 sql = (f"SELECT {_COLS}, ts_rank(tsv, q) AS score FROM pvlm_descriptions, "
                        f"to_tsquery('simple', %s) q WHERE tsv @@ q"
                        + "".join(f" AND {w}" for w in where) + " ORDER BY score DESC, id DESC")
-                hits = self._tracks(sql, [" | ".join(q.words), *params], limit)
-            if len(hits) < limit and q.filters:
+                hits = self._tracks(sql, [" | ".join(words), *params], limit)
+            if len(hits) < limit and filtered:
                 sql = f"SELECT {_COLS}, 0.0 FROM pvlm_descriptions WHERE " + " AND ".join(where) + " ORDER BY id DESC"
                 have = {(h.camera, h.track) for h in hits}
                 more = self._tracks(sql, params, limit + len(hits))
@@ -111,15 +176,11 @@ class PostgresStore:
         return hits
 
     def _tracks(self, sql: str, params: list[Any], limit: int) -> list[Hit]:
-        psycopg = _psycopg()
-        try:
-            # A server-side cursor streams rows, so collecting tracks stops as soon as it has enough.
-            with self._db.cursor(name="pvlm_search") as cur:
-                cur.itersize = 512
-                cur.execute(sql, params)
-                return collect_tracks(cur, limit)
-        except psycopg.Error as e:
-            raise QueryError(f"search failed: {str(e).strip()}") from None
+        # A server-side cursor streams rows, so collecting tracks stops as soon as it has enough.
+        with self._db.cursor(name="pvlm_search") as cur:
+            cur.itersize = 512
+            cur.execute(sql, params)
+            return collect_tracks(cur, limit)
 
     def close(self) -> None:
         """Close the connection."""

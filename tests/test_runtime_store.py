@@ -6,6 +6,8 @@ Every store test runs on SQLite and on a real PostgreSQL server (``PVLM_TEST_PG_
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -158,3 +160,163 @@ def test_store_is_torch_free():
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.stdout.strip() == ""
+
+
+def _rejects(store, rec, match):
+    with pytest.raises(StoreError, match=match) as e:
+        store.add([*_records(ROWS[:1]), rec])
+    assert "\n" not in str(e.value)
+
+
+def test_values_that_could_not_be_read_back_are_refused(store):
+    """Everything a store accepts, it can read back and print: the rest is refused, naming the value."""
+    bad = {
+        r"timestamp 1733450000123 is outside 1970-01-01\.\.2100-01-01; milliseconds": 1733450000123,
+        "outside": -1.0,
+        "too large": 10**400,
+        "timestamp <int> is too large": 10**5000,
+        "finite": float("inf"),
+        r"'9999-12-31T23:59:59Z' is outside 1970-01-01\.\.2100-01-01$": "9999-12-31T23:59:59Z",
+    }
+    for match, ts in bad.items():
+        _rejects(store, Record("c", "t", ts, "a man"), match)
+    for box, match in [((True, 0, 1, 1), "4 numbers"), ((0, 0, 10**400, 1), "finite"), ((0, 10**5000, 1, 1), "finite"), ((0, 0, 2e6, 1), "within"),
+                       ((0, 0, math.nan, 1), "finite"), ((5, 0, 1, 1), "x0 <= x1"), ((0, 0, 1), "4 numbers")]:
+        _rejects(store, Record("c", "t", 1.0, "a man", box=box), match)
+    for field, value, match in [("camera", "a\x00b", "camera contains a NUL"),
+                                ("track", "t\ud800", "track is not valid Unicode"),
+                                ("text", "x" * 10_001, "text is 10001 characters long"),
+                                ("bundle", 5, "bundle must be a string"),
+                                ("attributes", {"upper": ["jacket"]}, "attributes.upper must be a string"),
+                                ("attributes", {"carrying": "bag"}, "attributes.carrying must be a list"),
+                                ("attributes", {"gender": "\udcff"}, "attributes.gender is not valid Unicode")]:
+        kwargs = {"camera": "c", "track": "t", "timestamp": 1.0, "text": "a man", field: value}
+        _rejects(store, Record(**kwargs), match)
+    assert store.count() == 0
+    # the edges of what is accepted read back
+    edge = Record("c" * 256, "t\t\n", 4_102_444_799.0, "a man \u2028 with a cap", box=(-1e6, 0, 1e6, 0), bundle="b")
+    assert store.add([edge]) == 1
+    hit = store.search("man with a cap")[0]
+    assert (hit.camera, hit.track, hit.box) == (edge.camera, edge.track, edge.box)
+    assert hit.to_json()["time"] == "2099-12-31T23:59:59+00:00"
+
+
+def _raw_insert(store, rows):
+    """Rows (camera, track, ts, text, attributes) written past the store's checks, as an older writer could."""
+    if isinstance(store, SQLiteStore):
+        import sqlite3
+
+        db = sqlite3.connect(store.path, isolation_level=None)
+        for i, (camera, track, ts, text, attrs) in enumerate(rows, 1000):
+            db.execute("INSERT INTO descriptions (id, camera, track, ts, x0, y0, x1, y1, text, attributes, tokens) "
+                       "VALUES (?, ?, ?, ?, 'x', 1, 2, 3, ?, ?, 'gendermale')", (i, camera, track, ts, text, attrs))
+            db.execute("INSERT INTO descriptions_fts (rowid, text, attrs) VALUES (?, 'zebra man', 'gendermale')", (i,))
+        db.close()
+        return
+    import psycopg
+
+    with psycopg.connect(store.url, autocommit=True) as db:
+        for camera, track, ts, text, attrs in rows:
+            db.execute("INSERT INTO pvlm_descriptions (camera, track, ts, text, attributes, attrs) "
+                       "VALUES (%s, %s, %s, %s || ' zebra', %s::jsonb, ARRAY['gendermale'])",
+                       (camera, track, ts, text, attrs if _is_json(attrs) else json.dumps(attrs)))
+
+
+def _is_json(text):
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_old_bad_rows_cannot_break_search(store):
+    """Rows no longer accepted (epoch milliseconds, unreadable attributes, a box that is text) still read."""
+    _raw_insert(store, [("cam", "ms", 1733450000123.0, "a man in a cap", "{not json"),
+                        ("cam", "inf", float("inf"), "a man", "[1, 2]"),
+                        ("cam", "neg", -1e300, "a man", '{"gender": "male"}')])
+    for query in ("zebra", "man"):
+        hits = store.search(query, limit=10)
+        assert sorted(h.track for h in hits) == ["inf", "ms", "neg"]
+        for h in hits:
+            doc = json.loads(json.dumps(h.to_json()))
+            assert doc["time"] is None and isinstance(doc["attributes"], dict)
+
+
+def test_failed_write_stores_nothing(store):
+    """A write that fails part-way (a full disk, a trigger) rolls the whole add back and says why, in one line."""
+    from runtime.store import StoreUnavailable
+
+    records = [Record("c", f"t{i}", 1000.0 + i, "a woman in a red jacket") for i in range(12_000)]
+    if isinstance(store, SQLiteStore):
+        store._db.execute("PRAGMA max_page_count=900")  # 3.6 MB: the first batch fits, the second does not
+        match = "database or disk is full"
+    else:
+        import psycopg
+
+        with psycopg.connect(store.url, autocommit=True) as db:
+            db.execute("CREATE OR REPLACE FUNCTION pvlm_test_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                       "IF NEW.track = 't11000' THEN RAISE EXCEPTION 'could not extend file: No space left'; END IF; "
+                       "RETURN NEW; END $$")
+            db.execute("CREATE TRIGGER pvlm_test_full BEFORE INSERT ON pvlm_descriptions "
+                       "FOR EACH ROW EXECUTE FUNCTION pvlm_test_full()")
+        match = "No space left"
+    seen = []
+    with pytest.raises(StoreUnavailable, match=f"ingest failed, nothing was stored: .*{match}") as e:
+        store.add(records, progress=seen.append)
+    assert "\n" not in str(e.value) and 5000 <= sum(seen) < len(records)
+    assert store.count() == 0
+    assert store.add(records[:3]) == 3  # the store still works
+
+
+def test_search_only_reads(tmp_path):
+    """Opening read-only creates nothing and changes nothing; another application's database is refused untouched."""
+    import sqlite3
+
+    foreign = tmp_path / "app.db"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.execute("INSERT INTO users VALUES ('ann')")
+    db.commit()
+    db.close()
+    before = foreign.read_bytes()
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match="not a description store .*'users'"):
+            open_store(foreign, readonly=readonly)
+    assert foreign.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(tmp_path / "none.db", readonly=True)
+    assert not (tmp_path / "none.db").exists()
+    s = open_store(tmp_path / "d.db")
+    s.add(_records())
+    s.close()
+    with open_store(tmp_path / "d.db", readonly=True) as r:
+        assert len(r.search("woman")) == 3
+        with pytest.raises(StoreError, match="read-only"):
+            r.add(_records())
+
+
+def test_postgres_search_creates_nothing():
+    url = _pg_url()  # drops the table
+    import psycopg
+
+    with pytest.raises(StoreError, match="holds no description store"):
+        open_store(url, readonly=True)
+    with psycopg.connect(url, autocommit=True) as db:
+        assert db.execute("SELECT to_regclass('pvlm_descriptions')").fetchone()[0] is None
+    with open_store(url) as w:
+        w.add(_records())
+    with open_store(url, readonly=True) as r:
+        assert len(r.search("woman")) == 3
+        with pytest.raises(StoreError, match="read-only"):
+            r.add(_records())
+
+
+def test_bad_search_arguments_are_one_line(store):
+    store.add(_records())
+    for kwargs, match in [({"query": "woman \udcff"}, "query is not valid Unicode"),
+                          ({"query": "woman", "camera": "c\x00"}, "camera contains a NUL"),
+                          ({"query": "woman " * 500}, "query is 3000 characters"),
+                          ({"query": "woman", "since": 10**400}, "too large")]:
+        with pytest.raises((QueryError, StoreError), match=match):
+            store.search(**kwargs)
