@@ -141,7 +141,7 @@ def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: 
     from tqdm import tqdm
 
     from pvlm.synth import synth_example
-    from runtime.store import Record, SQLiteStore
+    from runtime.search import Record, SQLiteStore
 
     examples = [synth_example(seed, i, size=(128, 64)) for i in tqdm(range(n), desc="crops", disable=not progress)]
     truth = [a for _, a, _ in examples]
@@ -203,7 +203,7 @@ def _fill(store: Any, rows: int, texts: list[str], parsed: list[dict], batch: in
     """Add ``rows`` records (10 per track, 50 cameras) in ``batch``-sized calls; (wall s, CPU s) of the adds."""
     from tqdm import tqdm
 
-    from runtime.store import Record
+    from runtime.search import Record
 
     order = rng.integers(len(texts), size=rows)
     wall = cpu = 0.0
@@ -264,7 +264,7 @@ def run_scale(rows: int, pool: int, n_queries: int, batch: int, path: str | None
     """Fill a SQLite store with ``rows`` descriptions (10 per track, 50 cameras); time ingest and queries."""
     import numpy as np
 
-    from runtime.store import SQLiteStore
+    from runtime.search import SQLiteStore
 
     rng = np.random.default_rng(seed)
     truth, texts, parsed = _caption_pool(pool, rng, progress)

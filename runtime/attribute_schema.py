@@ -6,7 +6,7 @@ Standard library only. Everything that names attributes reads it:
 - ``pvlm.synth`` draws each crop's labels from :attr:`AttributeField.drawn` and writes captions with words
   the parser reads (``tests/test_pvlm_synth.py`` parses every caption back);
 - ``bench.quality`` scores the drawn fields; ``runtime.description_schema`` (the ``--json`` line's JSON Schema),
-  ``runtime.store`` (index tokens) and the model card list :data:`FIELDS`.
+  ``runtime.search`` (index tokens) and the model card list :data:`FIELDS`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.cli_common import version
-from runtime.cli_search import index_main, search_main
+from runtime.search.cli import index_main, search_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def test_describe_json_pipes_into_index(tiny_bundle, tmp_path):
     res = run(index_main, "--db", db, "--camera", "c1", stdin=out.stdout)
     assert res.exit_code == 0, res.output
     said = sum(bool(json.loads(x)["text"]) for x in out.stdout.splitlines())  # a random-init model may say nothing
-    from runtime.store import open_store
+    from runtime.search import open_store
 
     with open_store(db) as s:
         assert s.count() == said
@@ -212,7 +212,7 @@ def test_index_write_failure_rolls_everything_back(tmp_path):
     """A write that fails after the first 5,000 rows are in (a trigger here) leaves no row behind."""
     import sqlite3
 
-    from runtime.store import open_store
+    from runtime.search import open_store
 
     db = tmp_path / "d.db"
     open_store(db).close()
@@ -263,7 +263,7 @@ def _unshare_works():
 
 
 def _python_cli(func):
-    return f"import sys; from runtime.cli_search import {func}; sys.argv[0] = 'pvlm'; {func}()"
+    return f"import sys; from runtime.search.cli import {func}; sys.argv[0] = 'pvlm'; {func}()"
 
 
 def test_index_real_disk_full(tmp_path):

@@ -1,4 +1,4 @@
-"""runtime.store / runtime.store_postgres: ingest, idempotence, attribute filters, ranked text, errors.
+"""runtime.search / runtime.search.postgres: ingest, idempotence, attribute filters, ranked text, errors.
 
 Every store test runs on SQLite and on a real PostgreSQL server (``PVLM_TEST_PG_URL``, started by
 ``.ci/postgres.sh``); the PostgreSQL runs skip only when no server can be reached.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.store import QueryError, Record, StoreError, SQLiteStore, open_store, parse_query
+from runtime.search import QueryError, Record, StoreError, SQLiteStore, open_store, parse_query
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ def test_open_store_errors(tmp_path):
 
 def test_store_is_torch_free():
     code = (
-        "import sys; import runtime.store, runtime.store_postgres, runtime.cli_search; "
+        "import sys; import runtime.search, runtime.search.postgres, runtime.search.cli; "
         "heavy = {'pvlm', 'torch', 'numpy', 'onnxruntime'}; "
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))"
     )
@@ -245,7 +245,7 @@ def test_old_bad_rows_cannot_break_search(store):
 
 def test_failed_write_stores_nothing(store):
     """A write that fails part-way (a full disk, a trigger) rolls the whole add back and says why, in one line."""
-    from runtime.store import StoreUnavailable
+    from runtime.search import StoreUnavailable
 
     records = [Record("c", f"t{i}", 1000.0 + i, "a woman in a red jacket") for i in range(12_000)]
     if isinstance(store, SQLiteStore):

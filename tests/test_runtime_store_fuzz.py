@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from runtime.attribute_schema import ATTRIBUTE_KEYS  # noqa: E402
-from runtime.cli_search import index_main, plain, search_main  # noqa: E402
-from runtime.store import SQLiteStore, open_store  # noqa: E402
+from runtime.search.cli import index_main, plain, search_main  # noqa: E402
+from runtime.search import SQLiteStore, open_store  # noqa: E402
 
 EXAMPLES = 150
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -24,7 +24,7 @@ pytest.importorskip("onnxruntime")
 from click.testing import CliRunner  # noqa: E402
 from video_fixture import OracleDescriber, cached_video  # noqa: E402
 
-from runtime.cli_search import index_main, search_main  # noqa: E402
+from runtime.search.cli import index_main, search_main  # noqa: E402
 from runtime.video.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -218,7 +218,7 @@ def test_detections_linked_by_bytetrack():
 
 
 def test_lines_thumbs_and_store(tmp_path):
-    from runtime.store import SQLiteStore
+    from runtime.search import SQLiteStore
 
     vd = VideoDescriber(FakeDescriber(), VideoOptions(camera="door 1"))
     tracks = _run(vd)

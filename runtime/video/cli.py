@@ -130,7 +130,7 @@ def _run(video: str, bundle: str, tracks_file: str | None, camera: str, start: s
          thumbs: str | None, index_db: str | None, per_crop: bool, detector: str, crops_per_track: int,
          sample_fps: float, track_timeout: float, max_track_seconds: float, min_frames: int, backend: str,
          threads: int | None, max_batch: int | None, quiet: bool) -> None:
-    from ..store import MAX_ID_CHARS, StoreError, check_string
+    from ..search.records import MAX_ID_CHARS, StoreError, check_string
     from .pipeline import VideoOptions
     from .source import VideoError, VideoSource, parse_start
     from .tracks import TracksError, read_tracks
@@ -180,7 +180,7 @@ def _describer(bundle: str, backend: str, threads: int | None, max_batch: int | 
 
 
 def _open_store(location: str) -> Any:
-    from ..store import StoreError, StoreUnavailable, open_store
+    from ..search import StoreError, StoreUnavailable, open_store
 
     try:
         return open_store(location)
@@ -233,7 +233,7 @@ class _Sink:
             self._index(records)
 
     def _index(self, records: list[Any]) -> None:
-        from ..store import StoreError
+        from ..search import StoreError
 
         try:
             self.indexed += self.store.add(records)

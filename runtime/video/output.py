@@ -96,8 +96,8 @@ def write_thumb(directory: str | Path, td: TrackDescription, quality: int = 90) 
 
 
 def store_record(td: TrackDescription, bundle: str | None) -> Any:
-    """The track as a :class:`runtime.store.Record` (None when no crop was described)."""
-    from ..store import Record
+    """The track as a :class:`runtime.search.Record` (None when no crop was described)."""
+    from ..search import Record
 
     best = td.best_crop
     if best is None:

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import click
 
-from .cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, echo_error, \
+from ..cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, echo_error, \
     first_line
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,14 @@ def _db_location(db: str | None) -> str:
 
 
 def _shown(location: str) -> str:
-    from .store_postgres import redact
+    from .postgres import redact
 
     return redact(location)
 
 
 def _open(db: str | None, readonly: bool) -> Any:
-    from .store import StoreError, StoreUnavailable, open_store
+    from . import open_store
+    from .records import StoreError, StoreUnavailable
 
     loc = _db_location(db)
     if readonly and "://" not in loc and not Path(loc).exists():
@@ -69,7 +70,7 @@ def _id(obj: dict[str, Any], key: str, default: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        from .store import StoreError, show
+        from .records import StoreError, show
 
         raise StoreError(f"'{key}' must be a string or an integer, got {show(value)}")
     return value
@@ -77,7 +78,7 @@ def _id(obj: dict[str, Any], key: str, default: Any) -> Any:
 
 def _bundle(obj: dict[str, Any], default: str | None) -> Any:
     """``bundle_id`` (what ``pvlm-describe --json`` writes) or ``bundle``; both must agree when both are given."""
-    from .store import StoreError, show
+    from .records import StoreError, show
 
     given = [(k, obj[k]) for k in ("bundle_id", "bundle") if obj.get(k) is not None]
     for key, value in given:
@@ -98,13 +99,13 @@ def _image_time(image: Any) -> float | None:
 
 
 def record_from_line(obj: Any, camera: str, bundle: str | None, timestamp: str | None) -> Any:
-    """A :class:`runtime.store.Record` from one ``pvlm-describe --json`` object (plus camera/track/time keys).
+    """A :class:`runtime.search.Record` from one ``pvlm-describe --json`` object (plus camera/track/time keys).
 
     Missing (or null) ``camera``/``bundle_id``/``timestamp`` come from the arguments (``bundle`` is
     read too); a missing ``track`` is the image file's stem; a missing timestamp falls back to the
     image file's modification time.
     """
-    from .store import Record, StoreError, show
+    from .records import Record, StoreError, show
 
     if not isinstance(obj, dict):
         raise StoreError(f"expected a JSON object, got {type(obj).__name__}")
@@ -142,7 +143,7 @@ def _int(digits: str) -> int:
 
 def parse_line(line: str) -> Any:
     """One JSON value; StoreError (one line) for bad JSON, NaN/Infinity, huge integers or deep nesting."""
-    from .store import StoreError
+    from .records import StoreError
 
     try:
         return json.loads(line, parse_constant=_no_constant, parse_int=_int)
@@ -188,7 +189,7 @@ def _lines(fh: IO[bytes], name: str, errors: _Errors) -> Iterator[tuple[int, str
 def _read(fh: IO[bytes], name: str, camera: str, bundle: str | None, timestamp: str | None,
           records: list, errors: _Errors) -> int:
     """Append the valid records of ``fh`` to ``records`` and the bad lines to ``errors``; lines skipped."""
-    from .store import StoreError, validate_record
+    from .records import StoreError, validate_record
 
     skipped = 0
     for n, line in _lines(fh, name, errors):
@@ -235,7 +236,7 @@ def _read_all(files: tuple[str, ...], camera: str, bundle: str | None, timestamp
 
 def _check_defaults(camera: str, bundle: str | None, timestamp: str | None) -> None:
     """The options that fill in missing keys, checked once (not as one error per line)."""
-    from .store import MAX_ID_CHARS, StoreError, check_string, check_timestamp
+    from .records import MAX_ID_CHARS, StoreError, check_string, check_timestamp
 
     try:
         check_string(camera, "--camera", MAX_ID_CHARS)
@@ -254,7 +255,7 @@ def _write(db: str | None, records: list, quiet: bool) -> int:
     """Add ``records`` to the store in one transaction; CommandFailure (nothing stored) when the write fails."""
     from tqdm import tqdm
 
-    from .store import StoreError, StoreUnavailable
+    from .records import StoreError, StoreUnavailable
 
     store = _open(db, readonly=False)
     try:
@@ -315,7 +316,7 @@ def search_main(query: str, db: str | None, camera: str | None, since: str | Non
     \b
     Exit status: 0 tracks found; 1 none match, or the store could not be read; 2 bad query or options.
     """
-    from .store import QueryError, StoreError, StoreUnavailable
+    from .records import QueryError, StoreError, StoreUnavailable
 
     store = _open(db, readonly=True)
     try:

@@ -1,38 +1,26 @@
-"""Description store: descriptions with camera, track, time and box, searched by natural language.
-
-One API over two engines: SQLite with FTS5 (embedded default, standard library) and PostgreSQL
-(``runtime.store_postgres``, for fleets with several writer nodes). :func:`open_store` picks by URL.
-
-A query ("woman in a red jacket with a backpack") is parsed by :func:`runtime.attributes.parse_attributes`
-into attribute filters, which every hit must match, and the query's other words ("glasses",
-"stripes"), which rank hits by full-text relevance. Attributes are indexed as tokens
-(``uppercolorred``, ``carryingbackpack``, ...) so a filter is an inverted-index intersection, not a
-scan. Search returns tracks, each with its best description.
+"""What the description store holds and how it is checked: records, hits, queries, limits, tokens.
 
 Every value is checked at the door (:func:`validate_record`): what the store accepts, it can read
-back and print. Reading is defensive too, so a row written by an older version cannot break a search.
+back and print. Reading is defensive too (:func:`hit_from_row`), so a row written by an older version
+cannot break a search. Both engines (:mod:`runtime.search.sqlite`, :mod:`runtime.search.postgres`)
+build on this module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import math
-import os
 import re
 import reprlib
-import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Protocol
 
-from .attribute_schema import COLORED_PARTS, FIELDS, SHADES
-from .attributes import interpreted_words, parse_attributes
+from ..attribute_schema import COLORED_PARTS, FIELDS, SHADES
+from ..attributes import interpreted_words, parse_attributes
 
 Box = tuple[float, float, float, float]
 Progress = Callable[[int], Any]  # called with the number of records just written
@@ -56,14 +44,10 @@ _STOPWORDS = frozenset(
     "which whose his her their its dressed clothes clothing look looking for at to from by pair also seen viewed "
     "shown shows photo image picture appears appearing like looks".split()
 )
-_WORD_RE = re.compile(r"[a-z0-9]+")
+WORD_RE = re.compile(r"[a-z0-9]+")
 # one-valued fields indexed as they are: upper, lower, headwear, posture, view, gender, age
 _TOKEN_ATTRS = tuple(f.key for f in FIELDS if f.kind == "item" and not f.many)
 # Rows fetched per page while collecting distinct tracks.
-_PAGE = 512
-_CHUNK = 5_000  # records per INSERT batch inside the one ingest transaction (and per progress report)
-BUSY_TIMEOUT_S = 30.0  # how long SQLite waits for another connection's lock before giving up
-RANK_WINDOW = 1000  # newest candidates that contain a query word, ranked (see SQLiteStore.search)
 
 
 class StoreError(ValueError):
@@ -346,7 +330,7 @@ def parse_query(text: str) -> Query:
     filters = tuple(dict.fromkeys(query_tokens(attrs)))
     known = interpreted_words()
     words = tuple(dict.fromkeys(
-        w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and w not in known and len(w) > 1
+        w for w in WORD_RE.findall(text.lower()) if w not in _STOPWORDS and w not in known and len(w) > 1
     ))
     if not filters and not words:
         raise QueryError(f"query {show(text)} names no attribute or word to search for")
@@ -384,7 +368,7 @@ def _as_float(value: Any) -> float:
         return math.nan
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bytes):
@@ -415,8 +399,8 @@ def hit_from_row(row: Sequence[Any]) -> Hit:
     camera, track, ts, text, attrs, x0, y0, x1, y1, bundle, score = row
     coords = tuple(_as_float(v) for v in (x0, y0, x1, y1))
     box = coords if all(math.isfinite(v) for v in coords) else None
-    return Hit(_as_text(camera), _as_text(track), _as_float(ts), _as_text(text), _as_attributes(attrs),
-               box, None if bundle is None else _as_text(bundle), _as_float(score or 0.0))  # type: ignore[arg-type]
+    return Hit(as_text(camera), as_text(track), _as_float(ts), as_text(text), _as_attributes(attrs),
+               box, None if bundle is None else as_text(bundle), _as_float(score or 0.0))  # type: ignore[arg-type]
 
 
 def collect_tracks(rows: Iterable[Sequence[Any]], limit: int) -> list[Hit]:
@@ -443,327 +427,3 @@ def check_search(camera: str | None, since: float | str | None, limit: int) -> f
     if camera is not None:
         check_query_value(camera, "camera")
     return None if since is None else to_timestamp(since)
-
-
-def open_store(location: str | Path, readonly: bool = False) -> Any:
-    """A store for ``location``: ``postgresql://...`` (PostgreSQL) or a SQLite file path (created if absent).
-
-    ``readonly``: only read (search); the location must hold a store already, and nothing is created
-    or changed there (a SQLite file is opened read-only).
-    """
-    loc = str(location)
-    if loc.startswith(("postgresql://", "postgres://")):
-        from .store_postgres import PostgresStore
-
-        return PostgresStore(loc, readonly=readonly)
-    if "://" in loc and not loc.startswith("sqlite://"):
-        raise StoreError(f"unknown store URL {show(loc)}: use a SQLite file path or postgresql://...")
-    return SQLiteStore(loc.removeprefix("sqlite://"), readonly=readonly)
-
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS descriptions (
-    id INTEGER PRIMARY KEY,
-    camera TEXT NOT NULL,
-    track TEXT NOT NULL,
-    ts REAL NOT NULL,
-    x0 REAL, y0 REAL, x1 REAL, y1 REAL,
-    text TEXT NOT NULL,
-    attributes TEXT NOT NULL,
-    bundle TEXT,
-    tokens TEXT NOT NULL,  -- attribute tokens, copied into descriptions_fts.attrs
-    UNIQUE (camera, track, ts)
-);
-CREATE INDEX IF NOT EXISTS descriptions_ts ON descriptions (ts);
-CREATE VIRTUAL TABLE IF NOT EXISTS descriptions_fts USING fts5 (
-    text, attrs, content='', tokenize='unicode61'
-);
-CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO store_meta VALUES ('format', '{FORMAT}');
-"""
-_COLS = "d.camera, d.track, d.ts, d.text, d.attributes, d.x0, d.y0, d.x1, d.y1, d.bundle"
-_INSERT = ("INSERT OR IGNORE INTO descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, bundle, tokens) "
-           "VALUES (?,?,?,?,?,?,?,?,?,?,?)")
-# SQLite primary result codes (https://sqlite.org/rescode.html) that say the environment failed, not the input,
-# and what they mean for a store.
-_SQLITE_NOTADB, _SQLITE_CANTOPEN = 26, 14
-_SQLITE_ENVIRONMENT = frozenset({5, 6, 7, 8, 10, 13, _SQLITE_CANTOPEN, 15})  # BUSY LOCKED NOMEM READONLY IOERR FULL
-_SQLITE_HINTS = {5: "another process holds its lock", 6: "another process holds its lock",
-                 8: "the file or its directory is read-only",
-                 _SQLITE_CANTOPEN: "check the permissions of the file and its directory"}
-
-
-def _sqlite_code(e: sqlite3.Error) -> int:
-    return (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
-
-
-def _sqlite_error(path: str, e: sqlite3.Error, doing: str, writing: bool = False) -> StoreError:
-    """One-line error for a failed SQLite call: StoreUnavailable when the environment failed, which a
-    failed write of checked records always is."""
-    code = _sqlite_code(e)
-    if code == _SQLITE_NOTADB:
-        return StoreError(f"store {path}: not a description store ({e})")
-    hint = f" ({_SQLITE_HINTS[code]})" if code in _SQLITE_HINTS else ""
-    cls = StoreUnavailable if writing or code in _SQLITE_ENVIRONMENT else StoreError
-    return cls(f"store {path}: {doing}: {e}{hint}")
-
-
-def _decode_text(raw: bytes) -> str:
-    # Text another writer stored as invalid UTF-8 reads with replacement characters instead of failing the query.
-    return raw.decode("utf-8", "replace")
-
-
-def _store_format(db: sqlite3.Connection, path: str) -> str | None:
-    """The store's format tag; None for a database with no tables; StoreError for another application's."""
-    names = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"))
-    if not names:
-        return None
-    if "store_meta" not in names or "descriptions" not in names:
-        shown = ", ".join(show(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
-        raise StoreError(f"store {path}: not a description store (it holds other tables: {shown})")
-    row = db.execute("SELECT value FROM store_meta WHERE key = 'format'").fetchone()
-    if row is None or row[0] != FORMAT:
-        raise StoreError(f"store {path}: unknown format {show(row and row[0])} (expected {FORMAT})")
-    return FORMAT
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:
-        return False
-
-
-def _wal_in_use(path: Path) -> bool:
-    """Whether ``path`` has a non-empty write-ahead log (changes not yet in the file itself)."""
-    wal = path.with_name(path.name + "-wal")
-    try:
-        return wal.stat().st_size > 0
-    except OSError:
-        return False
-
-
-class SQLiteStore:
-    """SQLite + FTS5 store in one file (``":memory:"`` for a throwaway one). Thread-safe (one lock).
-
-    ``readonly``: open an existing store read-only; nothing is created or changed (schema, journal
-    mode), and a database of another application is refused untouched.
-    """
-
-    def __init__(self, path: str | Path, readonly: bool = False) -> None:
-        self.path = str(path)
-        self.readonly = readonly
-        self._file = self.path if self.path == ":memory:" else str(Path(self.path).expanduser())
-        self._db = self._open_readonly() if readonly else self._open_writable()
-        self._lock = threading.Lock()
-
-    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
-        db = sqlite3.connect(target, uri=uri, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        db.text_factory = _decode_text
-        return db
-
-    def _open_writable(self) -> sqlite3.Connection:
-        if self._file != ":memory:":
-            parent = Path(self._file).resolve().parent
-            if not parent.is_dir():
-                raise StoreError(f"store {self.path}: directory {parent} does not exist")
-            if Path(self._file).is_dir():
-                raise StoreError(f"store {self.path} is a directory")
-            # SQLite only says "unable to open database file" when it cannot create its journal next to the file.
-            for where in (parent, Path(self._file)):
-                if where.exists() and not os.access(where, os.W_OK):
-                    raise StoreUnavailable(f"store {self.path}: read-only ({where} cannot be written)")
-        try:
-            db = self._connect(self._file)
-        except sqlite3.Error as e:
-            raise _sqlite_error(self.path, e, "cannot open") from None
-        try:
-            if _store_format(db, self.path) is None:  # a new (or empty) file: make it a store
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
-            db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as e:
-            db.close()
-            raise _sqlite_error(self.path, e, "cannot open") from None
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _open_readonly(self) -> sqlite3.Connection:
-        path = Path(self._file)
-        if not _is_file(path):
-            raise StoreError(f"store {self.path} does not exist" if not path.exists() else
-                             f"store {self.path} is not a file")
-        uri = path.resolve().as_uri() + "?mode=ro"
-        try:
-            return self._checked(uri)
-        except sqlite3.Error as e:
-            if _sqlite_code(e) != _SQLITE_CANTOPEN or _wal_in_use(path):
-                raise _sqlite_error(self.path, e, "cannot open") from None
-        # A read-only directory or mount cannot take the -shm file that WAL readers share. Nothing can
-        # write there either, so reading the file as immutable sees the same data.
-        try:
-            return self._checked(uri + "&immutable=1")
-        except sqlite3.Error as e:
-            raise _sqlite_error(self.path, e, "cannot open") from None
-
-    def _checked(self, uri: str) -> sqlite3.Connection:
-        db = self._connect(uri, uri=True)
-        try:
-            if _store_format(db, self.path) is None:
-                raise StoreError(f"store {self.path}: not a description store (it holds no tables)")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def add(self, records: Iterable[Record], progress: Progress | None = None) -> int:
-        """Insert records in one transaction; a (camera, track, timestamp) already stored is skipped.
-
-        Returns how many were new. Every record is validated first: one bad record adds nothing. A
-        failed write (a full disk, a lock held too long) rolls all of them back and raises
-        StoreUnavailable naming the cause. ``progress`` is called with each batch's size as it is written.
-        """
-        if self.readonly:
-            raise StoreError(f"store {self.path} is open read-only")
-        rows = [(*cols, " ".join([*attribute_tokens(attrs), camera_token(cols[0])]))
-                for cols, attrs in record_rows(records)]
-        if not rows:
-            return 0
-        with self._lock:
-            try:
-                return self._insert(rows, progress)
-            except sqlite3.Error as e:
-                self._abort()
-                raise _sqlite_error(self.path, e, "ingest failed, nothing was stored", writing=True) from None
-            except BaseException:
-                self._abort()
-                raise
-
-    def _insert(self, rows: list[tuple[Any, ...]], progress: Progress | None) -> int:
-        db = self._db
-        # Move committed pages out of the write-ahead log first: if this ingest then fills the disk, the log
-        # holds nothing but the rolled-back pages and can be emptied (a checkpoint would need free space).
-        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        db.execute("BEGIN IMMEDIATE")
-        # New rows get ids above the current maximum (rows are never deleted), so the full-text
-        # index is filled from them in one statement instead of a round trip per row.
-        last = db.execute("SELECT coalesce(max(id), 0) FROM descriptions").fetchone()[0]
-        before = db.total_changes
-        for i in range(0, len(rows), _CHUNK):
-            db.executemany(_INSERT, rows[i : i + _CHUNK])
-            if progress is not None:
-                progress(len(rows[i : i + _CHUNK]))
-        added = db.total_changes - before
-        db.execute("INSERT INTO descriptions_fts (rowid, text, attrs) "
-                   "SELECT id, text, tokens FROM descriptions WHERE id > ?", (last,))
-        db.execute("COMMIT")
-        return added
-
-    def _abort(self) -> None:
-        """Roll back (SQLite may have already, on a full disk) and give the log's space back; never raises."""
-        db = self._db
-        with contextlib.suppress(sqlite3.Error):
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("PRAGMA busy_timeout=0")  # do not wait for readers: the log is emptied on close anyway
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        with contextlib.suppress(sqlite3.Error):
-            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-
-    def count(self) -> int:
-        """Number of stored descriptions."""
-        with self._lock:
-            try:
-                return int(self._db.execute("SELECT count(*) FROM descriptions").fetchone()[0])
-            except sqlite3.Error as e:
-                raise _sqlite_error(self.path, e, "count failed") from None
-
-    def search(self, query: str, camera: str | None = None, since: float | str | None = None,
-               limit: int = 10) -> list[Hit]:
-        """Tracks matching ``query`` (best first), each with its best description; ``since``: epoch seconds.
-
-        Hits that contain the query's other words come first, ranked by the share of those words
-        they contain, among the newest :data:`RANK_WINDOW` such candidates; then the other rows
-        matching the filters, newest first.
-        """
-        since = check_search(camera, since, limit)
-        q = parse_query(query)
-        filters = [*q.filters, *([camera_token(camera)] if camera is not None else [])]
-        attrs_expr = " AND ".join(f'"{t}"' for t in filters)
-        where, params = [], []
-        if camera is not None:
-            where.append("d.camera = ?")
-            params.append(camera)
-        if since is not None:
-            where.append("d.ts >= ?")
-            params.append(since)
-        extra = "".join(f" AND {w}" for w in where)
-        with self._lock:
-            try:
-                hits = self._ranked(q, attrs_expr, extra, params, limit) if q.words else []
-                if len(hits) < limit and attrs_expr:
-                    # Then rows matching the filters only, newest first (FTS5 streams rowid order without sorting).
-                    sql = (f"SELECT {_COLS}, 0.0 FROM descriptions_fts f JOIN descriptions d ON d.id = f.rowid "
-                           f"WHERE descriptions_fts MATCH ?{extra} ORDER BY f.rowid DESC")
-                    have = {(h.camera, h.track) for h in hits}
-                    more = self._tracks(sql, [f"{{attrs}}: ({attrs_expr})", *params], limit + len(hits))
-                    hits += [h for h in more if (h.camera, h.track) not in have][: limit - len(hits)]
-            except sqlite3.Error as e:
-                raise _sqlite_error(self.path, e, "search failed") from None
-        return hits
-
-    def _ranked(self, q: Query, attrs_expr: str, extra: str, params: list[Any], limit: int) -> list[Hit]:
-        """Rows that also contain a query word: the newest RANK_WINDOW of them, ranked by the share of the
-        query's words they contain (newest first among equals)."""
-        # SQLite's bm25() would cost a scan of every filter token's posting list per query (its IDF):
-        # 10-40 ms at 1M rows.
-        text_expr = " OR ".join(f'"{w}"' for w in q.words)
-        match = f"{{attrs}}: ({attrs_expr}) AND {{text}}: ({text_expr})" if attrs_expr else f"{{text}}: ({text_expr})"
-        sql = (f"SELECT d.id, d.camera, d.track, d.text FROM descriptions_fts f JOIN descriptions d "
-               f"ON d.id = f.rowid WHERE descriptions_fts MATCH ?{extra} ORDER BY f.rowid DESC LIMIT {RANK_WINDOW}")
-        rows = self._db.execute(sql, [match, *params]).fetchall()
-        words = set(q.words)
-
-        def share(text: Any) -> float:
-            return len(words.intersection(_WORD_RE.findall(_as_text(text).lower()))) / len(words)
-
-        best: dict[tuple[Any, Any], int] = {}  # track -> id of its best row, best tracks first
-        for rid, cam, track, _ in sorted(rows, key=lambda r: -share(r[3])):  # stable: newest first among equals
-            if len(best) >= limit:
-                break
-            best.setdefault((cam, track), rid)
-        if not best:
-            return []
-        ids = list(best.values())
-        full = {r[0]: r[1:] for r in self._db.execute(
-            f"SELECT d.id, {_COLS} FROM descriptions d WHERE d.id IN ({','.join('?' * len(ids))})", ids)}
-        return collect_tracks([(*full[i], share(full[i][3])) for i in ids], limit)
-
-    def _tracks(self, sql: str, params: list[Any], limit: int) -> list[Hit]:
-        cur = self._db.execute(sql, params)
-
-        def rows() -> Iterable[tuple]:
-            while True:
-                page = cur.fetchmany(_PAGE)
-                if not page:
-                    return
-                yield from page
-
-        try:
-            return collect_tracks(rows(), limit)
-        finally:
-            cur.close()
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -1,4 +1,4 @@
-"""PostgreSQL description store (psycopg 3): same API as :class:`runtime.store.SQLiteStore`, for many writers.
+"""PostgreSQL description store (psycopg 3): same API as :class:`runtime.search.SQLiteStore`, for many writers.
 
 Attribute tokens live in a ``text[]`` column with a GIN index (a filter is ``attrs @> ARRAY[...]``);
 the description text in a generated ``tsvector`` column with a GIN index (the ``simple`` configuration,
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from .store import Hit, Progress, Record, StoreError, StoreUnavailable, attribute_tokens, check_search, \
+from .records import Hit, Progress, Record, StoreError, StoreUnavailable, attribute_tokens, check_search, \
     collect_tracks, parse_query, record_rows
 
 _SCHEMA_LOCK = 0x70766C6D  # advisory lock id ("pvlm"): nodes starting together create the schema once
