@@ -1,19 +1,22 @@
 """``pvlm-serve``: a Triton Inference Server on one machine through PyTriton, bound to ``Describer``.
 
 Triton's dynamic batcher groups concurrent requests (batch full or ``queue_delay_ms`` elapsed);
-the bound function describes the whole batch with one :class:`runtime.Describer` call. Health
-(``/v2/health/ready``), the HTTP/gRPC inference protocol and Prometheus metrics (``/metrics``)
-are Triton's own. PyTriton (``pip install nvidia-pytriton``, the ``serve`` extra) is imported
-only inside functions: ``import runtime`` never loads it.
+the bound function decodes each row and shrinks it to the model's input before decoding the next
+(a batch holds one full-size image at most), then runs the whole batch through the
+:class:`runtime.Describer`'s model at once. The HTTP/gRPC inference protocol, health endpoints and
+Prometheus metrics (``/metrics``) are Triton's own; the model describes a warm-up image before
+Triton starts, so ``/v2/models/pvlm/ready`` never says ready for a model that cannot answer.
+PyTriton (``pip install nvidia-pytriton``, the ``serve`` extra) is imported only inside functions:
+``import runtime`` never loads it.
 
 Model ``pvlm`` (see docs/serving.md):
   IMAGE      BYTES [1]  one encoded JPEG/PNG image per request row
   TEXT       BYTES [1]  the description (UTF-8)
   ATTRIBUTES BYTES [1]  the parsed attributes as JSON
-  ERROR      BYTES [1]  empty, or why this row could not be described (not an image, too large...)
+  ERROR      BYTES [1]  empty, or one line saying why this row could not be described
 
-PyTriton fails a whole batch when its function raises, so a bad image is reported in ERROR and
-never costs the requests it was batched with their answers.
+PyTriton fails a whole batch, and sends the client a traceback, when its function raises, so a bad
+image is reported in its row's ERROR and never costs the requests it was batched with their answers.
 
 Also here: :func:`run_repository`, which runs the tritonserver binary shipped in nvidia-pytriton on a
 repository written by ``pvlm-export triton --flavor python`` (no Docker needed).
@@ -22,6 +25,7 @@ repository written by ``pvlm-export triton --flavor python`` (no Docker needed).
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import json
 import logging
@@ -31,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -39,17 +44,30 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
+from PIL import Image
 
-from .preprocess import DEFAULT_MAX_PIXELS, MAX_IMAGE_BYTES, InputError, image_from_bytes
+from .attributes import parse_attributes
+from .backends import NAMES
+from .backends.base import BackendUnavailable
+from .bundle import BundleError
+from .cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, first_line
+from .describer import Describer, detokenize
+from .preprocess import MAX_IMAGE_BYTES, InputError, image_from_bytes, preprocess
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "pvlm"
+# pvlm-serve's pixel limit. Rows are decoded one at a time, and decoding one image peaks at about 4 bytes
+# a pixel for RGB, 20 for RGBA and 28 for 16-bit grey (Pillow's and runtime.preprocess's conversions):
+# 16.8 Mpx costs ~65 MB for a photo and ~470 MB at worst. Phone photos (12 Mpx) and 4K frames (8.3 Mpx)
+# pass; the library's 64 Mpx default is for offline use, where nobody else waits on the memory.
+SERVE_MAX_PIXELS = 4096 * 4096
 
 
 # --------------------------------------------------------------------------- tritonserver plumbing
@@ -215,41 +233,153 @@ def _as_bytes(value: Any) -> bytes:
     return bytes(value)
 
 
-def make_infer_fn(describer: Any, max_image_bytes: int = MAX_IMAGE_BYTES) -> Any:
-    """PyTriton ``@batch`` function: IMAGE (B, 1) bytes -> TEXT, ATTRIBUTES, ERROR (B, 1)."""
-    from pytriton.decorators import batch
+def _column(values: list[str]) -> np.ndarray:
+    return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_)
 
-    max_pixels = getattr(describer, "max_pixels", DEFAULT_MAX_PIXELS)
 
-    @batch
-    def infer(IMAGE: np.ndarray) -> dict[str, np.ndarray]:  # noqa: N803 - Triton tensor name
-        rows = IMAGE.reshape(IMAGE.shape[0], -1)
-        texts, attrs, errors = [""] * len(rows), ["{}"] * len(rows), [""] * len(rows)
-        good, images = [], []
-        for i, row in enumerate(rows):
-            try:
-                if row.size != 1:
-                    raise InputError(f"input {i}: expected one encoded image per row, got {row.size}")
-                images.append(image_from_bytes(_as_bytes(row[0]), i, max_image_bytes, max_pixels))
-                good.append(i)
-            except InputError as e:
-                errors[i] = str(e)
-        if images:
-            for i, d in zip(good, describer.describe(images)):
-                if d.ok:
-                    texts[i], attrs[i] = d.text, json.dumps(d.attributes, sort_keys=True)
-                else:
-                    errors[i] = d.error or "could not describe this image"
-        if any(errors):
-            log.warning("%d of %d images in this batch failed: %s", sum(map(bool, errors)), len(rows),
-                        "; ".join(e for e in errors if e))
+def _pixels_from_bytes(data: bytes, index: int, pre: Mapping[str, Any], max_image_bytes: int,
+                       max_pixels: int) -> np.ndarray:
+    """Encoded image -> the model's float32 (3, H, W) input; the decoded full-size image is freed on return.
 
-        def column(values: list[str]) -> np.ndarray:
-            return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_)
+    Decoding (limits, EXIF orientation, colour modes) and resizing are runtime.preprocess's, as for the
+    local ``Describer``.
+    """
+    image = image_from_bytes(data, index, max_image_bytes, max_pixels)
+    return preprocess(image, pre["height"], pre["width"], pre["mean"], pre["std"])
 
-        return {"TEXT": column(texts), "ATTRIBUTES": column(attrs), "ERROR": column(errors)}
+
+def _describe_pixels(describer: Any, pixels: list[np.ndarray]) -> list[tuple[str, str]]:
+    """Preprocessed rows -> (text, attributes as JSON) each, as ``Describer.describe`` gives them."""
+    out = []
+    for start in range(0, len(pixels), describer.max_batch):
+        ids, _ = describer.generate_ids(np.stack(pixels[start:start + describer.max_batch]))
+        texts = [detokenize(row, describer.bundle.tokens) for row in ids]
+        out += [(t, json.dumps(parse_attributes(t), sort_keys=True)) for t in texts]
+    return out
+
+
+def describe_rows(describer: Any, rows: Sequence[np.ndarray], max_image_bytes: int = MAX_IMAGE_BYTES,
+                  max_pixels: int = SERVE_MAX_PIXELS, indices: Sequence[int] | None = None,
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """Rows of one encoded image each -> per-row texts, attributes (JSON) and errors (empty, or one line).
+
+    Each row is decoded and shrunk to the model's input before the next one is decoded, so a batch
+    holds at most one decoded full-size image. A row that cannot be decoded fails alone; a model
+    failure fails the batch's rows with a one-line error, its traceback goes to the log only.
+    ``indices``: the input number each row's error names (its place in its own request); default 0, 1, ...
+    """
+    n = len(rows)
+    names = list(range(n)) if indices is None else list(indices)
+    texts, attrs, errors = [""] * n, ["{}"] * n, [""] * n
+    pre = describer.bundle.preprocess
+    good, pixels = [], []
+    for j, (row, i) in enumerate(zip(rows, names)):
+        try:
+            if row.size != 1:
+                raise InputError(f"input {i}: expected one encoded image per row, got {row.size}")
+            pixels.append(_pixels_from_bytes(_as_bytes(row.flat[0]), i, pre, max_image_bytes, max_pixels))
+            good.append(j)
+        except InputError as e:
+            errors[j] = str(e)
+        except Exception:  # noqa: BLE001 - a decoder bug costs this row only, and the client one line
+            log.exception("input %d: unexpected error while decoding", i)
+            errors[j] = f"input {i}: the server could not decode this image (details in the server log)"
+    if good:
+        try:
+            for j, (text, attributes) in zip(good, _describe_pixels(describer, pixels)):
+                texts[j], attrs[j] = text, attributes
+        except Exception as e:  # noqa: BLE001 - PyTriton would send the traceback to every client of the batch
+            log.exception("describing a batch of %d failed", len(good))
+            for j in good:
+                errors[j] = (f"input {names[j]}: the model failed on this batch ({type(e).__name__}; "
+                             "details in the server log)")
+    if any(errors):
+        log.warning("%d of %d images in this batch failed: %s", sum(map(bool, errors)), n,
+                    "; ".join(e for e in errors if e))
+    return texts, attrs, errors
+
+
+def make_infer_fn(describer: Any, max_image_bytes: int = MAX_IMAGE_BYTES, max_pixels: int | None = None) -> Any:
+    """PyTriton function: requests of IMAGE (k, 1) bytes -> TEXT, ATTRIBUTES, ERROR (k, 1) each.
+
+    Every row of every request of the batch goes through one :func:`describe_rows` call; an error
+    names the row's place in its own request. ``max_pixels``: default the describer's own limit.
+    """
+    limit = describer.max_pixels if max_pixels is None else max_pixels
+
+    def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        images = [r["IMAGE"].reshape(r["IMAGE"].shape[0], -1) for r in requests]
+        rows = [row for image in images for row in image]
+        texts, attrs, errors = describe_rows(describer, rows, max_image_bytes, limit,
+                                             indices=[i for image in images for i in range(len(image))])
+        out, start = [], 0
+        for image in images:
+            end = start + len(image)
+            out.append({"TEXT": _column(texts[start:end]), "ATTRIBUTES": _column(attrs[start:end]),
+                        "ERROR": _column(errors[start:end])})
+            start = end
+        return out
 
     return infer
+
+
+class WarmUpError(RuntimeError):
+    """The model could not describe the warm-up image, so the server would not answer: nothing was started."""
+
+
+def _warm_up(describer: Any) -> tuple[bytes, str]:
+    """Describe a 1x1 grey PNG the way requests are described; returns (its bytes, the text). Raises on failure."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1), (128, 128, 128)).save(buf, "PNG")
+    data = buf.getvalue()
+    pixels = _pixels_from_bytes(data, 0, describer.bundle.preprocess, len(data), 1)
+    return data, _describe_pixels(describer, [pixels])[0][0]
+
+
+def _url_host(host: str) -> str:
+    """How this machine reaches a server listening on ``host`` (a wildcard address means loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+def _infer_http(url: str, images: Sequence[bytes], model_name: str = MODEL_NAME,
+               timeout_s: float = 60) -> list[dict[str, str]]:
+    """Encoded images, one request of ``len(images)`` rows, to a ``pvlm-serve`` model over HTTP.
+
+    Returns ``{"TEXT", "ATTRIBUTES", "ERROR"}`` strings per row. Uses Triton's binary tensor extension
+    (no tritonclient needed); urllib's errors otherwise.
+    """
+    tensor = b"".join(struct.pack("<I", len(image)) + image for image in images)
+    header = json.dumps({"inputs": [{"name": "IMAGE", "shape": [len(images), 1], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": len(tensor)}}],
+                         "outputs": [{"name": name, "parameters": {"binary_data": False}}
+                                     for name in ("TEXT", "ATTRIBUTES", "ERROR")]}).encode()
+    req = urllib.request.Request(f"{url}/v2/models/{model_name}/infer", method="POST", data=header + tensor,
+                                 headers={"Inference-Header-Content-Length": str(len(header)),
+                                          "Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
+        outputs = json.loads(r.read())["outputs"]
+    return [{o["name"]: o["data"][i] for o in outputs} for i in range(len(images))]
+
+
+def _check_answers(url: str, model_name: str, image: bytes, want: str, rows: int) -> None:
+    """RuntimeError (one line) unless the running server describes ``rows`` copies of ``image`` as ``want``.
+
+    A full batch (``rows`` = max_batch) runs at once instead of waiting out the batcher's queue delay.
+    """
+    try:
+        got = _infer_http(url, [image] * rows, model_name)
+    except urllib.error.HTTPError as e:
+        body = e.read().decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, AttributeError):
+            body = json.loads(body).get("error", body)  # Triton's {"error": "..."}
+        raise RuntimeError(f"{url}: the warm-up request failed (HTTP {e.code}: {first_line(RuntimeError(body))})") \
+            from None
+    except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as e:
+        raise RuntimeError(f"{url}: the warm-up request failed ({type(e).__name__}: {first_line(e)})") from None
+    wrong = [row for row in got if row.get("ERROR") or row.get("TEXT") != want]
+    if wrong:
+        raise RuntimeError(f"{url}: the warm-up request was answered {wrong[0]!r}, not {want!r}")
 
 
 @contextlib.contextmanager
@@ -269,10 +399,22 @@ def _stub_environment() -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _warm_describer(bundle: str | Path, **options: Any) -> tuple[Any, bytes, str]:
+    """A Describer that has described the warm-up image, the image and its text; WarmUpError otherwise."""
+    describer = Describer(bundle, **options)
+    try:
+        image, text = _warm_up(describer)
+    except Exception as e:  # noqa: BLE001 - whatever the cause, the server must not start
+        describer.close()
+        raise WarmUpError(f"{bundle}: the warm-up description failed, so the model cannot answer "
+                          f"({type(e).__name__}: {first_line(e)})") from None
+    return describer, image, text
+
+
 def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
           metrics_port: int = 8002, max_batch: int = 8, queue_delay_ms: float = 50, backend: str = "auto",
           threads: int | None = None, max_image_bytes: int = MAX_IMAGE_BYTES, model_name: str = MODEL_NAME,
-          exit_timeout_s: int = 10, log_file: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+          exit_timeout_s: int = 10, log_file: str | Path | None = None, max_pixels: int = SERVE_MAX_PIXELS) -> Any:
     """Start a PyTriton server describing with ``bundle``; returns the running ``pytriton.triton.Triton``.
 
     Use it as a context manager (``with serve(...) as triton:``) or call ``triton.stop()``.
@@ -280,7 +422,10 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
     the dynamic batcher's ``max_queue_delay_microseconds`` / 1000. tritonserver's own log goes to
     ``log_file`` (default: this process's stdout, as PyTriton does). ``exit_timeout_s``: on stop,
     how long tritonserver keeps finishing queued and running requests (it accepts no new ones).
-    Host and ports are checked first (:func:`check_listen`): ValueError, nothing started.
+    ``max_pixels``: images with more pixels are refused from their header (default 4096 x 4096).
+    Host and ports are checked first (:func:`check_listen`): ValueError, nothing started. The model
+    describes a warm-up image before Triton starts (:class:`WarmUpError`, nothing started) and the
+    running server answers it over HTTP before this returns (RuntimeError, server stopped).
     """
     if not check_listen(host, {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}):
         log.warning("listening on %s, not a loopback address: inference and metrics have NO authentication; "
@@ -291,12 +436,11 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
     except ImportError:
         raise RuntimeError("pvlm-serve needs PyTriton: pip install nvidia-pytriton (or pip install -e '.[serve]')") \
             from None
-    from .describer import Describer
 
     if queue_delay_ms < 0:
         raise ValueError(f"queue_delay_ms must be >= 0, got {queue_delay_ms}")
-    describer = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch,  # checks max_batch
-                          max_pixels=max_pixels)
+    describer, image, text = _warm_describer(bundle, backend=backend, threads=threads,
+                                             max_batch=max_batch, max_pixels=max_pixels)  # checks max_batch
     config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, allow_gpu_metrics=False,
                           exit_timeout_secs=exit_timeout_s, log_file=Path(log_file) if log_file else None)
@@ -304,7 +448,7 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
     try:
         triton.bind(
             model_name=model_name,
-            infer_func=make_infer_fn(describer, max_image_bytes),
+            infer_func=make_infer_fn(describer, max_image_bytes, max_pixels),
             inputs=[Tensor(name="IMAGE", dtype=np.bytes_, shape=(1,))],
             outputs=[Tensor(name="TEXT", dtype=np.bytes_, shape=(1,)),
                      Tensor(name="ATTRIBUTES", dtype=np.bytes_, shape=(1,)),
@@ -315,12 +459,16 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
         )
         with _stub_environment():
             triton.run()  # tritonserver (and its Python backend stubs) inherit the environment here
+        _check_answers(f"http://{_url_host(host)}:{http_port}", model_name, image, text, max_batch)
     except BaseException:
         triton.stop()
         raise
     log.info("serving %s (%s) as model %r: http://%s:%d, grpc %s:%d, metrics http://%s:%d/metrics",
              bundle, describer.backend_name, model_name, host, http_port, host, grpc_port, host, metrics_port)
     return triton
+
+
+# --------------------------------------------------------------------------- the pvlm-serve command
 
 
 # SystemExit subclasses: no library's `except Exception` eats them, and when the signal lands in gevent's hub
@@ -334,110 +482,132 @@ class _StartTimeout(SystemExit):
     """--start-timeout elapsed before the server was ready."""
 
 
+class _Signals:
+    """One run's SIGINT/SIGTERM (set ``stop``) and start-up alarm; while starting, both interrupt the start-up."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.starting = True
+
+    def install(self, start_timeout: float) -> None:
+        """Handle SIGINT, SIGTERM and SIGALRM; the alarm rings after ``start_timeout`` seconds."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, start_timeout)
+
+    def started(self) -> None:
+        """Start-up is over: signals only set ``stop``, the alarm is off."""
+        self.starting = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("signal %d received: stopping", signum)
+        self.stop.set()
+        if self.starting:  # PyTriton's start-up blocks; leave it now rather than after its timeout
+            raise _Interrupted
+
+    def _on_alarm(self, _signum: int, _frame: Any) -> None:
+        if self.starting:
+            raise _StartTimeout
+
+
+def _start(signals: _Signals, start_timeout: float, triton_log: str | None, **options: Any) -> Any | None:
+    """:func:`serve` within ``start_timeout``; None if a signal stopped the start-up. Errors: one line."""
+    signals.install(start_timeout)
+    try:
+        return serve(log_file=triton_log, **options)
+    except _Interrupted:
+        click.echo("stopped before the server was ready", err=True)
+        return None
+    except _StartTimeout:
+        raise CommandFailure(f"the server was not ready within {start_timeout:g} s (--start-timeout)"
+                             + (f"; see {triton_log}" if triton_log else "")) from None
+    except (BundleError, BackendUnavailable, ValueError) as e:
+        raise CommandError(first_line(e)) from None
+    except (RuntimeError, TimeoutError) as e:
+        raise CommandFailure(first_line(e)) from None
+    finally:
+        signals.started()
+
+
+def _serve_until_stopped(triton: Any, signals: _Signals, host: str, ports: tuple[int, int, int],
+                         drain_timeout: float, triton_log: str | None) -> None:
+    """Print ready, serve until SIGINT/SIGTERM, then drain and stop."""
+    http_port, grpc_port, metrics_port = ports
+    with triton:
+        click.echo(f"ready: http://{host}:{http_port}/v2/models/{MODEL_NAME} (grpc {host}:{grpc_port}, "
+                   f"metrics http://{host}:{metrics_port}/metrics)"
+                   + (f"; tritonserver log: {triton_log}" if triton_log else ""), err=True)
+        while not signals.stop.wait(1.0):
+            if not triton.is_alive():
+                raise CommandFailure("Triton stopped unexpectedly")
+        click.echo(f"draining: new requests are refused, queued ones get up to {drain_timeout:g} s", err=True)
+        t0 = time.monotonic()
+    click.echo(f"stopped ({time.monotonic() - t0:.1f} s to drain and stop)", err=True)
+
+
+@click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
+@click.argument("bundle", type=click.Path())
+@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, help="Triton HTTP/REST port.")
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, help="Triton gRPC port.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, help="Prometheus metrics port.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, help="Triton max_batch_size.")
+@click.option("--queue-delay-ms", type=click.FloatRange(min=0), default=50.0,
+              help="Dynamic batcher: run a batch when full or after this delay.")
+@click.option("--backend", type=click.Choice(NAMES), default="auto", help="Runtime backend.")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
+@click.option("--max-image-bytes", type=click.IntRange(min=1), default=MAX_IMAGE_BYTES,
+              show_default=f"{MAX_IMAGE_BYTES / 2**20:g} MiB", help="Largest encoded image accepted, in bytes.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=SERVE_MAX_PIXELS,
+              show_default=f"{SERVE_MAX_PIXELS}, 4096x4096",
+              help="Refuse images with more pixels, from the header before decoding (memory bound and "
+                   "decompression-bomb guard).")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0,
+              help="On SIGTERM/SIGINT: seconds to finish queued and running requests (new ones are refused).")
+@click.option("--start-timeout", type=click.FloatRange(min=1), default=120.0,
+              help="Give up if the server is not ready within this many seconds.")
+@click.option("--triton-log", type=click.Path(dir_okay=False),
+              help="tritonserver's log file (default: a file in the temp directory; stdout with -v).")
+@common_options(default_level=logging.INFO, log_format="%(asctime)s %(name)s: %(message)s")
+def serve_command(bundle: str, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
+                  queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, max_pixels: int,
+                  drain_timeout: float, start_timeout: float, triton_log: str | None, verbose: int) -> None:
+    """Serve BUNDLE with Triton's HTTP/gRPC protocol (model "pvlm") until SIGINT or SIGTERM.
+
+    \b
+    No authentication: keep the default loopback --host, or put a TLS and
+    authentication proxy in front (docs/serving.md). "ready" is printed (and
+    /v2/models/pvlm/ready answers 200) only once the model has described a
+    warm-up image. On SIGTERM/SIGINT the server refuses new requests, finishes
+    queued ones for up to --drain-timeout seconds, then exits 0. Exit 2: bad
+    usage, bundle, host or port (checked before starting, within seconds).
+    Exit 1: the warm-up description failed, or the server did not start.
+
+    -v also logs PyTriton's and tritonserver's messages (tritonserver's to stdout unless --triton-log).
+    """
+    if not verbose:
+        logging.getLogger("pytriton").setLevel(logging.WARNING)
+    if triton_log is None and not verbose:
+        triton_log = str(Path(tempfile.gettempdir()) / f"pvlm-serve-{os.getpid()}-tritonserver.log")
+    signals = _Signals()
+    triton = _start(signals, start_timeout, triton_log, bundle=bundle, host=host, http_port=http_port,
+                    grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
+                    queue_delay_ms=queue_delay_ms, backend=backend, threads=threads, max_image_bytes=max_image_bytes,
+                    max_pixels=max_pixels, exit_timeout_s=max(1, math.ceil(drain_timeout)))
+    if triton is not None:
+        _serve_until_stopped(triton, signals, host, (http_port, grpc_port, metrics_port), drain_timeout, triton_log)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script ``pvlm-serve`` (errors: one line on stderr, exit 2 for bad usage or input)."""
-    import click
-
-    from .backends import NAMES
-    from .cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, first_line
-
-    @click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
-    @click.argument("bundle", type=click.Path())
-    @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
-    @click.option("--http-port", type=click.IntRange(1, 65535), default=8000, help="Triton HTTP/REST port.")
-    @click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, help="Triton gRPC port.")
-    @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, help="Prometheus metrics port.")
-    @click.option("--max-batch", type=click.IntRange(min=1), default=8, help="Triton max_batch_size.")
-    @click.option("--queue-delay-ms", type=click.FloatRange(min=0), default=50.0,
-                  help="Dynamic batcher: run a batch when full or after this delay.")
-    @click.option("--backend", type=click.Choice(NAMES), default="auto", help="Runtime backend.")
-    @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
-    @click.option("--max-image-bytes", type=click.IntRange(min=1), default=MAX_IMAGE_BYTES,
-                  show_default=f"{MAX_IMAGE_BYTES / 2**20:g} MiB", help="Largest encoded image accepted, in bytes.")
-    @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
-                  help="Refuse images with more pixels (decompression-bomb guard).")
-    @click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0,
-                  help="On SIGTERM/SIGINT: seconds to finish queued and running requests (new ones are refused).")
-    @click.option("--start-timeout", type=click.FloatRange(min=1), default=120.0,
-                  help="Give up if the server is not ready within this many seconds.")
-    @click.option("--triton-log", type=click.Path(dir_okay=False),
-                  help="tritonserver's log file (default: a file in the temp directory; stdout with -v).")
-    @common_options(default_level=logging.INFO, log_format="%(asctime)s %(name)s: %(message)s")
-    def cli(bundle: str, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
-            queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, max_pixels: int,
-            drain_timeout: float, start_timeout: float, triton_log: str | None, verbose: int) -> None:
-        """Serve BUNDLE with Triton's HTTP/gRPC protocol (model "pvlm") until SIGINT or SIGTERM.
-
-        \b
-        No authentication: keep the default loopback --host, or put a TLS and
-        authentication proxy in front (docs/serving.md). On SIGTERM/SIGINT the
-        server refuses new requests, finishes queued ones for up to
-        --drain-timeout seconds, then exits 0. Exit 2: bad usage, bundle, host or
-        port (checked before starting, within seconds).
-
-        -v also logs PyTriton's and tritonserver's messages (tritonserver's to stdout unless --triton-log).
-        """
-        from .backends import BackendUnavailable
-        from .bundle import BundleError
-
-        if not verbose:
-            logging.getLogger("pytriton").setLevel(logging.WARNING)
-        stop = threading.Event()
-        starting = True
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            log.info("signal %d received: stopping", signum)
-            stop.set()
-            if starting:  # PyTriton's start-up blocks; leave it now rather than after its timeout
-                raise _Interrupted
-
-        def on_alarm(_signum: int, _frame: Any) -> None:
-            if starting:
-                raise _StartTimeout
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
-        signal.signal(signal.SIGALRM, on_alarm)
-
-        if triton_log is None and not verbose:
-            triton_log = str(Path(tempfile.gettempdir()) / f"pvlm-serve-{os.getpid()}-tritonserver.log")
-        signal.setitimer(signal.ITIMER_REAL, start_timeout)
-        try:
-            triton = serve(bundle, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                           max_batch=max_batch, queue_delay_ms=queue_delay_ms, backend=backend, threads=threads,
-                           max_image_bytes=max_image_bytes, log_file=triton_log, max_pixels=max_pixels,
-                           exit_timeout_s=max(1, math.ceil(drain_timeout)))
-            starting = False
-        except _Interrupted:
-            click.echo("stopped before the server was ready", err=True)
-            return
-        except _StartTimeout:
-            raise CommandFailure(f"the server was not ready within {start_timeout:g} s (--start-timeout)"
-                                       + (f"; see {triton_log}" if triton_log else "")) from None
-        except (BundleError, BackendUnavailable, ValueError) as e:
-            raise CommandError(first_line(e)) from None
-        except (RuntimeError, TimeoutError) as e:
-            raise CommandFailure(first_line(e)) from None
-        finally:
-            starting = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        with triton:
-            click.echo(f"ready: http://{host}:{http_port}/v2/models/{MODEL_NAME} (grpc {host}:{grpc_port}, "
-                       f"metrics http://{host}:{metrics_port}/metrics)"
-                       + (f"; tritonserver log: {triton_log}" if triton_log else ""), err=True)
-            while not stop.wait(1.0):
-                if not triton.is_alive():
-                    raise CommandFailure("Triton stopped unexpectedly")
-            click.echo(f"draining: new requests are refused, queued ones get up to {drain_timeout:g} s", err=True)
-            t0 = time.monotonic()
-        click.echo(f"stopped ({time.monotonic() - t0:.1f} s to drain and stop)", err=True)
-
-    cli.main(args=argv, prog_name="pvlm-serve")
+    serve_command.main(args=argv, prog_name="pvlm-serve")
 
 
 if __name__ == "__main__":
     main()
 
 
-__all__ = ["MAX_IMAGE_BYTES", "MODEL_NAME", "main", "make_infer_fn", "run_repository", "serve",
-           "shipped_tritonserver", "tritonserver_env", "wait_ready"]
+__all__ = ["MAX_IMAGE_BYTES", "MODEL_NAME", "SERVE_MAX_PIXELS", "WarmUpError", "describe_rows", "main", "make_infer_fn",
+           "run_repository", "serve", "serve_command", "shipped_tritonserver", "tritonserver_env", "wait_ready"]

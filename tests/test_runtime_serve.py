@@ -112,19 +112,25 @@ def test_image_from_bytes_limits():
     assert image_from_bytes(make_images(1)[0]).mode == "RGB"
 
 
+def _executions_by_batch_size(srv) -> dict[int, int]:
+    req = urllib.request.Request(f"http://127.0.0.1:{srv.ports['http']}/v2/models/pvlm/stats",
+                                 headers={"triton-access-token": srv.get_access_token()})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        stats = json.loads(r.read())["model_stats"][0]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+
+
 def test_concurrent_requests_match_local_describer_and_batch(pvlm_server, images, expected):
     from runtime import parse_attributes
 
+    before = _executions_by_batch_size(pvlm_server)  # the start-up check's full batch is not the clients'
     load = load_with_clients(lambda: _client(pvlm_server), _describe, images, threads=8, budget_s=120)
     assert not load["errors"], load["errors"]
     for i, (text, attrs, error) in enumerate(load["results"]):
         assert error == "" and text == expected[i], f"image {i}: {error}"
         assert attrs == json.loads(json.dumps(parse_attributes(text)))
-    req = urllib.request.Request(f"http://127.0.0.1:{pvlm_server.ports['http']}/v2/models/pvlm/stats",
-                                 headers={"triton-access-token": pvlm_server.get_access_token()})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        stats = json.loads(r.read())["model_stats"][0]
-    sizes = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+    after = _executions_by_batch_size(pvlm_server)
+    sizes = {size: n - before.get(size, 0) for size, n in after.items() if n > before.get(size, 0)}
     print(f"pvlm executions by batch size: {dict(sorted(sizes.items()))}")
     assert max(sizes) > 1, f"no execution had more than one request: {sizes}"
 
