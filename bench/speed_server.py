@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .speed import machine_info, percentile, tail_percentile
 
-MODEL_NAME = "pvlm"  # runtime.serve.MODEL_NAME (not imported: that module is the server side)
+MODEL_NAME = "pvlm"  # runtime.serving.server.MODEL_NAME (not imported: that module is the server side)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from bench.cli_speed import main as bench_main  # noqa: E402
 
 @pytest.fixture(scope="module")
 def server(lively_bundle, tmp_path_factory):  # noqa: F811 - the fixture imported above
-    """``runtime.serve.serve`` in this process on free loopback ports."""
-    from runtime.serve import serve
+    """``runtime.serving.server.serve`` in this process on free loopback ports."""
+    from runtime.serving.server import serve
 
     http, grpc, metrics = free_ports(3)
     triton = serve(lively_bundle, host="127.0.0.1", http_port=http, grpc_port=grpc, metrics_port=metrics,

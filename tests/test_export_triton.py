@@ -233,7 +233,7 @@ def server(python_repo, tmp_path_factory):
     """The real tritonserver from nvidia-pytriton on the python-flavor repository (stopped at module end)."""
     pytest.importorskip("pytriton", reason="needs nvidia-pytriton (pip install -e '.[serve]')")
     pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[all] (pip install -e '.[serve]')")
-    from runtime.serve import run_repository
+    from runtime.serving.server import run_repository
 
     http, grpc, metrics = free_ports(3)
     srv = _Server(http, grpc, metrics, tmp_path_factory.mktemp("tritonlog") / "tritonserver.log")
@@ -587,7 +587,7 @@ def test_malformed_requests_get_clear_errors_and_server_keeps_serving(server, im
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    from runtime.serve import MAX_IMAGE_BYTES
+    from runtime.serving.server import MAX_IMAGE_BYTES
 
     def fails(inputs: list) -> str:
         with pytest.raises(InferenceServerException) as info:

@@ -34,7 +34,7 @@ sys.meta_path.insert(0, _NoTorch())
 COMMANDS = {
     "pvlm-data": "pvlm.cli_data", "pvlm-train": "pvlm.cli_train", "pvlm-export": "export.cli",
     "pvlm-describe": "runtime.cli", "pvlm-bench": "bench.cli_speed", "pvlm-eval": "bench.cli_quality",
-    "pvlm-quickstart": "bench.walkthrough", "pvlm-serve": "runtime.serve",
+    "pvlm-quickstart": "bench.walkthrough", "pvlm-serve": "runtime.serving.server",
 }
 
 

@@ -1,6 +1,6 @@
 """``pvlm-serve``: PyTriton bound to ``Describer``, called with tritonclient over loopback.
 
-In-process server (``runtime.serve.serve``) for parity, batching, health, metrics, faults and load;
+In-process server (``runtime.serving.server.serve``) for parity, batching, health, metrics, faults and load;
 the console entry point as a subprocess for SIGTERM and usage errors.
 """
 
@@ -47,7 +47,7 @@ def expected(lively_bundle, images) -> list[str]:
 @pytest.fixture(scope="module")
 def pvlm_server(lively_bundle, tmp_path_factory):
     """``serve()`` in this process on free loopback ports; stopped at module end."""
-    from runtime.serve import serve
+    from runtime.serving.server import serve
 
     http, grpc, metrics = free_ports(3)
     triton = serve(lively_bundle, host="127.0.0.1", http_port=http, grpc_port=grpc, metrics_port=metrics,
@@ -86,7 +86,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def test_import_runtime_does_not_load_pytriton(tmp_path):
-    code = ("import sys, runtime, runtime.serve, runtime.backends.triton_bls; "
+    code = ("import sys, runtime, runtime.serving.server, runtime.backends.triton_bls; "
             "print(sorted(m for m in ('pytriton', 'tritonclient', 'torch', 'pvlm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -153,7 +153,7 @@ def test_malformed_requests_get_clear_errors_and_server_keeps_serving(pvlm_serve
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    from runtime.serve import MAX_IMAGE_BYTES
+    from runtime.serving.server import MAX_IMAGE_BYTES
 
     with _client(pvlm_server) as c:
         text, _, error = _describe(c, b"this is not an image")
@@ -179,13 +179,13 @@ def test_load_nothing_lost(pvlm_server, images, expected):
 
 
 def _serve_cmd(bundle: Path, ports: list[int], triton_log: Path) -> list[str]:
-    return [sys.executable, "-m", "runtime.serve", str(bundle), "--host", "127.0.0.1", "--http-port", str(ports[0]),
+    return [sys.executable, "-m", "runtime.serving.server", str(bundle), "--host", "127.0.0.1", "--http-port", str(ports[0]),
             "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--backend", "onnxruntime-cpu",
             "--triton-log", str(triton_log)]
 
 
 def test_cli_sigterm_shuts_down_cleanly(lively_bundle, images, expected, tmp_path):
-    from runtime.serve import wait_ready
+    from runtime.serving.server import wait_ready
 
     ports = free_ports(3)
     log = tmp_path / "pvlm-serve.log"

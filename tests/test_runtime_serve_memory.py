@@ -49,13 +49,13 @@ def big_pngs(n: int) -> list[bytes]:
 def test_a_batch_of_large_images_holds_one_decoded_image_at_a_time(tiny_bundle, tmp_path):
     import tritonclient.grpc as grpcclient
 
-    from runtime.serve import wait_ready
+    from runtime.serving.server import wait_ready
 
     images = big_pngs(ROWS)
     assert max(map(len, images)) < 2_000_000
     ports = free_ports(3)
     log = tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "runtime.serve", str(tiny_bundle), "--http-port", str(ports[0]), "--grpc-port",
+    cmd = [sys.executable, "-m", "runtime.serving.server", str(tiny_bundle), "--http-port", str(ports[0]), "--grpc-port",
            str(ports[1]), "--metrics-port", str(ports[2]), "--backend", "onnxruntime-cpu", "--threads", "1",
            "--max-batch", str(ROWS), "--triton-log", str(tmp_path / "t.log")]
     with open(log, "wb") as out:

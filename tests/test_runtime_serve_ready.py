@@ -28,7 +28,7 @@ DOCS = ROOT / "docs" / "serving.md"
 
 
 def serve_cmd(bundle: Path, ports: list[int], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "runtime.serve", str(bundle), "--http-port", str(ports[0]), "--grpc-port",
+    return [sys.executable, "-m", "runtime.serving.server", str(bundle), "--http-port", str(ports[0]), "--grpc-port",
             str(ports[1]), "--metrics-port", str(ports[2]), "--backend", "onnxruntime-cpu", "--threads", "1", *extra]
 
 

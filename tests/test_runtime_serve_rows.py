@@ -27,7 +27,7 @@ def server(lively_bundle, tmp_path_factory):
     """``serve()`` with its default limits in this process on free loopback ports; stopped at module end.
 
     A 300 ms queue delay batches requests sent together."""
-    from runtime.serve import serve
+    from runtime.serving.server import serve
 
     http, grpc, metrics = free_ports(3)
     triton = serve(lively_bundle, host="127.0.0.1", http_port=http, grpc_port=grpc, metrics_port=metrics,
@@ -124,16 +124,16 @@ def test_model_failure_is_one_line_per_row_and_serving_goes_on(server, lively_bu
 
 def test_unexpected_decoding_error_costs_only_its_row(server, lively_bundle, monkeypatch):
     """A decoder bug (an exception that is not an InputError) fails its own row with one line."""
-    import runtime.serve
+    import runtime.serving.server
 
-    real = runtime.serve.image_from_bytes
+    real = runtime.serving.server.image_from_bytes
 
     def flaky(data, *args, **kwargs):
         if data.startswith(b"BOOM"):
             raise ZeroDivisionError("decoder bug\nwith a second line")
         return real(data, *args, **kwargs)
 
-    monkeypatch.setattr(runtime.serve, "image_from_bytes", flaky)
+    monkeypatch.setattr(runtime.serving.server, "image_from_bytes", flaky)
     images = make_images(2, seed=13)
     rows = describe_batch(server, [images[0], b"BOOM and more", images[1]])
     want = local_texts(lively_bundle, images)

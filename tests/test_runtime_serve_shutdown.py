@@ -23,7 +23,7 @@ from test_export_triton import free_ports, make_images  # noqa: E402 - shared he
 
 
 def serve_cmd(bundle: Path, ports: list[int], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "runtime.serve", str(bundle), "--http-port", str(ports[0]), "--grpc-port",
+    return [sys.executable, "-m", "runtime.serving.server", str(bundle), "--http-port", str(ports[0]), "--grpc-port",
             str(ports[1]), "--metrics-port", str(ports[2]), "--backend", "onnxruntime-cpu", "--threads", "1", *extra]
 
 
@@ -77,7 +77,7 @@ def test_wrong_shape_manifest_fails_fast(tiny_bundle, tmp_path, manifest):
 
 def test_non_loopback_host_warns(tiny_bundle):
     """Checked in-process through check_listen (binding 0.0.0.0 for real would expose a test server)."""
-    from runtime.serve import check_listen
+    from runtime.serving.server import check_listen
 
     assert check_listen("127.0.0.1", {"http": free_ports(1)[0]}) is True
     assert check_listen("localhost", {"http": free_ports(1)[0]}) is True
@@ -112,7 +112,7 @@ def test_sigterm_drains_queued_requests_and_refuses_new_ones_clearly(tiny_bundle
     import tritonclient.grpc as grpcclient
 
     from runtime import Describer
-    from runtime.serve import wait_ready
+    from runtime.serving.server import wait_ready
 
     img = make_images(1, seed=3)[0]
     want = Describer(tiny_bundle, backend="onnxruntime-cpu", threads=1).describe([img])[0].text

@@ -52,13 +52,13 @@ import click
 import numpy as np
 from PIL import Image
 
-from .attributes import parse_attributes
-from .backends import NAMES
-from .backends.base import BackendUnavailable
-from .bundle import BundleError
-from .cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, first_line
-from .describer import Describer, detokenize
-from .preprocess import MAX_IMAGE_BYTES, InputError, image_from_bytes, preprocess
+from ..attributes import parse_attributes
+from ..backends import NAMES
+from ..backends.base import BackendUnavailable
+from ..bundle import BundleError
+from ..cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, first_line
+from ..describer import Describer, detokenize
+from ..preprocess import MAX_IMAGE_BYTES, InputError, image_from_bytes, preprocess
 
 log = logging.getLogger(__name__)
 
