@@ -2,12 +2,18 @@
 
 coremltools converts from PyTorch: the encoder and the one-step decoder modules of
 ``export/graphs.py`` are traced (``torch.jit.trace``) and converted to ML programs with FP16
-compute (or FP32). The KV cache is a plain input/output, exactly as in ``decoder.onnx``
+compute (or FP32). FP16 compute follows the precision plan of the ONNX variants and the
+TensorRT build (``export/precision_plan.py``): the converted program is read as an ONNX-like
+graph, ``fp32_nodes`` picks the ops to keep (normalisation, softmax and the scores feeding it,
+reductions, the logits head, argmax), and coremltools' ``FP16ComputePrecision`` op selector
+leaves exactly those in FP32. The KV cache is a plain input/output, exactly as in ``decoder.onnx``
 (``cache_k``/``cache_v`` in, ``new_k``/``new_v`` out, the runtime stores each step's K/V):
 this works on every macOS 13+/iOS 16+ target, where CoreML's stateful buffers would need
 macOS 15/iOS 18 and a different graph. Flexible dimensions are ``RangeDim``s from the
 bundle's limits (batch 1..max_batch, cache 1..max_new_tokens). Token ids and positions are
 int32 (CoreML has no int64 inputs); everything else keeps the ONNX graphs' names and shapes.
+Core ML refuses tensors above rank 5, so MobileViT blocks are converted with the rank-5
+unfold/fold of ``export/mobilevit.py``.
 
 A bundle argument needs its source checkpoint (``Bundle.find_source_checkpoint``).
 Packages are written to a temporary folder and renamed into the bundle, then listed in the
@@ -29,12 +35,23 @@ from runtime.bundle import Bundle, BundleError, GraphEntry, Limits, sha256_path
 from runtime.engines import Engine
 
 from .manifest import artifact_entry, record_engines
+from .precision_plan import Fp32Node, fp32_nodes, summarize
 
 log = logging.getLogger(__name__)
 
 GRAPHS = ("encoder", "decoder")
 MIN_TARGET = "macOS13"  # ML programs with FP16 compute
 INT_INPUTS = ("tokens", "positions")  # int64 in ONNX, int32 in CoreML
+MAX_RANK = 5  # Core ML's limit on any tensor of a program
+# MIL op type -> the ONNX op type the precision plan's rules name (other types are passed through).
+MIL_TO_ONNX = {
+    "layer_norm": "LayerNormalization", "instance_norm": "InstanceNormalization", "softmax": "Softmax",
+    "reduce_mean": "ReduceMean", "reduce_sum": "ReduceSum", "reduce_max": "ReduceMax", "reduce_argmax": "ArgMax",
+    "matmul": "MatMul", "linear": "Gemm", "add": "Add", "sub": "Sub", "mul": "Mul", "real_div": "Div",
+    "select": "Where", "concat": "Concat", "reshape": "Reshape", "transpose": "Transpose", "cast": "Cast",
+    "squeeze": "Squeeze", "expand_dims": "Unsqueeze", "range_1d": "Range", "upsample_bilinear": "Resize",
+    "resize_bilinear": "Resize",
+}
 
 
 class CoreMLUnavailable(RuntimeError):
@@ -42,13 +59,19 @@ class CoreMLUnavailable(RuntimeError):
 
 
 def _coremltools() -> Any:
+    quiet = logging.getLogger("coremltools")
+    level = quiet.level
     try:
+        # off macOS its import warns that the runtime half is missing, which only running needs
+        quiet.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import coremltools as ct
     except ImportError:
         raise CoreMLUnavailable("coremltools is not installed: pip install 'personvlm-toolkit[coreml]' "
                                 "(coremltools>=9)") from None
+    finally:
+        quiet.setLevel(level)
     return ct
 
 
@@ -65,6 +88,7 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
     from pvlm.checkpoint import load_checkpoint
 
     from .graphs import DecoderStepGraph, EncoderGraph
+    from .mobilevit import patch_mobilevit_blocks
 
     if precision not in ("fp16", "fp32"):
         raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -91,15 +115,20 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
     built: list[Engine] = []
     try:
         modules = {"encoder": EncoderGraph(model), "decoder": DecoderStepGraph(model)}
+        patch_mobilevit_blocks(modules["encoder"].model, max_rank=MAX_RANK)
         for graph in tqdm(GRAPHS, desc="coreml", unit="graph", disable=not progress):
             spec = bundle.graph(graph)
             file = f"{graph}.{precision}.mlpackage"
-            mlmodel = convert_graph(ct, modules[graph], spec, limits, precision)
+            selector = PlanSelector() if precision == "fp16" else None
+            mlmodel = convert_graph(ct, modules[graph], spec, limits, precision, selector, progress=progress)
             mlmodel.save(str(tmp / file))
+            plan = summarize(selector.plan) if selector else None
             built.append(Engine("coreml-mlpackage", graph, file, precision, sha256_path(tmp / file),
                                 artifact_entry(tmp, file)["bytes"],
                                 {"coremltools": ct.__version__, "minimum_deployment_target": MIN_TARGET},
                                 {"compute_precision": precision, "convert_to": "mlprogram",
+                                 "fp32_plan_ops": len(selector.plan) if selector else 0,
+                                 "fp32_by_reason": plan["by_reason"] if plan else {},
                                  "kv_cache": "inputs/outputs (cache_k/cache_v in, new_k/new_v out)",
                                  "source": str(checkpoint), "torch": torch.__version__},
                                 coreml_io(mlmodel)))
@@ -114,8 +143,49 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
     return built
 
 
-def convert_graph(ct: Any, module: Any, spec: GraphEntry, limits: Limits, precision: str) -> Any:
-    """Trace one graph module and convert it to an ML program with the spec's names and flexible dims."""
+class PlanSelector:
+    """``FP16ComputePrecision`` op selector: False (stay FP32) for the precision plan's ops.
+
+    coremltools calls it once per op of a program; the first call of a block reads the whole
+    block as an ONNX-like graph and runs :func:`export.precision_plan.fp32_nodes` on it.
+    ``plan`` holds the result (op names as in the program at that pass, with the reasons).
+    """
+
+    def __init__(self) -> None:
+        self.plan: list[Fp32Node] = []
+        self._block: Any = None
+        self._fp32: set[str] = set()
+
+    def __call__(self, op: Any) -> bool:
+        """True to run ``op`` in FP16."""
+        block = op.enclosing_block
+        if block is not self._block:
+            self._block = block
+            self.plan = fp32_nodes(mil_block_as_onnx(block))
+            self._fp32 = {n.name for n in self.plan}
+        return op.name not in self._fp32
+
+
+def mil_block_as_onnx(block: Any) -> Any:
+    """A MIL block's ops as an ``onnx.ModelProto`` graph (op types renamed by ``MIL_TO_ONNX``), for the plan."""
+    from onnx import helper
+
+    nodes = []
+    for op in block.operations:
+        inputs = [v.name for v in op.get_flattened_inputs()]
+        nodes.append(helper.make_node(MIL_TO_ONNX.get(op.op_type, op.op_type), inputs,
+                                      [v.name for v in op.outputs], name=op.name))
+    outputs = [helper.make_empty_tensor_value_info(v.name) for v in block.outputs]
+    return helper.make_model(helper.make_graph(nodes, "mil", [], outputs))
+
+
+def convert_graph(ct: Any, module: Any, spec: GraphEntry, limits: Limits, precision: str,
+                  selector: PlanSelector | None = None, progress: bool = True) -> Any:
+    """Trace one graph module and convert it to an ML program with the spec's names and flexible dims.
+
+    FP16 keeps the ops ``selector`` declines in FP32 (a fresh :class:`PlanSelector` by default).
+    ``progress``: coremltools' own progress bars on stderr.
+    """
     import numpy as np
     import torch
 
@@ -131,11 +201,13 @@ def convert_graph(ct: Any, module: Any, spec: GraphEntry, limits: Limits, precis
             examples.append(torch.randn(shape))
             inputs.append(ct.TensorType(name=name, shape=flexible, dtype=np.float32))
     outputs = [ct.TensorType(name=name) for name in spec.outputs]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+    compute = (ct.transform.FP16ComputePrecision(op_selector=selector or PlanSelector()) if precision == "fp16"
+               else ct.precision.FLOAT32)
+    stderr = contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), stderr, torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module.eval(), tuple(examples), check_trace=False)
-        return ct.convert(traced, inputs=inputs, outputs=outputs, convert_to="mlprogram",
-                          compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        return ct.convert(traced, inputs=inputs, outputs=outputs, convert_to="mlprogram", compute_precision=compute,
                           minimum_deployment_target=getattr(ct.target, MIN_TARGET), skip_model_load=True)
 
 

@@ -1,15 +1,29 @@
 """TensorRT engines for a bundle's graphs (``pvlm-export trt [--fp16] BUNDLE``).
 
-Polygraphy's loaders over the TensorRT 10 Python API: network from the ONNX file, the
-precision plan's FP32 layers marked (``export/precision_plan.py``, the same plan the ONNX
-FP16 converter uses) under ``precision_constraints="obey"``, config with FP16 and one
-optimisation profile per graph derived from the manifest's limits, a timing cache shared by
-the builds, each engine written atomically and recorded in the manifest's ``engines`` list
-(``runtime/engines.py``) with the TensorRT version, GPU and compute capability it is tied to.
+Polygraphy's loaders over the TensorRT 10 Python API, in one of two typings:
 
-Engines are built from the portable FP32 graphs (``encoder.onnx``, ``decoder.onnx``): TensorRT
-picks FP16 kernels itself, and ``decoder_ort``'s com.microsoft kernels exist only in ONNX Runtime.
-Untested on a GPU so far: no machine this was written on had TensorRT (see the README).
+- ``strong`` (TensorRT 11 has no other; 10 supports it): the network is parsed with
+  ``strongly_typed=True`` from the graph the export verified in that precision, ``*.fp16.onnx``
+  for FP16 (its FP32 islands are the precision plan's, already cast in the graph), and TensorRT
+  keeps every tensor's type. No FP16 flag, no per-layer precision.
+- ``weak`` (TensorRT 10 only): the FP32 graph, the FP16 builder flag, and the precision plan's
+  layers (``export/precision_plan.py``, the same plan the ONNX FP16 converter uses) pinned to
+  FP32 under ``precision_constraints="obey"``. The ONNX parser turns one node into several
+  layers (a Gemm into a matrix multiply and a bias add, ArgMax into TopK and a cast), so every
+  layer of a planned node is pinned, found by the node name the parser records in each layer's
+  metadata and by walking back from the node's output tensors to the tensors ONNX names; only
+  layers with float outputs are pinned (integer layers such as Range keep their types).
+
+``auto`` (the default) builds FP16 engines strongly typed when the bundle has its verified FP16
+graphs, weakly typed otherwise on TensorRT 10; FP32 engines weakly typed on 10, strongly on 11.
+Then one optimisation profile per graph derived from the manifest's limits, a timing cache
+shared by the builds, each engine written atomically and recorded in the manifest's ``engines``
+list (``runtime/engines.py``) with the TensorRT version, GPU and compute capability it is tied to.
+
+Engines are built from the portable graphs (``encoder``, ``decoder``): ``decoder_ort``'s
+com.microsoft kernels exist only in ONNX Runtime. Not yet run on a GPU; ``python -m
+bench.gpu_check`` runs the builds, the GPU tests and the benchmark in one command (see
+``docs/hardware.md``).
 """
 
 from __future__ import annotations
@@ -17,6 +31,8 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +41,18 @@ from runtime.bundle import Bundle, sha256_path
 from runtime.engines import Engine
 
 from .manifest import artifact_entry, record_engines
-from .precision_plan import fp32_nodes, fp32_outputs
+from .precision_plan import Fp32Node, fp32_nodes
 
 log = logging.getLogger(__name__)
 
 ENGINE_GRAPHS = ("encoder", "decoder")
 OPT_BATCH = 8  # the common batch the tactics are tuned for (clipped to the bundle's max batch)
 TIMING_CACHE = "trt_timing.cache"
-INSTALL_HINT = ("pip install tensorrt (from NVIDIA's package index, https://pypi.nvidia.com; PyPI's wheel is a stub "
-                "that downloads from there) on a machine with an NVIDIA GPU and driver")
+TYPINGS = ("auto", "strong", "weak")
+_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")  # how the ONNX parser records a layer's node in its metadata
+INSTALL_HINT = ("pip install 'tensorrt>=10,<11' polygraphy cuda-python (the trt extra; where PyPI's tensorrt wheels "
+                "fetch their libraries from NVIDIA's index, https://pypi.nvidia.com must be reachable) on a machine "
+                "with an NVIDIA GPU and driver")
 
 
 class TrtUnavailable(RuntimeError):
@@ -110,35 +129,136 @@ def profile_shapes(bundle: Bundle, graph: str, opt_batch: int = OPT_BATCH) -> di
     return out
 
 
-def mark_fp32_layers(network: Any, outputs: set[str], trt: Any) -> int:
-    """Pin every layer producing one of ``outputs`` (the precision plan's tensors) to FP32; returns how many.
+def onnx_tensor_names(model: Any) -> set[str]:
+    """Every tensor name of an ``onnx.ModelProto`` graph: inputs, initializers, node inputs and outputs."""
+    g = model.graph
+    return ({i.name for i in g.input} | {t.name for t in g.initializer}
+            | {t for n in g.node for t in (*n.input, *n.output) if t})
 
-    The ONNX parser gives a node's final layer the node's output tensor names, so the
-    plan is matched on tensors, not on layer names (which the parser decorates).
+
+def layer_nodes(layer: Any) -> list[str]:
+    """The ONNX node names the parser recorded in a layer's metadata (TensorRT 10+; [] without)."""
+    return _ONNX_LAYER.findall(getattr(layer, "metadata", "") or "")
+
+
+def plan_layers(network: Any, plan: Iterable[Fp32Node], onnx_tensors: set[str]) -> dict[str, list[int]]:
+    """Plan node name -> indices of the network layers the ONNX parser made from it.
+
+    A layer belongs to a node when its metadata names the node, its name is the node's name,
+    or it lies between the node's output tensors and the tensors ONNX names (``onnx_tensors``),
+    walking producers back from the outputs: the parser names only a node's final tensors.
     """
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    producer: dict[str, int] = {}
+    for i, layer in enumerate(layers):
+        for j in range(layer.num_outputs):
+            t = layer.get_output(j)
+            if t is not None:
+                producer[t.name] = i
+    owner: dict[int, list[str]] = {i: layer_nodes(layer) for i, layer in enumerate(layers)}
+    out: dict[str, list[int]] = {}
+    for node in plan:
+        found = {i for i, names in owner.items() if node.name in names or layers[i].name == node.name}
+        stack, seen = [producer[t] for t in node.outputs if t in producer], set()
+        while stack:
+            i = stack.pop()
+            if i in seen or (owner[i] and node.name not in owner[i]):  # visited, or another node's layer
+                continue
+            seen.add(i)
+            found.add(i)
+            layer = layers[i]
+            for j in range(layer.num_inputs):
+                t = layer.get_input(j)
+                # stop at ONNX-named tensors: the node's inputs and weights, produced by other nodes
+                if t is not None and t.name not in onnx_tensors and t.name in producer:
+                    stack.append(producer[t.name])
+        out[node.name] = sorted(found)
+    return out
+
+
+def _is_float_layer(layer: Any, trt: Any) -> bool:
+    """Computes floats: not a constant or shape layer, and at least one output is float."""
+    kinds = {getattr(trt.LayerType, k, None) for k in ("CONSTANT", "SHAPE")} - {None}
+    if getattr(layer, "type", None) in kinds:
+        return False
+    floats = {getattr(trt, k, None) for k in ("float32", "float16", "bfloat16")} - {None}
+    outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+    return any(t is not None and t.dtype in floats for t in outs)
+
+
+def mark_fp32_layers(network: Any, plan: Iterable[Fp32Node], trt: Any, onnx_tensors: set[str]) -> int:
+    """Pin every float layer of the plan's nodes (see :func:`plan_layers`) to FP32; returns how many.
+
+    Integer layers of a planned node (Range, the int64 cast after ArgMax's TopK) keep their
+    types: an FP32 precision on them would make the build fail under obeyed constraints.
+    """
+    plan = list(plan)
+    by_node = plan_layers(network, plan, onnx_tensors)
+    unmatched = [name for name, idx in by_node.items() if not idx]
+    if unmatched:
+        log.debug("precision plan nodes without a TensorRT layer (folded or constant): %s", ", ".join(unmatched))
+    floats = {getattr(trt, k, None) for k in ("float32", "float16", "bfloat16")} - {None}
     marked = 0
-    for i in range(network.num_layers):
+    for i in sorted({i for idx in by_node.values() for i in idx}):
         layer = network.get_layer(i)
-        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        if not any(t is not None and t.name in outputs for t in outs):
+        if not _is_float_layer(layer, trt):
             continue
         layer.precision = trt.float32
-        for j, t in enumerate(outs):
-            if t is not None and t.dtype in (trt.float32, trt.float16):
+        for j in range(layer.num_outputs):
+            t = layer.get_output(j)
+            if t is not None and t.dtype in floats:
                 layer.set_output_type(j, trt.float32)
         marked += 1
     return marked
 
 
+def fp32_layer_count(network: Any, trt: Any) -> int:
+    """Layers computing in FP32 in a strongly typed network: float layers whose float outputs are all FP32."""
+    count = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not _is_float_layer(layer, trt):
+            continue
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if all(t is None or t.dtype != trt.float16 for t in outs):
+            count += 1
+    return count
+
+
+def choose_typing(typing: str, tensorrt_version: str, precision: str, bundle: Bundle) -> str:
+    """``strong`` or ``weak`` for a ``typing`` choice of :data:`TYPINGS` (see the module docstring).
+
+    Raises ValueError for a combination that cannot be built: weak typing on TensorRT 11+, or
+    strongly typed FP16 without the bundle's verified FP16 graphs.
+    """
+    if typing not in TYPINGS:
+        raise ValueError(f"typing must be one of {', '.join(TYPINGS)}, got {typing!r}")
+    m = re.match(r"\d+", tensorrt_version)
+    major = int(m.group()) if m else 10
+    has_fp16 = "fp16" in bundle.precisions
+    if typing == "weak" and major >= 11:
+        raise ValueError(f"TensorRT {tensorrt_version} has no weakly typed networks; build with typing strong")
+    if typing == "auto":
+        typing = "strong" if major >= 11 or (precision == "fp16" and has_fp16) else "weak"
+    if typing == "strong" and precision == "fp16" and not has_fp16:
+        raise ValueError(f"{bundle.root}: strongly typed FP16 engines are built from the verified FP16 graphs, "
+                         "which this bundle lacks; re-export it with pvlm-export onnx --fp16"
+                         + ("" if major >= 11 else " (or build weakly typed on TensorRT 10)"))
+    return typing
+
+
 def build_engines(bundle_dir: str | Path, *, fp16: bool = True, opt_batch: int = OPT_BATCH,
-                  workspace_gib: float | None = None, force: bool = False, progress: bool = True) -> list[Engine]:
+                  workspace_gib: float | None = None, force: bool = False, progress: bool = True,
+                  typing: str = "auto") -> list[Engine]:
     """Build one engine per graph of ``ENGINE_GRAPHS`` into the bundle and record them in its manifest.
 
-    Raises :class:`TrtUnavailable` (before writing anything) without TensorRT or a GPU.
+    ``typing``: one of :data:`TYPINGS` (see the module docstring). Raises :class:`TrtUnavailable`
+    (before writing anything) without TensorRT or a GPU, ValueError for a typing that cannot be built.
     """
     bundle = Bundle.load(bundle_dir)
     target = trt_target()  # fails here, before anything is written
     precision = "fp16" if fp16 else "fp32"
+    typing = choose_typing(typing, target.tensorrt, precision, bundle)
     existing = [e for e in bundle.engines if e.format == "tensorrt-plan" and e.precision == precision]
     if existing and not force:
         raise FileExistsError(f"{bundle.root}: already has {precision} TensorRT engines "
@@ -150,7 +270,7 @@ def build_engines(bundle_dir: str | Path, *, fp16: bool = True, opt_batch: int =
     try:  # engines land under temporary names; renamed only once every build succeeded
         for graph in tqdm(ENGINE_GRAPHS, desc="tensorrt", unit="engine", disable=not progress):
             built.append(_build_one(bundle, graph, precision, target, opt_batch, workspace_gib,
-                                    fp16_layers=graph not in fp32_graphs))
+                                    fp16_layers=graph not in fp32_graphs, typing=typing))
     except BaseException:
         for e in built:
             _tmp(bundle.root / e.file).unlink(missing_ok=True)
@@ -175,25 +295,37 @@ def measured_fp32_graphs(bundle: Bundle) -> set[str]:
 
 
 def _build_one(bundle: Bundle, graph: str, precision: str, target: GpuTarget, opt_batch: int,
-               workspace_gib: float | None, fp16_layers: bool = True) -> Engine:
+               workspace_gib: float | None, fp16_layers: bool = True, typing: str = "weak") -> Engine:
     import onnx
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessNetwork, Profile
 
-    onnx_path = bundle.path(graph)
+    strong = typing == "strong"
+    # strongly typed: the verified graph of this precision (the FP32 file where the variant keeps a graph FP32)
+    onnx_path = bundle.path(graph, precision) if strong else bundle.path(graph)
     shapes = profile_shapes(bundle, graph, opt_batch)
     profile = Profile()
     for name, (lo, opt, hi) in shapes.items():
         profile.add(name, lo, opt, hi)
-    network = NetworkFromOnnxPath(str(onnx_path))
     fp32_layers: list[int] = []
-    plan = fp32_nodes(onnx.load(str(onnx_path), load_external_data=False))
-    fp16 = precision == "fp16" and fp16_layers
+    plan: list[Fp32Node] = []
+    fp16 = precision == "fp16" and fp16_layers and not strong
+    if strong:
+        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
+
+        def count(network: Any) -> None:  # Polygraphy passes the parsed network by this keyword
+            fp32_layers.append(fp32_layer_count(network, trt))
+
+        network = PostprocessNetwork(network, count, name="count FP32 layers")
+    else:
+        network = NetworkFromOnnxPath(str(onnx_path))
     if fp16:
-        outputs = fp32_outputs(plan)
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        plan = fp32_nodes(model)
+        tensors = onnx_tensor_names(model)
 
         def pin(network: Any) -> None:  # Polygraphy passes the parsed network by this keyword
-            fp32_layers.append(mark_fp32_layers(network, outputs, trt))
+            fp32_layers.append(mark_fp32_layers(network, plan, trt, tensors))
 
         network = PostprocessNetwork(network, pin, name="precision plan")
     cache = bundle.root / TIMING_CACHE
@@ -206,11 +338,12 @@ def _build_one(bundle: Bundle, graph: str, precision: str, target: GpuTarget, op
     tmp = _tmp(bundle.root / file)
     with open(tmp, "wb") as f:
         f.write(bytes(data))
-    build = {"fp16": fp16, "tf32": False, "precision_constraints": "obey" if fp16 else None,
+    build = {"typing": typing, "fp16": fp16 or (strong and onnx_path != bundle.path(graph)), "tf32": False,
+             "precision_constraints": "obey" if fp16 else None,
              "profiles": [{k: [list(s) for s in v] for k, v in shapes.items()}], "opt_batch": opt_batch,
-             "fp32_plan_nodes": len(plan) if fp16 else 0, "fp32_by_fp16_verification": precision == "fp16" and not fp16_layers,
+             "fp32_plan_nodes": len(plan), "fp32_by_fp16_verification": precision == "fp16" and not fp16_layers,
              "fp32_layers": fp32_layers[0] if fp32_layers else 0, "timing_cache": TIMING_CACHE,
-             "source": bundle.graph(graph).file,
+             "source": onnx_path.name,
              "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     io = bundle.graph(graph).io()
     return Engine("tensorrt-plan", graph, file, precision, sha256_path(tmp), tmp.stat().st_size,

@@ -68,3 +68,43 @@ def test_exported_block_avoids_the_patch_axis_swap(backbone):
         with torch.no_grad():
             want = block(xb).numpy()
         np.testing.assert_allclose(session.run(None, {"x": xb.numpy()})[0], want, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(96, 96), (64, 32), (100, 60)], ids=["12-6-3", "8-4-2", "interpolated"])
+def test_rank5_layout_gives_timms_features(backbone, size):
+    """The CoreML layout (no tensor above rank 5) against timm's own blocks, PyTorch on both sides."""
+    from export.mobilevit import patch_mobilevit_blocks
+
+    patched = copy.deepcopy(backbone)
+    assert patch_mobilevit_blocks(patched, max_rank=5) == 3
+    pixels = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(patched.forward_features(pixels), backbone.forward_features(pixels),
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="max_rank must be one of"):
+        patch_mobilevit_blocks(patched, max_rank=4)
+
+
+@pytest.mark.parametrize("max_rank", [6, 5])
+def test_coreml_converts_the_rank5_block_only(backbone, max_rank):
+    """With a flexible batch, Core ML refuses the rank-6 unfold ("rank <= 5") and converts the rank-5 one."""
+    pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'coremltools>=9')")
+    from export.coreml import _coremltools
+    from export.mobilevit import patch_mobilevit_blocks
+
+    ct = _coremltools()
+    block = copy.deepcopy(backbone.stages[2][1])
+    patch_mobilevit_blocks(block, max_rank=max_rank)
+    x = torch.randn(2, block.conv_kxk.conv.in_channels, 12, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(block, (x,))
+        convert = lambda: ct.convert(  # noqa: E731
+            traced, inputs=[ct.TensorType(name="x", shape=(ct.RangeDim(1, 8, default=1), *x.shape[1:]))],
+            convert_to="mlprogram", minimum_deployment_target=ct.target.macOS13, skip_model_load=True)
+        if max_rank == 6:
+            with pytest.raises(ValueError, match="rank <= 5"):
+                convert()
+            return
+        program = convert()._mil_program.functions["main"]
+    assert max(v.rank for op in program.operations for v in op.outputs) <= 5

@@ -77,8 +77,18 @@ class _Tensor(SimpleNamespace):
 
 
 class _Layer:
-    def __init__(self, outputs: list[_Tensor]):
-        self.outputs, self.precision, self.types = outputs, None, {}
+    """A network layer as the TensorRT Python API shows it (name, type, metadata, inputs and outputs)."""
+
+    def __init__(self, name: str, kind: str, inputs: list[_Tensor], outputs: list[_Tensor], metadata: str = ""):
+        self.name, self.type, self.metadata = name, kind, metadata
+        self.inputs, self.outputs, self.precision, self.types = inputs, outputs, None, {}
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.inputs)
+
+    def get_input(self, i: int) -> _Tensor:
+        return self.inputs[i]
 
     @property
     def num_outputs(self) -> int:
@@ -91,27 +101,228 @@ class _Layer:
         self.types[i] = t
 
 
-def test_precision_plan_pins_layers_by_tensor(tiny_bundle):
-    """The plan's ONNX output tensors select the TensorRT layers; int outputs keep their type."""
+FAKE_TRT = SimpleNamespace(float32="f32", float16="f16", int32="i32", int64="i64", bool="b",
+                           LayerType=SimpleNamespace(CONSTANT="constant", SHAPE="shape"))
+
+
+def _parse_like_tensorrt(model, metadata: bool) -> tuple[SimpleNamespace, dict[str, list[_Layer]]]:
+    """A network as TensorRT 10's ONNX parser builds it from ``model``: several layers for some nodes.
+
+    Gemm -> an unnamed matrix multiply, a bias constant and the add that carries the ONNX output name;
+    ArgMax -> TopK (float values, int32 indices), a squeeze and the int64 cast named ``next_ids``;
+    weights -> constant layers named after the initializers. Layers carry the parser's metadata
+    (``[ONNX Layer: node]``, TensorRT 10) or none. Returns the network and each node's layers.
+    """
     import onnx
 
-    from export.precision_plan import fp32_nodes, fp32_outputs
-    from export.trt import mark_fp32_layers
+    dtypes = {1: "f32", 10: "f16", 6: "i32", 7: "i64", 9: "b"}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    kinds = {vi.name: vi.type.tensor_type.elem_type
+             for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    kinds.update(inits)
+    layers: list[_Layer] = []
+    tensors: dict[str, _Tensor] = {}
+    made: dict[str, list[_Layer]] = {}
 
-    trt = SimpleNamespace(float32="f32", float16="f16", int32="i32")
+    def named(name: str) -> _Tensor:
+        if name not in tensors:  # a graph input or a weight
+            tensors[name] = _Tensor(name=name, dtype=dtypes.get(kinds.get(name, 1), "f32"))
+            if name in inits:
+                layers.append(_Layer(name, "constant", [], [tensors[name]]))
+        return tensors[name]
+
+    def unnamed(kind: str, dtype: str) -> _Tensor:
+        return _Tensor(name=f"(Unnamed Layer* {len(layers)}) [{kind}]_output", dtype=dtype)
+
+    for node in model.graph.node:
+        inputs = [named(i) for i in node.input if i]
+        outs = [named(o) for o in node.output]
+        tag = f"[ONNX Layer: {node.name}]" if metadata else ""
+        if node.op_type == "Gemm":
+            mm, bias = unnamed("Matrix Multiply", "f32"), unnamed("Constant", "f32")
+            steps = [("matmul", inputs, [mm]), ("constant", [], [bias]), ("elementwise", [mm, bias], outs)]
+        elif node.op_type == "ArgMax":
+            values, idx, squeezed = unnamed("TopK", "f32"), unnamed("TopK", "i32"), unnamed("Shuffle", "i32")
+            steps = [("topk", inputs, [values, idx]), ("shuffle", [idx], [squeezed]), ("cast", [squeezed], outs)]
+        else:
+            steps = [(node.op_type.lower(), inputs, outs)]
+        made[node.name] = []
+        for k, (kind, ins, produced) in enumerate(steps):
+            # the parser's names: the node's name, then the node's name with a global counter
+            layer = _Layer(node.name if k == 0 else f"{node.name}_{len(layers)}", kind, ins, produced,
+                           "" if kind == "constant" else tag)
+            layers.append(layer)
+            made[node.name].append(layer)
+    return SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__), made
+
+
+@pytest.mark.parametrize("metadata", [True, False], ids=["parser-metadata", "no-metadata"])
+def test_precision_plan_pins_every_float_layer_of_a_planned_node(tiny_bundle, metadata):
+    """Mock network: each planned node's float layers are pinned FP32 (the logits matmul under its bias add,
+    ArgMax's TopK), its integer layers (Range, the int64 cast, the squeeze) and every other node's are not."""
+    import onnx
+
+    from export.precision_plan import fp32_nodes
+    from export.trt import mark_fp32_layers, onnx_tensor_names, plan_layers
+
     model = onnx.load(str(tiny_bundle / "decoder.onnx"))
     plan = fp32_nodes(model)
-    outputs = fp32_outputs(plan)
-    layers = [_Layer([_Tensor(name=o, dtype="i32" if n.op_type == "ArgMax" else "f16") for o in n.output])
-              for n in model.graph.node]
-    network = SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
-    assert mark_fp32_layers(network, outputs, trt) == len(plan)
+    network, made = _parse_like_tensorrt(model, metadata)
+    tensors = onnx_tensor_names(model)
+    found = plan_layers(network, plan, tensors)
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    for node in plan:  # every layer made for the node, and no other node's layer
+        assert {id(layers[i]) for i in found[node.name]} >= {id(x) for x in made[node.name]}, node.name
+        assert all(layers[i].type == "constant" or layers[i] in made[node.name] for i in found[node.name]), node.name
+    marked = mark_fp32_layers(network, plan, FAKE_TRT, tensors)
+    planned = {n.name for n in plan}
+    ops = {n.name: n.op_type for n in model.graph.node}
     pinned = [layer for layer in layers if layer.precision == "f32"]
-    assert len(pinned) == len(plan)
-    argmax = next(layer for layer, n in zip(layers, model.graph.node) if n.op_type == "ArgMax")
-    assert argmax.precision == "f32" and argmax.types == {}  # indices are not floats
-    norm = next(layer for layer, n in zip(layers, model.graph.node) if n.op_type == "LayerNormalization")
-    assert norm.types == {0: "f32"}
+    assert marked == len(pinned)
+    for name, group in made.items():
+        for layer in group:
+            floats = any(t.dtype == "f32" for t in layer.outputs) and layer.type != "constant"
+            assert (layer.precision == "f32") == (name in planned and floats), (name, layer.type)
+            want = {j: "f32" for j, t in enumerate(layer.outputs) if t.dtype == "f32"} if layer.precision else {}
+            assert layer.types == want, (name, layer.type)  # int outputs keep their types
+    head = next(n for n in model.graph.node if "logits" in n.output)
+    assert [x.type for x in made[head.name] if x.precision == "f32"] == ["matmul", "elementwise"]
+    argmax = next(n for n in model.graph.node if n.op_type == "ArgMax")
+    assert [x.type for x in made[argmax.name] if x.precision == "f32"] == ["topk"]
+    rng = next(n for n in model.graph.node if ops[n.name] == "Range")
+    assert rng.name in planned and all(x.precision is None for x in made[rng.name])
+
+
+def test_precision_plan_walk_stops_at_another_nodes_layer():
+    """A layer whose metadata names another node is not taken into the planned node, even unnamed between them."""
+    from export.precision_plan import Fp32Node
+    from export.trt import plan_layers
+
+    x, mid, out = (_Tensor(name=n, dtype="f32") for n in ("x", "(Unnamed Layer* 0) [Shuffle]_output", "y"))
+    other = _Layer("other", "shuffle", [x], [mid], "[ONNX Layer: other]")
+    mine = _Layer("mine", "elementwise", [mid], [out], "[ONNX Layer: mine]")
+    network = SimpleNamespace(num_layers=2, get_layer=[other, mine].__getitem__)
+    found = plan_layers(network, [Fp32Node("mine", "Add", ("y",), "test")], {"x", "y"})
+    assert found == {"mine": [1]}
+
+
+def test_typing_choice():
+    """auto: strongly typed FP16 from the verified FP16 graphs where the bundle has them; TensorRT 11 has no weak typing."""
+    from export.trt import choose_typing
+
+    plain = SimpleNamespace(precisions=("fp32",), root=Path("b"))
+    with_fp16 = SimpleNamespace(precisions=("fp32", "fp16"), root=Path("b"))
+    assert choose_typing("auto", "10.13.3.9", "fp16", plain) == "weak"
+    assert choose_typing("auto", "10.13.3.9", "fp16", with_fp16) == "strong"
+    assert choose_typing("auto", "10.13.3.9", "fp32", with_fp16) == "weak"
+    assert choose_typing("auto", "11.0.0.1", "fp32", plain) == "strong"
+    assert choose_typing("weak", "10.9.0.34", "fp16", with_fp16) == "weak"
+    with pytest.raises(ValueError, match="no weakly typed networks"):
+        choose_typing("weak", "11.0.0.1", "fp32", plain)
+    with pytest.raises(ValueError, match="pvlm-export onnx --fp16"):
+        choose_typing("auto", "11.0.0.1", "fp16", plain)
+    with pytest.raises(ValueError, match="typing must be one of"):
+        choose_typing("strict", "10.9.0.34", "fp16", plain)
+
+
+class _Recorder:
+    """Polygraphy's TensorRT loaders, recorded (mock): what the build asks for, run on a mock network."""
+
+    def __init__(self, network: SimpleNamespace):
+        self.network, self.calls = network, []
+
+    def install(self, monkeypatch) -> None:
+        import sys
+
+        import polygraphy.backend.trt as pt
+
+        rec = self
+
+        class Loader:
+            def __init__(self, kind: str, *args, **kwargs):
+                self.kind, self.args, self.kwargs = kind, args, kwargs
+                rec.calls.append(self)
+
+        def engine_bytes(network, config, save_timing_cache=None):
+            rec.calls.append(Loader("EngineBytesFromNetwork", network, config, save_timing_cache=save_timing_cache))
+
+            def build() -> bytes:
+                loader = network
+                while loader.kind == "PostprocessNetwork":  # Polygraphy calls each func with network=
+                    loader.args[1](network=rec.network)
+                    loader = loader.args[0]
+                return b"engine"
+            return build
+
+        for name in ("NetworkFromOnnxPath", "CreateConfig", "PostprocessNetwork"):
+            monkeypatch.setattr(pt, name, lambda *a, _n=name, **k: Loader(_n, *a, **k))
+        monkeypatch.setattr(pt, "EngineBytesFromNetwork", engine_bytes)
+        monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(
+            **vars(FAKE_TRT), MemoryPoolType=SimpleNamespace(WORKSPACE="workspace")))
+
+    def one(self, kind: str):
+        (found,) = [c for c in self.calls if c.kind == kind]
+        return found
+
+
+@pytest.fixture()
+def fp16_variant_bundle(tiny_bundle, tmp_path) -> Path:
+    """A copy of the tiny bundle with an FP16 variant of the encoder (the FP32 file stands in for it)."""
+    dst = tmp_path / "b"
+    shutil.copytree(tiny_bundle, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    shutil.copy(dst / "encoder.onnx", dst / "encoder.fp16.onnx")
+    manifest["artifacts"]["encoder.fp16.onnx"] = manifest["artifacts"]["encoder.onnx"]
+    manifest["variants"] = {"fp16": {"graphs": {"encoder": "encoder.fp16.onnx"}, "plan": {}}}
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def test_strongly_typed_build_parses_the_verified_fp16_graph(fp16_variant_bundle, monkeypatch):
+    """Recorded Polygraphy calls (mock): strongly_typed=True on encoder.fp16.onnx, no FP16 flag, no constraints."""
+    import onnx
+
+    import export.trt as t
+    from runtime.bundle import Bundle
+
+    b = Bundle.load(fp16_variant_bundle)
+    network, _ = _parse_like_tensorrt(onnx.load(str(b.path("encoder"))), metadata=True)
+    rec = _Recorder(network)
+    rec.install(monkeypatch)
+    target = t.GpuTarget("10.13.3.9", "NVIDIA H100", "9.0")
+    e = t._build_one(b, "encoder", "fp16", target, 8, None, typing="strong")
+    parse = rec.one("NetworkFromOnnxPath")
+    assert parse.args == (str(fp16_variant_bundle / "encoder.fp16.onnx"),) and parse.kwargs == {"strongly_typed": True}
+    config = rec.one("CreateConfig").kwargs
+    assert not config["fp16"] and config["precision_constraints"] is None
+    assert e.build["typing"] == "strong" and e.build["source"] == "encoder.fp16.onnx" and e.build["fp16"]
+    assert e.build["fp32_layers"] == sum(1 for i in range(network.num_layers) if network.get_layer(i).type != "constant")
+    assert t._tmp(fp16_variant_bundle / "encoder.fp16.plan").read_bytes() == b"engine"
+
+
+def test_weakly_typed_build_pins_the_plan(tiny_bundle, tmp_path, monkeypatch):
+    """Recorded Polygraphy calls (mock): the FP32 graph, the FP16 flag, obeyed constraints, the plan pinned."""
+    import onnx
+
+    import export.trt as t
+    from export.precision_plan import fp32_nodes
+    from runtime.bundle import Bundle
+
+    dst = tmp_path / "b"
+    shutil.copytree(tiny_bundle, dst)
+    b = Bundle.load(dst)
+    model = onnx.load(str(b.path("decoder")))
+    network, _ = _parse_like_tensorrt(model, metadata=False)
+    rec = _Recorder(network)
+    rec.install(monkeypatch)
+    e = t._build_one(b, "decoder", "fp16", t.GpuTarget("10.13.3.9", "NVIDIA H100", "9.0"), 8, None, typing="weak")
+    assert rec.one("NetworkFromOnnxPath").args == (str(dst / "decoder.onnx"),)
+    config = rec.one("CreateConfig").kwargs
+    assert config["fp16"] and config["precision_constraints"] == "obey"
+    pinned = sum(1 for i in range(network.num_layers) if network.get_layer(i).precision == "f32")
+    assert e.build["fp32_layers"] == pinned > len(fp32_nodes(model)) // 2
+    assert e.build["typing"] == "weak" and e.build["fp32_plan_nodes"] == len(fp32_nodes(model))
 
 
 def test_trt_cli_without_tensorrt_exits_2_and_writes_nothing(tiny_bundle):
@@ -126,7 +337,7 @@ def test_trt_cli_without_tensorrt_exits_2_and_writes_nothing(tiny_bundle):
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot build TensorRT engines here: no ")
-    assert ("TensorRT" in lines[0] and "pip install tensorrt" in lines[0]) or "NVIDIA GPU" in lines[0]
+    assert ("TensorRT" in lines[0] and "pip install 'tensorrt>=10,<11'" in lines[0]) or "NVIDIA GPU" in lines[0]
     assert {p.name: p.stat().st_mtime_ns for p in tiny_bundle.iterdir()} == before
 
 
@@ -149,7 +360,7 @@ def test_trt_target_names_what_is_missing(monkeypatch):
         assert "no TensorRT and no NVIDIA GPU" in str(e.value) and "pypi.nvidia.com" in str(e.value)
 
 
-def _fake_build(bundle, graph, precision, target, opt_batch, workspace_gib, fp16_layers=True):
+def _fake_build(bundle, graph, precision, target, opt_batch, workspace_gib, fp16_layers=True, typing="weak"):
     """Stands in for the GPU part of the build: writes the temporary file a real build writes."""
     import export.trt as t
     from runtime.bundle import sha256_path
@@ -158,7 +369,7 @@ def _fake_build(bundle, graph, precision, target, opt_batch, workspace_gib, fp16
     tmp.write_bytes(f"plan for {graph}".encode())
     return Engine("tensorrt-plan", graph, f"{graph}.{precision}.plan", precision, sha256_path(tmp), tmp.stat().st_size,
                   target.to_dict(), {"fp16": precision == "fp16" and fp16_layers, "profiles": [t.profile_shapes(bundle, graph)],
-                                     "fp32_layers": 3}, {})
+                                     "fp32_layers": 3, "typing": typing}, {})
 
 
 def test_engines_recorded_in_manifest(bundle_copy, monkeypatch):
@@ -197,6 +408,9 @@ def test_fp16_engines_follow_the_verified_fp16_variant(bundle_copy, monkeypatch)
     assert t.measured_fp32_graphs(Bundle.load(bundle_copy)) == {"decoder"}
     built = {e.graph: e for e in t.build_engines(bundle_copy, fp16=True, progress=False)}
     assert built["encoder"].build["fp16"] and not built["decoder"].build["fp16"]
+    assert {e.build["typing"] for e in built.values()} == {"strong"}  # auto: the verified FP16 graphs exist
+    weak = {e.graph: e for e in t.build_engines(bundle_copy, fp16=True, progress=False, force=True, typing="weak")}
+    assert {e.build["typing"] for e in weak.values()} == {"weak"}
 
 
 def test_failed_build_leaves_no_engine(bundle_copy, monkeypatch):
@@ -310,6 +524,7 @@ def test_no_engines_for_precision(tiny_bundle, monkeypatch):
 
 def test_tensorrt_backend_close_frees_buffers_and_refuses():
     """The lifecycle without a GPU: stand-in cuda calls record what ``close`` frees (no engine is loaded)."""
+    import collections
     import threading
 
     import numpy as np
@@ -321,7 +536,8 @@ def test_tensorrt_backend_close_frees_buffers_and_refuses():
     cudart = SimpleNamespace(cudaMalloc=lambda n: (0, next(pointers)), cudaFree=lambda p: log.append(("free", p)),
                              cudaStreamDestroy=lambda s: log.append(("stream", s)))
     backend = object.__new__(rt.TensorRTBackend)  # __init__ needs TensorRT and a GPU
-    backend._cudart, backend._stream, backend._pool, backend._lock = cudart, 7, [], threading.Lock()
+    backend._cudart, backend._stream, backend._lock = cudart, 7, threading.Lock()
+    backend._pool = collections.deque()
     backend._sizes, backend._contexts, backend._engines = {"cross_k": (64, np.dtype(np.float32))}, {}, {}
     backend.max_batch = backend.max_capacity = 8
     pooled, in_flight = backend._take(), backend._take()
@@ -330,7 +546,7 @@ def test_tensorrt_backend_close_frees_buffers_and_refuses():
         pass
     assert backend.closed and log == [("free", 100), ("stream", 7)]  # the pooled set, then the stream
     backend._give_back(in_flight)  # a batch that ends after close frees its buffers instead of pooling them
-    assert log[-1] == ("free", 101) and backend._pool == []
+    assert log[-1] == ("free", 101) and not backend._pool
     with pytest.raises(BackendClosed, match="the tensorrt backend is closed"):
         backend.encode(np.zeros((1, 3, 4, 4), np.float32), 4)
     with pytest.raises(BackendClosed, match="the tensorrt backend is closed"):

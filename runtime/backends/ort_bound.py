@@ -6,6 +6,16 @@ appends each token's K/V in place, so a step moves only the token ids in and the
 out. Once per batch, ``cross_ort.onnx`` turns the encoder's cross K/V into the step's
 cross-attention tables, which stay on the device. Dropping finished rows (at most once per
 row) compacts the buffers through the host.
+
+The token ids and positions are bound again on every step: ONNX Runtime copies a bound input
+to the device of the node that reads it when it is bound (``IOBinding::BindInput``), so an
+input bound once and rewritten in place afterwards would be read as its first value on CUDA
+(on CPU no copy is made, which hides the difference).
+
+On CUDA the shared past/present buffer runs ONNX Runtime's fused decoder kernel only in FP16,
+for head sizes 32, 64 and 128 and a past longer than 0 (not at step 0); every other step takes
+the unfused attention path over the shared buffer, which no run has checked yet.
+:func:`bound_cache_verified` says where the runtime's ``auto`` choice may take this path.
 """
 
 from __future__ import annotations
@@ -19,12 +29,40 @@ import numpy as np
 # Older ONNX Runtime CPU kernels ignore past_sequence_length and write one slot past the shared
 # buffer (heap corruption, seen with 1.30.0); 1.31.1 and 1.32.0 append in place as specified.
 MIN_ONNXRUNTIME = (1, 31)
+# Devices where decoder_ort with the shared cache buffer has matched PyTorch in a recorded run
+# (the export's parity check runs it on CPU). CUDA joins once ``python -m bench.gpu_check`` passes there.
+VERIFIED_DEVICES = ("cpu",)
+DMMHA_HEAD_SIZES = (32, 64, 128)  # ONNX Runtime's fused CUDA decoder kernel (DecoderMaskedMultiHeadAttention)
 
 
 def supports_bound_cache(version: str) -> bool:
     """True when this ONNX Runtime version runs ``decoder_ort.onnx`` correctly."""
     m = re.match(r"(\d+)\.(\d+)", version)
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_ONNXRUNTIME
+
+
+def bound_cache_verified(device: str) -> bool:
+    """True when ``decoder_ort`` with the shared cache buffer is verified on ``device`` (cpu, cuda).
+
+    The runtime's ``auto`` decoder choice takes the portable ``decoder.onnx`` elsewhere;
+    ``decoder="ort"`` still asks for this path (the GPU check does, to verify it).
+    """
+    return device in VERIFIED_DEVICES
+
+
+def cuda_kernel_notes(head_dim: int, fp16: bool = False) -> list[str]:
+    """The steps ONNX Runtime's fused CUDA decoder kernel does not take, for this head size and precision.
+
+    ``decoder_ort`` is FP32 today, and that kernel runs only on FP16, so every step takes the
+    unfused MultiHeadAttention path over the shared buffer.
+    """
+    if not fp16:
+        return ["FP32: the fused decoder kernel runs only on FP16; every step takes the unfused path on the "
+                "shared buffer"]
+    notes = ["step 0 (no past) takes the unfused path on the shared buffer"]
+    if head_dim not in DMMHA_HEAD_SIZES:
+        notes.append(f"head size {head_dim} is not one of {DMMHA_HEAD_SIZES}: every step takes the unfused path")
+    return notes
 
 
 @dataclass
@@ -38,7 +76,7 @@ class BoundState:
     next_ids: np.ndarray  # host buffer the session writes the step's ids into
     logits: Any  # device OrtValue (bound so the session does not allocate one per step)
     hold: list[Any] = field(default_factory=list)  # host arrays CPU OrtValues share memory with
-    tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))  # bound once, written per step
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))  # host side, bound every step
     positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))
     indirection: Any = None  # all-zero (B, 1, capacity) int32 on the device: greedy is beam width 1
 
@@ -93,10 +131,7 @@ class BoundDecoder:
         io.bind_output("next_ids", "cpu", 0, np.int64, list(ids.shape), ids.ctypes.data)
         state.indirection = self._upload(np.zeros((batch, 1, state.capacity), np.int32), state.hold)
         io.bind_ortvalue_input("cache_indirection", state.indirection)
-        # Host inputs the step rewrites in place: OrtValues over them are bound once, not per step.
         state.tokens, state.positions = np.zeros((batch, 1), np.int64), np.zeros((batch, 1), np.int64)
-        io.bind_ortvalue_input("tokens", ort.OrtValue.ortvalue_from_numpy(state.tokens))
-        io.bind_ortvalue_input("positions", ort.OrtValue.ortvalue_from_numpy(state.positions))
         state.binding = io
         return state
 
@@ -106,7 +141,10 @@ class BoundDecoder:
             raise ValueError(f"position {position} exceeds the cache capacity {state.capacity}")
         state.tokens[:] = tokens
         state.positions.fill(position)
-        self.session.run_with_iobinding(state.binding)
+        io = state.binding
+        io.bind_cpu_input("tokens", state.tokens)  # copied to the reading node's device now, so every step
+        io.bind_cpu_input("positions", state.positions)
+        self.session.run_with_iobinding(io)
         return state.next_ids.copy()
 
     def logits(self, state: BoundState) -> np.ndarray:

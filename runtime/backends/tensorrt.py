@@ -5,13 +5,21 @@ encoder writes cross K/V straight into the set's device buffers, the decoder ste
 and the cache in place, and each step's K/V (``new_k``/``new_v``, (L, B, H, 1, Dh)) is copied
 into cache slot ``position`` on the device with one strided 2-D copy. Per step only the token
 ids go up and the next ids come back, through pinned host memory. Finished rows are compacted
-on the device. No torch; tensorrt and cuda-python are imported when the backend starts.
+on the device. Every copy and clear is sized from the engine's own tensor dtypes. No torch;
+tensorrt and cuda-python are imported when the backend starts.
 
-Written without access to a GPU: its tests are marked ``gpu``/``tensorrt`` and were not run.
+A batch's buffers go back to the pool from the finalizer of its state, which the garbage
+collector may run on any thread at any allocation, including a thread inside ``step`` that
+holds the execution lock; so the hand-back takes no lock (an atomic deque append).
+
+Written without access to a GPU: its GPU tests are marked ``gpu``/``tensorrt``; on CPU,
+``tests/test_runtime_tensorrt_emulated.py`` runs this code on an emulated CUDA runtime with
+ONNX Runtime standing in for the engines.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import logging
@@ -169,8 +177,12 @@ class TensorRTBackend(Lifecycle):
         self.n_visual = int(bundle.graph("decoder").inputs["cross_k"].shape[3])
         self.max_batch, self.max_capacity = bundle.limits.max_batch, bundle.limits.max_new_tokens
         self._sizes = self._buffer_sizes()
+        for new, cache in (("new_k", "cache_k"), ("new_v", "cache_v")):
+            if self._sizes[new][1] != self._sizes[cache][1]:  # each step's K/V are copied into the cache as bytes
+                raise BackendUnavailable(f"{bundle.root}: decoder engine {new} is {self._sizes[new][1]} but "
+                                         f"{cache} is {self._sizes[cache][1]}; rebuild with pvlm-export trt")
         self._stream = _check(cudart.cudaStreamCreate())
-        self._pool: list[_BufferSet] = []
+        self._pool: collections.deque[_BufferSet] = collections.deque()  # append/pop are atomic: no lock
         self._lock = threading.Lock()  # the execution contexts are shared: one call at a time
 
     def _buffer_sizes(self) -> dict[str, tuple[int, np.dtype]]:
@@ -193,24 +205,29 @@ class TensorRTBackend(Lifecycle):
         return dim if dim >= 0 else self.max_batch
 
     def _take(self) -> _BufferSet:
-        with self._lock:
-            self._check_open()
-            if self._pool:
-                return self._pool.pop()
-        return _BufferSet(self._cudart, self._sizes, pinned=("pixels", "tokens", "positions", "next_ids"))
+        self._check_open()
+        try:
+            return self._pool.pop()
+        except IndexError:
+            return _BufferSet(self._cudart, self._sizes, pinned=("pixels", "tokens", "positions", "next_ids"))
 
     def _give_back(self, buffers: _BufferSet) -> None:
-        with self._lock:
-            if self.closed:
-                buffers.free()
-            else:
-                self._pool.append(buffers)
+        """A finished batch's buffers back to the pool (the finalizer of its state; takes no lock)."""
+        self._pool.append(buffers)
+        if self.closed:  # checked after the append: either this or ``_release`` frees them
+            self._free_pooled()
+
+    def _free_pooled(self) -> None:
+        while True:
+            try:
+                buffers = self._pool.pop()
+            except IndexError:
+                return
+            buffers.free()
 
     def _release(self) -> None:
         with self._lock:  # the call in flight finishes first; the next one sees ``closed``
-            for buffers in self._pool:
-                buffers.free()
-            self._pool = []
+            self._free_pooled()
             self._cudart.cudaStreamDestroy(self._stream)
             self._contexts, self._engines = {}, {}
 
@@ -244,16 +261,17 @@ class TensorRTBackend(Lifecycle):
         bufs = self._take()
         state = TrtState(bufs, b, capacity)
         weakref.finalize(state, self._give_back, bufs)
-        host = bufs.bufs["pixels"].host
-        n = pixels.size
-        host[:n].reshape(pixels.shape)[...] = pixels
+        src = bufs.bufs["pixels"]
+        host = src.host[:pixels.size].reshape(pixels.shape)
+        host[...] = pixels  # converted to the engine's input dtype here, so the copy is sized by it
         with self._lock:
             self._check_open()
-            self._copy(bufs.bufs["pixels"].device, self._host_ptr(host), pixels.nbytes, "h2d")
+            self._copy(src.device, self._host_ptr(host), host.nbytes, "h2d")
             self._run("encoder", {"pixels": pixels.shape}, bufs)
-            cache_bytes = self.layers * b * self.heads * capacity * self.head_dim * 4
+            slots = self.layers * b * self.heads * capacity * self.head_dim
             for name in ("cache_k", "cache_v"):
-                _check(self._cudart.cudaMemsetAsync(bufs.bufs[name].device, 0, cache_bytes, self._stream))
+                buf = bufs.bufs[name]
+                _check(self._cudart.cudaMemsetAsync(buf.device, 0, slots * buf.dtype.itemsize, self._stream))
             _check(self._cudart.cudaStreamSynchronize(self._stream))
         return state
 
@@ -263,8 +281,9 @@ class TensorRTBackend(Lifecycle):
         if position >= state.capacity:
             raise ValueError(f"position {position} exceeds the cache capacity {state.capacity}")
         b, bufs = state.batch, state.buffers.bufs
-        bufs["tokens"].host[:b] = tokens.reshape(-1)
-        bufs["positions"].host[:b] = position
+        ids_in = {"tokens": bufs["tokens"].host[:b], "positions": bufs["positions"].host[:b]}
+        ids_in["tokens"][:] = tokens.reshape(-1)
+        ids_in["positions"][:] = position
         cross = (self.layers, b, self.heads, self.n_visual, self.head_dim)
         shapes = {"tokens": (b, 1), "positions": (b, 1), "cross_k": cross, "cross_v": cross,
                   "cache_k": (self.layers, b, self.heads, state.capacity, self.head_dim),
@@ -272,10 +291,10 @@ class TensorRTBackend(Lifecycle):
         ids = bufs["next_ids"]
         with self._lock:
             self._check_open()
-            for name in ("tokens", "positions"):
-                self._copy(bufs[name].device, self._host_ptr(bufs[name].host), b * 8, "h2d")
+            for name, host in ids_in.items():
+                self._copy(bufs[name].device, self._host_ptr(host), host.nbytes, "h2d")
             self._run("decoder", shapes, state.buffers)
-            row = self.head_dim * 4
+            row = self.head_dim * bufs["cache_k"].dtype.itemsize  # one head's K or V of one token
             kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
             for new, cache in (("new_k", "cache_k"), ("new_v", "cache_v")):
                 # (L, B, H, 1, Dh) rows -> slot ``position`` of (L, B, H, capacity, Dh): one strided copy
@@ -289,15 +308,15 @@ class TensorRTBackend(Lifecycle):
     def keep(self, state: TrtState, rows: np.ndarray) -> None:
         """Compact cross K/V and the cache to ``rows`` on the device (in place, front to back)."""
         self._check_open()
-        b, keep = state.batch, [int(r) for r in rows]
-        cross_row = self.heads * self.n_visual * self.head_dim * 4
-        per_row = {"cross_k": cross_row, "cross_v": cross_row,
-                   "cache_k": self.heads * state.capacity * self.head_dim * 4,
-                   "cache_v": self.heads * state.capacity * self.head_dim * 4}
+        b, keep, bufs = state.batch, [int(r) for r in rows], state.buffers.bufs
+        # bytes of one batch row of one layer: (H, N, Dh) cross K/V, (H, capacity, Dh) cache
+        per_row = {name: self.heads * slots * self.head_dim * bufs[name].dtype.itemsize
+                   for name, slots in (("cross_k", self.n_visual), ("cross_v", self.n_visual),
+                                       ("cache_k", state.capacity), ("cache_v", state.capacity))}
         with self._lock:
             self._check_open()
             for name, size in per_row.items():
-                base = state.buffers.bufs[name].device
+                base = bufs[name].device
                 for layer in range(self.layers):
                     for i, r in enumerate(keep):
                         src, dst = base + (layer * b + r) * size, base + (layer * len(keep) + i) * size
