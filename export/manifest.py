@@ -1,4 +1,5 @@
-"""Writing the bundle's ``manifest.json`` (DESIGN.md contract 2): the runtime's :class:`~runtime.bundle.Manifest`, serialised."""
+"""Writing the bundle's ``manifest.json`` (format: ``docs/bundle.md``): the runtime's :class:`~runtime.bundle.Manifest`,
+serialised with its content hash."""
 
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ def producer_versions() -> dict[str, str]:
 
 
 def write_manifest(bundle: Path, manifest: Manifest | Mapping[str, Any]) -> Path:
-    """Write ``manifest.json`` atomically; a plain mapping is validated as a :class:`Manifest` first."""
+    """Write ``manifest.json`` atomically, sealed with the ``content_hash`` of what it holds; a plain mapping is
+    validated as a :class:`Manifest` (schema, limits, consistency) first."""
     if not isinstance(manifest, Manifest):
         manifest = Manifest.from_dict(json.loads(json.dumps(manifest)))  # as the reader will see it (tuples -> lists)
-    return write_json(Path(bundle) / "manifest.json", manifest.to_dict())
+        manifest.check_consistency()
+    return write_json(Path(bundle) / "manifest.json", manifest.sealed().to_dict())
 
 
 def record_engines(bundle: Bundle, built: Sequence[Engine], replaced: Callable[[Engine], bool],

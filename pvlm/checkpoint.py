@@ -1,4 +1,5 @@
-"""Checkpoints (DESIGN.md contract 1): plain types + tensors, atomic writes, original-repo import."""
+"""Checkpoints: plain types + tensors (the layout is :func:`save_checkpoint`'s docstring), atomic writes,
+bounded loading, original-repo import."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ from typing import Any
 import torch
 
 from runtime.atomic import atomic_path
+from runtime.bundle import (MAX_D_MODEL, MAX_HEADS, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_POSITIONS, MAX_VISUAL_TOKENS,
+                            MAX_VOCAB)
 
-from .model import PersonVLM, PersonVLMConfig
+from .model import PersonVLM, PersonVLMConfig, count_parameters
 from .vocab import Vocabulary
 
 FORMAT = "pvlm-checkpoint"
 VERSION = 1
+# The design caps a model at 100M parameters; twice that leaves headroom and still refuses, before anything is
+# allocated, a config that would need gigabytes.
+MAX_PARAMS = 200_000_000
+# Each size a config declares: the bundle's limits (runtime/bundle.py) where a bundle carries it, so whatever
+# loads here also exports to a bundle the runtime accepts.
+CONFIG_LIMITS = {"n_layers": MAX_LAYERS, "n_heads": MAX_HEADS, "d_model": MAX_D_MODEL, "vocab_size": MAX_VOCAB,
+                 "max_len": MAX_POSITIONS, "d_ff": 65_536, "projection_hidden": 65_536, "vision_dim": 65_536,
+                 "num_visual_tokens": MAX_VISUAL_TOKENS}
 
 
 class CheckpointError(ValueError):
@@ -29,7 +40,11 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` (unwrapped), its config and vocabulary atomically (temp file + rename).
 
-    ``train_state`` (optimizer/scheduler state dicts, counters) makes the file resumable.
+    The file is a ``torch.save`` dict of plain types and tensors only (loadable with ``weights_only=True``):
+    ``format`` (``pvlm-checkpoint``), ``version`` (1), ``config`` (``PersonVLMConfig.to_dict()``), ``vocab``
+    (``Vocabulary.to_dict()``), ``state_dict`` (name -> tensor, no ``_orig_mod.`` prefixes), ``meta`` (a
+    plain dict), and ``train_state`` (optimizer/scheduler state dicts, counters) when given, which makes the
+    file resumable.
     """
     path = Path(path)
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
@@ -54,15 +69,19 @@ def load_checkpoint(
 ) -> tuple[PersonVLM, Vocabulary, dict[str, Any]]:
     """Load ours, or an original-repository checkpoint (then ``vocab`` is its vocabulary.json).
 
-    Returns ``(model in eval mode, vocabulary, meta)``. Never unpickles arbitrary classes.
+    Returns ``(model in eval mode, vocabulary, meta)``. Never unpickles arbitrary classes. The config is
+    checked before any model is built (:func:`check_config`): each size within :data:`CONFIG_LIMITS` and the
+    whole model at most :data:`MAX_PARAMS` parameters; anything else is one :class:`CheckpointError` line.
     """
     blob = read_checkpoint(path, map_location)
     if blob.get("format") == FORMAT:
         if blob.get("version") != VERSION:
             raise CheckpointError(f"{path}: checkpoint format version {blob.get('version')} is not supported "
                                   f"(this toolkit reads version {VERSION})")
+        if "config" not in blob:
+            raise CheckpointError(f"{path}: malformed checkpoint (KeyError: 'config')")
+        cfg = check_config(blob["config"], path)
         try:
-            cfg = PersonVLMConfig.from_dict(blob["config"])
             voc = Vocabulary.from_dict(blob["vocab"])
             state, meta = blob["state_dict"], dict(blob.get("meta", {}))
         except (KeyError, TypeError, ValueError) as e:
@@ -85,6 +104,46 @@ def load_checkpoint(
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval(), voc, meta
+
+
+def check_config(config: Any, path: str | os.PathLike) -> PersonVLMConfig:
+    """A checkpoint's config dict as a :class:`PersonVLMConfig`, refused (:class:`CheckpointError` naming
+    ``path``) when malformed, when a size is outside :data:`CONFIG_LIMITS` (ids outside the vocabulary, an
+    image side outside 32..``MAX_IMAGE_SIDE``), or when the model it describes has more than
+    :data:`MAX_PARAMS` parameters (counted on PyTorch's meta device: nothing is allocated)."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: malformed checkpoint (config is a {type(config).__name__}, not a dict)")
+    for key, high in CONFIG_LIMITS.items():
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise CheckpointError(f"{path}: config {key} must be an integer from 1 to {high}, got {value!r:.40}")
+    vocab = config.get("vocab_size", PersonVLMConfig.vocab_size)
+    for key in ("pad_id", "bos_id", "eos_id", "unk_id"):
+        value = config.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab:
+            raise CheckpointError(f"{path}: config {key} must be a token id below vocab_size {vocab}, "
+                                  f"got {value!r:.40}")
+    size = config.get("image_size", PersonVLMConfig.image_size)
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= MAX_IMAGE_SIDE for v in size)):
+        raise CheckpointError(f"{path}: config image_size must be [height, width] from 32 to {MAX_IMAGE_SIDE}, "
+                              f"got {size!r:.40}")
+    try:
+        cfg = PersonVLMConfig.from_dict(config)
+        n = config_parameters(cfg)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # RuntimeError: unknown backbone
+        detail = " ".join(str(e).split())[:160]
+        raise CheckpointError(f"{path}: malformed checkpoint config ({type(e).__name__}: {detail})") from None
+    if n > MAX_PARAMS:
+        raise CheckpointError(f"{path}: the config describes a model of {n:,} parameters, more than the "
+                              f"{MAX_PARAMS:,} this toolkit loads")
+    return cfg
+
+
+def config_parameters(cfg: PersonVLMConfig) -> int:
+    """Parameters of the model ``cfg`` describes (tied head once), counted on PyTorch's meta device: no memory."""
+    with torch.device("meta"):
+        return count_parameters(PersonVLM(cfg, load_pretrained=False))
 
 
 class _OriginalConfig:
@@ -129,7 +188,8 @@ def _load_error(path: str | os.PathLike, e: Exception) -> str:
 
 
 def _from_original(path: str | os.PathLike, blob: dict[str, Any]) -> tuple[PersonVLMConfig, dict[str, torch.Tensor]]:
-    """Map an original-repository checkpoint onto our config and parameter names."""
+    """Map an original-repository checkpoint onto our config (checked as :func:`check_config` checks ours) and
+    parameter names."""
     raw = blob.get("config")
     attrs = vars(raw) if isinstance(raw, _OriginalConfig) else raw
     if not isinstance(attrs, dict):
@@ -138,16 +198,20 @@ def _from_original(path: str | os.PathLike, blob: dict[str, Any]) -> tuple[Perso
     if size not in _ORIGINAL_DECODERS:
         raise CheckpointError(f"{path}: unknown original decoder_size {size!r}")
     layers, heads, ffn = _ORIGINAL_DECODERS[size]
-    hidden = int(attrs.get("hidden_dim", 256))
-    cfg = PersonVLMConfig(
-        backbone=attrs.get("vision_backbone", "mobilevit_xs"), visual_tokens="pooled", image_size=(224, 224),
-        vision_dim=hidden, num_visual_tokens=int(attrs.get("num_visual_tokens", 8)),
-        projection_hidden=int(attrs.get("projection_hidden_dim") or 2 * hidden), d_model=hidden,
-        n_layers=layers, n_heads=heads, d_ff=ffn, vocab_size=int(attrs.get("vocab_size", 3179)),
-        max_len=int(attrs.get("max_seq_length", 256)), pad_id=int(attrs.get("pad_token_id", 0)),
-        bos_id=int(attrs.get("bos_token_id", 1)), eos_id=int(attrs.get("eos_token_id", 2)),
-        dropout=float(attrs.get("dropout", 0.1)),
-    )
+    try:
+        hidden = int(attrs.get("hidden_dim", 256))
+        config = dict(
+            backbone=attrs.get("vision_backbone", "mobilevit_xs"), visual_tokens="pooled", image_size=[224, 224],
+            vision_dim=hidden, num_visual_tokens=int(attrs.get("num_visual_tokens", 8)),
+            projection_hidden=int(attrs.get("projection_hidden_dim") or 2 * hidden), d_model=hidden,
+            n_layers=layers, n_heads=heads, d_ff=ffn, vocab_size=int(attrs.get("vocab_size", 3179)),
+            max_len=int(attrs.get("max_seq_length", 256)), pad_id=int(attrs.get("pad_token_id", 0)),
+            bos_id=int(attrs.get("bos_token_id", 1)), eos_id=int(attrs.get("eos_token_id", 2)),
+            dropout=float(attrs.get("dropout", 0.1)),
+        )
+    except (TypeError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"{path}: malformed original config ({type(e).__name__}: {e})") from None
+    cfg = check_config(config, path)
     state = blob.get("state_dict", blob.get("model_state_dict"))
     return cfg, {rename_original_key(k): v for k, v in state.items()}
 

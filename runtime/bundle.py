@@ -1,16 +1,22 @@
 """Reading and checking an export bundle: the typed :class:`Manifest` (one schema, shared with the writer in
-``export``), artefact hashes, and the rule that every file it names lies inside the bundle directory."""
+``export``), artefact hashes, the content hash that binds the manifest to its graphs, and the rule that every
+file it names lies inside the bundle directory. The format is specified in ``docs/bundle.md``."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import math
+import mmap
+import os
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from .engines import Engine, parse_engines
 from .verification import ParityReport, Verification
@@ -18,24 +24,305 @@ from .verification import ParityReport, Verification
 BUNDLE_FORMAT = "pvlm-bundle"  # the manifest's format tag, written by export and checked here
 BUNDLE_VERSION = 1  # the version export writes
 SUPPORTED_VERSIONS = (BUNDLE_VERSION,)
+CONTENT_HASH_ALGORITHM = "sha256-jcs"  # sha256 of RFC 8785 canonical JSON, per section and per graph
+HASHED_SECTIONS = ("vocab", "special_tokens", "preprocess", "model", "limits")
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")  # ids 0-3 of every vocabulary: pad, bos, eos, unk
+
+# The largest sizes a manifest may declare (docs/bundle.md, "Limits"): each well above what the design's
+# models (at most 100M parameters, crops of at most 256 px) need, and each small enough that what the
+# runtime allocates from it stays bounded.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+MAX_BATCH = 4096  # also the largest batch the exporter's dynamic dimension allows
+MAX_POSITIONS = 4096
+MAX_IMAGE_SIDE = 1024
+MAX_VOCAB = 131_072
+MAX_TOKEN_CHARS = 128
+MAX_LAYERS = 64
+MAX_HEADS = 64
+MAX_D_MODEL = 8192
+MAX_VISUAL_TOKENS = 4096
+MAX_DIM = 1 << 20  # any fixed dimension of a declared graph input or output
+MAX_RANK = 8
+MAX_GRAPH_IO = 4096  # inputs plus outputs of one graph
+MEAN_RANGE = (-1000.0, 1000.0)
+STD_RANGE = (1e-3, 1000.0)
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "uint16",
+          "uint32", "uint64", "bool")
 
 
 class BundleError(ValueError):
     """A bundle that is missing, tampered with, or of an unknown format."""
 
 
+# -- reading files: regular files only ----------------------------------------------------------------------
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for binary reading; :class:`BundleError` if it is not a regular file (FIFO, device...).
+
+    Opened non-blocking and checked on the open descriptor, so a FIFO can neither hang the open nor be
+    swapped in between a check and the open.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BundleError(f"{path}: {_kind(mode)}, not a regular file; refusing to read it")
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; :class:`BundleError` otherwise."""
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > max_bytes:
+            raise BundleError(f"{path}: {size} bytes, more than the {max_bytes} byte limit")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while being read
+        raise BundleError(f"{path}: more than the {max_bytes} byte limit")
+    return data
+
+
 def sha256_path(path: Path) -> str:
-    """Hex sha256 of a file, or of every file under a folder (names included), e.g. an .mlpackage."""
+    """Hex sha256 of a file, or of every file under a folder (names included), e.g. an .mlpackage.
+
+    Only regular files are read: anything else (a FIFO, a device) is a :class:`BundleError`.
+    """
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    path = Path(path)
+    if path.is_dir():
+        files = []
+        for f in sorted(path.rglob("*")):
+            mode = f.stat().st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                raise BundleError(f"{f}: {_kind(mode)}, not a regular file; refusing to read it")
+            files.append(f)
+    else:
+        files = [path]
     for f in files:
         if path.is_dir():
             h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
+        with open_regular(f) as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
 
+
+# -- canonical JSON (RFC 8785) for the content hash --------------------------------------------------------
+
+def canonical_json(value: Any) -> bytes:
+    """``value`` as RFC 8785 (JCS) canonical JSON, UTF-8: keys sorted by UTF-16 code units, no whitespace,
+    numbers as ECMAScript prints them (``1.0`` -> ``1``, ``1e-05`` -> ``0.00001``).
+
+    ValueError for what JCS cannot represent exactly: NaN, infinities, integers beyond 2**53, lone surrogates.
+    """
+    try:
+        return _jcs(value, 0).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string is not valid Unicode (lone surrogate)") from None
+
+
+def _jcs(v: Any, depth: int) -> str:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if v is None or isinstance(v, bool):
+        return {None: "null", True: "true", False: "false"}[v]
+    if isinstance(v, int):
+        if abs(v) > 2**53:
+            raise ValueError(f"integer {v} is beyond 2**53 (not exactly a JSON number everywhere)")
+        return str(v)
+    if isinstance(v, float):
+        return _es_number(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # the same escapes as JCS: \" \\ \b \f \n \r \t, else \u00xx
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_jcs(x, depth + 1) for x in v) + "]"
+    if isinstance(v, dict):
+        if not all(isinstance(k, str) for k in v):
+            raise ValueError("object keys must be strings")
+        keys = sorted(v, key=lambda k: k.encode("utf-16-be", "surrogatepass"))
+        return "{" + ",".join(f"{_jcs(k, depth + 1)}:{_jcs(v[k], depth + 1)}" for k in keys) + "}"
+    raise ValueError(f"{type(v).__name__} is not JSON")
+
+
+def _es_number(x: float) -> str:
+    """ECMAScript Number::toString of a finite double (shortest round-trip digits, as Python's repr)."""
+    if not math.isfinite(x):
+        raise ValueError(f"{x} is not a finite number")
+    if x == 0:
+        return "0"
+    if x < 0:
+        return "-" + _es_number(-x)
+    _, digits, exp = Decimal(repr(x)).as_tuple()
+    s = "".join(map(str, digits)).rstrip("0")
+    n = len(digits) + int(exp)  # x = 0.s * 10**n
+    k = len(s)
+    if k <= n <= 21:
+        return s + "0" * (n - k)
+    if 0 < n <= 21:
+        return f"{s[:n]}.{s[n:]}"
+    if -6 < n <= 0:
+        return "0." + "0" * -n + s
+    e = n - 1
+    return f"{s if k == 1 else s[0] + '.' + s[1:]}e{'+' if e >= 0 else '-'}{abs(e)}"
+
+
+def _sha256_jcs(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+# -- the inputs and outputs of an ONNX graph, read from its protobuf ---------------------------------------
+# ModelProto.graph = 7; GraphProto.input = 11, .output = 12; ValueInfoProto.name = 1, .type = 2;
+# TypeProto.tensor_type = 1 (a oneof with 4, 5, 8, 9); Tensor.elem_type = 1, .shape = 2;
+# TensorShapeProto.dim = 1; Dimension.dim_value = 1, .dim_param = 2 (onnx/onnx.proto3).
+
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
+               9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+
+
+OnnxTensor = tuple[str, str, tuple[int | str, ...] | None]  # name, dtype, shape (None: not declared)
+
+
+class _Malformed(Exception):
+    """Internal: bytes that are not the protobuf they should be."""
+
+
+def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise _Malformed("truncated varint")
+        if shift > 63:
+            raise _Malformed("varint longer than 10 bytes")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result & 0xFFFF_FFFF_FFFF_FFFF, pos
+        shift += 7
+
+
+def _fields(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, varint value or (start, end) of a length-delimited field) of one message."""
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _Malformed("field number 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+            yield number, wire, value
+            continue
+        if wire == 2:
+            size, pos = _varint(buf, pos, end)
+            if size > end - pos:
+                raise _Malformed("a field runs past its message")
+            yield number, wire, (pos, pos + size)
+            pos += size
+            continue
+        if wire not in (1, 5):
+            raise _Malformed(f"wire type {wire}")
+        pos += 8 if wire == 1 else 4
+        if pos > end:
+            raise _Malformed("a field runs past its message")
+
+
+def _text(buf: Any, span: tuple[int, int]) -> str:
+    try:
+        return bytes(buf[span[0]:span[1]]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Malformed("a name is not UTF-8") from None
+
+
+def _value_info(buf: Any, span: tuple[int, int]) -> OnnxTensor:
+    """(name, dtype, shape) of a ValueInfoProto; repeated sub-messages merge as protobuf merges them."""
+    name, t = "", {"kind": None, "elem": 0, "dims": None}
+    for number, wire, v in _fields(buf, *span):
+        if number == 1 and wire == 2:
+            name = _text(buf, v)
+        elif number == 2 and wire == 2:
+            _merge_type(buf, v, t)
+    dtype = ONNX_DTYPES.get(t["elem"], f"elem_type {t['elem']}") if t["kind"] == "tensor" else "not a tensor"
+    return name, dtype, None if t["dims"] is None else tuple(t["dims"])
+
+
+def _merge_type(buf: Any, span: tuple[int, int], t: dict[str, Any]) -> None:
+    """Merge a TypeProto into ``t`` (kind, elem, dims)."""
+    for number, wire, v in _fields(buf, *span):
+        if wire != 2:
+            continue
+        if number == 1:
+            if t["kind"] != "tensor":  # another member of the oneof was set: this one starts afresh
+                t.update(kind="tensor", elem=0, dims=None)
+            for f_number, f_wire, fv in _fields(buf, *v):
+                if f_number == 1 and f_wire == 0:
+                    t["elem"] = fv
+                elif f_number == 2 and f_wire == 2:
+                    t["dims"] = [] if t["dims"] is None else t["dims"]
+                    for d_number, d_wire, dv in _fields(buf, *fv):
+                        if d_number == 1 and d_wire == 2:
+                            if len(t["dims"]) >= 64:
+                                raise _Malformed("more than 64 dimensions")
+                            t["dims"].append(_dim(buf, dv))
+        elif number in (4, 5, 8, 9):
+            t.update(kind="other", elem=0, dims=None)
+
+
+def _dim(buf: Any, span: tuple[int, int]) -> int | str:
+    dim: int | str = "?"
+    for number, wire, v in _fields(buf, *span):
+        if number == 1 and wire == 0:
+            dim = v - (1 << 64) if v >= 1 << 63 else v
+        elif number == 2 and wire == 2:
+            dim = _text(buf, v) or "?"
+    return dim
+
+
+def onnx_graph_io(path: Path) -> tuple[list[OnnxTensor], list[OnnxTensor]]:
+    """The inputs and outputs of an ONNX model file, in graph order: ``(name, dtype, shape)`` each.
+
+    dtype is a numpy name (``float32``...); shape holds ints and dimension names (``"?"``: unnamed), None when
+    the graph declares no shape. Reads only the protobuf fields it needs (no onnx package, no weights read);
+    :class:`BundleError` for a file that is not an ONNX model.
+    """
+    inputs: list[OnnxTensor] = []
+    outputs: list[OnnxTensor] = []
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise BundleError(f"{path}: empty file, not an ONNX model")
+        try:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                for number, wire, v in _fields(buf, 0, size):
+                    if number != 7 or wire != 2:
+                        continue
+                    for g_number, g_wire, gv in _fields(buf, *v):
+                        if g_wire == 2 and g_number in (11, 12):
+                            if len(inputs) + len(outputs) >= MAX_GRAPH_IO:
+                                raise _Malformed(f"more than {MAX_GRAPH_IO} inputs and outputs")
+                            (inputs if g_number == 11 else outputs).append(_value_info(buf, gv))
+        except _Malformed as e:
+            raise BundleError(f"{path}: not a readable ONNX model ({e})") from None
+    return inputs, outputs
+
+
+# -- the manifest's schema -----------------------------------------------------------------------------------
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REQUIRED_GRAPHS = ("encoder", "decoder")
@@ -55,7 +342,11 @@ def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) ->
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool)) or value is None else repr(value)
+    try:
+        text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool)) or value is None \
+            else repr(value)
+    except (ValueError, RecursionError):
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -66,13 +357,67 @@ def _section(data: Mapping[str, Any], key: str, where: str = "") -> Mapping[str,
     return _expect(data[key], dict, name, "an object")
 
 
-def _positive_int(data: Mapping[str, Any], key: str, where: str) -> int:
+def _bounded_int(data: Mapping[str, Any], key: str, where: str, high: int, low: int = 1) -> int:
     if key not in data:
         raise _Invalid(f"{where}.{key}: missing")
     value = _expect(data[key], int, f"{where}.{key}", "an integer")
-    if value < 1:
-        raise _Invalid(f"{where}.{key}: expected >= 1, got {value}")
+    if not low <= value <= high:
+        raise _Invalid(f"{where}.{key}: expected {low} to {high}, got {value}")
     return value
+
+
+def _numbers(data: Mapping[str, Any], key: str, where: str, bounds: tuple[float, float]) -> tuple[float, ...]:
+    values = data.get(key)
+    ok = isinstance(values, list) and len(values) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    if not ok:
+        raise _Invalid(f"{where}.{key}: expected a list of 3 finite numbers, got {_short(values)}")
+    if not all(bounds[0] <= v <= bounds[1] for v in values):
+        raise _Invalid(f"{where}.{key}: expected numbers from {bounds[0]:g} to {bounds[1]:g}, got {_short(values)}")
+    return tuple(float(v) for v in values)
+
+
+def _depth_ok(data: Any) -> bool:
+    """True when ``data`` nests at most MAX_JSON_DEPTH levels (checked without recursion)."""
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return False
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return True
+
+
+def parse_manifest_json(text: bytes) -> Any:
+    """Strict JSON of ``manifest.json``: UTF-8, finite numbers only, no duplicate keys, at most MAX_JSON_DEPTH deep.
+
+    ValueError (with the reason) otherwise.
+    """
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):  # 1e400 parses to inf
+            raise ValueError(f"{literal[:20]} is out of a double's range")
+        return value
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {_short(key)}")
+            seen.add(key)
+        return dict(pairs)
+
+    data = json.loads(text.decode("utf-8"), parse_constant=no_constants, parse_float=finite,
+                      object_pairs_hook=unique)
+    if not _depth_ok(data):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return data
 
 
 def check_relative_path(value: Any, where: str) -> str:
@@ -97,11 +442,20 @@ def _tensors(data: Any, where: str) -> dict[str, TensorEntry]:
     _expect(data, dict, where, "an object of tensors")
     out = {}
     for name, t in data.items():
-        _expect(t, dict, f"{where}.{name}", "an object with dtype and shape")
-        dtype = _expect(t.get("dtype"), str, f"{where}.{name}.dtype", "a string")
-        shape = _expect(t.get("shape"), list, f"{where}.{name}.shape", "a list")
+        at = f"{where}.{name}"
+        _expect(t, dict, at, "an object with dtype and shape")
+        dtype = _expect(t.get("dtype"), str, f"{at}.dtype", "a string")
+        if dtype not in DTYPES:
+            raise _Invalid(f"{at}.dtype: {_short(dtype)} is not one of {', '.join(DTYPES)}")
+        shape = _expect(t.get("shape"), list, f"{at}.shape", "a list")
+        if len(shape) > MAX_RANK:
+            raise _Invalid(f"{at}.shape: more than {MAX_RANK} dimensions")
         for i, d in enumerate(shape):
-            _expect(d, (int, str), f"{where}.{name}.shape[{i}]", "an integer or a dimension name")
+            _expect(d, (int, str), f"{at}.shape[{i}]", "an integer or a dimension name")
+            if isinstance(d, int) and not 1 <= d <= MAX_DIM:
+                raise _Invalid(f"{at}.shape[{i}]: expected 1 to {MAX_DIM}, got {d}")
+            if isinstance(d, str) and not 0 < len(d) <= 64:
+                raise _Invalid(f"{at}.shape[{i}]: a dimension name of 1 to 64 characters, got {_short(d)}")
         out[name] = TensorEntry(dtype, tuple(shape))
     return out
 
@@ -132,6 +486,21 @@ def _variants(data: Any, graphs: Mapping[str, GraphEntry]) -> dict[str, dict[str
             _relative_path(file, f"{at}.graphs.{name}")
         out[precision] = dict(files)
     return out
+
+
+def _content_hash(data: Any) -> dict[str, Any] | None:
+    """``content_hash``, shape-checked (None when the manifest has none)."""
+    if data is None:
+        return None
+    _expect(data, dict, "content_hash", "an object")
+    if data.get("algorithm") != CONTENT_HASH_ALGORITHM:
+        raise _Invalid(f"content_hash.algorithm: {_short(data.get('algorithm'))} is not known to this runtime "
+                       f"({CONTENT_HASH_ALGORITHM}); re-export the bundle")
+    for key in ("sections", "graphs"):
+        for name, digest in _section(data, key, "content_hash").items():
+            if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+                raise _Invalid(f"content_hash.{key}.{name}: expected 64 lowercase hex digits, got {_short(digest)}")
+    return data
 
 
 @dataclass(frozen=True)
@@ -166,13 +535,183 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """``manifest.json``, validated: the one schema export writes and the runtime reads.
+class Preprocessing:
+    """The manifest's ``preprocess`` section, typed: how an RGB image becomes the encoder's float32 input.
 
-    Export builds it with :meth:`create` and the ``with_*`` methods (each returns a new, validated
-    manifest) and writes :meth:`to_dict`; readers use the typed fields and properties
-    (``verification``, ``parity``, ``variant_reports``, ``source_checkpoint``...). Keys this version
-    does not know stay readable through :meth:`get` / ``[]`` on the raw JSON; every ``file``/``path``
+    Resize the whole image (``stretch``, no crop or padding) to ``width`` x ``height`` with ``interpolation``,
+    multiply by ``scale``, subtract ``mean`` and divide by ``std`` per channel, in ``channel_order``, laid out
+    ``layout``. This runtime implements exactly stretch / bilinear / 1/255 / RGB / NCHW; a manifest asking for
+    anything else is refused.
+    """
+
+    height: int
+    width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str = "RGB"
+    resize: str = "stretch"
+    interpolation: str = "bilinear"
+    scale: float = 1 / 255
+    layout: str = "NCHW"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Preprocessing":
+        """Validate a ``preprocess`` section; :class:`BundleError` naming the key."""
+        try:
+            return cls._parse(data)
+        except _Invalid as e:
+            raise BundleError(f"invalid manifest: {e}") from None
+
+    @classmethod
+    def _parse(cls, data: Any) -> "Preprocessing":
+        pre = _expect(data, dict, "preprocess", "an object")
+        chosen = {}
+        for key in ("channel_order", "resize", "interpolation", "layout"):
+            default = getattr(cls, key)
+            value = pre.get(key, default)
+            if value != default:
+                raise _Invalid(f"preprocess.{key}: {_short(value)} is not supported (this runtime implements "
+                               f"{default})")
+            chosen[key] = value
+        scale = pre.get("scale", cls.scale)
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isclose(scale, cls.scale,
+                                                                                               rel_tol=1e-9):
+            raise _Invalid(f"preprocess.scale: {_short(scale)} is not supported (this runtime implements 1/255)")
+        return cls(_bounded_int(pre, "height", "preprocess", MAX_IMAGE_SIDE),
+                   _bounded_int(pre, "width", "preprocess", MAX_IMAGE_SIDE),
+                   _numbers(pre, "mean", "preprocess", MEAN_RANGE),  # type: ignore[arg-type]
+                   _numbers(pre, "std", "preprocess", STD_RANGE),  # type: ignore[arg-type]
+                   scale=float(scale), **chosen)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The manifest's ``model`` section, typed: the sizes a runtime allocates from (the whole config stays
+    readable as ``Manifest.model``); ``backbone``, ``visual_tokens`` and ``image_size`` are informative."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    vocab_size: int
+    max_len: int
+    backbone: str | None = None
+    visual_tokens: str | None = None
+    image_size: tuple[int, int] | None = None
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head width, ``d_model // n_heads``."""
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelConfig":
+        """Validate a ``model`` section; :class:`BundleError` naming the key."""
+        try:
+            return cls._parse(data)
+        except _Invalid as e:
+            raise BundleError(f"invalid manifest: {e}") from None
+
+    @classmethod
+    def _parse(cls, data: Any) -> "ModelConfig":
+        m = _expect(data, dict, "model", "an object")
+        sizes = {key: _bounded_int(m, key, "model", high) for key, high in (
+            ("n_layers", MAX_LAYERS), ("n_heads", MAX_HEADS), ("d_model", MAX_D_MODEL), ("vocab_size", MAX_VOCAB),
+            ("max_len", MAX_POSITIONS))}
+        if sizes["d_model"] % sizes["n_heads"]:
+            raise _Invalid(f"model.d_model: {sizes['d_model']} is not divisible by n_heads {sizes['n_heads']}")
+        info: dict[str, Any] = {}
+        for key in ("backbone", "visual_tokens"):
+            if m.get(key) is not None:
+                info[key] = _expect(m[key], str, f"model.{key}", "a string")
+        if m.get("image_size") is not None:
+            size = m["image_size"]
+            if not (isinstance(size, list) and len(size) == 2 and all(
+                    isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIDE for v in size)):
+                raise _Invalid(f"model.image_size: expected [height, width] from 1 to {MAX_IMAGE_SIDE}, "
+                               f"got {_short(size)}")
+            info["image_size"] = (size[0], size[1])
+        return cls(**sizes, **info)
+
+
+# -- the graph contract: what the runtime feeds each graph and reads back -------------------------------------
+# A shape template: "B" and "S" stand for any dimension name (batch, cache), digits for themselves, and the
+# other symbols for sizes the rest of the manifest fixes (see _SOURCES).
+
+_KV = ("float32", "L B H N Dh")
+_STEP_IN = {"tokens": ("int64", "B 1"), "positions": ("int64", "B 1")}
+_STEP_OUT = {"logits": ("float32", "B V"), "next_ids": ("int64", "B")}
+_CONTRACT: dict[str, tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]]] = {
+    "encoder": ({"pixels": ("float32", "B 3 HT WD")}, {"cross_k": _KV, "cross_v": _KV}),
+    "decoder": ({**_STEP_IN, "cross_k": _KV, "cross_v": _KV, "cache_k": ("float32", "L B H S Dh"),
+                 "cache_v": ("float32", "L B H S Dh")},
+                {**_STEP_OUT, "new_k": ("float32", "L B H 1 Dh"), "new_v": ("float32", "L B H 1 Dh")}),
+}
+_CROSS_FORMS = {  # decoder_ort's per-layer cross-attention inputs (cross_ort's outputs), by form
+    "tables": {"cross_qk": ("float32", "B HN D"), "cross_qkb": ("float32", "B 1 HN"),
+               "cross_ov": ("float32", "B HN D")},
+    "attention": {"cross_k": ("float32", "B H N Dh"), "cross_v": ("float32", "B H N Dh")},
+}
+_SOURCES = {"L": "model.n_layers", "H": "model.n_heads", "D": "model.d_model", "Dh": "model.d_model / n_heads",
+            "V": "the vocabulary size (vocab.tokens)", "HT": "preprocess.height", "WD": "preprocess.width",
+            "N": "the encoder's visual tokens (graphs.encoder.outputs.cross_k.shape[3])",
+            "HN": "n_heads x the encoder's visual tokens"}
+
+
+def _ort_contract(layers: int, form: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """cross_ort's outputs and decoder_ort's inputs and outputs for ``layers`` layers of a cross form."""
+    cache = ("float32", "B H S Dh")
+    cross = {f"{kind}_{i}": spec for i in range(layers) for kind, spec in _CROSS_FORMS[form].items()}
+    inputs = {**_STEP_IN, **cross, "cache_indirection": ("int32", "B 1 S"),
+              **{f"past_{kv}_{i}": cache for i in range(layers) for kv in "kv"}}
+    outputs = {**_STEP_OUT, **{f"present_{kv}_{i}": cache for i in range(layers) for kv in "kv"}}
+    return cross, inputs, outputs
+
+
+def _names(tensors: Mapping[str, Any], expected: Mapping[str, Any], at: str) -> None:
+    missing = [n for n in expected if n not in tensors]
+    extra = [n for n in tensors if n not in expected]
+    if missing or extra:
+        parts = [f"missing {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}"] if missing else []
+        parts += [f"unexpected {', '.join(map(_short, extra[:3]))}{'...' if len(extra) > 3 else ''}"] if extra else []
+        raise _Invalid(f"{at}: {'; '.join(parts)}")
+
+
+def _match(t: TensorEntry, spec: tuple[str, str], env: Mapping[str, int], at: str) -> None:
+    dtype, template = spec
+    dims = template.split()
+    if t.dtype != dtype:
+        raise _Invalid(f"{at}.dtype: expected {dtype}, got {t.dtype}")
+    if len(t.shape) != len(dims):
+        raise _Invalid(f"{at}.shape: expected {len(dims)} dimensions, got {_short(list(t.shape))}")
+    for i, (d, sym) in enumerate(zip(t.shape, dims)):
+        if sym in ("B", "S"):
+            if not isinstance(d, str):
+                raise _Invalid(f"{at}.shape[{i}]: expected a dimension name (dynamic), got {d}")
+        elif sym.isdigit():
+            if d != int(sym):
+                raise _Invalid(f"{at}.shape[{i}]: expected {sym}, got {_short(d)}")
+        elif d != env[sym]:
+            raise _Invalid(f"{at}.shape[{i}] is {_short(d)}, but {_SOURCES[sym]} is {env[sym]}")
+
+
+def _check_side(graph: GraphEntry, side: str, specs: Mapping[str, tuple[str, str]], env: Mapping[str, int],
+                name: str) -> None:
+    tensors = graph.inputs if side == "inputs" else graph.outputs
+    _names(tensors, specs, f"graphs.{name}.{side}")
+    for tensor, spec in specs.items():
+        _match(tensors[tensor], spec, env, f"graphs.{name}.{side}.{tensor}")
+
+
+# -- the manifest --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``, validated: the one schema export writes and the runtime reads (``docs/bundle.md``).
+
+    Export builds it with :meth:`create` and the ``with_*`` methods (each returns a new, validated manifest
+    carrying a fresh ``content_hash``) and writes :meth:`to_dict`; readers use the typed fields and properties
+    (``preprocessing``, ``model_config``, ``verification``, ``parity``, ``source_checkpoint``...). Keys this
+    version does not know stay readable through :meth:`get` / ``[]`` on the raw JSON; every ``file``/``path``
     field anywhere is a bundle file name (see :meth:`files`).
     """
 
@@ -190,7 +729,10 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Manifest":
-        """Validate the manifest's shape; :class:`BundleError` with one line naming what is wrong."""
+        """Validate the manifest's shape and bounds; :class:`BundleError` with one line naming what is wrong.
+
+        How the sections agree with each other is :meth:`check_consistency`'s (``Bundle.load`` runs both).
+        """
         try:
             return cls._parse(data)
         except _Invalid as e:
@@ -206,26 +748,32 @@ class Manifest:
             raise _Invalid(f"version: bundle format version {_short(version)} is not supported (this runtime reads "
                            f"{', '.join(map(str, SUPPORTED_VERSIONS))}); re-export it")
         model = _section(data, "model")
+        ModelConfig._parse(model)
         tokens = _expect(_section(data, "vocab").get("tokens"), list, "vocab.tokens", "a list of strings")
         if not tokens or not all(isinstance(t, str) for t in tokens):
             raise _Invalid("vocab.tokens: expected a non-empty list of strings")
+        if len(tokens) > MAX_VOCAB:
+            raise _Invalid(f"vocab.tokens: {len(tokens)} tokens, more than {MAX_VOCAB}")
+        if tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise _Invalid(f"vocab.tokens: must start with {', '.join(SPECIAL_TOKENS)}, got {_short(tokens[:4])}")
+        for i, t in enumerate(tokens):
+            if not 0 < len(t) <= MAX_TOKEN_CHARS:
+                raise _Invalid(f"vocab.tokens[{i}]: expected 1 to {MAX_TOKEN_CHARS} characters, got {_short(t)}")
+        if len(set(tokens)) != len(tokens):
+            raise _Invalid("vocab.tokens: a token appears twice")
         special = dict(_section(data, "special_tokens"))
-        for name in ("bos", "eos"):
+        for i, token in enumerate(SPECIAL_TOKENS):
+            name = token.strip("<>")
             if name not in special:
                 raise _Invalid(f"special_tokens.{name}: missing")
-        for name, i in special.items():
-            _expect(i, int, f"special_tokens.{name}", "a token id")
-            if not 0 <= i < len(tokens):
-                raise _Invalid(f"special_tokens.{name}: id {i} is outside the {len(tokens)}-token vocabulary")
+            _expect(special[name], int, f"special_tokens.{name}", "a token id")
+            if special[name] != i:
+                raise _Invalid(f"special_tokens.{name}: expected {i} (the id of {token}), got {special[name]}")
+        extra = [k for k in special if k not in {t.strip("<>") for t in SPECIAL_TOKENS}]
+        if extra:
+            raise _Invalid(f"special_tokens.{extra[0]}: not a special token (pad, bos, eos, unk)")
         pre = _section(data, "preprocess")
-        _positive_int(pre, "height", "preprocess")
-        _positive_int(pre, "width", "preprocess")
-        for key in ("mean", "std"):
-            values = _expect(pre.get(key), list, f"preprocess.{key}", "a list of 3 numbers")
-            if len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                raise _Invalid(f"preprocess.{key}: expected a list of 3 numbers, got {_short(values)}")
-        if any(v == 0 for v in pre["std"]):
-            raise _Invalid("preprocess.std: a zero would divide by zero")
+        Preprocessing._parse(pre)
         graphs = {}
         for name, g in _section(data, "graphs").items():
             at = f"graphs.{name}"
@@ -236,7 +784,8 @@ class Manifest:
             if name not in graphs:
                 raise _Invalid(f"graphs.{name}: missing")
         lim = _section(data, "limits")
-        limits = Limits(*(_positive_int(lim, k, "limits") for k in ("max_batch", "max_new_tokens", "max_positions")))
+        limits = Limits(*(_bounded_int(lim, k, "limits", high) for k, high in (
+            ("max_batch", MAX_BATCH), ("max_new_tokens", MAX_POSITIONS), ("max_positions", MAX_POSITIONS))))
         if limits.max_new_tokens > limits.max_positions:
             raise _Invalid(f"limits.max_new_tokens: {limits.max_new_tokens} exceeds max_positions {limits.max_positions}")
         artifacts = {}
@@ -254,15 +803,121 @@ class Manifest:
             raise _Invalid(f"artifacts: no sha256 for {', '.join(unlisted)}")
         for at, value in _named_files(data, ""):
             _relative_path(value, at)
+        engines = _expect(data.get("engines", []), list, "engines", "a list")
+        for i, entry in enumerate(engines):
+            _expect(entry, dict, f"engines[{i}]", "an object")
+        try:
+            parse_engines(engines)
+        except (TypeError, ValueError) as e:
+            raise _Invalid(f"engines: {e}") from None
+        _content_hash(data.get("content_hash"))
         return cls(data["format"], version, model, tuple(tokens), special, pre, graphs, limits, artifacts, data,
                    variants)
+
+    def check_consistency(self) -> None:
+        """:class:`BundleError` (one line) unless the sections agree: the vocabulary with ``model.vocab_size``
+        and the logits, ``preprocess`` with the encoder's pixels input and ``model.image_size``, the model's
+        layers, heads and width with every cache and cross-attention tensor, the limits with ``model.max_len``
+        (the graph contract of ``docs/bundle.md``)."""
+        try:
+            self._consistent()
+        except _Invalid as e:
+            raise BundleError(f"invalid manifest: {e}") from None
+
+    def _consistent(self) -> None:
+        m, pre = self.model_config, self.preprocessing
+        if m.vocab_size != len(self.tokens):
+            raise _Invalid(f"model.vocab_size is {m.vocab_size}, but vocab.tokens has {len(self.tokens)} tokens")
+        if m.image_size is not None and m.image_size != (pre.height, pre.width):
+            raise _Invalid(f"model.image_size is {list(m.image_size)}, but preprocess is {pre.height}x{pre.width}")
+        for key in ("mean", "std"):
+            if key in self.model and self.model[key] != self.preprocess[key]:
+                raise _Invalid(f"model.{key} is {_short(self.model[key])}, but preprocess.{key} is "
+                               f"{_short(self.preprocess[key])}")
+        if self.limits.max_positions > m.max_len:
+            raise _Invalid(f"limits.max_positions is {self.limits.max_positions}, but model.max_len is {m.max_len}")
+        cross_k = self.graphs["encoder"].outputs.get("cross_k")
+        visual = cross_k.shape[3] if cross_k is not None and len(cross_k.shape) == 5 else None
+        if not isinstance(visual, int) or not 1 <= visual <= MAX_VISUAL_TOKENS:
+            raise _Invalid(f"graphs.encoder.outputs.cross_k: expected shape [{m.n_layers}, batch, {m.n_heads}, "
+                           f"visual tokens (1 to {MAX_VISUAL_TOKENS}), {m.head_dim}]")
+        env = {"L": m.n_layers, "H": m.n_heads, "D": m.d_model, "Dh": m.head_dim, "V": len(self.tokens),
+               "HT": pre.height, "WD": pre.width, "N": visual, "HN": m.n_heads * visual}
+        for name, (inputs, outputs) in _CONTRACT.items():
+            _check_side(self.graphs[name], "inputs", inputs, env, name)
+            _check_side(self.graphs[name], "outputs", outputs, env, name)
+        if list(self.graphs["encoder"].outputs) != ["cross_k", "cross_v"]:
+            raise _Invalid("graphs.encoder.outputs: expected cross_k then cross_v")
+        if "cross_ort" in self.graphs and "decoder_ort" in self.graphs:  # one without the other is never run
+            form = "tables" if "cross_qk_0" in self.graphs["decoder_ort"].inputs else "attention"
+            cross, inputs, outputs = _ort_contract(m.n_layers, form)
+            _check_side(self.graphs["cross_ort"], "inputs", {"cross_k": _KV, "cross_v": _KV}, env, "cross_ort")
+            _check_side(self.graphs["cross_ort"], "outputs", cross, env, "cross_ort")
+            _check_side(self.graphs["decoder_ort"], "inputs", inputs, env, "decoder_ort")
+            _check_side(self.graphs["decoder_ort"], "outputs", outputs, env, "decoder_ort")
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The ``preprocess`` section, typed."""
+        return Preprocessing._parse(self.preprocess)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The ``model`` section's sizes, typed."""
+        return ModelConfig._parse(self.model)
+
+    @property
+    def content_hash(self) -> dict[str, Any] | None:
+        """The recorded ``content_hash`` (``algorithm``, ``sections``, ``graphs``), None in an older manifest."""
+        recorded = self.raw.get("content_hash")
+        return copy.deepcopy(recorded) if isinstance(recorded, dict) else None
+
+    def compute_content_hash(self) -> dict[str, Any]:
+        """The ``content_hash`` of this manifest's contents, as export records it (see ``docs/bundle.md``).
+
+        ``sections``: sha256 of the canonical JSON (:func:`canonical_json`) of each of
+        :data:`HASHED_SECTIONS`; ``graphs``: per graph, sha256 of the canonical JSON of its ``graphs`` entry
+        with ``sha256`` (its file's, from ``artifacts``) added.
+        """
+        at = ""
+        try:
+            sections = {}
+            for at in HASHED_SECTIONS:
+                sections[at] = _sha256_jcs(self.raw[at])
+            graphs = {}
+            for name, g in self.graphs.items():
+                at = f"graphs.{name}"
+                graphs[name] = _sha256_jcs({**self.raw["graphs"][name], "sha256": self.artifacts[g.file]})
+        except ValueError as e:
+            raise BundleError(f"invalid manifest: {at}: cannot be hashed ({e})") from None
+        return {"algorithm": CONTENT_HASH_ALGORITHM, "sections": sections, "graphs": graphs}
+
+    def check_content_hash(self) -> None:
+        """:class:`BundleError` naming each section or graph whose contents differ from the recorded
+        ``content_hash``, or saying that the manifest has none (exported before content hashes: re-export)."""
+        recorded = self.content_hash
+        if recorded is None:
+            raise BundleError("the manifest has no content_hash (exported before manifests were bound to their "
+                              "graphs); re-export the bundle with pvlm-export onnx, or load it with verify=False "
+                              "to trust it as it is")
+        expected = self.compute_content_hash()
+        changed = [k for k in HASHED_SECTIONS if recorded["sections"].get(k) != expected["sections"][k]]
+        changed += [f"graphs.{n}" for n in self.graphs if recorded["graphs"].get(n) != expected["graphs"][n]]
+        if changed:
+            raise BundleError(f"content hash mismatch in {', '.join(changed)}: the manifest was changed after "
+                              "export; re-export the bundle")
+
+    def sealed(self) -> "Manifest":
+        """This manifest with ``content_hash`` recomputed from its contents (what export writes)."""
+        return Manifest.from_dict({**self.raw, "content_hash": self.compute_content_hash()})
 
     @classmethod
     def create(cls, *, model: Mapping[str, Any], tokens: Sequence[str], special: Mapping[str, int],
                preprocess: Mapping[str, Any], graphs: Mapping[str, Mapping[str, Any]], limits: Limits, opset: int,
                producer: Mapping[str, str], artifacts: Mapping[str, Mapping[str, Any]],
                verification: Verification) -> "Manifest":
-        """A new manifest in the format this version writes (``BUNDLE_FORMAT``, ``BUNDLE_VERSION``), validated.
+        """A new manifest in the format this version writes (``BUNDLE_FORMAT``, ``BUNDLE_VERSION``), validated,
+        consistent and sealed with its ``content_hash``.
 
         ``graphs``: name -> ``{file, inputs, outputs}``; ``artifacts``: file -> ``{sha256, bytes}``.
         """
@@ -276,7 +931,9 @@ class Manifest:
     @classmethod
     def _validated(cls, data: Mapping[str, Any]) -> "Manifest":
         # through JSON, as the reader will see it (tuples -> lists), and a copy nothing else holds
-        return cls.from_dict(json.loads(json.dumps(data)))
+        manifest = cls.from_dict(json.loads(json.dumps(data)))
+        manifest.check_consistency()
+        return manifest.sealed()
 
     def _with(self, key: str, value: Any) -> "Manifest":
         return self._validated({**self.raw, key: value})  # a new key goes last, an existing one keeps its place
@@ -358,19 +1015,55 @@ class Manifest:
 def is_bundle(d: Path) -> bool:
     """A directory with a ``manifest.json`` carrying the bundle format tag (not otherwise validated)."""
     try:
-        data = json.loads((Path(d) / "manifest.json").read_text())
-    except (OSError, ValueError):
+        data = parse_manifest_json(read_regular(Path(d) / "manifest.json", MAX_MANIFEST_BYTES))
+    except (OSError, ValueError, RecursionError):  # BundleError is a ValueError
         return False
     return isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT
 
 
 def inside(root: Path, name: str) -> Path:
     """``root / name``, refused (BundleError) unless it resolves, symlinks included, inside ``root``."""
-    base = root.resolve()
-    target = (root / name).resolve()
+    try:
+        base = root.resolve()
+        target = (root / name).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop: RuntimeError before Python 3.13, OSError since
+        raise BundleError(f"{root}: manifest entry {name!r} cannot be resolved ({e}); refusing it") from None
     if target == base or not target.is_relative_to(base):
         raise BundleError(f"{root}: manifest entry {name!r} resolves outside the bundle ({target}); refusing it")
     return target
+
+
+def _regular_or_absent(path: Path) -> None:
+    """BundleError when ``path`` exists but is neither a regular file nor a folder (a FIFO would hang a reader)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise BundleError(f"{path}: unreadable ({e.strerror or type(e).__name__})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise BundleError(f"{path}: {_kind(mode)}, not a regular file; refusing it")
+
+
+def _io_text(tensors: Sequence[OnnxTensor]) -> str:
+    return ", ".join(f"{n} {d} {'?' if s is None else list(s)}" for n, d, s in tensors)
+
+
+def _check_graph_file(path: Path, entry: GraphEntry, name: str) -> None:
+    """BundleError unless the ONNX file's inputs and outputs are the manifest entry's: names in order,
+    element types, ranks, fixed sizes (a dimension name in the manifest: any dynamic dimension)."""
+    inputs, outputs = onnx_graph_io(path)
+    for side, declared, actual in (("inputs", entry.inputs, inputs), ("outputs", entry.outputs, outputs)):
+        if [n for n, _, _ in actual] != list(declared):
+            names = ", ".join(n for n, _, _ in actual[:6]) + ("..." if len(actual) > 6 else "")
+            raise BundleError(f"{path}: the graph's {side} are [{names}], not graphs.{name}.{side} of the manifest")
+        for tensor, dtype, shape in actual:
+            t = declared[tensor]
+            same = dtype == t.dtype and shape is not None and len(shape) == len(t.shape) and all(
+                (isinstance(d, str) and not isinstance(g, int)) or d == g for d, g in zip(t.shape, shape))
+            if not same:
+                raise BundleError(f"{path}: {tensor} is {_io_text([(tensor, dtype, shape)])[len(tensor) + 1:]} in "
+                                  f"the graph, but graphs.{name}.{side}.{tensor} is {t.dtype} {list(t.shape)}")
 
 
 @dataclass(frozen=True)
@@ -382,31 +1075,44 @@ class Bundle:
 
     @classmethod
     def load(cls, root: str | Path, verify: bool = True) -> "Bundle":
-        """Read and validate the manifest, check every named file stays inside ``root`` and (``verify``) its sha256."""
+        """Read and validate the manifest (schema, limits, consistency), check that every named file stays inside
+        ``root`` and is a regular file or folder, and (``verify``) :meth:`verify` the whole bundle."""
         root = Path(root)
         path = root / "manifest.json"
         if not root.is_dir():
             raise BundleError(f"{root}: bundle directory does not exist")
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise BundleError(f"{root}: not an export bundle (no manifest.json)")
         inside(root, "manifest.json")  # a symlinked manifest counts too, before anything is read
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            data = parse_manifest_json(read_regular(path, MAX_MANIFEST_BYTES))
+        except OSError as e:
+            raise BundleError(f"{path}: unreadable ({e.strerror or type(e).__name__})") from None
+        except BundleError:
+            raise
+        except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise BundleError(f"{path}: corrupt manifest ({type(e).__name__}: {str(e)[:80]})") from None
         try:
             manifest = Manifest.from_dict(data)
+            manifest.check_consistency()
         except BundleError as e:
             raise BundleError(f"{path}: {e}") from None
         for name in manifest.files():
-            inside(root, name)
+            _regular_or_absent(inside(root, name))
         bundle = cls(root, manifest)
         if verify:
             bundle.verify()
         return bundle
 
     def verify(self, names: list[str] | None = None) -> None:
-        """Check sha256 of the named artefacts (default: all listed in the manifest)."""
+        """Check sha256 of the named artefacts; with no names, of all the manifest lists, and also the manifest's
+        ``content_hash`` (first) and every ONNX graph's inputs and outputs against its manifest entry (last)."""
+        whole = not names
+        if whole:
+            try:
+                self.manifest.check_content_hash()
+            except BundleError as e:
+                raise BundleError(f"{self.root / 'manifest.json'}: {e}") from None
         artifacts = self.manifest.artifacts
         for name in names or list(artifacts):
             sha = artifacts.get(name)
@@ -424,6 +1130,15 @@ class Bundle:
                 raise BundleError(f"{self.root / name}: unreadable ({e.strerror or type(e).__name__})") from None
             if actual != sha:
                 raise BundleError(f"{self.root / name}: sha256 does not match the manifest (file modified or corrupt)")
+        if whole:
+            graphs = self.manifest.graphs
+            files = {(n, g.file) for n, g in graphs.items()}
+            files |= {(n, f) for v in self.manifest.variants.values() for n, f in v.items()}
+            for graph, file in sorted(files):
+                try:
+                    _check_graph_file(inside(self.root, file), graphs[graph], graph)
+                except OSError as e:
+                    raise BundleError(f"{self.root / file}: unreadable ({e.strerror or type(e).__name__})") from None
 
     @property
     def tokens(self) -> list[str]:
@@ -437,8 +1152,13 @@ class Bundle:
 
     @property
     def preprocess(self) -> dict[str, Any]:
-        """Input size, resize rule, mean/std, channel order."""
+        """Input size, resize rule, mean/std, channel order (the raw section; :attr:`preprocessing` is typed)."""
         return dict(self.manifest.preprocess)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Input size, resize rule, mean/std, channel order, typed."""
+        return self.manifest.preprocessing
 
     @property
     def limits(self) -> Limits:
@@ -447,8 +1167,13 @@ class Bundle:
 
     @property
     def model(self) -> dict[str, Any]:
-        """The model config as a plain dict."""
+        """The model config as a plain dict (:attr:`model_config` has the sizes, typed)."""
         return dict(self.manifest.model)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The model config's sizes, typed."""
+        return self.manifest.model_config
 
     def find_source_checkpoint(self) -> Path:
         """The checkpoint the bundle was exported from, where it still is (the path recorded, else that path

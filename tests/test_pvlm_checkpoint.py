@@ -177,6 +177,58 @@ def test_inconsistent_contents_raise_checkpoint_error(kind: str, tiny_checkpoint
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("change, needle", [
+    ({"d_model": 10**6}, "config d_model must be an integer from 1 to"),
+    ({"n_layers": 10**4}, "config n_layers must be an integer from 1 to"),
+    ({"vocab_size": 10**9}, "config vocab_size must be an integer from 1 to"),
+    ({"max_len": 10**9}, "config max_len must be an integer from 1 to"),
+    ({"n_heads": 0}, "config n_heads must be an integer from 1 to"),  # was a ZeroDivisionError
+    ({"d_ff": True}, "config d_ff must be an integer"),
+    ({"image_size": [10**6, 64]}, "config image_size must be [height, width] from 32 to"),
+    ({"pad_id": 10**6}, "config pad_id must be a token id below vocab_size"),  # was an AssertionError
+    ({"backbone": 7}, "malformed checkpoint config"),  # was an AttributeError
+    # each size within its limit, the product far beyond: ~100 billion parameters
+    ({"d_model": 8192, "n_heads": 64, "n_layers": 64, "d_ff": 65_536}, "parameters, more than the 200,000,000"),
+    ({"backbone": "vit_giant_patch14_224"}, "parameters, more than the 200,000,000"),  # a 1B-parameter backbone
+])
+def test_absurd_config_sizes_are_refused_before_allocating(change, needle, tiny_checkpoint, tmp_path: Path) -> None:
+    """Before: the model was built as the config said (gigabytes to terabytes, or a traceback)."""
+    import time
+
+    blob = torch.load(tiny_checkpoint, weights_only=True)
+    blob["config"] = {**blob["config"], **change}
+    path = tmp_path / "absurd.pt"
+    torch.save(blob, path)
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert time.perf_counter() - t0 < 30  # counted on the meta device, never allocated
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: ") and needle in msg and "\n" not in msg, msg
+
+
+def test_parameter_limit_counts_what_loading_builds(tiny_checkpoint) -> None:
+    """The count behind MAX_PARAMS is the real model's, exactly; every shipped preset is within the limits."""
+    from pvlm.checkpoint import MAX_PARAMS, check_config, config_parameters
+    from pvlm.model import PRESETS, count_parameters
+
+    model, _, _ = load_checkpoint(tiny_checkpoint)
+    assert config_parameters(model.cfg) == count_parameters(model) < MAX_PARAMS
+    for preset in PRESETS:
+        cfg = PersonVLMConfig.preset(preset)
+        assert check_config(cfg.to_dict(), preset) == cfg
+
+
+def test_absurd_original_config_is_refused(original, tmp_path: Path) -> None:
+    path = _save_original(tmp_path / "orig.pth", _OrigPersonVLMConfig(vocab_size=V, hidden_dim=10**6), original["sd"])
+    with pytest.raises(CheckpointError, match="config d_model must be an integer from 1 to"):
+        load_checkpoint(path, vocab=original["vocab"])
+    path = _save_original(tmp_path / "orig2.pth", _OrigPersonVLMConfig(vocab_size=V, hidden_dim="wide"),
+                          original["sd"])
+    with pytest.raises(CheckpointError, match="malformed original config"):
+        load_checkpoint(path, vocab=original["vocab"])
+
+
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("seed", [12, 47, 49, 0, 1, 2])
 def test_random_bytes_raise_checkpoint_error(seed: int, tmp_path: Path) -> None:

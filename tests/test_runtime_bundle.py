@@ -119,7 +119,8 @@ def test_wrong_shapes_are_one_line_bundle_errors(tiny_bundle):
 def test_unknown_and_optional_keys_are_tolerated(bundle_copy):
     m = read(bundle_copy)
     m["variants"] = {"fp16": {"graphs": {"encoder": "encoder.onnx"}, "plan": {"x": 1}}}
-    m["engines"] = [{"graph": "encoder", "file": "encoder.onnx", "trt": "10"}]
+    m["engines"] = [{"format": "tensorrt-plan", "graph": "encoder", "file": "encoder.onnx", "precision": "fp16",
+                     "sha256": m["artifacts"]["encoder.onnx"]["sha256"], "bytes": 1, "trt": "10"}]
     m["something_new"] = {"x": 1}
     write(bundle_copy, m)
     b = Bundle.load(bundle_copy)
@@ -173,18 +174,24 @@ def test_describe_on_wrong_shape_manifest(bundle_copy, manifest):
     one_error_line(describe_cli(bundle_copy, "x.png"), str(bundle_copy), "manifest")
 
 
-def test_unparseable_onnx_with_matching_hash_is_named(bundle_copy, tmp_path):
+def test_unparseable_onnx_with_matching_hashes_is_named(bundle_copy, tmp_path):
+    """Its sha256 and the content hash recomputed: the graph check at load names the file; unverified, ONNX
+    Runtime does."""
     pytest.importorskip("onnxruntime")
     from PIL import Image
+
+    from runtime import Describer
 
     (bundle_copy / "encoder.onnx").write_bytes(b"\x08\x07garbage" * 100)
     m = read(bundle_copy)
     m["artifacts"]["encoder.onnx"]["sha256"] = sha256_path(bundle_copy / "encoder.onnx")
-    write(bundle_copy, m)
+    write(bundle_copy, Manifest.from_dict(m).sealed().to_dict())
     img = tmp_path / "a.png"
     Image.new("RGB", (32, 64)).save(img)
     err = one_error_line(describe_cli(bundle_copy, img, "--backend", "onnxruntime-cpu"), "encoder.onnx")
-    assert "ONNX Runtime cannot load" in err
+    assert "not a readable ONNX model" in err
+    with pytest.raises(BundleError, match="encoder.onnx: ONNX Runtime cannot load"):
+        Describer(Bundle.load(bundle_copy, verify=False), backend="onnxruntime-cpu")
 
 
 def test_manifest_json_too_deep_is_a_bundle_error(bundle_copy):
