@@ -1,330 +1,44 @@
-"""Reading and checking an export bundle: the typed :class:`Manifest` (one schema, shared with the writer in
-``export``), artefact hashes, the content hash that binds the manifest to its graphs, and the rule that every
-file it names lies inside the bundle directory. The format is specified in ``docs/bundle.md``."""
+"""The typed, validated manifest: one schema, shared with the writer in ``export``; its checks against itself and its graphs."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
-import mmap
-import os
-import re
-import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, BinaryIO
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
 
-from .engines import Engine, parse_engines
-from .verification import ParityReport, Verification
+from ..engines import Engine, parse_engines
+from ..verification import ParityReport, Verification
+from .canonical_json import sha256_jcs
+from .format import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    CONTENT_HASH_ALGORITHM,
+    DTYPES,
+    HASHED_SECTIONS,
+    MAX_BATCH,
+    MAX_D_MODEL,
+    MAX_DIM,
+    MAX_HEADS,
+    MAX_IMAGE_SIDE,
+    MAX_JSON_DEPTH,
+    MAX_LAYERS,
+    MAX_POSITIONS,
+    MAX_RANK,
+    MAX_TOKEN_CHARS,
+    MAX_VISUAL_TOKENS,
+    MAX_VOCAB,
+    MEAN_RANGE,
+    SPECIAL_TOKENS,
+    STD_RANGE,
+    SUPPORTED_VERSIONS,
+    BundleError,
+)
+from .onnx_io import _SHA256
 
-BUNDLE_FORMAT = "pvlm-bundle"  # the manifest's format tag, written by export and checked here
-BUNDLE_VERSION = 1  # the version export writes
-SUPPORTED_VERSIONS = (BUNDLE_VERSION,)
-CONTENT_HASH_ALGORITHM = "sha256-jcs"  # sha256 of RFC 8785 canonical JSON, per section and per graph
-HASHED_SECTIONS = ("vocab", "special_tokens", "preprocess", "model", "limits")
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")  # ids 0-3 of every vocabulary: pad, bos, eos, unk
-
-# The largest sizes a manifest may declare (docs/bundle.md, "Limits"): each well above what the design's
-# models (at most 100M parameters, crops of at most 256 px) need, and each small enough that what the
-# runtime allocates from it stays bounded.
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-MAX_JSON_DEPTH = 32
-MAX_BATCH = 4096  # also the largest batch the exporter's dynamic dimension allows
-MAX_POSITIONS = 4096
-MAX_IMAGE_SIDE = 1024
-MAX_VOCAB = 131_072
-MAX_TOKEN_CHARS = 128
-MAX_LAYERS = 64
-MAX_HEADS = 64
-MAX_D_MODEL = 8192
-MAX_VISUAL_TOKENS = 4096
-MAX_DIM = 1 << 20  # any fixed dimension of a declared graph input or output
-MAX_RANK = 8
-MAX_GRAPH_IO = 4096  # inputs plus outputs of one graph
-MEAN_RANGE = (-1000.0, 1000.0)
-STD_RANGE = (1e-3, 1000.0)
-DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "uint16",
-          "uint32", "uint64", "bool")
-
-
-class BundleError(ValueError):
-    """A bundle that is missing, tampered with, or of an unknown format."""
-
-
-# -- reading files: regular files only ----------------------------------------------------------------------
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for binary reading; :class:`BundleError` if it is not a regular file (FIFO, device...).
-
-    Opened non-blocking and checked on the open descriptor, so a FIFO can neither hang the open nor be
-    swapped in between a check and the open.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise BundleError(f"{path}: {_kind(mode)}, not a regular file; refusing to read it")
-        if hasattr(os, "O_NONBLOCK"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def read_regular(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``; :class:`BundleError` otherwise."""
-    with open_regular(path) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size > max_bytes:
-            raise BundleError(f"{path}: {size} bytes, more than the {max_bytes} byte limit")
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:  # grew while being read
-        raise BundleError(f"{path}: more than the {max_bytes} byte limit")
-    return data
-
-
-def sha256_path(path: Path) -> str:
-    """Hex sha256 of a file, or of every file under a folder (names included), e.g. an .mlpackage.
-
-    Only regular files are read: anything else (a FIFO, a device) is a :class:`BundleError`.
-    """
-    h = hashlib.sha256()
-    path = Path(path)
-    if path.is_dir():
-        files = []
-        for f in sorted(path.rglob("*")):
-            mode = f.stat().st_mode
-            if stat.S_ISDIR(mode):
-                continue
-            if not stat.S_ISREG(mode):
-                raise BundleError(f"{f}: {_kind(mode)}, not a regular file; refusing to read it")
-            files.append(f)
-    else:
-        files = [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with open_regular(f) as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-# -- canonical JSON (RFC 8785) for the content hash --------------------------------------------------------
-
-def canonical_json(value: Any) -> bytes:
-    """``value`` as RFC 8785 (JCS) canonical JSON, UTF-8: keys sorted by UTF-16 code units, no whitespace,
-    numbers as ECMAScript prints them (``1.0`` -> ``1``, ``1e-05`` -> ``0.00001``).
-
-    ValueError for what JCS cannot represent exactly: NaN, infinities, integers beyond 2**53, lone surrogates.
-    """
-    try:
-        return _jcs(value, 0).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("a string is not valid Unicode (lone surrogate)") from None
-
-
-def _jcs(v: Any, depth: int) -> str:
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if v is None or isinstance(v, bool):
-        return {None: "null", True: "true", False: "false"}[v]
-    if isinstance(v, int):
-        if abs(v) > 2**53:
-            raise ValueError(f"integer {v} is beyond 2**53 (not exactly a JSON number everywhere)")
-        return str(v)
-    if isinstance(v, float):
-        return _es_number(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # the same escapes as JCS: \" \\ \b \f \n \r \t, else \u00xx
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_jcs(x, depth + 1) for x in v) + "]"
-    if isinstance(v, dict):
-        if not all(isinstance(k, str) for k in v):
-            raise ValueError("object keys must be strings")
-        keys = sorted(v, key=lambda k: k.encode("utf-16-be", "surrogatepass"))
-        return "{" + ",".join(f"{_jcs(k, depth + 1)}:{_jcs(v[k], depth + 1)}" for k in keys) + "}"
-    raise ValueError(f"{type(v).__name__} is not JSON")
-
-
-def _es_number(x: float) -> str:
-    """ECMAScript Number::toString of a finite double (shortest round-trip digits, as Python's repr)."""
-    if not math.isfinite(x):
-        raise ValueError(f"{x} is not a finite number")
-    if x == 0:
-        return "0"
-    if x < 0:
-        return "-" + _es_number(-x)
-    _, digits, exp = Decimal(repr(x)).as_tuple()
-    s = "".join(map(str, digits)).rstrip("0")
-    n = len(digits) + int(exp)  # x = 0.s * 10**n
-    k = len(s)
-    if k <= n <= 21:
-        return s + "0" * (n - k)
-    if 0 < n <= 21:
-        return f"{s[:n]}.{s[n:]}"
-    if -6 < n <= 0:
-        return "0." + "0" * -n + s
-    e = n - 1
-    return f"{s if k == 1 else s[0] + '.' + s[1:]}e{'+' if e >= 0 else '-'}{abs(e)}"
-
-
-def _sha256_jcs(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value)).hexdigest()
-
-
-# -- the inputs and outputs of an ONNX graph, read from its protobuf ---------------------------------------
-# ModelProto.graph = 7; GraphProto.input = 11, .output = 12; ValueInfoProto.name = 1, .type = 2;
-# TypeProto.tensor_type = 1 (a oneof with 4, 5, 8, 9); Tensor.elem_type = 1, .shape = 2;
-# TensorShapeProto.dim = 1; Dimension.dim_value = 1, .dim_param = 2 (onnx/onnx.proto3).
-
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
-               9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
-
-
-OnnxTensor = tuple[str, str, tuple[int | str, ...] | None]  # name, dtype, shape (None: not declared)
-
-
-class _Malformed(Exception):
-    """Internal: bytes that are not the protobuf they should be."""
-
-
-def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise _Malformed("truncated varint")
-        if shift > 63:
-            raise _Malformed("varint longer than 10 bytes")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result & 0xFFFF_FFFF_FFFF_FFFF, pos
-        shift += 7
-
-
-def _fields(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, varint value or (start, end) of a length-delimited field) of one message."""
-    while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise _Malformed("field number 0")
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-            yield number, wire, value
-            continue
-        if wire == 2:
-            size, pos = _varint(buf, pos, end)
-            if size > end - pos:
-                raise _Malformed("a field runs past its message")
-            yield number, wire, (pos, pos + size)
-            pos += size
-            continue
-        if wire not in (1, 5):
-            raise _Malformed(f"wire type {wire}")
-        pos += 8 if wire == 1 else 4
-        if pos > end:
-            raise _Malformed("a field runs past its message")
-
-
-def _text(buf: Any, span: tuple[int, int]) -> str:
-    try:
-        return bytes(buf[span[0]:span[1]]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Malformed("a name is not UTF-8") from None
-
-
-def _value_info(buf: Any, span: tuple[int, int]) -> OnnxTensor:
-    """(name, dtype, shape) of a ValueInfoProto; repeated sub-messages merge as protobuf merges them."""
-    name, t = "", {"kind": None, "elem": 0, "dims": None}
-    for number, wire, v in _fields(buf, *span):
-        if number == 1 and wire == 2:
-            name = _text(buf, v)
-        elif number == 2 and wire == 2:
-            _merge_type(buf, v, t)
-    dtype = ONNX_DTYPES.get(t["elem"], f"elem_type {t['elem']}") if t["kind"] == "tensor" else "not a tensor"
-    return name, dtype, None if t["dims"] is None else tuple(t["dims"])
-
-
-def _merge_type(buf: Any, span: tuple[int, int], t: dict[str, Any]) -> None:
-    """Merge a TypeProto into ``t`` (kind, elem, dims)."""
-    for number, wire, v in _fields(buf, *span):
-        if wire != 2:
-            continue
-        if number == 1:
-            if t["kind"] != "tensor":  # another member of the oneof was set: this one starts afresh
-                t.update(kind="tensor", elem=0, dims=None)
-            for f_number, f_wire, fv in _fields(buf, *v):
-                if f_number == 1 and f_wire == 0:
-                    t["elem"] = fv
-                elif f_number == 2 and f_wire == 2:
-                    t["dims"] = [] if t["dims"] is None else t["dims"]
-                    for d_number, d_wire, dv in _fields(buf, *fv):
-                        if d_number == 1 and d_wire == 2:
-                            if len(t["dims"]) >= 64:
-                                raise _Malformed("more than 64 dimensions")
-                            t["dims"].append(_dim(buf, dv))
-        elif number in (4, 5, 8, 9):
-            t.update(kind="other", elem=0, dims=None)
-
-
-def _dim(buf: Any, span: tuple[int, int]) -> int | str:
-    dim: int | str = "?"
-    for number, wire, v in _fields(buf, *span):
-        if number == 1 and wire == 0:
-            dim = v - (1 << 64) if v >= 1 << 63 else v
-        elif number == 2 and wire == 2:
-            dim = _text(buf, v) or "?"
-    return dim
-
-
-def onnx_graph_io(path: Path) -> tuple[list[OnnxTensor], list[OnnxTensor]]:
-    """The inputs and outputs of an ONNX model file, in graph order: ``(name, dtype, shape)`` each.
-
-    dtype is a numpy name (``float32``...); shape holds ints and dimension names (``"?"``: unnamed), None when
-    the graph declares no shape. Reads only the protobuf fields it needs (no onnx package, no weights read);
-    :class:`BundleError` for a file that is not an ONNX model.
-    """
-    inputs: list[OnnxTensor] = []
-    outputs: list[OnnxTensor] = []
-    with open_regular(path) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            raise BundleError(f"{path}: empty file, not an ONNX model")
-        try:
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                for number, wire, v in _fields(buf, 0, size):
-                    if number != 7 or wire != 2:
-                        continue
-                    for g_number, g_wire, gv in _fields(buf, *v):
-                        if g_wire == 2 and g_number in (11, 12):
-                            if len(inputs) + len(outputs) >= MAX_GRAPH_IO:
-                                raise _Malformed(f"more than {MAX_GRAPH_IO} inputs and outputs")
-                            (inputs if g_number == 11 else outputs).append(_value_info(buf, gv))
-        except _Malformed as e:
-            raise BundleError(f"{path}: not a readable ONNX model ({e})") from None
-    return inputs, outputs
-
-
-# -- the manifest's schema -----------------------------------------------------------------------------------
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _REQUIRED_GRAPHS = ("encoder", "decoder")
 _PATH_KEYS = ("file", "path")  # in any entry (engines, variants, ...): a file of the bundle
 _NOT_FILES = ("source", "verification", "producer", "model")  # free-form sections; "source" names the checkpoint
@@ -883,11 +597,11 @@ class Manifest:
         try:
             sections = {}
             for at in HASHED_SECTIONS:
-                sections[at] = _sha256_jcs(self.raw[at])
+                sections[at] = sha256_jcs(self.raw[at])
             graphs = {}
             for name, g in self.graphs.items():
                 at = f"graphs.{name}"
-                graphs[name] = _sha256_jcs({**self.raw["graphs"][name], "sha256": self.artifacts[g.file]})
+                graphs[name] = sha256_jcs({**self.raw["graphs"][name], "sha256": self.artifacts[g.file]})
         except ValueError as e:
             raise BundleError(f"invalid manifest: {at}: cannot be hashed ({e})") from None
         return {"algorithm": CONTENT_HASH_ALGORITHM, "sections": sections, "graphs": graphs}
@@ -1010,216 +724,3 @@ class Manifest:
 
     def __contains__(self, key: object) -> bool:
         return key in self.raw
-
-
-def is_bundle(d: Path) -> bool:
-    """A directory with a ``manifest.json`` carrying the bundle format tag (not otherwise validated)."""
-    try:
-        data = parse_manifest_json(read_regular(Path(d) / "manifest.json", MAX_MANIFEST_BYTES))
-    except (OSError, ValueError, RecursionError):  # BundleError is a ValueError
-        return False
-    return isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT
-
-
-def inside(root: Path, name: str) -> Path:
-    """``root / name``, refused (BundleError) unless it resolves, symlinks included, inside ``root``."""
-    try:
-        base = root.resolve()
-        target = (root / name).resolve()
-    except (OSError, RuntimeError) as e:  # a symlink loop: RuntimeError before Python 3.13, OSError since
-        raise BundleError(f"{root}: manifest entry {name!r} cannot be resolved ({e}); refusing it") from None
-    if target == base or not target.is_relative_to(base):
-        raise BundleError(f"{root}: manifest entry {name!r} resolves outside the bundle ({target}); refusing it")
-    return target
-
-
-def _regular_or_absent(path: Path) -> None:
-    """BundleError when ``path`` exists but is neither a regular file nor a folder (a FIFO would hang a reader)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise BundleError(f"{path}: unreadable ({e.strerror or type(e).__name__})") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise BundleError(f"{path}: {_kind(mode)}, not a regular file; refusing it")
-
-
-def _io_text(tensors: Sequence[OnnxTensor]) -> str:
-    return ", ".join(f"{n} {d} {'?' if s is None else list(s)}" for n, d, s in tensors)
-
-
-def _check_graph_file(path: Path, entry: GraphEntry, name: str) -> None:
-    """BundleError unless the ONNX file's inputs and outputs are the manifest entry's: names in order,
-    element types, ranks, fixed sizes (a dimension name in the manifest: any dynamic dimension)."""
-    inputs, outputs = onnx_graph_io(path)
-    for side, declared, actual in (("inputs", entry.inputs, inputs), ("outputs", entry.outputs, outputs)):
-        if [n for n, _, _ in actual] != list(declared):
-            names = ", ".join(n for n, _, _ in actual[:6]) + ("..." if len(actual) > 6 else "")
-            raise BundleError(f"{path}: the graph's {side} are [{names}], not graphs.{name}.{side} of the manifest")
-        for tensor, dtype, shape in actual:
-            t = declared[tensor]
-            same = dtype == t.dtype and shape is not None and len(shape) == len(t.shape) and all(
-                (isinstance(d, str) and not isinstance(g, int)) or d == g for d, g in zip(t.shape, shape))
-            if not same:
-                raise BundleError(f"{path}: {tensor} is {_io_text([(tensor, dtype, shape)])[len(tensor) + 1:]} in "
-                                  f"the graph, but graphs.{name}.{side}.{tensor} is {t.dtype} {list(t.shape)}")
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """A bundle directory and its validated :class:`Manifest` (``bundle.manifest``)."""
-
-    root: Path
-    manifest: Manifest
-
-    @classmethod
-    def load(cls, root: str | Path, verify: bool = True) -> "Bundle":
-        """Read and validate the manifest (schema, limits, consistency), check that every named file stays inside
-        ``root`` and is a regular file or folder, and (``verify``) :meth:`verify` the whole bundle."""
-        root = Path(root)
-        path = root / "manifest.json"
-        if not root.is_dir():
-            raise BundleError(f"{root}: bundle directory does not exist")
-        if not os.path.lexists(path):
-            raise BundleError(f"{root}: not an export bundle (no manifest.json)")
-        inside(root, "manifest.json")  # a symlinked manifest counts too, before anything is read
-        try:
-            data = parse_manifest_json(read_regular(path, MAX_MANIFEST_BYTES))
-        except OSError as e:
-            raise BundleError(f"{path}: unreadable ({e.strerror or type(e).__name__})") from None
-        except BundleError:
-            raise
-        except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise BundleError(f"{path}: corrupt manifest ({type(e).__name__}: {str(e)[:80]})") from None
-        try:
-            manifest = Manifest.from_dict(data)
-            manifest.check_consistency()
-        except BundleError as e:
-            raise BundleError(f"{path}: {e}") from None
-        for name in manifest.files():
-            _regular_or_absent(inside(root, name))
-        bundle = cls(root, manifest)
-        if verify:
-            bundle.verify()
-        return bundle
-
-    def verify(self, names: list[str] | None = None) -> None:
-        """Check sha256 of the named artefacts; with no names, of all the manifest lists, and also the manifest's
-        ``content_hash`` (first) and every ONNX graph's inputs and outputs against its manifest entry (last)."""
-        whole = not names
-        if whole:
-            try:
-                self.manifest.check_content_hash()
-            except BundleError as e:
-                raise BundleError(f"{self.root / 'manifest.json'}: {e}") from None
-        artifacts = self.manifest.artifacts
-        for name in names or list(artifacts):
-            sha = artifacts.get(name)
-            if sha is None:
-                raise BundleError(f"{self.root}: {name} is not listed in the manifest")
-            p = inside(self.root, name)
-            if not p.exists():
-                raise BundleError(f"{self.root / name}: missing from the bundle")
-            if p.is_dir():  # a package (.mlpackage): nothing inside it may point out of the bundle either
-                for f in p.rglob("*"):
-                    inside(self.root, f"{name}/{f.relative_to(p).as_posix()}")
-            try:
-                actual = sha256_path(p)
-            except OSError as e:
-                raise BundleError(f"{self.root / name}: unreadable ({e.strerror or type(e).__name__})") from None
-            if actual != sha:
-                raise BundleError(f"{self.root / name}: sha256 does not match the manifest (file modified or corrupt)")
-        if whole:
-            graphs = self.manifest.graphs
-            files = {(n, g.file) for n, g in graphs.items()}
-            files |= {(n, f) for v in self.manifest.variants.values() for n, f in v.items()}
-            for graph, file in sorted(files):
-                try:
-                    _check_graph_file(inside(self.root, file), graphs[graph], graph)
-                except OSError as e:
-                    raise BundleError(f"{self.root / file}: unreadable ({e.strerror or type(e).__name__})") from None
-
-    @property
-    def tokens(self) -> list[str]:
-        """Vocabulary, id -> token."""
-        return list(self.manifest.tokens)
-
-    @property
-    def special(self) -> dict[str, int]:
-        """Special token ids (pad, bos, eos, unk)."""
-        return dict(self.manifest.special)
-
-    @property
-    def preprocess(self) -> dict[str, Any]:
-        """Input size, resize rule, mean/std, channel order (the raw section; :attr:`preprocessing` is typed)."""
-        return dict(self.manifest.preprocess)
-
-    @property
-    def preprocessing(self) -> Preprocessing:
-        """Input size, resize rule, mean/std, channel order, typed."""
-        return self.manifest.preprocessing
-
-    @property
-    def limits(self) -> Limits:
-        """What the graphs were exported for: max_batch, max_new_tokens, max_positions."""
-        return self.manifest.limits
-
-    @property
-    def model(self) -> dict[str, Any]:
-        """The model config as a plain dict (:attr:`model_config` has the sizes, typed)."""
-        return dict(self.manifest.model)
-
-    @property
-    def model_config(self) -> ModelConfig:
-        """The model config's sizes, typed."""
-        return self.manifest.model_config
-
-    def find_source_checkpoint(self) -> Path:
-        """The checkpoint the bundle was exported from, where it still is (the path recorded, else that path
-        relative to the bundle); :class:`BundleError` says why not."""
-        src = self.manifest.source_checkpoint
-        if not src:
-            raise BundleError("the bundle manifest names no source checkpoint")
-        for cand in (Path(src), self.root / src):
-            if cand.is_file():
-                return cand
-        raise BundleError(f"the bundle's source checkpoint {src} does not exist here")
-
-    def graph(self, name: str) -> GraphEntry:
-        """A graph's manifest entry: file, ordered inputs and outputs (dtype, shape)."""
-        if name not in self.manifest.graphs:
-            raise BundleError(f"{self.root}: the manifest has no {name!r} graph")
-        return self.manifest.graphs[name]
-
-    @property
-    def precisions(self) -> tuple[str, ...]:
-        """Precisions the bundle holds graphs for: ``fp32`` always, then its variants (``fp16``, ``int8``)."""
-        return ("fp32", *self.manifest.variants)
-
-    def variant_graphs(self, precision: str) -> dict[str, str]:
-        """Graph name -> file of the graphs a precision variant replaces (``{}`` for fp32).
-
-        A variant lists only the graphs it replaces; the others run in FP32 (e.g. an INT8
-        encoder in front of the FP32 decoder). Their inputs and outputs are the FP32 graph's.
-        """
-        if precision == "fp32":
-            return {}
-        if precision not in self.manifest.variants:
-            raise BundleError(f"{self.root}: the bundle has no {precision} graphs (it holds "
-                              f"{', '.join(self.precisions)}); re-export it with pvlm-export onnx --{precision}")
-        return dict(self.manifest.variants[precision])
-
-    @property
-    def engines(self) -> list[Engine]:
-        """The manifest's compiled graphs (TensorRT plans, CoreML packages); see ``runtime/engines.py``."""
-        try:
-            return parse_engines(self.manifest.raw.get("engines"))
-        except ValueError as e:
-            raise BundleError(f"{self.root}: {e}") from None
-
-    def path(self, name: str, precision: str = "fp32") -> Path:
-        """Path of a graph's file in ``precision`` (the FP32 file where the variant does not replace it;
-        inside the bundle: checked at load)."""
-        self.graph(name)
-        return self.root / self.variant_graphs(precision).get(name, self.manifest.graphs[name].file)
