@@ -18,8 +18,8 @@ from typing import Any
 from pvlm.model import PersonVLM
 
 from .precision_plan import PlanRules, fp32_nodes, summarize
+from .precisions import SPECS, Variant, VariantOptions
 from .spec import GraphSpec
-from .variants import Variant, VariantOptions
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def build_fp16(model: PersonVLM, out: Path, specs: dict[str, GraphSpec], options
     plans: dict[str, Any] = {}
     kept_fp32: dict[str, str] = {}
     for name, spec in specs.items():
-        src = out / spec.file
-        dst = src.with_name(src.stem + ".fp16.onnx")
+        src, dst = out / spec.file, out / SPECS["fp16"].file(spec.file)
         plans[name] = convert_fp16(src, dst, rules)
         problem = loads_in_onnxruntime(dst)
         if problem:

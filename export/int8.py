@@ -22,12 +22,12 @@ import numpy as np
 
 from pvlm.model import PersonVLM
 
+from .precisions import SPECS, Variant, VariantOptions
 from .spec import GraphSpec
-from .variants import Variant, VariantOptions
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_SEED = 2  # verification uses VERIFY_SEED (1), FP32 parity seed 0
+CALIBRATION_SEED = 2  # never the verification images (VERIFY_SEED) nor FP32 parity's (seed 0)
 CALIBRATION_BATCH = 8
 # Encoder op types run in INT8. Measured on seed-7m's MobileViT (process CPU time, one thread, so
 # that the shared machine's load stays out; batch 1 / batch 8, against FP32): Conv only 0.87x /
@@ -43,7 +43,7 @@ CALIBRATION_BATCH = 8
 # pre-activation range. Trained lite0 quickstart model, INT8 encoder + FP32 decoder, 64 crops
 # (/tmp/r3/int8_exp.py, docs/notes/issue-18.md): attribute agreement 0.820 without Clip, 0.923
 # with it; percentile calibration 0.926, reduce_range 0.885. Still below the floor: the export
-# then falls back to the FP32 encoder (export/variants.py FALLBACKS).
+# then falls back to the FP32 encoder (export/precisions.py, PrecisionSpec.fallbacks).
 ENCODER_OPS: tuple[str, ...] = ("Conv", "Clip", "Sigmoid", "Mul", "Add", "MatMul", "Gemm")
 # Decoder graphs whose weight MatMuls are quantized dynamically. decoder_ort is what ONNX Runtime
 # runs; its batch-1 step streams every FP32 weight per token (memory-bound), and INT8 weights make
@@ -192,16 +192,12 @@ def build_int8(model: PersonVLM, out: Path, specs: dict[str, GraphSpec], options
     images, source = calibration_images(model, options)
     graphs: dict[str, str] = {}
     plan: dict[str, Any] = {"tool": f"onnxruntime.quantization {onnxruntime.__version__}", "calibration": source}
-    src = out / specs["encoder"].file
-    dst = src.with_name(src.stem + ".int8.onnx")
-    plan["encoder"] = quantize_encoder(src, dst, images)
-    graphs["encoder"] = dst.name
-    for name in DECODER_GRAPHS:
+    spec = SPECS["int8"]
+    for name in ("encoder", *DECODER_GRAPHS):
         if name not in specs:
             continue
-        src = out / specs[name].file
-        dst = src.with_name(src.stem + ".int8.onnx")
-        plan[name] = quantize_decoder(src, dst)
+        src, dst = out / specs[name].file, out / spec.file(specs[name].file)
+        plan[name] = quantize_encoder(src, dst, images) if name == "encoder" else quantize_decoder(src, dst)
         graphs[name] = dst.name
     plan["fp32"] = [name for name in specs if name not in graphs]
     return Variant("int8", graphs, plan)
