@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -10,7 +11,7 @@ import click
 from runtime.atomic import write_json
 from runtime.backends import NAMES as RUNTIME_BACKENDS
 from runtime.cli_common import (CONTEXT_SETTINGS, ChoiceList, Command, CommandFailure, MissingPackage, common_options,
-                                fail_on_bad_input, first_line, missing_package_message)
+                                fail_on_bad_input, first_line, missing_package_message, writing)
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -108,16 +109,20 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
             if isinstance(e, ImportError) and missing_package_message(e.name or ""):
                 raise MissingPackage(missing_package_message(e.name or "")) from None  # usage: exit 2
             raise CommandFailure(first_line(e)) from None
-        if as_json:
-            click.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
-        else:
-            for line in summary_lines(report):
-                click.echo(line)
+        # each output fails on its own line (a full disk: "error: writing report.html: No space left on device")
+        with writing("stdout", sys.stdout):
+            if as_json:
+                click.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+            else:
+                for line in summary_lines(report):
+                    click.echo(line)
         if html_path:
-            write_html(report, html_path, max_images=max_images)
+            with writing(html_path):
+                write_html(report, html_path, max_images=max_images)
             click.echo(f"wrote {html_path}", err=as_json)
         if json_path:
-            write_json(json_path, report, ensure_ascii=False)
+            with writing(json_path):
+                write_json(json_path, report, ensure_ascii=False)
             click.echo(f"wrote {json_path}", err=as_json)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from runtime.cli_common import (CONTEXT_SETTINGS, CommandFailure, Group, common_options, fail_on_bad_input,
-                                version_option)
+                                version_option, writing)
 from runtime.verification import Verification
 
 
@@ -61,8 +61,10 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
 
     t0 = time.time()
     click.echo(f"exporting {checkpoint} (opset {opset}, max batch {max_batch}, {max_new_tokens} new tokens)...", err=True)
+    out = out_dir or str(Path(checkpoint).with_suffix(""))  # export_onnx's default, to name in errors
     try:
-        with fail_on_bad_input(CheckpointError):
+        # writing(): a full disk mid-export is one line naming the bundle (nothing is left half-written)
+        with writing(out), fail_on_bad_input(CheckpointError):
             bundle = export_onnx(checkpoint, out_dir, opset=opset, max_batch=max_batch,
                                  max_new_tokens=max_new_tokens, force=force, vocab=vocab,
                                  precisions=tuple(p for p, on in (("fp16", fp16), ("int8", int8)) if on),
@@ -111,7 +113,7 @@ def trt_cmd(bundle: str, fp16: bool, opt_batch: int, workspace_gib: float | None
 
     from .trt import TrtUnavailable, build_engines
 
-    with fail_on_bad_input(BundleError, TrtUnavailable):
+    with writing(bundle), fail_on_bad_input(BundleError, TrtUnavailable):
         engines = build_engines(bundle, fp16=fp16, opt_batch=opt_batch, workspace_gib=workspace_gib, force=force)
     for e in engines:
         click.echo(f"  \u2713 {e.file}: {e.bytes / 1e6:.1f} MB, {e.precision}, {e.build['fp32_layers']} layers "
@@ -133,7 +135,8 @@ def coreml_cmd(source: str, out_dir: str | None, precision: str, force: bool) ->
 
     from .coreml import CoreMLUnavailable, export_coreml
 
-    with fail_on_bad_input(CheckpointError, BundleError, CoreMLUnavailable):
+    out = out_dir or (source if Path(source).is_dir() else str(Path(source).with_suffix("")))  # as export_coreml
+    with writing(out), fail_on_bad_input(CheckpointError, BundleError, CoreMLUnavailable):
         engines = export_coreml(source, out_dir, precision=precision, force=force)
     for e in engines:
         click.echo(f"  \u2713 {e.file}: {e.bytes / 1e6:.1f} MB, {e.precision} compute, "
@@ -158,7 +161,7 @@ def triton_cmd(bundle: str, out_dir: str, max_batch: int, queue_delay_ms: float,
     """Write a Triton Inference Server model repository for BUNDLE (encoder, decoder step, describer)."""
     from .triton import write_triton_repo
 
-    with fail_on_bad_input():
+    with writing(out_dir), fail_on_bad_input():
         repo = write_triton_repo(bundle, out_dir, max_batch=max_batch, queue_delay_ms=queue_delay_ms,
                                  instances=instances, kind=kind, flavor=flavor, force=force)
     for model in sorted(p.name for p in repo.iterdir() if p.is_dir()):

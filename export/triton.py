@@ -145,8 +145,8 @@ def _write_describer(model_dir: Path, bundle: Any, max_batch: int, queue_delay_m
     version.mkdir(parents=True)
     shutil.copy2(_TEMPLATES / "describer_model.py", version / "model.py")
     shutil.copy2(bundle.root / "manifest.json", version / "manifest.json")
-    shutil.copytree(Path(runtime.__file__).resolve().parent, version / "runtime",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _copy_tree(Path(runtime.__file__).resolve().parent, version / "runtime",
+               ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     inputs = [
         # encoded JPEG/PNG bytes; ragged so that requests of different lengths batch together
         {"name": "IMAGE", "data_type": "TYPE_UINT8", "dims": [-1], "optional": True, "allow_ragged_batch": True},
@@ -160,6 +160,26 @@ def _write_describer(model_dir: Path, bundle: Any, max_batch: int, queue_delay_m
     text = _config(DESCRIBER, ['backend: "python"'], max_batch, inputs, outputs, instances, "KIND_CPU", params,
                    extra=batching)
     (model_dir / "config.pbtxt").write_text(text)
+
+
+def _copy_tree(src: Path, dst: Path, **options: Any) -> None:
+    """``shutil.copytree`` that fails with the first file's OSError (a full disk: ENOSPC), not the
+    ``shutil.Error`` listing every file it then tried, whose message names no cause a reader can act on."""
+    failures: list[OSError] = []
+
+    def copy(s: str, d: str) -> Any:
+        try:
+            return shutil.copy2(s, d)
+        except OSError as e:
+            failures.append(e)
+            raise
+
+    try:
+        shutil.copytree(src, dst, copy_function=copy, **options)
+    except shutil.Error:
+        if failures:
+            raise failures[0] from None
+        raise
 
 
 def _tensors(entries: Mapping[str, TensorEntry]) -> list[dict[str, Any]]:

@@ -14,19 +14,21 @@ from typing import Any
 import click
 
 from .backends import NAMES
-from .cli_common import CONTEXT_SETTINGS, Command, CommandError, common_options, echo_error
-from .preprocess import DEFAULT_MAX_PIXELS
+from .cli_common import CONTEXT_SETTINGS, Command, CommandError, common_options, echo_error, writing
+from .preprocess import DEFAULT_MAX_PIXELS, quote_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
 
 
-def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator[str]:
+def expand_inputs(args: Iterable[str], stdin: Iterable[str | bytes] | None = None) -> Iterator[str]:
     """IMAGE arguments -> image paths, lazily: a folder gives its image files (recursively, sorted), a
     pattern that is not an existing path gives its glob matches (``**`` recurses), ``-`` gives the
-    lines of ``stdin``. A pattern with no match is passed on as is, to be reported as not found."""
+    lines of ``stdin`` (default: the process's, read as bytes in the file system's encoding). A pattern
+    with no match is passed on as is, to be reported as not found."""
     for a in args:
         if a == "-":
-            yield from (line.strip() for line in (sys.stdin if stdin is None else stdin) if line.strip())
+            source = getattr(sys.stdin, "buffer", sys.stdin) if stdin is None else stdin
+            yield from (path for path in map(stdin_path, source or ()) if path)
         elif os.path.isdir(a):
             found = sorted(str(p) for p in Path(a).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not found:
@@ -36,6 +38,18 @@ def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> It
             yield from sorted(glob.glob(a, recursive=True)) or [a]
         else:
             yield a
+
+
+def stdin_path(line: str | bytes) -> str:
+    r"""One line of a path list -> the path: only the line ending (``\n`` or ``\r\n``) is removed, so
+    leading and trailing spaces stay part of the name; bytes decode as the file system does."""
+    text = os.fsdecode(line) if isinstance(line, bytes) else line
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def plain_line(path: str, text: str, attributes: dict[str, Any]) -> str:
+    """A plain output line: path (quoted if it has a tab, newline or other control character), text, attributes."""
+    return f"{quote_path(path)}\t{text}\t{attribute_summary(attributes)}"
 
 
 def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -76,8 +90,12 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
     """Describe each IMAGE with the exported BUNDLE.
 
     IMAGE is a file, a folder (its image files, recursively), a glob pattern (quote it; ** recurses)
-    or - (paths on stdin, one per line). Plain output is one tab-separated line per image: path, text,
-    parsed attributes. Unreadable images are reported on stderr and skipped.
+    or - (paths on stdin, one per line; only the line ending is removed). Plain output is one
+    tab-separated line per image: path, text, parsed attributes. A path holding a tab, newline or
+    other control character (or starting with ") is printed in double quotes with C-style escapes
+    (\\t, \\n, \\\\, \\", \\xNN), as git prints such paths; --json escapes as JSON does.
+    Unreadable images (and anything but a regular file: a FIFO, a device) are reported on stderr
+    and skipped.
 
     \b
     Exit status: 0 every image described; 1 some images failed (each named in
@@ -105,18 +123,23 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
     failed = done = 0
     for chunk in _batches(iter(paths), d.max_batch):
         # _run with indices counted across batches, so "input N" in errors is the Nth image overall
-        results = d._run([(lambda x=x, i=i: d.preprocess(x, i)) for i, x in enumerate(chunk, done)], None, None)
+        results = d._run([(lambda x=x, i=i: d.preprocess(x, i)) for i, x in enumerate(chunk, done)], None, None,
+                         warn=False)  # each failure gets its own "error:" line below
         bar.clear()
+        lines = []
         for path, res in zip(chunk, results):
             if not res.ok:
                 failed += 1
                 echo_error(str(res.error))
             if as_json:
-                record = description_record(path, res, bundle=bid, backend=d.backend_name, tokens=with_tokens)
-                click.echo(json.dumps(record))
+                lines.append(json.dumps(description_record(path, res, bundle=bid, backend=d.backend_name,
+                                                           tokens=with_tokens)))
             elif res.ok:
-                click.echo(f"{path}\t{res.text}\t{attribute_summary(res.attributes)}")
-        sys.stdout.flush()
+                lines.append(plain_line(path, res.text, res.attributes))
+        with writing("stdout", sys.stdout):  # a full disk under `--json > file`: one line, not a traceback
+            for line in lines:
+                click.echo(line)
+            sys.stdout.flush()
         done += len(chunk)
         bar.update(len(chunk))
     bar.close()

@@ -10,15 +10,18 @@ The same meaning everywhere:
 - ``-v/--verbose``: one logging level more than the command's default (``-vv``: debug);
 - an error is one ``error: ...`` line on stderr (:func:`echo_error`): exit 2 for bad usage or input
   (:class:`CommandError`, click's usage errors, :func:`fail_on_bad_input`), 1 when the environment
-  failed (:class:`CommandFailure`).
+  failed (:class:`CommandFailure`; a full disk while writing an output, :func:`writing`);
+- a reader that goes away (``pvlm-describe ... | head -1``) ends the command quietly with exit 1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -76,6 +79,45 @@ def fail_on_bad_input(*extra: type[BaseException]) -> Iterator[None]:
         yield
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError, *extra) as e:
         raise CommandError(first_line(e)) from None
+
+
+@contextlib.contextmanager
+def writing(target: str, stream: Any = None) -> Iterator[None]:
+    """Report an OSError of the block as one line naming the output: ``error: writing TARGET: CAUSE``.
+
+    Exit 1 when the system failed (disk full, I/O error), 2 when the path cannot be used (permission, a
+    directory, a missing parent). A closed pipe (EPIPE) passes through for the command to end quietly.
+    ``stream``: the file object the block writes (``sys.stdout``); after a failure it is pointed at the
+    null device, so that what is still buffered does not fail again when Python exits.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.EPIPE:
+            raise
+        if stream is not None:
+            discard_stream(stream)
+        usage = (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError, FileExistsError)
+        cls = CommandError if isinstance(e, usage) else CommandFailure
+        raise cls(f"writing {target}: {os_error_cause(e)}") from None
+
+
+def os_error_cause(e: OSError) -> str:
+    """An OSError's cause in words (``No space left on device``), without the errno number or the path."""
+    return e.strerror or first_line(e)
+
+
+def discard_stream(stream: Any) -> None:
+    """Point a real file's descriptor at the null device (nothing more can reach its reader); others are left."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not backed by a descriptor (click's test runner)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 def first_line(e: BaseException) -> str:
@@ -170,6 +212,8 @@ class _OneLineErrors:
             return run(args, prog_name, complete_var, False, **extra)
         try:
             rv = run(args, prog_name, complete_var, False, **extra)
+            with writing("stdout", sys.stdout):  # what is still buffered, while an error can still be reported
+                sys.stdout.flush()
         except click.UsageError as e:
             where = f" (see {e.ctx.command_path} -h)" if e.ctx is not None else ""
             echo_error(f"{e.format_message()}{where}")
@@ -180,7 +224,21 @@ class _OneLineErrors:
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except OSError as e:
+            if e.errno == errno.EPIPE:  # the reader left (``| head``): nothing to report
+                discard_stream(sys.stdout)
+                sys.exit(1)
+            _flush_or_discard(sys.stdout)  # the failure may have been stdout's: it must not fail again at exit
+            echo_error(f"{e.filename}: {os_error_cause(e)}" if e.filename else os_error_cause(e))
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _flush_or_discard(stream: Any) -> None:
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        discard_stream(stream)
 
 
 class Command(_OneLineErrors, click.Command):
@@ -208,5 +266,5 @@ class ChoiceList(click.Choice):
 
 
 __all__ = ["CONTEXT_SETTINGS", "ChoiceList", "Command", "CommandError", "CommandFailure", "Group", "MissingPackage",
-           "common_options", "echo_error", "fail_on_bad_input", "first_line", "log_level", "missing_package_message",
-           "parse_size", "version", "version_option"]
+           "common_options", "discard_stream", "echo_error", "fail_on_bad_input", "first_line", "log_level",
+           "missing_package_message", "os_error_cause", "parse_size", "version", "version_option", "writing"]

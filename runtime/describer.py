@@ -84,6 +84,11 @@ def greedy_decode(backend: Any, pixels: np.ndarray, bos: int, eos: int, max_new_
     return out, {"encode_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3, "steps": steps}
 
 
+def _check_channel_order(channel_order: str | None) -> None:
+    if channel_order not in (None, "rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+
+
 def _count(boxes: Any) -> int:
     try:
         return len(boxes)
@@ -108,16 +113,21 @@ class Describer:
     raises :class:`InputError` naming the input. ``max_pixels``: files and PIL images with more pixels are
     refused before decoding (the decompression-bomb limit, 64 Mpx by default).
 
-    ``close()`` (or ``with Describer(...) as d:``) closes the backend, ready ones included.
+    ``channel_order`` (``"rgb"`` or ``"bgr"``) says how numpy arrays hold their colour channels; OpenCV's
+    frames are BGR. An array has no way to say it itself, so it is never assumed: ``describe``,
+    ``describe_crops`` and ``preprocess`` raise ``TypeError`` for an array unless the call or the
+    Describer states it (the call's wins). Paths, encoded bytes and PIL images need none.
+
+    ``close()`` (or ``with Describer(...) as d:``) closes the backend, ready ones included. Closing while other
+    threads describe is safe: each of them gets its results or :class:`~runtime.backends.BackendClosed`.
     """
 
     def __init__(self, bundle_dir: str | Path | Bundle, backend: str | Backend = "auto", *, threads: int | None = None,
-                 max_batch: int | None = None, max_new_tokens: int | None = None, channel_order: str = "rgb",
+                 max_batch: int | None = None, max_new_tokens: int | None = None, channel_order: str | None = None,
                  on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None,
                  decoder: str = "auto", shared_threads: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
                  precision: str = "fp32"):
-        if channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        _check_channel_order(channel_order)
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir, verify=verify)
@@ -179,26 +189,36 @@ class Describer:
         """Name of the backend in use."""
         return self.backend.name
 
-    def preprocess(self, image: ImageInput, index: int = 0) -> np.ndarray:
-        """One input -> float32 (3, H, W)."""
-        return preprocess(to_rgb(image, index, self.channel_order, self.max_pixels), *self._pre)
+    def preprocess(self, image: ImageInput, index: int = 0, *, channel_order: str | None = None) -> np.ndarray:
+        """One input -> float32 (3, H, W); an array needs ``channel_order`` (here or on the Describer)."""
+        order = self._channel_order([image], channel_order, "preprocess")
+        return preprocess(to_rgb(image, index, order, self.max_pixels), *self._pre)
 
-    def describe(self, inputs: ImageInput | Sequence[ImageInput], *, max_new_tokens: int | None = None,
-                 on_error: str | None = None) -> list[Description]:
-        """One Description per input, in input order; batches of up to ``max_batch``."""
+    def describe(self, inputs: ImageInput | Sequence[ImageInput], *, channel_order: str | None = None,
+                 max_new_tokens: int | None = None, on_error: str | None = None) -> list[Description]:
+        """One Description per input, in input order; batches of up to ``max_batch``.
+
+        Inputs: paths, encoded bytes, PIL images, uint8 arrays (HxW, HxWx3, HxWx4). Arrays need
+        ``channel_order="rgb"`` or ``"bgr"`` (OpenCV) here or on the Describer, else ``TypeError``.
+        """
         if isinstance(inputs, (str, Path, np.ndarray, bytes, bytearray)) or not isinstance(inputs, Sequence):
             inputs = [inputs]
-        return self._run([(lambda x=x, i=i: self.preprocess(x, i)) for i, x in enumerate(inputs)],
-                         max_new_tokens, on_error)
+        order = self._channel_order(inputs, channel_order, "describe")
+        return self._run([(lambda x=x, i=i: preprocess(to_rgb(x, i, order, self.max_pixels), *self._pre))
+                          for i, x in enumerate(inputs)], max_new_tokens, on_error)
 
-    def describe_crops(self, frame: ImageInput, boxes: Sequence[Sequence[float]], *,
+    def describe_crops(self, frame: ImageInput, boxes: Sequence[Sequence[float]], *, channel_order: str | None = None,
                        max_new_tokens: int | None = None, on_error: str | None = None) -> list[Description]:
         """Describe boxes (x1, y1, x2, y2; clipped to the frame) cut out of one full frame.
 
-        An unusable frame fails every box (each Description names it; raises with ``on_error="raise"``).
+        A numpy frame needs ``channel_order``: ``"bgr"`` for OpenCV's ``cv2.imread``/``VideoCapture`` frames,
+        ``"rgb"`` otherwise (here or on the Describer; ``TypeError`` without it). A box that is not four
+        finite numbers, or has no area in the frame, gets its own error Description; an unusable frame
+        fails every box (each Description names it; raises with ``on_error="raise"``).
         """
+        order = self._channel_order([frame], channel_order, "describe_crops")
         try:
-            img = to_rgb(frame, 0, self.channel_order, self.max_pixels)
+            img = to_rgb(frame, 0, order, self.max_pixels)
             boxes = list(boxes)
         except (InputError, TypeError) as e:
             if (on_error or self.on_error) == "raise":
@@ -211,6 +231,17 @@ class Describer:
 
         return self._run([(lambda b=b, i=i: crop(b, i)) for i, b in enumerate(boxes)], max_new_tokens, on_error)
 
+    def _channel_order(self, inputs: Sequence[ImageInput], channel_order: str | None, call: str) -> str:
+        """The channel order for ``inputs``: the call's, else the Describer's; TypeError if an array has none."""
+        _check_channel_order(channel_order)
+        order = channel_order or self.channel_order
+        if order is None:
+            if any(isinstance(x, np.ndarray) for x in inputs):
+                raise TypeError(f"{call}(): a numpy array input needs channel_order='rgb' or 'bgr' (OpenCV frames "
+                                "are BGR); pass it to this call or to Describer(...)")
+            order = "rgb"  # unused: only arrays have a channel order
+        return order
+
     def generate_ids(self, pixels: np.ndarray, max_new_tokens: int | None = None,
                      stop_at_eos: bool = True) -> tuple[list[list[int]], dict[str, float]]:
         """Greedy ids for preprocessed float32 (B, 3, H, W), B <= max_batch (for benchmarks and tests)."""
@@ -222,7 +253,10 @@ class Describer:
             raise ValueError(f"batch {pixels.shape[0]} exceeds max_batch {self.max_batch}")
         return greedy_decode(self.backend, np.ascontiguousarray(pixels, np.float32), self._bos, self._eos, n, stop_at_eos)
 
-    def _run(self, loaders: list[Any], max_new_tokens: int | None, on_error: str | None) -> list[Description]:
+    def _run(self, loaders: list[Any], max_new_tokens: int | None, on_error: str | None, *,
+             warn: bool = True) -> list[Description]:
+        """Describe what ``loaders`` return, in batches; ``warn=False``: skipped inputs are not logged (the caller
+        reports each one itself, as ``pvlm-describe`` does)."""
         policy = on_error or self.on_error
         results: list[Description | None] = [None] * len(loaders)
         for start in range(0, len(loaders), self.max_batch):
@@ -235,7 +269,8 @@ class Describer:
                 except InputError as e:
                     if policy == "raise":
                         raise
-                    log.warning("%s", e)
+                    if warn:
+                        log.warning("%s", e)
                     results[i] = Description("", [], {}, error=str(e))
             if not good:
                 continue

@@ -318,7 +318,8 @@ def bundle_copy(tiny_bundle, tmp_path):
 def test_copied_bundle_loads(bundle_copy):
     from runtime import Describer
 
-    assert Describer(bundle_copy, backend="onnxruntime-cpu").describe(np.zeros((64, 32, 3), np.uint8))[0].ok
+    d = Describer(bundle_copy, backend="onnxruntime-cpu")
+    assert d.describe(np.zeros((64, 32, 3), np.uint8), channel_order="rgb")[0].ok
 
 
 def test_missing_decoder(bundle_copy):

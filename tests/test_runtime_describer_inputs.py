@@ -15,9 +15,10 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="module")
 def describer(tiny_bundle):
+    """States RGB for numpy arrays once, for every call (an array without a channel order is a TypeError)."""
     from runtime import Describer
 
-    return Describer(tiny_bundle, backend="onnxruntime-cpu")
+    return Describer(tiny_bundle, backend="onnxruntime-cpu", channel_order="rgb")
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_bad_inputs_skipped_and_named(tiny_bundle, bad_inputs, rgb_array, other_
     """Bad inputs get an error naming them; good ones around them are described, in order (max_batch 3)."""
     from runtime import Describer
 
-    d = Describer(tiny_bundle, backend="onnxruntime-cpu", max_batch=3)
+    d = Describer(tiny_bundle, backend="onnxruntime-cpu", max_batch=3, channel_order="rgb")
     seen = recorder(d, monkeypatch)
     bad = list(bad_inputs.values())
     inputs = [rgb_array, bad[0][0], bad[1][0], other_array, bad[2][0], bad[3][0], bad[4][0], rgb_array, bad[5][0],
@@ -177,7 +178,7 @@ def test_bad_input_raises_with_on_error_raise(describer, tiny_bundle, bad_inputs
     with pytest.raises(InputError, match="input 1") as info:
         describer.describe([rgb_array, bad], on_error="raise")
     assert what in str(info.value)
-    strict = Describer(tiny_bundle, backend="onnxruntime-cpu", on_error="raise")
+    strict = Describer(tiny_bundle, backend="onnxruntime-cpu", on_error="raise", channel_order="rgb")
     with pytest.raises(InputError, match="input 0"):
         strict.describe([bad])
     # a per-call "skip" overrides the constructor's policy

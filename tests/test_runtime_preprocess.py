@@ -1,11 +1,14 @@
 """Every PIL mode becomes the RGB its pixels mean (or a clear InputError); a lazily opened truncated image
-fails only its own input; one ``max_pixels`` limit, and no Pillow decompression-bomb warning on stderr."""
+fails only its own input; one ``max_pixels`` limit, and no Pillow decompression-bomb warning on stderr; an
+EXIF orientation tag is applied wherever an encoded image is decoded."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -148,7 +151,7 @@ def describer(tiny_bundle):
     pytest.importorskip("onnxruntime")
     from runtime import Describer
 
-    return Describer(tiny_bundle, backend="onnxruntime-cpu", threads=1)
+    return Describer(tiny_bundle, backend="onnxruntime-cpu", threads=1, channel_order="rgb")
 
 
 def test_lazy_truncated_pil_image_fails_only_its_input(describer, tmp_path):
@@ -180,8 +183,77 @@ def test_describer_max_pixels(tiny_bundle, tmp_path):
     pytest.importorskip("onnxruntime")
     from runtime import Describer
 
-    d = Describer(tiny_bundle, backend="onnxruntime-cpu", threads=1, max_pixels=1000)
+    d = Describer(tiny_bundle, backend="onnxruntime-cpu", threads=1, max_pixels=1000, channel_order="rgb")
     path = tmp_path / "a.png"
     Image.new("RGB", (40, 40)).save(path)
     out = d.describe([path, np.zeros((64, 32, 3), np.uint8)])
     assert [r.ok for r in out] == [False, True] and "max_pixels" in out[0].error
+
+
+# --------------------------------------------------------------------------- EXIF orientation
+
+# orientation tag -> k of np.rot90 that turns the upright pixels into the stored (sideways) ones
+STORED_ROTATION = {3: 2, 6: 1, 8: -1}
+
+
+def sideways(upright: np.ndarray, orientation: int, fmt: str) -> bytes:
+    """``upright`` stored as a camera held sideways stores it: rotated, with the EXIF tag that undoes it."""
+    stored = np.ascontiguousarray(np.rot90(upright, STORED_ROTATION[orientation]))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, fmt, exif=exif, **({"quality": 100, "subsampling": 0} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [6, 8, 3])
+def test_exif_orientation_png_pixels_equal_the_upright_image(orientation, tmp_path):
+    from runtime.preprocess import image_from_bytes
+
+    upright = np.random.default_rng(orientation).integers(0, 256, (40, 24, 3), np.uint8)
+    data = sideways(upright, orientation, "PNG")
+    path = tmp_path / "sideways.png"
+    path.write_bytes(data)
+    for got in (to_rgb(path), to_rgb(str(path)), to_rgb(data), image_from_bytes(data), to_rgb(Image.open(path))):
+        assert got.size == (24, 40)
+        np.testing.assert_array_equal(np.asarray(got), upright)
+    once = to_rgb(Image.open(path))
+    np.testing.assert_array_equal(np.asarray(to_rgb(once)), upright)  # the result carries no tag: not turned twice
+
+
+@pytest.mark.parametrize("orientation", [6, 8, 3])
+def test_exif_orientation_jpeg_is_described_upright(orientation, describer, tmp_path):
+    """A sideways JPEG reaches the model as the upright image (JPEG is lossy: compared with its own pixels,
+    decoded as stored and turned upright with numpy)."""
+    from runtime.preprocess import image_from_bytes, pil_to_rgb, preprocess
+
+    rng = np.random.default_rng(10 + orientation)
+    upright = np.repeat(np.repeat(rng.integers(0, 256, (10, 6, 3), np.uint8), 8, axis=0), 8, axis=1)  # 80x48
+    data = sideways(upright, orientation, "JPEG")
+    path = tmp_path / "sideways.jpg"
+    path.write_bytes(data)
+    with Image.open(path) as im:
+        stored = np.asarray(im.convert("RGB"))  # Pillow decodes as stored, ignoring the tag
+    want = np.ascontiguousarray(np.rot90(stored, -STORED_ROTATION[orientation]))
+    assert want.shape == upright.shape and np.abs(want.astype(int) - upright).mean() < 4  # the right way up
+    for got in (to_rgb(path), image_from_bytes(data), pil_to_rgb(Image.open(path))):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    np.testing.assert_array_equal(describer.preprocess(path), preprocess(Image.fromarray(want), *describer._pre))
+    np.testing.assert_array_equal(describer.preprocess(data), describer.preprocess(Image.fromarray(want)))
+
+
+def test_damaged_exif_leaves_the_pixels_as_stored_without_a_warning(tmp_path):
+    upright = np.random.default_rng(5).integers(0, 256, (20, 12, 3), np.uint8)
+    path = tmp_path / "damaged-exif.png"
+    Image.fromarray(upright).save(path, "PNG", exif=b"Exif\x00\x00MM\x00*\xff\xff\xff\xff")
+    with warnings.catch_warnings():  # pytest resets the module's filters around each test
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(np.asarray(to_rgb(path)), upright)
+    code = textwrap.dedent(f"""
+        from runtime.preprocess import to_rgb
+        print(to_rgb({str(path)!r}).size)
+    """)
+    res = subprocess.run([sys.executable, "-W", "default", "-c", code], check=False, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "(12, 20)", res.stderr
+    assert res.stderr == ""  # Pillow's "Corrupt EXIF data" warning would be a line per image

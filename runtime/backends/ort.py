@@ -198,18 +198,15 @@ class OrtBoundBackend(Lifecycle):
 
     def encode(self, pixels: np.ndarray, capacity: int) -> BoundState:
         """Run the encoder and the cross tables; an empty cache of ``capacity`` slots on the device."""
-        self._check_open()
         ck, cv = self.encoder.run(None, {"pixels": pixels})
         return self.bound.start(ck, cv, capacity)
 
     def step(self, state: BoundState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One decoder step at ``position``; next ids (B,) int64."""
-        self._check_open()
         return self.bound.step(state, tokens, position)
 
     def keep(self, state: BoundState, rows: np.ndarray) -> None:
         """Keep only ``rows`` of the batch."""
-        self._check_open()
         self.bound.keep(state, rows)
 
     def _release(self) -> None:
