@@ -31,7 +31,8 @@ def main() -> None:
 @click.option("--int8", is_flag=True, help="Also write INT8 graphs for CPUs (ONNX Runtime quantization), verified.")
 @click.option("--calibration", type=click.Path(dir_okay=False, exists=True),
               help="JSONL of images to calibrate INT8 on (default: synthetic person crops).")
-@click.option("--accept-mismatch", is_flag=True, help="Keep FP16/INT8 graphs that fall below their parity floor.")
+@click.option("--accept-mismatch", is_flag=True, help="Keep FP16/INT8 graphs that miss their gate (attribute agreement, confident divergences; "
+                   "docs/precision.md).")
 @click.option("--cross-attention", type=click.Choice(["auto", "tables", "attention"]), default="auto", show_default=True,
               help="decoder_ort's cross-attention: per-batch tables (fastest at small batches) or the attention "
                    "kernel on K/V (fastest at large ones); auto picks by the model's shape.")
@@ -107,17 +108,23 @@ def print_report(report: Verification) -> None:
 @click.option("--opt-batch", type=click.IntRange(min=1), default=8, help="Batch the tactics are tuned for.")
 @click.option("--workspace-gib", type=click.FloatRange(min=0.1), help="Builder workspace limit (default: TensorRT's).")
 @click.option("--force", is_flag=True, help="Rebuild engines the bundle already has.")
-def trt_cmd(bundle: str, fp16: bool, opt_batch: int, workspace_gib: float | None, force: bool) -> None:
+@click.option("--typing", type=click.Choice(["auto", "strong", "weak"]), default="auto", show_default=True,
+              help="strong: build from the verified FP16 graph (TensorRT 11 needs it); weak: FP16 flag plus FP32 "
+                   "pins; auto: strong where the bundle has FP16 graphs or on TensorRT 11 (docs/hardware.md).")
+@common_options()
+def trt_cmd(bundle: str, fp16: bool, opt_batch: int, workspace_gib: float | None, force: bool, typing: str,
+            quiet: bool) -> None:
     """Build TensorRT engines for BUNDLE's encoder and decoder step (needs TensorRT 10 and an NVIDIA GPU)."""
     from runtime.bundle import BundleError
 
     from .trt import TrtUnavailable, build_engines
 
     with writing(bundle), fail_on_bad_input(BundleError, TrtUnavailable):
-        engines = build_engines(bundle, fp16=fp16, opt_batch=opt_batch, workspace_gib=workspace_gib, force=force)
+        engines = build_engines(bundle, fp16=fp16, opt_batch=opt_batch, workspace_gib=workspace_gib, force=force,
+                                typing=typing, progress=not quiet)
     for e in engines:
-        click.echo(f"  \u2713 {e.file}: {e.bytes / 1e6:.1f} MB, {e.precision}, {e.build['fp32_layers']} layers "
-                   f"pinned FP32, TensorRT {e.target['tensorrt']} on {e.target['gpu']} "
+        click.echo(f"  \u2713 {e.file}: {e.bytes / 1e6:.1f} MB, {e.precision}, {e.build['fp32_layers']} FP32 "
+                   f"layers ({e.build.get('typing', 'weak')} typing), TensorRT {e.target['tensorrt']} on {e.target['gpu']} "
                    f"(sm {e.target['compute_capability']})")
     click.echo(f"engines: {len(engines)} in {bundle}")
 
@@ -128,7 +135,8 @@ def trt_cmd(bundle: str, fp16: bool, opt_batch: int, workspace_gib: float | None
               help="Bundle to add the packages to (default: SOURCE when it is a bundle, else CHECKPOINT without .pt).")
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", help="ML program compute precision.")
 @click.option("--force", is_flag=True, help="Replace packages the bundle already has.")
-def coreml_cmd(source: str, out_dir: str | None, precision: str, force: bool) -> None:
+@common_options()
+def coreml_cmd(source: str, out_dir: str | None, precision: str, force: bool, quiet: bool) -> None:
     """Convert the two graphs to CoreML ML programs (.mlpackage) in a bundle; SOURCE is a CHECKPOINT or a BUNDLE."""
     from pvlm.checkpoint import CheckpointError
     from runtime.bundle import BundleError
@@ -137,7 +145,7 @@ def coreml_cmd(source: str, out_dir: str | None, precision: str, force: bool) ->
 
     out = out_dir or (source if Path(source).is_dir() else str(Path(source).with_suffix("")))  # as export_coreml
     with writing(out), fail_on_bad_input(CheckpointError, BundleError, CoreMLUnavailable):
-        engines = export_coreml(source, out_dir, precision=precision, force=force)
+        engines = export_coreml(source, out_dir, precision=precision, force=force, progress=not quiet)
     for e in engines:
         click.echo(f"  \u2713 {e.file}: {e.bytes / 1e6:.1f} MB, {e.precision} compute, "
                    f"inputs {', '.join(e.io['inputs'])}; outputs {', '.join(e.io['outputs'])}")

@@ -137,6 +137,11 @@ def _write_graph_model(model_dir: Path, bundle: Any, name: str, graph: str, flav
     (model_dir / "config.pbtxt").write_text(text)
 
 
+# The runtime's applications (their own stacks, and the native build tree): the Triton describer needs only
+# the base and its backends.
+RUNTIME_APPLICATIONS = ("native", "search", "serving", "video")
+
+
 def _write_describer(model_dir: Path, bundle: Any, max_batch: int, queue_delay_ms: float, instances: int,
                      max_image_bytes: int) -> None:
     import runtime
@@ -146,7 +151,7 @@ def _write_describer(model_dir: Path, bundle: Any, max_batch: int, queue_delay_m
     shutil.copy2(_TEMPLATES / "describer_model.py", version / "model.py")
     shutil.copy2(bundle.root / "manifest.json", version / "manifest.json")
     _copy_tree(Path(runtime.__file__).resolve().parent, version / "runtime",
-               ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+               ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *RUNTIME_APPLICATIONS))
     inputs = [
         # encoded JPEG/PNG bytes; ragged so that requests of different lengths batch together
         {"name": "IMAGE", "data_type": "TYPE_UINT8", "dims": [-1], "optional": True, "allow_ragged_batch": True},

@@ -205,7 +205,7 @@ def test_old_bundle_without_the_graphs_falls_back(tiny_bundle, tmp_path, missing
         d = Describer(old)
     assert d.backend.decoder_graph == "decoder"
     assert ("Re-export the bundle" in caplog.text) == ("decoder_ort" not in missing)  # only the first layout
-    assert d.describe(np.zeros((64, 32, 3), np.uint8))[0].ok
+    assert d.describe(np.zeros((64, 32, 3), np.uint8), channel_order="rgb")[0].ok
     with pytest.raises(BackendUnavailable, match="cross_ort \\+ decoder_ort"):
         Describer(old, decoder="ort")
     with pytest.raises(ValueError, match="decoder must be one of"):
@@ -239,12 +239,13 @@ def test_validation_catches_a_wrong_ort_graph(tiny_bundle, model, tmp_path, para
     assert rep.decoders["decoder_ort"].logits_max_abs_diff > 1e-3
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not any(p == "CUDAExecutionProvider" for p in ort.get_available_providers()),
                     reason="needs onnxruntime-gpu and an NVIDIA GPU (CUDAExecutionProvider not available)")
 def test_cuda_cache_stays_on_the_device(tiny_bundle, model):
     from runtime import Describer
 
-    cuda = Describer(tiny_bundle, backend="onnxruntime-cuda")
+    cuda = Describer(tiny_bundle, backend="onnxruntime-cuda", decoder="ort")
     assert cuda.backend.bound is not None and cuda.backend.bound.device == "cuda"
     pixels = _pixels(model, 4, seed=5)
     state = cuda.backend.encode(pixels, 4)
@@ -281,7 +282,7 @@ def test_older_onnxruntime_falls_back_to_the_portable_graph(tiny_bundle, monkeyp
     with caplog.at_level("WARNING"):
         d = Describer(tiny_bundle)
     assert d.backend.decoder_graph == "decoder" and "onnxruntime>=1.31" in caplog.text
-    assert d.describe(np.zeros((64, 32, 3), np.uint8))[0].ok
+    assert d.describe(np.zeros((64, 32, 3), np.uint8), channel_order="rgb")[0].ok
     with pytest.raises(BackendUnavailable, match=r"onnxruntime>=1\.31 \(this is 1\.30\.0\)"):
         Describer(tiny_bundle, decoder="ort")
 
@@ -327,3 +328,16 @@ def test_shared_thread_pool_gives_the_same_tokens(tiny_bundle, model, tmp_path):
     assert got["pool"] == ["shared", "shared"]
     assert got["ids"] == want and got["again"] == want
     assert Describer(tiny_bundle).backend.thread_pool == "per-session"  # the default leaves the process alone
+
+
+def test_auto_takes_the_bound_cache_only_where_it_is_verified(tiny_bundle):
+    """``auto`` on a device outside ``VERIFIED_DEVICES`` (CUDA until a GPU run checks it) takes decoder.onnx."""
+    from runtime.backends.ort import choose_decoder
+    from runtime.backends.ort_bound import VERIFIED_DEVICES
+    from runtime.bundle import Bundle
+
+    bundle = Bundle.load(tiny_bundle)
+    assert "cuda" not in VERIFIED_DEVICES
+    assert choose_decoder(ort, bundle, "auto", device="cpu") == "decoder_ort"
+    assert choose_decoder(ort, bundle, "auto", device="cuda") == "decoder"
+    assert choose_decoder(ort, bundle, "ort", device="cuda") == "decoder_ort"

@@ -575,7 +575,7 @@ def test_raw_pixels_and_multi_image_requests(server, lively_bundle):
 
     rng = np.random.default_rng(7)
     raw = rng.integers(0, 256, (2, 90, 45, 3), dtype=np.uint8)
-    want = [r.text for r in Describer(lively_bundle, backend="onnxruntime-cpu").describe(list(raw))]
+    want = [r.text for r in Describer(lively_bundle, backend="onnxruntime-cpu").describe(list(raw), channel_order="rgb")]
     inp = grpcclient.InferInput("RAW", list(raw.shape), "UINT8")
     inp.set_data_from_numpy(raw)
     with _grpc_client(server) as c:

@@ -1,4 +1,4 @@
-"""``runtime`` never imports torch, timm or pvlm (DESIGN.md: arrows point one way), and ``import runtime`` is light."""
+"""``runtime`` never imports torch, timm or pvlm (docs/architecture.md: arrows point one way), and ``import runtime`` is light."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 from runtime import Describer
 d = Describer(sys.argv[1], backend="onnxruntime-cpu")
 rng = np.random.default_rng(0)
-out = d.describe([rng.integers(0, 256, (80, 40, 3), dtype=np.uint8), "/nonexistent/x.png"])
+out = d.describe([rng.integers(0, 256, (80, 40, 3), dtype=np.uint8), "/nonexistent/x.png"], channel_order="rgb")
 report["ok"] = [r.ok for r in out]
 report["tokens"] = out[0].tokens
 report["error"] = out[1].error

@@ -1,4 +1,4 @@
-"""Backend choice: ``auto`` = tensorrt > onnxruntime-cuda > coreml > onnxruntime-cpu (DESIGN.md contract 3)."""
+"""Backend choice: ``auto`` = tensorrt > onnxruntime-cuda > coreml > onnxruntime-cpu (docs/architecture.md, "The runtime")."""
 
 from __future__ import annotations
 

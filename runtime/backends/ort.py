@@ -16,7 +16,7 @@ import numpy as np
 from ..bundle import Bundle, BundleError
 from .base import BackendUnavailable, Lifecycle
 from .host_cache import DECODER_OUTPUTS, HostCacheBackend
-from .ort_bound import MIN_ONNXRUNTIME, BoundDecoder, BoundState, supports_bound_cache
+from .ort_bound import MIN_ONNXRUNTIME, BoundDecoder, BoundState, bound_cache_verified, supports_bound_cache
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,13 @@ def cuda_available() -> bool:
         return False
 
 
-def choose_decoder(ort: Any, bundle: Bundle, decoder: str, precision: str = "fp32") -> str:
+def choose_decoder(ort: Any, bundle: Bundle, decoder: str, precision: str = "fp32", device: str = "cpu") -> str:
     """The decoder graph to run: ``decoder_ort`` or ``decoder``, for a ``decoder`` choice of ``DECODERS``.
 
     A precision variant that replaces the portable decoder but not ``decoder_ort`` runs the
-    portable one, so that ``precision`` means what it says for the decoder too.
+    portable one, so that ``precision`` means what it says for the decoder too. ``auto`` takes the
+    IO-bound ``decoder_ort`` only on devices where its shared past/present buffer has been checked against
+    the portable decoder (``ort_bound.VERIFIED_DEVICES``); ``ort`` asks for it anyway.
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
@@ -83,6 +85,10 @@ def choose_decoder(ort: Any, bundle: Bundle, decoder: str, precision: str = "fp3
         if decoder == "ort":
             raise BackendUnavailable(reason)
         log.warning("%s; using the portable decoder.onnx", reason)
+        return "decoder"
+    if decoder == "auto" and not bound_cache_verified(device):
+        log.info("decoder_ort is not yet verified on %s; using the portable decoder.onnx (decoder='ort' forces it)",
+                 device)
         return "decoder"
     return "decoder_ort"
 
@@ -149,7 +155,7 @@ def ort_backend(bundle: Bundle, device: str = "cpu", *, decoder: str = "auto", p
 
     ``options`` (threads, providers, shared_threads) go to :class:`SessionLoader`.
     """
-    graph = choose_decoder(_ort(), bundle, decoder, precision)
+    graph = choose_decoder(_ort(), bundle, decoder, precision, device)
     loader = SessionLoader(bundle, device, precision=precision, **options)
     return OrtBoundBackend(loader) if graph == "decoder_ort" else OrtBackend(loader)
 
