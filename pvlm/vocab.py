@@ -10,11 +10,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runtime.atomic import write_json
+from runtime.describer import detokenize
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = range(4)
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*|[^\sa-z0-9]")
-_NO_SPACE_BEFORE = set(",.;:!?)'")
 FORMAT = "pvlm-vocab"
 
 
@@ -58,20 +58,11 @@ class Vocabulary:
         return [BOS, *ids, EOS] if add_special else ids
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
-        """Ids -> text, stopping at ``<eos>``; punctuation re-attached to the previous word."""
-        out: list[str] = []
-        for i in ids:
-            i = int(i)
-            if i == EOS and skip_special:
-                break
-            if skip_special and i < len(SPECIALS):
-                continue
-            tok = self.itos[i] if 0 <= i < len(self.itos) else SPECIALS[UNK]
-            if out and tok in _NO_SPACE_BEFORE:
-                out[-1] += tok
-            else:
-                out.append(tok)
-        return " ".join(out)
+        """Ids -> text, stopping at ``<eos>``; punctuation re-attached to the previous word (the runtime's rule)."""
+        ids = [int(i) if int(i) >= 0 else UNK for i in ids]
+        if not skip_special:
+            return detokenize(ids, self.itos, n_special=0)
+        return detokenize(ids[: ids.index(EOS)] if EOS in ids else ids, self.itos)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, as saved in checkpoints and bundles."""
