@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.backends.tensorrt import gpu_compute_capability
 from runtime.bundle import Bundle, sha256_path
 from runtime.engines import Engine
 
@@ -74,24 +75,7 @@ class GpuTarget:
 
 def gpu_properties() -> tuple[str, str] | None:
     """(name, "major.minor") of CUDA device 0 through cuda-python, or None when there is no usable GPU."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError:
-            return None
-    try:
-        err, count = cudart.cudaGetDeviceCount()
-        if int(err) != 0 or count < 1:
-            return None
-        err, prop = cudart.cudaGetDeviceProperties(0)
-        if int(err) != 0:
-            return None
-    except Exception:  # noqa: BLE001 - no driver / no libcudart: no GPU for our purposes
-        return None
-    name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
-    return name, f"{prop.major}.{prop.minor}"
+    return gpu_compute_capability()
 
 
 def trt_target() -> GpuTarget:

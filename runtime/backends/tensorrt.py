@@ -44,18 +44,26 @@ class EngineMismatch(BackendUnavailable):
     """The bundle's engines were built for another TensorRT version or GPU architecture."""
 
 
-def _imports() -> tuple[Any, Any]:
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailable(f"tensorrt is not installed: {INSTALL_HINT}") from None
+def import_cudart() -> Any | None:
+    """cuda-python's runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6), None if absent."""
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
         try:
             from cuda import cudart  # cuda-python < 12.6
         except ImportError:
-            raise BackendUnavailable(f"cuda-python is not installed: {INSTALL_HINT}") from None
+            return None
+    return cudart
+
+
+def _imports() -> tuple[Any, Any]:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendUnavailable(f"tensorrt is not installed: {INSTALL_HINT}") from None
+    cudart = import_cudart()
+    if cudart is None:
+        raise BackendUnavailable(f"cuda-python is not installed: {INSTALL_HINT}")
     return trt, cudart
 
 
@@ -67,13 +75,16 @@ def _check(result: Any) -> Any:
     return rest[0] if len(rest) == 1 else tuple(rest) or None
 
 
-def gpu_compute_capability(cudart: Any) -> tuple[str, str] | None:
-    """(GPU name, "major.minor") of device 0, or None without a usable GPU."""
+def gpu_compute_capability(cudart: Any | None = None) -> tuple[str, str] | None:
+    """(GPU name, "major.minor") of CUDA device 0, or None without cuda-python or a usable GPU."""
+    cudart = cudart or import_cudart()
+    if cudart is None:
+        return None
     try:
         if _check(cudart.cudaGetDeviceCount()) < 1:
             return None
         prop = _check(cudart.cudaGetDeviceProperties(0))
-    except Exception:  # noqa: BLE001 - no driver / no device
+    except Exception:  # noqa: BLE001 - no driver / no libcudart / no device: no GPU for our purposes
         return None
     name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
     return name, f"{prop.major}.{prop.minor}"
@@ -205,7 +216,6 @@ class TensorRTBackend(Lifecycle):
         return dim if dim >= 0 else self.max_batch
 
     def _take(self) -> _BufferSet:
-        self._check_open()
         try:
             return self._pool.pop()
         except IndexError:
@@ -265,7 +275,6 @@ class TensorRTBackend(Lifecycle):
         host = src.host[:pixels.size].reshape(pixels.shape)
         host[...] = pixels  # converted to the engine's input dtype here, so the copy is sized by it
         with self._lock:
-            self._check_open()
             self._copy(src.device, self._host_ptr(host), host.nbytes, "h2d")
             self._run("encoder", {"pixels": pixels.shape}, bufs)
             slots = self.layers * b * self.heads * capacity * self.head_dim
@@ -277,7 +286,6 @@ class TensorRTBackend(Lifecycle):
 
     def step(self, state: TrtState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One decoder step; this token's K/V land in cache slot ``position``; next ids (B,) int64."""
-        self._check_open()  # before the host buffers: a closed backend may have freed them
         if position >= state.capacity:
             raise ValueError(f"position {position} exceeds the cache capacity {state.capacity}")
         b, bufs = state.batch, state.buffers.bufs
@@ -290,7 +298,6 @@ class TensorRTBackend(Lifecycle):
                   "cache_v": (self.layers, b, self.heads, state.capacity, self.head_dim)}
         ids = bufs["next_ids"]
         with self._lock:
-            self._check_open()
             for name, host in ids_in.items():
                 self._copy(bufs[name].device, self._host_ptr(host), host.nbytes, "h2d")
             self._run("decoder", shapes, state.buffers)
@@ -307,14 +314,12 @@ class TensorRTBackend(Lifecycle):
 
     def keep(self, state: TrtState, rows: np.ndarray) -> None:
         """Compact cross K/V and the cache to ``rows`` on the device (in place, front to back)."""
-        self._check_open()
         b, keep, bufs = state.batch, [int(r) for r in rows], state.buffers.bufs
         # bytes of one batch row of one layer: (H, N, Dh) cross K/V, (H, capacity, Dh) cache
         per_row = {name: self.heads * slots * self.head_dim * bufs[name].dtype.itemsize
                    for name, slots in (("cross_k", self.n_visual), ("cross_v", self.n_visual),
                                        ("cache_k", state.capacity), ("cache_v", state.capacity))}
         with self._lock:
-            self._check_open()
             for name, size in per_row.items():
                 base = bufs[name].device
                 for layer in range(self.layers):
