@@ -313,8 +313,11 @@ def test_signal_finishes_tracks_in_flight(video, tiny_bundle, tmp_path, sig):
     assert f"stopped by {name} after frame " in err and "output is complete up to there" in err
     stopped = int(err.split("after frame ")[1].split(":")[0])
     assert stopped < video.frames
-    recs = tracks_of(out)
-    assert {r["track"] for r in recs} == {str(w.track) for w in video.walkers if w.first_frame <= stopped}
+    got = {r["track"] for r in tracks_of(out)}
+    # every person in view for a few frames before the signal is described, nobody who came later; one who
+    # entered in the last frames may have had no crop worth describing yet (clipped by the frame's edge)
+    assert {str(w.track) for w in video.walkers if w.first_frame <= stopped - 5} <= got
+    assert got <= {str(w.track) for w in video.walkers if w.first_frame <= stopped}
     assert not list(tmp_path.glob(".o.jsonl*"))
 
 

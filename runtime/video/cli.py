@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -242,6 +243,16 @@ class _Sink:
             echo_error(f"{self.store_error}; no more tracks will be indexed (the output has them all)")
 
 
+@dataclass
+class _Outcome:
+    """How the frame loop ended: the last frame described, time spent waiting for frames, and what stopped it."""
+
+    last_index: int = -1
+    wait_s: float = 0.0
+    damaged: Any = None  # a VideoDamaged: the video could not be read past it
+    failure: str | None = None  # the user's detector returned something unusable
+
+
 def _describe_video(source: Any, describer: Any, tracks: Any, det: Any, options: Any, *, bundle: str,
                     out: str | None, thumbs: str | None, store: Any, index_db: str | None, per_crop: bool,
                     quiet: bool) -> None:
@@ -249,7 +260,6 @@ def _describe_video(source: Any, describer: Any, tracks: Any, det: Any, options:
 
     from ..description_schema import bundle_id
     from .pipeline import VideoDescriber
-    from .source import VideoDamaged
 
     tracker = None
     if tracks is None or not tracks.tracked:
@@ -266,56 +276,67 @@ def _describe_video(source: Any, describer: Any, tracks: Any, det: Any, options:
             click.echo(f"warning: {message}", err=True)
 
     vd = VideoDescriber(describer, options, tracker=tracker, detector=det, on_warning=warn)
-    damaged: VideoDamaged | None = None
-    failure: str | None = None
     stop = _Stop()
     t_start = time.perf_counter()
-    wait_s = 0.0  # waiting for the decoding thread
-    last_index = -1
     with stop.installed(), _output(out) as (fh, target):
         sink = _Sink(fh, target, video=source.url, bundle_id=bundle_id(bundle), backend=describer.backend_name,
                      per_crop=per_crop, thumbs=thumbs, store=store)
         reader = source.read_ahead()
-        while stop.signum is None:
-            t0 = time.perf_counter()
-            try:
-                frame = reader.get(timeout=0.1)
-            except StopIteration:
-                break
-            except VideoDamaged as e:
-                damaged = e
-                break
-            finally:
-                wait_s += time.perf_counter() - t0
-            if frame is None:  # nothing yet (a slow stream): look at the stop flag again
-                continue
-            try:
-                done = _step(vd, frame, tracks)
-            except ValueError as e:  # the user's detector returned something unusable
-                failure = f"frame {frame.index + 1}: {first_line(e)}"
-                break
-            last_index = frame.index
-            sink.emit(done)
-            bar.update()
-            if frame.index % 25 == 0:
-                bar.set_postfix(tracks=vd.tracks_in_flight, described=sink.tracks, refresh=False)
+        outcome = _frame_loop(reader, vd, tracks, sink, bar, stop)
         sink.emit(vd.finish())
         bar.close()
-    total = time.perf_counter() - t_start
-    ended = damaged is None and failure is None and stop.signum is None
-    if tracks is not None and ended and tracks.last_frame > last_index + 1:
-        warn(f"{tracks.path}: boxes up to frame {tracks.last_frame}, but the video ended at frame {last_index + 1}")
+    ended = outcome.damaged is None and outcome.failure is None and stop.signum is None
+    if tracks is not None and ended and tracks.last_frame > outcome.last_index + 1:
+        warn(f"{tracks.path}: boxes up to frame {tracks.last_frame}, but the video ended at frame "
+             f"{outcome.last_index + 1}")
     if not quiet:
-        _summary(vd.stats, sink, source, total, reader.decode_s, wait_s, out)
-    if damaged is not None:
-        raise CommandError(f"{damaged}; the {damaged.frames} frames before it were described")
-    if failure is not None:
-        raise CommandError(f"{failure}; the {last_index + 1} frames before it were described")
+        _summary(vd.stats, sink, source, time.perf_counter() - t_start, reader.decode_s, outcome.wait_s, out)
+    _finish(outcome, sink, stop, index_db)
+
+
+def _frame_loop(reader: Any, vd: Any, tracks: Any, sink: Any, bar: Any, stop: Any) -> _Outcome:
+    """Describe frames as the decoding thread delivers them, until the video ends, breaks or a signal stops it."""
+    from .source import VideoDamaged
+
+    outcome = _Outcome()
+    while stop.signum is None:
+        t0 = time.perf_counter()
+        try:
+            frame = reader.get(timeout=0.1)
+        except StopIteration:
+            break
+        except VideoDamaged as e:
+            outcome.damaged = e
+            break
+        finally:
+            outcome.wait_s += time.perf_counter() - t0
+        if frame is None:  # nothing yet (a slow stream): look at the stop flag again
+            continue
+        try:
+            done = _step(vd, frame, tracks)
+        except ValueError as e:  # the user's detector returned something unusable
+            outcome.failure = f"frame {frame.index + 1}: {first_line(e)}"
+            break
+        outcome.last_index = frame.index
+        sink.emit(done)
+        bar.update()
+        if frame.index % 25 == 0:
+            bar.set_postfix(tracks=vd.tracks_in_flight, described=sink.tracks, refresh=False)
+    return outcome
+
+
+def _finish(outcome: _Outcome, sink: Any, stop: Any, index_db: str | None) -> None:
+    """One line and a non-zero exit for whatever stopped the video early (the output is complete up to it)."""
+    done = outcome.last_index + 1
+    if outcome.damaged is not None:
+        raise CommandError(f"{outcome.damaged}; the {outcome.damaged.frames} frames before it were described")
+    if outcome.failure is not None:
+        raise CommandError(f"{outcome.failure}; the {done} frames before it were described")
     if sink.store_error is not None:
         raise CommandFailure(f"store {index_db}: {sink.indexed} track(s) indexed before it failed")
     if stop.signum is not None:
         name = "SIGINT" if stop.signum == signal.SIGINT else "SIGTERM"
-        click.echo(f"stopped by {name} after frame {last_index + 1}: the tracks in flight were described and the "
+        click.echo(f"stopped by {name} after frame {done}: the tracks in flight were described and the "
                    "output is complete up to there", err=True)
         sys.exit(128 + stop.signum)
 
