@@ -86,21 +86,7 @@ def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb",
             raise InputError(f"{name}: empty image bytes")
         x = io.BytesIO(bytes(x))
     if isinstance(x, (str, os.PathLike, io.BytesIO)):
-        source = x if isinstance(x, io.BytesIO) else open_regular_file(x, name)
-        try:
-            with Image.open(source) as im:
-                _check_pixels(im, name, max_pixels)  # from the header, before decoding
-                im.load()
-                img = pil_to_rgb(im, name)
-        except Image.DecompressionBombError:
-            raise InputError(f"{name}: too many pixels (Pillow's decompression-bomb limit)") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-            if isinstance(e, InputError):
-                raise
-            raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
-        finally:
-            if source is not x:
-                source.close()
+        img = _decode(x, name, max_pixels)
     elif isinstance(x, Image.Image):
         _check_pixels(x, name, max_pixels)
         try:
@@ -111,24 +97,48 @@ def to_rgb(x: ImageInput, index: int = 0, channel_order: str = "rgb",
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError, AttributeError) as e:
             raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
     elif isinstance(x, np.ndarray):
-        if channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        if x.dtype != np.uint8:
-            raise InputError(f"{name}: expected a uint8 array, got {x.dtype}")
-        if x.ndim == 3 and x.shape[2] == 1:
-            x = x[:, :, 0]
-        if not (x.ndim == 2 or (x.ndim == 3 and x.shape[2] in (3, 4))):
-            raise InputError(f"{name}: expected HxW, HxWx3 or HxWx4, got shape {x.shape}")
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            raise InputError(f"{name}: empty image")
-        if x.ndim == 3:  # a 4th channel of a frame is ignored: capture APIs fill BGRA/RGBX padding with 0 or 255
-            x = x[:, :, [2, 1, 0] if channel_order == "bgr" else [0, 1, 2]]
-        img = Image.fromarray(np.ascontiguousarray(x)).convert("RGB")
+        img = _array_to_rgb(x, name, channel_order)
     else:
         raise InputError(f"{name}: unsupported input type {type(x).__name__} (path, PIL image or uint8 array)")
     if img.width == 0 or img.height == 0:
         raise InputError(f"{name}: empty image")
     return img
+
+
+def _decode(x: str | os.PathLike | io.BytesIO, name: str, max_pixels: int) -> Image.Image:
+    """An encoded image (a regular file's path, or bytes) decoded, upright and RGB; :class:`InputError` if not."""
+    source = x if isinstance(x, io.BytesIO) else open_regular_file(x, name)
+    try:
+        with Image.open(source) as im:
+            _check_pixels(im, name, max_pixels)  # from the header, before decoding
+            im.load()
+            return pil_to_rgb(im, name)
+    except Image.DecompressionBombError:
+        raise InputError(f"{name}: too many pixels (Pillow's decompression-bomb limit)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
+    finally:
+        if source is not x:
+            source.close()
+
+
+def _array_to_rgb(x: np.ndarray, name: str, channel_order: str) -> Image.Image:
+    """A uint8 HxW, HxWx1, HxWx3 or HxWx4 array in ``channel_order`` as an RGB image."""
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    if x.dtype != np.uint8:
+        raise InputError(f"{name}: expected a uint8 array, got {x.dtype}")
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[:, :, 0]
+    if not (x.ndim == 2 or (x.ndim == 3 and x.shape[2] in (3, 4))):
+        raise InputError(f"{name}: expected HxW, HxWx3 or HxWx4, got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"{name}: empty image")
+    if x.ndim == 3:  # a 4th channel of a frame is ignored: capture APIs fill BGRA/RGBX padding with 0 or 255
+        x = x[:, :, [2, 1, 0] if channel_order == "bgr" else [0, 1, 2]]
+    return Image.fromarray(np.ascontiguousarray(x)).convert("RGB")
 
 
 def open_regular_file(path: str | os.PathLike, name: str) -> IO[bytes]:
