@@ -7,6 +7,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from runtime.atomic import atomic_path
+
 from .speed import MIN_SAMPLES
 
 COLUMNS = ("backend", "batch", "runs", "encode ms", "step ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "tok/s", "RSS MB",
@@ -154,5 +156,6 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     fig.text(0.5, 0.01, caption(report) + (f"\nno p99 whiskers: {note}" if note else ""), ha="center", va="bottom",
              fontsize=7, wrap=True)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # the format from the target's name: the temporary one ends in .tmp
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
     plt.close(fig)

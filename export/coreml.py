@@ -134,8 +134,8 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
                                 coreml_io(mlmodel)))
         for e in built:
             dst = bundle.root / e.file
-            if dst.exists():
-                shutil.rmtree(dst)
+            if dst.exists():  # the old package steps aside (into tmp, removed below) so one is always in place
+                dst.rename(tmp / f"{e.file}.old")
             (tmp / e.file).rename(dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

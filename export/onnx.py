@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -65,12 +66,19 @@ def export_onnx(
     with building(out, force=force, is_ours=is_bundle, what=WHAT) as tmp:
         manifest = build_bundle(model, voc, tmp, opset=opset, max_batch=max_batch, max_new_tokens=max_new_tokens,
                                 verify=verify, atol=atol, cross_attention=cross_attention)
-        manifest = manifest.with_source(str(checkpoint), _plain(meta))
+        manifest = manifest.with_source(checkpoint_from_bundle(checkpoint, out), _plain(meta),
+                                        absolute=str(checkpoint.resolve()))
         manifest = write_bundle_docs(tmp, manifest)  # README.md model card + description.schema.json, listed as artifacts
         write_manifest(tmp, manifest)
         if precisions:
             add_variants(model, tmp, manifest, tuple(precisions), variant_options, accept_mismatch)
     return out
+
+
+def checkpoint_from_bundle(checkpoint: Path, bundle_dir: Path) -> str:
+    """``checkpoint`` as a POSIX path relative to ``bundle_dir``: the bundle finds it from any working directory,
+    and both can move together."""
+    return Path(os.path.relpath(checkpoint.resolve(), bundle_dir.resolve())).as_posix()
 
 
 def build_bundle(

@@ -322,6 +322,8 @@ def _build_one(bundle: Bundle, graph: str, precision: str, target: GpuTarget, op
     tmp = _tmp(bundle.root / file)
     with open(tmp, "wb") as f:
         f.write(bytes(data))
+        f.flush()
+        os.fsync(f.fileno())  # on disk before build_engines renames it into place, as runtime.atomic does
     build = {"typing": typing, "fp16": fp16 or (strong and onnx_path != bundle.path(graph)), "tf32": False,
              "precision_constraints": "obey" if fp16 else None,
              "profiles": [{k: [list(s) for s in v] for k, v in shapes.items()}], "opt_batch": opt_batch,

@@ -85,7 +85,7 @@ def test_bundle_without_checkpoint_is_refused(tiny_bundle, tmp_path):
     dst = tmp_path / "b"
     shutil.copytree(tiny_bundle, dst)
     manifest = json.loads((dst / "manifest.json").read_text())
-    manifest["source"]["checkpoint"] = str(tmp_path / "gone.pt")
+    manifest["source"].update(checkpoint="gone.pt", checkpoint_absolute=str(tmp_path / "gone-too.pt"))
     (dst / "manifest.json").write_text(json.dumps(manifest))
     res = CliRunner().invoke(main, ["coreml", str(dst)])
     assert res.exit_code == 2 and "source checkpoint" in res.output and "gone.pt" in res.output

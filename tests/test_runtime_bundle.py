@@ -244,16 +244,16 @@ def test_typed_verification_reads_what_export_wrote(tiny_bundle):
 
 
 def test_source_checkpoint_is_found_or_the_reason_given(bundle_copy, tiny_checkpoint, tmp_path):
-    b = Bundle.load(bundle_copy)
-    assert b.find_source_checkpoint() == tiny_checkpoint
+    b = Bundle.load(bundle_copy)  # a copy elsewhere: found by the absolute hint
+    assert b.find_source_checkpoint() == tiny_checkpoint.resolve()
     m = read(bundle_copy)
     shutil.copyfile(tiny_checkpoint, bundle_copy / "beside.pt")
-    m["source"]["checkpoint"] = "beside.pt"  # relative: to the bundle
+    m["source"] = {**m["source"], "checkpoint": "beside.pt", "checkpoint_absolute": str(tmp_path / "gone.pt")}
     write(bundle_copy, m)
-    assert Bundle.load(bundle_copy, verify=False).find_source_checkpoint() == bundle_copy / "beside.pt"
-    m["source"]["checkpoint"] = str(tmp_path / "gone.pt")
+    assert Bundle.load(bundle_copy, verify=False).find_source_checkpoint() == (bundle_copy / "beside.pt").resolve()
+    m["source"]["checkpoint"] = "gone.pt"
     write(bundle_copy, m)
-    with pytest.raises(BundleError, match="source checkpoint .*gone.pt does not exist here"):
+    with pytest.raises(BundleError, match="source checkpoint is missing \\(looked at .*gone.pt"):
         Bundle.load(bundle_copy, verify=False).find_source_checkpoint()
     del m["source"]
     write(bundle_copy, m)
@@ -279,3 +279,20 @@ def test_record_engines_replaces_only_what_it_rebuilt(bundle_copy):
     b = Bundle.load(bundle_copy)  # every recorded file verified against its sha256
     assert [e.file for e in b.engines] == ["e32.plan", "e.mlpackage", "n16.plan"]
     assert {"e16.plan", "n16.plan", "e.mlpackage"} <= set(b.manifest.artifacts)
+
+
+def test_source_checkpoint_is_relative_to_the_bundle(tiny_checkpoint, tmp_path, monkeypatch):
+    """Exported with relative paths from one folder, the bundle finds its checkpoint from any other folder."""
+    from export import export_onnx
+
+    work = tmp_path / "work"
+    (work / "runs").mkdir(parents=True)
+    shutil.copyfile(tiny_checkpoint, work / "runs" / "best.pt")
+    monkeypatch.chdir(work)
+    export_onnx(Path("runs/best.pt"), Path("runs/bundle"), verify=False, max_new_tokens=4)
+    assert read(work / "runs" / "bundle")["source"]["checkpoint"] == "../best.pt"
+    monkeypatch.chdir(tmp_path)
+    assert Bundle.load(work / "runs" / "bundle").find_source_checkpoint() == (work / "runs" / "best.pt").resolve()
+    moved = tmp_path / "moved"
+    shutil.move(str(work / "runs"), moved)  # the checkpoint travels with the bundle
+    assert Bundle.load(moved / "bundle").find_source_checkpoint() == (moved / "best.pt").resolve()

@@ -217,15 +217,18 @@ class Bundle:
         return self.manifest.model_config
 
     def find_source_checkpoint(self) -> Path:
-        """The checkpoint the bundle was exported from, where it still is (the path recorded, else that path
-        relative to the bundle); :class:`BundleError` says why not."""
-        src = self.manifest.source_checkpoint
+        """The checkpoint the bundle was exported from, from any working directory: the path recorded relative
+        to the bundle, else the absolute path recorded at export (the bundle moved without it); older bundles
+        recorded the path as given to export. :class:`BundleError` names every place looked at."""
+        src, hint = self.manifest.source_checkpoint, self.manifest.source_checkpoint_absolute
         if not src:
             raise BundleError("the bundle manifest names no source checkpoint")
-        for cand in (Path(src), self.root / src):
+        candidates = [self.root / src] + [Path(p) for p in (hint, src) if p]
+        for cand in dict.fromkeys(candidates):
             if cand.is_file():
-                return cand
-        raise BundleError(f"the bundle's source checkpoint {src} does not exist here")
+                return cand.resolve()
+        looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
+        raise BundleError(f"the bundle's source checkpoint is missing (looked at {looked})")
 
     def graph(self, name: str) -> GraphEntry:
         """A graph's manifest entry: file, ordered inputs and outputs (dtype, shape)."""

@@ -652,9 +652,11 @@ class Manifest:
     def _with(self, key: str, value: Any) -> "Manifest":
         return self._validated({**self.raw, key: value})  # a new key goes last, an existing one keeps its place
 
-    def with_source(self, checkpoint: str, meta: Mapping[str, Any]) -> "Manifest":
-        """This manifest naming the checkpoint it was exported from and that checkpoint's metadata."""
-        return self._with("source", {"checkpoint": checkpoint, "meta": meta})
+    def with_source(self, checkpoint: str, meta: Mapping[str, Any], absolute: str | None = None) -> "Manifest":
+        """This manifest naming the checkpoint it was exported from (relative to the bundle, with its absolute
+        path at export as a hint) and that checkpoint's metadata."""
+        source = {"checkpoint": checkpoint, "meta": meta}
+        return self._with("source", {**source, "checkpoint_absolute": absolute} if absolute else source)
 
     def with_artifacts(self, entries: Mapping[str, Mapping[str, Any]]) -> "Manifest":
         """This manifest with more (or replaced) artefacts: file -> ``{sha256, bytes}``."""
@@ -696,10 +698,18 @@ class Manifest:
 
     @property
     def source_checkpoint(self) -> str | None:
-        """The checkpoint path export recorded (as written then; it may have moved since)."""
+        """The checkpoint path export recorded, relative to the bundle (older bundles: as given to export)."""
+        return self._source_field("checkpoint")
+
+    @property
+    def source_checkpoint_absolute(self) -> str | None:
+        """The checkpoint's absolute path at export: a hint for when the bundle moved without it."""
+        return self._source_field("checkpoint_absolute")
+
+    def _source_field(self, key: str) -> str | None:
         source = self.raw.get("source")
-        checkpoint = source.get("checkpoint") if isinstance(source, Mapping) else None
-        return checkpoint if isinstance(checkpoint, str) and checkpoint else None
+        value = source.get(key) if isinstance(source, Mapping) else None
+        return value if isinstance(value, str) and value else None
 
     @property
     def source_meta(self) -> dict[str, Any]:
