@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BundleError", "Description", "Describer", "InputError", "parse_attributes"]
+__all__ = ["BundleError", "DecodingOptions", "Description", "Describer", "InputError", "parse_attributes"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,6 +15,10 @@ def __getattr__(name: str) -> Any:
         from . import describer
 
         return getattr(describer, name)
+    if name == "DecodingOptions":
+        from .decoding import DecodingOptions
+
+        return DecodingOptions
     if name == "InputError":
         from .preprocess import InputError
 

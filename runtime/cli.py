@@ -15,6 +15,7 @@ import click
 
 from .backends import NAMES
 from .cli_common import CONTEXT_SETTINGS, Command, CommandError, common_options, echo_error, writing
+from .decoding_cli import alternatives_record, decoding_from_flags, decoding_options
 from .preprocess import DEFAULT_MAX_PIXELS, quote_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
@@ -83,10 +84,11 @@ def attribute_summary(attributes: dict[str, Any]) -> str:
               help="Graph precision; fp16/int8 need a bundle exported with --fp16/--int8.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
               help="Refuse images with more pixels (decompression-bomb guard).")
+@decoding_options
 @common_options()
 def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with_tokens: bool,
          max_new_tokens: int | None, max_batch: int | None, threads: int | None, precision: str, max_pixels: int,
-         quiet: bool) -> None:
+         quiet: bool, **decoding: Any) -> None:
     """Describe each IMAGE with the exported BUNDLE.
 
     IMAGE is a file, a folder (its image files, recursively), a glob pattern (quote it; ** recurses)
@@ -110,8 +112,9 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
     from .description_schema import bundle_id, description_record
 
     try:
+        opts = decoding_from_flags(**decoding)
         d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch, max_new_tokens=max_new_tokens,
-                      max_pixels=max_pixels, precision=precision)
+                      max_pixels=max_pixels, precision=precision, decoding=opts)
     except (BundleError, BackendUnavailable, ValueError) as e:
         raise CommandError(str(e)) from None
     bid = bundle_id(bundle)
@@ -124,7 +127,7 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
     for chunk in _batches(iter(paths), d.max_batch):
         # _run with indices counted across batches, so "input N" in errors is the Nth image overall
         results = d._run([(lambda x=x, i=i: d.preprocess(x, i)) for i, x in enumerate(chunk, done)], None, None,
-                         warn=False)  # each failure gets its own "error:" line below
+                         warn=False, first_index=done)  # each failure gets its own "error:" line below
         bar.clear()
         lines = []
         for path, res in zip(chunk, results):
@@ -132,8 +135,10 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
                 failed += 1
                 echo_error(str(res.error))
             if as_json:
-                lines.append(json.dumps(description_record(path, res, bundle=bid, backend=d.backend_name,
-                                                           tokens=with_tokens)))
+                record = description_record(path, res, bundle=bid, backend=d.backend_name, tokens=with_tokens)
+                if opts.mode != "greedy" or opts.n_best > 1:
+                    record["alternatives"] = alternatives_record(res, with_tokens)
+                lines.append(json.dumps(record))
             elif res.ok:
                 lines.append(plain_line(path, res.text, res.attributes))
         with writing("stdout", sys.stdout):  # a full disk under `--json > file`: one line, not a traceback

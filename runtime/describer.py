@@ -1,4 +1,5 @@
-"""``Describer``: preprocessing, the numpy greedy loop over a backend, detokenising, attributes."""
+"""``Describer``: preprocessing, the numpy greedy loop over a backend (beam search and sampling in
+``beam.py``/``sampling.py``), detokenising, attributes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import numpy as np
 
 from .attributes import parse_attributes
 from .backends import Backend, create_backend
+from .backends.base import require_logits
+from .beam import beam_search
 from .bundle import Bundle
+from .decoding import DecodingOptions, Hypothesis, banned_tokens
 from .preprocess import DEFAULT_MAX_PIXELS, ImageInput, InputError, clip_box, describe_input, preprocess, to_rgb
+from .sampling import sample_decode
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +27,29 @@ _NO_SPACE_BEFORE = set(",.;:!?)'")
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One returned sequence: text, ids, score (length-normalised log-prob; None for greedy), attributes."""
+
+    text: str
+    tokens: list[int]
+    score: float | None
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Description:
-    """One input's result. ``error`` is set (and text empty) when the input was unusable."""
+    """One input's result. ``error`` is set (and text empty) when the input was unusable.
+
+    ``text``/``tokens``/``attributes`` are the best sequence; ``alternatives`` holds every returned
+    sequence (``DecodingOptions.n_best`` of them), best first, the best included.
+    """
 
     text: str
     tokens: list[int]
     attributes: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)  # ms, of the batch this input ran in
     error: str | None = None
+    alternatives: list[Alternative] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -52,11 +72,13 @@ def detokenize(ids: Sequence[int], itos: Sequence[str], n_special: int = 4) -> s
 
 
 def greedy_decode(backend: Any, pixels: np.ndarray, bos: int, eos: int, max_new_tokens: int,
-                  stop_at_eos: bool = True) -> tuple[list[list[int]], dict[str, float]]:
+                  stop_at_eos: bool = True, no_repeat_ngram_size: int = 0) -> tuple[list[list[int]], dict[str, float]]:
     """Encoder once, then one decoder step per token; finished rows leave the active batch.
 
     Returns per-row token ids (without BOS/EOS) and timings in ms. ``stop_at_eos=False``
     decodes exactly ``max_new_tokens`` for every row (fixed work for benchmarks).
+    ``no_repeat_ngram_size`` > 0: a row whose next id would repeat an n-gram of its text ends there
+    (the backends give only ids, so the guard stops a row rather than picking the runner-up).
     """
     b = pixels.shape[0]
     t0 = time.perf_counter()
@@ -70,6 +92,8 @@ def greedy_decode(backend: Any, pixels: np.ndarray, bos: int, eos: int, max_new_
         ids = backend.step(state, tokens, pos)
         steps += 1
         finished = ids == eos if stop_at_eos else np.zeros(len(ids), bool)
+        if no_repeat_ngram_size:
+            finished |= [i in banned_tokens(out[r], no_repeat_ngram_size) for r, i in zip(rows, ids.tolist())]
         for r, i, f in zip(rows, ids.tolist(), finished):
             if not f:
                 out[r].append(i)
@@ -118,6 +142,11 @@ class Describer:
     ``describe_crops`` and ``preprocess`` raise ``TypeError`` for an array unless the call or the
     Describer states it (the call's wins). Paths, encoded bytes and PIL images need none.
 
+    ``decoding``: a :class:`~runtime.decoding.DecodingOptions` (greedy by default, with the repetition guard;
+    beam search and sampling need an ONNX Runtime backend); each call may pass its own. ``min_crop``: boxes
+    of ``describe_crops`` narrower or shorter than this (pixels, ``(height, width)`` or one int for both) get an
+    error Description; default 1/8 of the model's input height and width; ``0`` turns it off.
+
     ``close()`` (or ``with Describer(...) as d:``) closes the backend, ready ones included. Closing while other
     threads describe is safe: each of them gets its results or :class:`~runtime.backends.BackendClosed`.
     """
@@ -126,7 +155,8 @@ class Describer:
                  max_batch: int | None = None, max_new_tokens: int | None = None, channel_order: str | None = None,
                  on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None,
                  decoder: str = "auto", shared_threads: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", decoding: DecodingOptions | None = None,
+                 min_crop: int | tuple[int, int] | None = None):
         _check_channel_order(channel_order)
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -158,6 +188,25 @@ class Describer:
         sp = self.bundle.special
         self._bos, self._eos = sp["bos"], sp["eos"]
         self._itos = self.bundle.tokens
+        self.decoding = self._check_decoding(decoding or DecodingOptions())
+        self.min_crop = self._min_crop(min_crop)
+
+    def _min_crop(self, min_crop: int | tuple[int, int] | None) -> tuple[int, int]:
+        """(height, width) in pixels below which a box is refused."""
+        h, w = self._pre[0], self._pre[1]
+        mc = (max(1, h // 8), max(1, w // 8)) if min_crop is None else \
+            (min_crop, min_crop) if isinstance(min_crop, int) else tuple(min_crop)
+        if len(mc) != 2 or not all(isinstance(v, int) and v >= 0 for v in mc):
+            raise ValueError(f"min_crop must be an int >= 0 or (height, width) of them, got {min_crop!r}")
+        return mc[0], mc[1]
+
+    def _check_decoding(self, decoding: Any) -> DecodingOptions:
+        """``decoding`` if it is DecodingOptions this backend can run; else one clear error."""
+        if not isinstance(decoding, DecodingOptions):
+            raise TypeError(f"decoding must be runtime.DecodingOptions, got {type(decoding).__name__}")
+        if decoding.mode != "greedy":
+            require_logits(self.backend, "beam search" if decoding.mode == "beam" else "sampling")
+        return decoding
 
     def _create_backend(self, name: str, threads: int | None, providers: list[Any] | None, decoder: str,
                         shared_threads: bool, precision: str) -> Backend:
@@ -195,7 +244,8 @@ class Describer:
         return preprocess(to_rgb(image, index, order, self.max_pixels), *self._pre)
 
     def describe(self, inputs: ImageInput | Sequence[ImageInput], *, channel_order: str | None = None,
-                 max_new_tokens: int | None = None, on_error: str | None = None) -> list[Description]:
+                 max_new_tokens: int | None = None, on_error: str | None = None,
+                 decoding: DecodingOptions | None = None) -> list[Description]:
         """One Description per input, in input order; batches of up to ``max_batch``.
 
         Inputs: paths, encoded bytes, PIL images, uint8 arrays (HxW, HxWx3, HxWx4). Arrays need
@@ -205,15 +255,17 @@ class Describer:
             inputs = [inputs]
         order = self._channel_order(inputs, channel_order, "describe")
         return self._run([(lambda x=x, i=i: preprocess(to_rgb(x, i, order, self.max_pixels), *self._pre))
-                          for i, x in enumerate(inputs)], max_new_tokens, on_error)
+                          for i, x in enumerate(inputs)], max_new_tokens, on_error, decoding=decoding)
 
     def describe_crops(self, frame: ImageInput, boxes: Sequence[Sequence[float]], *, channel_order: str | None = None,
-                       max_new_tokens: int | None = None, on_error: str | None = None) -> list[Description]:
+                       max_new_tokens: int | None = None, on_error: str | None = None,
+                       decoding: DecodingOptions | None = None) -> list[Description]:
         """Describe boxes (x1, y1, x2, y2; clipped to the frame) cut out of one full frame.
 
         A numpy frame needs ``channel_order``: ``"bgr"`` for OpenCV's ``cv2.imread``/``VideoCapture`` frames,
         ``"rgb"`` otherwise (here or on the Describer; ``TypeError`` without it). A box that is not four
-        finite numbers, or has no area in the frame, gets its own error Description; an unusable frame
+        finite numbers, has no area in the frame, or is smaller than ``min_crop`` (clipped), gets its own
+        error Description; an unusable frame
         fails every box (each Description names it; raises with ``on_error="raise"``).
         """
         order = self._channel_order([frame], channel_order, "describe_crops")
@@ -227,9 +279,14 @@ class Describer:
             return [Description("", [], {}, error=f"frame: {e}") for _ in range(_count(boxes))]
 
         def crop(box: Sequence[float], i: int) -> np.ndarray:
-            return preprocess(img.crop(clip_box(box, img.height, img.width, i)), *self._pre)
+            x1, y1, x2, y2 = clip_box(box, img.height, img.width, i)
+            if y2 - y1 < self.min_crop[0] or x2 - x1 < self.min_crop[1]:
+                raise InputError(f"box {i}: {x2 - x1}x{y2 - y1} px is smaller than the minimum crop "
+                                 f"{self.min_crop[1]}x{self.min_crop[0]} (width x height; Describer(min_crop=...))")
+            return preprocess(img.crop((x1, y1, x2, y2)), *self._pre)
 
-        return self._run([(lambda b=b, i=i: crop(b, i)) for i, b in enumerate(boxes)], max_new_tokens, on_error)
+        return self._run([(lambda b=b, i=i: crop(b, i)) for i, b in enumerate(boxes)], max_new_tokens, on_error,
+                         decoding=decoding)
 
     def _channel_order(self, inputs: Sequence[ImageInput], channel_order: str | None, call: str) -> str:
         """The channel order for ``inputs``: the call's, else the Describer's; TypeError if an array has none."""
@@ -242,22 +299,48 @@ class Describer:
             order = "rgb"  # unused: only arrays have a channel order
         return order
 
-    def generate_ids(self, pixels: np.ndarray, max_new_tokens: int | None = None,
-                     stop_at_eos: bool = True) -> tuple[list[list[int]], dict[str, float]]:
-        """Greedy ids for preprocessed float32 (B, 3, H, W), B <= max_batch (for benchmarks and tests)."""
+    def _alternative(self, h: Hypothesis) -> Alternative:
+        text = detokenize(h.tokens, self._itos)
+        return Alternative(text, h.tokens, h.score, parse_attributes(text))
+
+    def generate_ids(self, pixels: np.ndarray, max_new_tokens: int | None = None, stop_at_eos: bool = True, *,
+                     no_repeat_ngram_size: int = 0, check_only: bool = False) -> tuple[list[list[int]], dict[str, float]]:
+        """Greedy ids for preprocessed float32 (B, 3, H, W), B <= max_batch (for benchmarks and tests).
+
+        No repetition guard unless asked (the export's parity check compares these ids with PyTorch's)."""
         n = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         limit = self.bundle.limits.max_positions
         if not 1 <= n <= limit:  # past the position table the decoder fails deep inside the backend
             raise ValueError(f"max_new_tokens must be in [1, {limit}], got {n}")
         if pixels.shape[0] > self.max_batch:
             raise ValueError(f"batch {pixels.shape[0]} exceeds max_batch {self.max_batch}")
-        return greedy_decode(self.backend, np.ascontiguousarray(pixels, np.float32), self._bos, self._eos, n, stop_at_eos)
+        if check_only:
+            return [], {}
+        return greedy_decode(self.backend, np.ascontiguousarray(pixels, np.float32), self._bos, self._eos, n, stop_at_eos,
+                             no_repeat_ngram_size)
+
+    def generate(self, pixels: np.ndarray, decoding: DecodingOptions | None = None, max_new_tokens: int | None = None,
+                 image_index: Sequence[int] | None = None) -> tuple[list[list[Hypothesis]], dict[str, float]]:
+        """Ranked hypotheses per image of preprocessed float32 (B, 3, H, W) with ``decoding`` (default: the
+        Describer's). ``image_index``: each row's index within the call (the sampling seed rule; default 0..B-1)."""
+        opts = self.decoding if decoding is None else self._check_decoding(decoding)
+        n = next((v for v in (max_new_tokens, opts.max_new_tokens) if v is not None), self.max_new_tokens)
+        if opts.mode == "greedy":
+            ids, timings = self.generate_ids(pixels, n, no_repeat_ngram_size=opts.no_repeat_ngram_size)
+            return [[Hypothesis(row)] for row in ids], timings
+        self.generate_ids(pixels, n, check_only=True)
+        x = np.ascontiguousarray(pixels, np.float32)
+        if opts.mode == "beam":
+            return beam_search(self.backend, x, self._bos, self._eos, n, opts)
+        return sample_decode(self.backend, x, self._bos, self._eos, n, opts,
+                             list(range(len(x))) if image_index is None else list(image_index))
 
     def _run(self, loaders: list[Any], max_new_tokens: int | None, on_error: str | None, *,
-             warn: bool = True) -> list[Description]:
+             warn: bool = True, decoding: DecodingOptions | None = None, first_index: int = 0) -> list[Description]:
         """Describe what ``loaders`` return, in batches; ``warn=False``: skipped inputs are not logged (the caller
-        reports each one itself, as ``pvlm-describe`` does)."""
+        reports each one itself, as ``pvlm-describe`` does). ``first_index``: the call's index of ``loaders[0]``."""
         policy = on_error or self.on_error
+        opts = self.decoding if decoding is None else self._check_decoding(decoding)
         results: list[Description | None] = [None] * len(loaders)
         for start in range(0, len(loaders), self.max_batch):
             t0 = time.perf_counter()
@@ -275,13 +358,14 @@ class Describer:
             if not good:
                 continue
             t1 = time.perf_counter()
-            ids, timings = self.generate_ids(np.stack(arrays), max_new_tokens)
+            hyps, timings = self.generate(np.stack(arrays), opts, max_new_tokens, [first_index + i for i in good])
             timings = {"preprocess_ms": (t1 - t0) * 1e3, **timings, "total_ms": (time.perf_counter() - t0) * 1e3,
                        "batch": len(good)}
-            for i, row in zip(good, ids):
-                text = detokenize(row, self._itos)
-                results[i] = Description(text, row, parse_attributes(text), dict(timings))
+            for i, ranked in zip(good, hyps):
+                alts = [self._alternative(h) for h in ranked]
+                best = alts[0]
+                results[i] = Description(best.text, best.tokens, best.attributes, dict(timings), alternatives=alts)
         return [r for r in results if r is not None]
 
 
-__all__ = ["Description", "Describer", "InputError", "describe_input", "detokenize", "greedy_decode"]
+__all__ = ["Alternative", "DecodingOptions", "Description", "Describer", "InputError", "describe_input", "detokenize", "greedy_decode"]

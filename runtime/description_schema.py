@@ -71,6 +71,18 @@ def description_schema() -> dict[str, Any]:
             "error": {"type": ["string", "null"]},
             "tokens": {"type": "array", "items": {"type": "integer", "minimum": 0},
                        "description": "Generated token ids (without BOS/EOS); only with --tokens."},
+            "alternatives": {
+                "type": "array",
+                "description": "Every returned sequence, best first (the first is text): with --beams, --sample "
+                               "or --n-best above 1.",
+                "items": {"type": "object", "required": ["text", "score", "attributes"],
+                          "additionalProperties": False,
+                          "properties": {"text": {"type": "string"}, "score": {"type": ["number", "null"]},
+                                         "attributes": {"type": "object", "required": list(ATTRIBUTE_KEYS),
+                                                        "properties": attribute_props},
+                                         "tokens": {"type": "array",
+                                                    "items": {"type": "integer", "minimum": 0}}}},
+            },
         },
     }
 

@@ -12,7 +12,7 @@ import numpy as np
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The calls that use what ``close`` frees; :class:`Lifecycle` guards them in every subclass.
-GUARDED = ("encode", "step", "keep")
+GUARDED = ("encode", "step", "keep", "step_logits", "reorder")
 
 
 class Backend(Protocol):
@@ -31,7 +31,25 @@ class Backend(Protocol):
         """One decoder step for int64 tokens (B, 1) at ``position``; returns next ids (B,) int64."""
 
     def keep(self, state: Any, rows: np.ndarray) -> None:
-        """Drop finished rows: keep only ``rows`` (indices into the current batch)."""
+        """Keep only ``rows`` (indices into the current batch; may repeat, to give an image several rows)."""
+
+
+class LogitsBackend(Backend, Protocol):
+    """A backend that beam search and sampling can run on: logits out, cache rows reordered in place."""
+
+    def step_logits(self, state: Any, tokens: np.ndarray, position: int) -> np.ndarray:
+        """Like ``step`` but returns the float32 logits (B, vocab)."""
+
+    def reorder(self, state: Any, rows: np.ndarray, length: int) -> None:
+        """Row i's cache slots ``[0, length)`` become those of row ``rows[i]`` (same batch size; rows of the
+        same image, so the cross-attention tables stay)."""
+
+
+def require_logits(backend: Any, mode: str) -> None:
+    """Raise :class:`BackendUnavailable` unless ``backend`` gives logits and reorders its cache."""
+    if not (callable(getattr(backend, "step_logits", None)) and callable(getattr(backend, "reorder", None))):
+        raise BackendUnavailable(f"{mode} needs a backend that returns logits; the {getattr(backend, 'name', '?')} "
+                                 "backend returns only next ids (use an onnxruntime backend)")
 
     def close(self) -> None:
         """Free what the backend holds; afterwards every call raises :class:`BackendClosed`."""

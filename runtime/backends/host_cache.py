@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import Lifecycle
+from .base import BackendUnavailable, Lifecycle
 
-DECODER_OUTPUTS = ["next_ids", "new_k", "new_v"]  # logits stay inside the decoder
+DECODER_OUTPUTS = ["next_ids", "new_k", "new_v"]  # greedy: logits stay inside the decoder
+LOGITS_OUTPUTS = ["logits", "new_k", "new_v"]  # beam search and sampling
 
 
 @dataclass
@@ -43,6 +44,11 @@ class HostCacheBackend(Lifecycle):
         """Decoder-step feeds -> next_ids, new_k, new_v."""
         raise NotImplementedError
 
+    def run_decoder_logits(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decoder-step feeds -> logits, new_k, new_v (backends that cannot give logits refuse)."""
+        raise BackendUnavailable(f"the {self.name} backend returns only next ids; beam search and sampling "
+                                 "need an onnxruntime backend")
+
     def encode(self, pixels: np.ndarray, capacity: int) -> HostState:
         """Run the encoder; zeroed cache of ``capacity`` slots."""
         self._check_open()
@@ -57,18 +63,31 @@ class HostCacheBackend(Lifecycle):
     def step(self, state: HostState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One step; stores this token's K/V at slot ``position``; next ids (B,) int64."""
         self._check_open()
+        ids = self._run_step(self.run_decoder, state, tokens, position)
+        return ids.astype(np.int64, copy=False)
+
+    def step_logits(self, state: HostState, tokens: np.ndarray, position: int) -> np.ndarray:
+        """One step like ``step``; returns the logits (B, vocab) float32."""
+        return self._run_step(self.run_decoder_logits, state, tokens, position)
+
+    def _run_step(self, run: Any, state: HostState, tokens: np.ndarray, position: int) -> np.ndarray:
         if position >= state.cache_k.shape[3]:
             raise ValueError(f"position {position} exceeds the cache capacity {state.cache_k.shape[3]}")
         positions = np.full((tokens.shape[0], 1), position, np.int64)
-        ids, nk, nv = self.run_decoder({
+        out, nk, nv = run({
             "tokens": tokens, "positions": positions, "cross_k": state.cross_k, "cross_v": state.cross_v,
             "cache_k": state.cache_k, "cache_v": state.cache_v})
         state.cache_k[:, :, :, position] = nk[:, :, :, 0]
         state.cache_v[:, :, :, position] = nv[:, :, :, 0]
-        return ids.astype(np.int64, copy=False)
+        return out
+
+    def reorder(self, state: HostState, rows: np.ndarray, length: int) -> None:
+        """Beam reorder in place: only the ``length`` written slots move; cross K/V are shared by an image's rows."""
+        for cache in (state.cache_k, state.cache_v):
+            cache[:, :, :, :length] = cache[:, rows, :, :length]  # the gather copies first: safe in place
 
     def keep(self, state: HostState, rows: np.ndarray) -> None:
-        """Compact every per-row buffer to ``rows`` (finished rows stop costing decoder work)."""
+        """Compact (or repeat) every per-row buffer to ``rows`` (finished rows stop costing decoder work)."""
         self._check_open()
         state.cross_k = np.ascontiguousarray(state.cross_k[:, rows])
         state.cross_v = np.ascontiguousarray(state.cross_v[:, rows])

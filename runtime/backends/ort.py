@@ -15,7 +15,7 @@ import numpy as np
 
 from ..bundle import Bundle, BundleError
 from .base import BackendUnavailable, Lifecycle
-from .host_cache import DECODER_OUTPUTS, HostCacheBackend
+from .host_cache import DECODER_OUTPUTS, LOGITS_OUTPUTS, HostCacheBackend
 from .ort_bound import MIN_ONNXRUNTIME, BoundDecoder, BoundState, bound_cache_verified, supports_bound_cache
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,11 @@ class OrtBackend(HostCacheBackend):
         ids, nk, nv = self.decoder.run(DECODER_OUTPUTS, feeds)
         return ids, nk, nv
 
+    def run_decoder_logits(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The same step, fetching the logits (B, vocab) instead of the next ids."""
+        logits, nk, nv = self.decoder.run(LOGITS_OUTPUTS, feeds)
+        return logits, nk, nv
+
     def _release(self) -> None:
         self.encoder = self.decoder = None
 
@@ -211,9 +216,18 @@ class OrtBoundBackend(Lifecycle):
         """One decoder step at ``position``; next ids (B,) int64."""
         return self.bound.step(state, tokens, position)
 
+    def step_logits(self, state: BoundState, tokens: np.ndarray, position: int) -> np.ndarray:
+        """One decoder step at ``position``; the logits (B, vocab) float32 on the host."""
+        self.bound.step(state, tokens, position)
+        return self.bound.logits(state)
+
     def keep(self, state: BoundState, rows: np.ndarray) -> None:
-        """Keep only ``rows`` of the batch."""
+        """Keep only ``rows`` of the batch (may repeat rows)."""
         self.bound.keep(state, rows)
+
+    def reorder(self, state: BoundState, rows: np.ndarray, length: int) -> None:
+        """Beam reorder of the shared past/present buffers, in place (the binding stays)."""
+        self.bound.reorder(state, rows, length)
 
     def _release(self) -> None:
         self.encoder = self.bound = None

@@ -156,10 +156,23 @@ class BoundDecoder:
         host = [v.numpy() for v in state.cache]
         return np.stack(host[0::2]), np.stack(host[1::2])
 
+    def reorder(self, state: BoundState, rows: np.ndarray, length: int) -> None:
+        """Row i's slots ``[0, length)`` become row ``rows[i]``'s, in the same buffers (bindings stay valid).
+
+        On CPU the OrtValues share memory with host arrays, gathered in place; elsewhere each buffer
+        goes through the host once (``update_inplace`` writes it back into the same device memory).
+        """
+        if self.device == "cpu":
+            for buf in state.hold[:len(state.cache)]:  # the cache arrays come first in ``hold``
+                buf[:, :, :length] = buf[rows, :, :length]
+            return
+        for value in state.cache:
+            value.update_inplace(np.ascontiguousarray(value.numpy()[rows]))
+
     def keep(self, state: BoundState, rows: np.ndarray) -> None:
         """Keep only ``rows`` of every buffer (host round trip; happens at most once per finished row)."""
         hold: list[Any] = []
+        state.cache = [self._upload(v.numpy()[rows], hold) for v in state.cache]  # first in ``hold``: see reorder
         state.cross = {name: self._upload(v.numpy()[rows], hold) for name, v in state.cross.items()}
-        state.cache = [self._upload(v.numpy()[rows], hold) for v in state.cache]
         state.hold, state.next_ids = hold, np.zeros(len(rows), np.int64)
         self._bind(state)
