@@ -11,6 +11,7 @@ from runtime.atomic import write_json, write_text
 from runtime.backends import NAMES as RUNTIME_BACKENDS
 from runtime.cli_common import CONTEXT_SETTINGS, ChoiceList, Command, common_options, fail_on_bad_input
 
+from .native_runner import NATIVE_BACKENDS
 from .speed_runners import RUNTIME_VARIANTS, TORCH_BACKENDS
 
 
@@ -18,7 +19,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v for item in values for v in item.replace(",", " ").split()]
 
 
-BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS, *RUNTIME_VARIANTS)
+BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS, *RUNTIME_VARIANTS, *NATIVE_BACKENDS)
 PRECISION_NAMES = ("auto", "fp32", "fp16", "int8")
 
 
@@ -56,7 +57,8 @@ class MultiValueCommand(Command):
 @click.option("--backend", "backends", multiple=True, default=("torch-original", "onnxruntime-cpu"),
               type=ChoiceList(BACKEND_NAMES),
               help="Repeat or comma-separate; the first is the baseline: torch, torch-naive, torch-original (the "
-                   "original repository's loop), a runtime backend, or onnxruntime-cpu-portable (decoder.onnx).")
+                   "original repository's loop), a runtime backend, onnxruntime-cpu-portable (decoder.onnx), or "
+                   "native-cpu / native-cpu-int8 (the C++ runtime, runtime/native; build it with .ci/native.sh).")
 @click.option("--precision", "precisions", multiple=True, default=("auto",),
               help="Rows per precision after each ONNX Runtime backend (fp32, fp16, int8; repeat or comma-separate); "
                    "auto: every precision the bundle holds.")

@@ -177,4 +177,8 @@ def make_runner(name: str, bundle: Path | None, checkpoint: Path | None, threads
         return TorchRunner(checkpoint, name, threads)
     if bundle is None:
         raise ValueError(f"backend {name} needs an export bundle")
+    from .native_runner import NATIVE_BACKENDS, NativeRunner
+
+    if name in NATIVE_BACKENDS:
+        return NativeRunner(bundle, name, threads, max_batch, max_new_tokens)
     return RuntimeRunner(bundle, name, threads, max_batch, max_new_tokens)
