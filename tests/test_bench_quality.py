@@ -107,12 +107,13 @@ def test_bundle_whose_checkpoint_is_gone(tiny_bundle, synth_dir, tmp_path):
 
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "moved"))
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["source"]["checkpoint"] = str(tmp_path / "deleted.pt")
+    manifest["source"].update(checkpoint="deleted.pt", checkpoint_absolute=str(tmp_path / "deleted.pt"))
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     res = CliRunner().invoke(main, [str(bundle), str(synth_dir / "val.jsonl"), "--limit", "2", "--quiet",
                                     "--no-meteor", "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
-    assert "parity: not measured (the bundle's source checkpoint" in res.output and "does not exist" in res.output
+    assert "parity: not measured (the bundle's source checkpoint is missing" in res.output
+    assert "deleted.pt" in res.output
 
 
 def test_evaluate_checkpoint_model(tiny_checkpoint, synth_dir):
