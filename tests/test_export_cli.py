@@ -105,7 +105,8 @@ def test_force_replaces_existing_output(tiny_checkpoint, tiny_bundle, tmp_path, 
         "manifest.json"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["limits"]["max_batch"] == 2 and manifest["limits"]["max_new_tokens"] == 4
-    assert manifest["source"]["checkpoint"] == str(tiny_checkpoint)
+    assert (out / manifest["source"]["checkpoint"]).resolve() == tiny_checkpoint.resolve()  # relative to the bundle
+    assert manifest["source"]["checkpoint_absolute"] == str(tiny_checkpoint.resolve())
     # --json: stdout is the verification report alone; the bundle line goes to stderr
     assert res.stderr.rstrip("\n").splitlines()[-1].startswith(f"bundle: {out}")
     report = json.loads(res.stdout)
