@@ -1,7 +1,9 @@
 """Attribute-head targets from a record's labels (torch-free: ``pvlm.data`` builds them while loading).
 
-Targets come from a record's ``attributes`` (synthetic data has them). A record without them, or a
-value outside the field's drawn values, is ignored for that field.
+Targets come from a record's ``attributes``: synthetic data has them all, ``pvlm-data import`` writes the
+ones a dataset labels (None for the rest), and an MSP60k ``one_hot`` is mapped by ``pvlm.data``. A record
+without a field, a None, or a value outside the field's drawn values is :data:`IGNORE` for that field, and
+the heads' loss leaves it out (``pvlm.train_step``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ import logging
 
 import click
 
-from runtime.cli_common import CONTEXT_SETTINGS, Command, common_options, fail_on_bad_input, parse_size
+from runtime.cli_common import (CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options,
+                                fail_on_bad_input, parse_size)
 
 from .preset_names import preset_names
 
@@ -46,15 +47,19 @@ from .preset_names import preset_names
 @click.option("--no-amp", is_flag=True, help="Disable mixed precision on CUDA.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a last.pt checkpoint.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader worker processes.")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Train in N processes on this machine (DistributedDataParallel, as torchrun --nproc-per-node N; "
+                   "--batch-size is the global batch). Several machines: torchrun (docs/datasets.md).")
 @common_options(default_level=logging.INFO)
 def main(train_jsonl: str, val_jsonl: str | None, val_fraction: float, image_root: str | None, out: str, preset: str,
          image_size: str | None, epochs: int, batch_size: int, accum_steps: int, lr: float, weight_decay: float,
          warmup_steps: int, label_smoothing: float, grad_clip: float, freeze_ratio: float | None,
          backbone_lr_scale: float, attribute_weight: float, no_augment: bool, cache_copies: int,
          threads: int | None, min_freq: int, max_vocab: int, max_steps: int | None, seed: int, device: str,
-         no_amp: bool, resume: str | None, workers: int, quiet: bool) -> None:
-    """Train a PersonVLM on an MSP60k-style JSONL dataset (e.g. from `pvlm-data synth`)."""
-    from .train import TrainConfig, train
+         no_amp: bool, resume: str | None, workers: int, nproc: int | None, quiet: bool) -> None:
+    """Train a PersonVLM on an MSP60k-style JSONL dataset (e.g. from `pvlm-data synth` or `pvlm-data import`)."""
+    from .distributed import ProcessFailed, from_env
+    from .train import TrainConfig, train, train_processes
 
     cfg = TrainConfig(
         train=train_jsonl, val=val_jsonl, val_fraction=val_fraction, image_root=image_root, out=out, preset=preset,
@@ -66,7 +71,15 @@ def main(train_jsonl: str, val_jsonl: str | None, val_fraction: float, image_roo
         seed=seed, device=device, amp=not no_amp, resume=resume, num_workers=workers, progress=not quiet,
     )
     with fail_on_bad_input():
-        result = train(cfg)
+        if nproc is not None and from_env().active:
+            raise ValueError("--nproc: this process was started by torchrun already; give torchrun the process count")
+        try:
+            result = train(cfg) if nproc is None else train_processes(cfg, nproc)
+        except ProcessFailed as e:  # bad input found by a process: exit 2 as in one process; anything else: 1
+            bad_input = e.error in ("ValueError", "FileNotFoundError", "FileExistsError", "CheckpointError")
+            raise (CommandError if bad_input else CommandFailure)(str(e)) from None
+    if not from_env().main:
+        return  # under torchrun, rank 0 reports
     click.echo(f"best checkpoint: {result['best']} (val loss {result['best_val_loss']:.3f}, "
                f"unigram baseline {result['unigram_val_loss']:.3f})")
     click.echo(f"last checkpoint: {result['last']}\nhistory: {result['history']}")

@@ -1,4 +1,5 @@
-"""MSP60k-style JSONL datasets (``image``, ``answer``, optional labels) and the image transform."""
+"""MSP60k-style JSONL datasets (``image``, ``answer``, optional ``attributes`` or MSP60k ``one_hot``) and the
+image transform."""
 
 from __future__ import annotations
 
@@ -68,11 +69,22 @@ def load_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = N
             if verify and not _readable(img):
                 bad_images += 1
                 continue
-            records.append(Record(img, caption, dict(row.get("attributes") or {})))
+            records.append(Record(img, caption, _labels(row)))
     if bad_lines or bad_images:
         log.warning("%s: skipped %d malformed line(s) and %d missing/unreadable image(s); %d usable",
                     path, bad_lines, bad_images, len(records))
     return records
+
+
+def _labels(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's ``attributes``; else an MSP60k ``one_hot`` mapped onto the schema (``pvlm.datasets.msp60k``)."""
+    if row.get("attributes"):
+        return dict(row["attributes"])
+    if "one_hot" in row:
+        from .datasets.msp60k import one_hot_attributes  # here: pvlm.datasets imports this module
+
+        return one_hot_attributes(row["one_hot"]) or {}
+    return {}
 
 
 def _readable(p: Path) -> bool:

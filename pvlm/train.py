@@ -1,10 +1,18 @@
-"""Training: AdamW, warmup + cosine, label smoothing, clipping, accumulation, AMP on CUDA, resume."""
+"""Training: AdamW, warmup + cosine, label smoothing, clipping, accumulation, AMP on CUDA, resume, and
+DistributedDataParallel under ``torchrun --nproc-per-node N -m pvlm.train ...`` (:mod:`pvlm.distributed`).
+
+With several processes: the same global batch (``--batch-size`` split over the processes), the same loss
+(token and label means over the global batch), rank 0 alone writing checkpoints, history and progress, and
+checkpoints in the one-process format; a run resumes with any number of processes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,11 +25,15 @@ from tqdm import tqdm
 
 from runtime.atomic import write_json
 
+from .attribute_targets import IGNORE
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import Augment, CaptionDataset, collate, data_hash, load_jsonl
+from .distributed import (Dist, GlobalBatchSampler, ShardSampler, all_sum, check_batch, from_env, launch_local,
+                          local_device, process_group, sync_buffers)
 from .feature_cache import CachedFeatures, FrozenPrefix
 from .model import PersonVLM, PersonVLMConfig, lm_loss
 from .outdir import removed_if_unused
+from .train_step import TrainStep, local_tokens
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -110,10 +122,11 @@ def unigram_loss(train_ids: list[list[int]], val_ids: list[list[int]], vocab_siz
 
 @torch.no_grad()
 def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device: torch.device,
-                  encode: Any = None) -> float:
+                  encode: Any = None, dist: Dist | None = None) -> float:
     """Mean caption-token cross-entropy (no label smoothing) over a loader.
 
-    ``encode(inputs)`` gives the visual tokens; it defaults to ``model.encode_image``.
+    ``encode(inputs)`` gives the visual tokens; it defaults to ``model.encode_image``. With ``dist`` each
+    process holds a shard of the loader and the sums are added over processes.
     """
     model.eval()
     encode = encode if encode is not None else model.encode_image
@@ -125,6 +138,9 @@ def evaluate_loss(model: PersonVLM, loader: torch.utils.data.DataLoader, device:
         total += float(lm_loss(logits, ids, model.cfg.pad_id)) * tokens
         n += tokens
     model.train()
+    if dist is not None and dist.active:
+        sums = all_sum(torch.tensor([total, n], dtype=torch.float64, device=device), dist)
+        total, n = float(sums[0]), int(sums[1])
     return total / max(1, n)
 
 
@@ -144,43 +160,87 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train a model; writes ``best.pt``, ``last.pt`` and ``history.json`` under ``cfg.out``. Returns the summary.
 
     A run that fails or is interrupted before writing anything removes the output directories it created.
+    Under torchrun (``RANK``/``WORLD_SIZE`` set) this process is one rank of a DistributedDataParallel run.
     """
+    dist = from_env()
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # float sums are ordered by thread count: same threads, same metrics
+    pvlm_log = logging.getLogger("pvlm")
+    level = pvlm_log.level
+    if not dist.main:
+        pvlm_log.setLevel(logging.ERROR)  # rank 0 reports; the others would repeat its warnings
     try:
-        with removed_if_unused(cfg.out):
-            return _train(cfg)
+        device = local_device(dist, pick_device(cfg.device))
+        with process_group(dist, device), removed_if_unused(cfg.out) if dist.main else contextlib.nullcontext():
+            return _train(cfg, dist, device)
     finally:
         torch.set_num_threads(threads)
+        pvlm_log.setLevel(level)
 
 
-def _train(cfg: TrainConfig) -> dict[str, Any]:
+def _train(cfg: TrainConfig, dist: Dist, device: torch.device) -> dict[str, Any]:
     """The run itself, step by step; every step draws from the seeded RNGs in the same order as before."""
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
     train_records, val_records = _split_records(cfg)
+    if dist.active:
+        check_batch(cfg.batch_size, dist.world, len(train_records))
     resume = _read_resume(cfg)
     model, vocab = _build_model(cfg, train_records, resume, device)
-    data = _data(cfg, model, vocab, train_records, val_records, device)
+    data = _data(cfg, model, vocab, train_records, val_records, device, dist)
+    step = _step(cfg, model, data, device, dist)
     optim = _optimisation(cfg, model, len(data.train_dl), device)
     state = _initial_state(resume, optim, data.generator)
-    baseline, meta_base = _run_metadata(cfg, model, vocab, train_records, data)
+    baseline, meta_base = _run_metadata(cfg, model, vocab, train_records, data, dist)
     t0 = time.time()
     for epoch in range(state.start_epoch, cfg.epochs):
         if cfg.max_steps is not None and state.step >= cfg.max_steps:
             break
-        running = _train_epoch(cfg, epoch, model, data, optim, state, device)
-        val_loss = evaluate_loss(model, data.val_dl, device, data.encode)
+        running = _train_epoch(cfg, epoch, step, data, optim, state, device, dist)
+        sync_buffers(model, dist)
+        val_loss = evaluate_loss(model, data.val_dl, device, data.encode, dist)
         state.history.append({"epoch": epoch + 1, "step": state.step, "train_loss": running, "val_loss": val_loss,
                               "lr": optim.scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)})
-        log.info("epoch %d: train %.3f val %.3f (unigram %.3f)", epoch + 1, running or float("nan"), val_loss, baseline)
+        if dist.main:
+            log.info("epoch %d: train %.3f val %.3f (unigram %.3f)", epoch + 1, running or float("nan"), val_loss,
+                     baseline)
         meta = {**meta_base, "epoch": epoch + 1, "step": state.step, "val_loss": val_loss}
-        _save_checkpoints(out, epoch, model, vocab, meta, optim, data.generator, state, baseline)
+        _save_checkpoints(out, epoch, model, vocab, meta, optim, data.generator, state, baseline, dist)
     return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), "history": str(out / "history.json"),
             "best_val_loss": state.best, "unigram_val_loss": baseline, "epochs": state.history}
+
+
+def train_processes(cfg: TrainConfig, nproc: int) -> dict[str, Any]:
+    """:func:`train` in ``nproc`` processes on this machine (what ``torchrun --nproc-per-node N`` does); the
+    summary is rank 0's. The options are checked here first, so a bad one is reported once."""
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    check_batch(cfg.batch_size, nproc, nproc)
+    if cfg.device == "cuda" and nproc > torch.cuda.device_count():
+        raise ValueError(f"--nproc {nproc} with --device cuda needs {nproc} GPUs; {torch.cuda.device_count()} found")
+    for path in (cfg.train, cfg.val, cfg.resume):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+    if cfg.resume:
+        _read_resume(cfg)
+    else:  # the preset and its overrides, checked without building a model
+        PersonVLMConfig.preset(cfg.preset, **({"image_size": tuple(cfg.image_size)} if cfg.image_size else {}),
+                               **({"freeze_ratio": cfg.freeze_ratio} if cfg.freeze_ratio is not None else {}))
+    return launch_local(_process_main, (cfg, logging.getLogger().level), nproc)
+
+
+def _process_main(cfg: TrainConfig, level: int) -> dict[str, Any]:
+    """One process of :func:`train_processes`: logging as in the parent (:func:`train` quiets ranks other than 0),
+    a share of the CPU threads, then :func:`train`."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    logging.basicConfig(level=level, format="%(message)s")
+    if cfg.threads is None:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return record(train)(cfg)
 
 
 def _split_records(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
@@ -241,30 +301,53 @@ class _Data:
 
 
 def _data(cfg: TrainConfig, model: PersonVLM, vocab: Vocabulary, train_records: list[Any], val_records: list[Any],
-          device: torch.device) -> _Data:
-    """Caption datasets (with the frozen-prefix feature cache where asked and usable) and their loaders."""
+          device: torch.device, dist: Dist) -> _Data:
+    """Caption datasets (with the frozen-prefix feature cache where asked and usable) and their loaders.
+
+    Under torchrun: this rank's share of every global batch (:class:`GlobalBatchSampler`) and of the validation set.
+    """
     model_cfg = model.cfg
-    train_ds = CaptionDataset(train_records, vocab, model_cfg, cfg.progress,
+    progress = cfg.progress and dist.main
+    train_ds = CaptionDataset(train_records, vocab, model_cfg, progress,
                               augment=Augment(seed=cfg.seed) if cfg.augment else None)
-    val_ds = CaptionDataset(val_records, vocab, model_cfg, cfg.progress)
-    train_ds, val_ds, encode = _feature_cache(cfg, model, train_ds, val_ds, device)
+    val_ds = CaptionDataset(val_records, vocab, model_cfg, progress)
+    train_ds, val_ds, encode = _feature_cache(cfg, model, train_ds, val_ds, device, progress)
     gen = torch.Generator().manual_seed(cfg.seed)
     pad = lambda b: collate(b, model_cfg.pad_id)  # noqa: E731
+    if dist.active:
+        sampler = GlobalBatchSampler(train_ds, cfg.batch_size, dist, cfg.seed)
+        train_dl = torch.utils.data.DataLoader(train_ds, sampler.per_rank, sampler=sampler, collate_fn=pad,
+                                               num_workers=cfg.num_workers)
+        val_dl = torch.utils.data.DataLoader(val_ds, cfg.batch_size, sampler=ShardSampler(len(val_ds), dist),
+                                             collate_fn=pad, num_workers=cfg.num_workers)
+        return _Data(train_ds, val_ds, train_dl, val_dl, encode, gen)
     train_dl = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=True, collate_fn=pad,
                                            generator=gen, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size)
     val_dl = torch.utils.data.DataLoader(val_ds, cfg.batch_size, collate_fn=pad, num_workers=cfg.num_workers)
     return _Data(train_ds, val_ds, train_dl, val_dl, encode, gen)
 
 
+def _step(cfg: TrainConfig, model: PersonVLM, data: _Data, device: torch.device, dist: Dist) -> torch.nn.Module:
+    """The loss module a step calls: :class:`TrainStep`, wrapped in DistributedDataParallel under torchrun."""
+    step = TrainStep(model, data.encode, cfg.label_smoothing, cfg.attribute_weight)
+    if not dist.active:
+        return step
+    if device.type == "cuda":  # one batch-norm statistic over the global batch (CPU has no SyncBatchNorm)
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    unused = model.attribute_heads is not None and cfg.attribute_weight == 0  # heads present but never called
+    return torch.nn.parallel.DistributedDataParallel(
+        step, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused)
+
+
 def _feature_cache(cfg: TrainConfig, model: PersonVLM, train_ds: Any, val_ds: Any,
-                   device: torch.device) -> tuple[Any, Any, Any]:
+                   device: torch.device, progress: bool) -> tuple[Any, Any, Any]:
     """``--cache-copies`` on CPU: datasets of frozen-prefix features and the encoder over them; else unchanged."""
     encode: Any = model.encode_image
     if cfg.cache_copies and model.cfg.freeze_ratio > 0 and device.type == "cpu":
         split = FrozenPrefix(model)
         if split.usable():
-            train_ds = CachedFeatures(split, train_ds, cfg.cache_copies if cfg.augment else 1, progress=cfg.progress)
-            val_ds = CachedFeatures(split, val_ds, 1, progress=cfg.progress)
+            train_ds = CachedFeatures(split, train_ds, cfg.cache_copies if cfg.augment else 1, progress=progress)
+            val_ds = CachedFeatures(split, val_ds, 1, progress=progress)
             encode = split.visual
         else:
             log.warning("--cache-copies: the backbone has no frozen prefix that can be cached; training without")
@@ -272,13 +355,16 @@ def _feature_cache(cfg: TrainConfig, model: PersonVLM, train_ds: Any, val_ds: An
 
 
 def _run_metadata(cfg: TrainConfig, model: PersonVLM, vocab: Vocabulary, train_records: list[Any],
-                  data: _Data) -> tuple[float, dict[str, Any]]:
+                  data: _Data, dist: Dist) -> tuple[float, dict[str, Any]]:
     """The unigram baseline loss, and the metadata every checkpoint of this run carries."""
     baseline = unigram_loss(data.train_ds.ids, data.val_ds.ids, len(vocab))
     meta_base = {"data_hash": data_hash(train_records), "train_size": len(data.train_ds), "val_size": len(data.val_ds),
-                 "unigram_val_loss": baseline, "preset": cfg.preset, "train_config": json.dumps(asdict(cfg))}
-    log.info("model %s: %d parameters; %d train / %d val images; unigram baseline %.3f",
-             cfg.preset, sum(p.numel() for p in model.parameters()), len(data.train_ds), len(data.val_ds), baseline)
+                 "unigram_val_loss": baseline, "preset": cfg.preset, "train_config": json.dumps(asdict(cfg)),
+                 "processes": dist.world}
+    if dist.main:
+        split = f"; {dist.world} processes, {cfg.batch_size // dist.world} images each per batch" if dist.active else ""
+        log.info("model %s: %d parameters; %d train / %d val images; unigram baseline %.3f%s", cfg.preset,
+                 sum(p.numel() for p in model.parameters()), len(data.train_ds), len(data.val_ds), baseline, split)
     return baseline, meta_base
 
 
@@ -330,24 +416,26 @@ def _initial_state(resume: dict[str, Any] | None, optim: _Optimisation, gen: tor
     return _State(int(st["epoch"]), int(st["step"]), float(st["best_val_loss"]), json.loads(st["history"]))
 
 
-def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, optim: _Optimisation, state: _State,
-                 device: torch.device) -> float | None:
+def _train_epoch(cfg: TrainConfig, epoch: int, step: torch.nn.Module, data: _Data, optim: _Optimisation,
+                 state: _State, device: torch.device, dist: Dist) -> float | None:
     """One pass over the training loader (stopping at ``cfg.max_steps``); returns the smoothed caption loss."""
     opt, sched, scaler = optim.optimizer, optim.scheduler, optim.scaler
+    model = step.module.model if dist.active else step.model
     data.train_ds.epoch = epoch  # augmentation draws depend on (seed, epoch, image), not on worker order
-    bar = tqdm(data.train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
+    if dist.active:
+        data.train_dl.sampler.set_epoch(epoch)
+    bar = tqdm(data.train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and dist.main),
+               dynamic_ncols=True)
     running = None
-    heads = model.attribute_heads if cfg.attribute_weight > 0 else None
     for i, (inputs, ids, targets) in enumerate(bar):
-        ids = ids.to(device)
-        with torch.autocast(device.type, dtype=optim.amp_dtype, enabled=optim.use_amp):
-            visual = data.encode(inputs.to(device))
-            logits = model.decode_visual(ids, visual)
-            caption = lm_loss(logits, ids, model.cfg.pad_id, cfg.label_smoothing)
-            attr = heads.loss(visual, targets.to(device)) if heads is not None else None
-            loss = caption if attr is None else caption + cfg.attribute_weight * attr
-        scaler.scale(loss / cfg.accum_steps).backward()
-        if (i + 1) % cfg.accum_steps == 0:
+        ids, targets = ids.to(device), targets.to(device)
+        counts = _global_counts(ids, targets, model.cfg.pad_id, device, dist)
+        update = (i + 1) % cfg.accum_steps == 0
+        with contextlib.nullcontext() if update or not dist.active else step.no_sync():  # sync on the last micro-batch
+            with torch.autocast(device.type, dtype=optim.amp_dtype, enabled=optim.use_amp):
+                loss, caption, attr = step(inputs.to(device), ids, targets, *counts)
+            scaler.scale(loss / cfg.accum_steps).backward()
+        if update:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(opt)
@@ -355,7 +443,7 @@ def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, op
             opt.zero_grad(set_to_none=True)
             sched.step()
             state.step += 1
-        value = float(caption.detach())  # the caption loss alone, comparable with the validation loss
+        value = _caption_value(caption, ids, model.cfg.pad_id, counts, dist)  # comparable with the validation loss
         running = value if running is None else 0.95 * running + 0.05 * value
         extra = {} if attr is None else {"attr": f"{float(attr.detach()):.3f}"}
         bar.set_postfix(loss=f"{running:.3f}", **extra, lr=f"{sched.get_last_lr()[0]:.2e}")
@@ -364,12 +452,35 @@ def _train_epoch(cfg: TrainConfig, epoch: int, model: PersonVLM, data: _Data, op
     return running
 
 
+def _global_counts(ids: torch.Tensor, targets: torch.Tensor, pad_id: int, device: torch.device,
+                   dist: Dist) -> tuple[torch.Tensor, int] | tuple[()]:
+    """Under torchrun: the global batch's (caption tokens, known labels per head field) and the world size."""
+    if not dist.active:
+        return ()
+    counts = torch.cat([local_tokens(ids, pad_id).view(1), (targets != IGNORE).sum(0)]).to(device, torch.float32)
+    return all_sum(counts, dist), dist.world
+
+
+def _caption_value(caption: torch.Tensor, ids: torch.Tensor, pad_id: int, counts: tuple[Any, ...],
+                   dist: Dist) -> float:
+    """This batch's caption loss as a float: over the global batch under torchrun."""
+    if not counts:
+        return float(caption.detach())
+    total = all_sum((caption.detach().float() * local_tokens(ids, pad_id)).view(1), dist)
+    return float(total[0] / counts[0][0])
+
+
 def _save_checkpoints(out: Path, epoch: int, model: PersonVLM, vocab: Vocabulary, meta: dict[str, Any],
-                      optim: _Optimisation, gen: torch.Generator, state: _State, baseline: float) -> None:
-    """``best.pt`` if the validation loss improved, then ``last.pt`` (with the training state), ``history.json``."""
+                      optim: _Optimisation, gen: torch.Generator, state: _State, baseline: float, dist: Dist) -> None:
+    """``best.pt`` if the validation loss improved, then ``last.pt`` (with the training state), ``history.json``;
+    rank 0 writes, every rank keeps the same best loss."""
     val_loss = meta["val_loss"]
-    if val_loss < state.best:
+    improved = val_loss < state.best
+    if improved:
         state.best = val_loss
+    if not dist.main:
+        return
+    if improved:
         save_checkpoint(out / "best.pt", model, vocab, meta)
     train_state = {"optimizer": optim.optimizer.state_dict(), "scheduler": optim.scheduler.state_dict(),
                    "epoch": epoch + 1, "shuffle_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
@@ -377,3 +488,8 @@ def _save_checkpoints(out: Path, epoch: int, model: PersonVLM, vocab: Vocabulary
     save_checkpoint(out / "last.pt", model, vocab, meta, train_state=train_state)
     write_json(out / "history.json", {"unigram_val_loss": baseline, "epochs": state.history})
 
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m pvlm.train TRAIN.jsonl [pvlm-train options]
+    from pvlm.cli_train import main
+
+    main()

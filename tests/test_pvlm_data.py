@@ -211,3 +211,23 @@ def test_data_hash(synth_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(synth_dir, copy)
     assert data_hash(load_jsonl(copy / "train.jsonl")) == h  # names and captions only, not folders
+
+
+def test_msp60k_one_hot_rows_get_schema_labels(tmp_path: Path) -> None:
+    """A row with MSP60k's one_hot and no attributes is labelled through the MSP60k table; attributes win."""
+    from PIL import Image
+
+    Image.new("RGB", (16, 32)).save(tmp_path / "a.png")
+    bits = [0] * 58
+    for b in (0, 4, 18, 26, 41):  # female, elderly, back, cotton-padded coat, backpack
+        bits[b] = 1
+    rows = [{"image": "a.png", "answer": "x", "one_hot": bits},
+            {"image": "a.png", "answer": "x", "one_hot": bits, "attributes": {"gender": "male"}},
+            {"image": "a.png", "answer": "x", "one_hot": [1, 0]}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first, second, third = load_jsonl(tmp_path / "d.jsonl")
+    assert first.attributes["gender"] == "female" and first.attributes["age"] == "adult"
+    assert first.attributes["view"] == "back" and first.attributes["upper"] == "coat"
+    assert first.attributes["carrying"] == ["backpack"] and first.attributes["upper_color"] is None
+    assert second.attributes == {"gender": "male"}
+    assert third.attributes == {}  # not a 58-bit vector: no labels

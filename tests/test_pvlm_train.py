@@ -263,3 +263,63 @@ def test_attribute_heads_train_through_the_cache(synth_dir, tmp_path: Path, monk
     with torch.no_grad():
         losses = [float(m.eval().attribute_heads.loss(m.encode_image(pixels), targets)) for m in (trained, unweighted)]
     assert losses[0] < 0.75 * losses[1], losses  # the heads' loss on the training crops fell
+
+
+def test_attribute_loss_trains_only_the_known_labels() -> None:
+    """Records with some attributes null train each head on its known labels only; an all-unknown field adds
+    nothing and its head gets a zero (not a missing) gradient; the value equals the heads' own loss."""
+    from pvlm.attribute_heads import AttributeHeads
+    from pvlm.attribute_targets import HEAD_FIELDS, IGNORE, attribute_targets
+    from pvlm.train_step import attribute_terms, masked_mean
+
+    torch.manual_seed(0)
+    heads = AttributeHeads(16)
+    visual = torch.randn(3, 5, 16)
+    keys = [f.key for f in HEAD_FIELDS]
+    rows = [{"gender": "female", "view": None, "upper": "coat"}, {"gender": "male", "view": None, "upper": None},
+            {"gender": None, "view": None, "upper": None}]
+    targets = torch.tensor([attribute_targets(r) for r in rows])
+    sums, counts = attribute_terms(heads(visual), targets)
+    loss = masked_mean(sums, counts)
+    assert counts[keys.index("gender")] == 2 and counts[keys.index("upper")] == 1 and counts[keys.index("view")] == 0
+    assert loss.item() == pytest.approx(heads.loss(visual, targets).item(), rel=1e-5)
+    logits = heads(visual)
+    g = keys.index("gender")
+    by_hand = torch.nn.functional.cross_entropy(logits[g][:2], targets[:2, g])  # the third record says nothing
+    assert (sums[g] / counts[g]).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    loss.backward()
+    view_head = heads.out[keys.index("view")]
+    assert view_head.weight.grad is not None and torch.count_nonzero(view_head.weight.grad) == 0
+    assert torch.count_nonzero(heads.out[g].weight.grad) > 0
+    none_known = torch.full_like(targets, IGNORE)
+    empty = masked_mean(*attribute_terms(heads(visual), none_known))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+def test_imported_labels_with_nulls_train_the_heads(tmp_path: Path, monkeypatch) -> None:
+    """An imported-style dataset (attributes with nulls, MSP60k one_hot rows) trains a preset with heads."""
+    import numpy as np
+    from PIL import Image
+
+    from pvlm import model as model_mod
+
+    monkeypatch.setitem(model_mod.PRESETS, "tiny", {**model_mod.PRESETS["tiny"], "attribute_heads": True})
+    rng = np.random.default_rng(0)
+    one_hot = [0] * 58
+    for bit in (1, 3, 17, 23, 30, 52):  # male adult, front, jacket, trousers, walking
+        one_hot[bit] = 1
+    rows = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        row = {"image": f"{i}.png", "answer": "a man wearing a red jacket, walking"}
+        if i % 2:
+            row["one_hot"] = one_hot
+        else:
+            row["attributes"] = {"gender": "female", "upper_color": "red", "view": None, "carrying": None}
+        rows.append(json.dumps(row))
+    (tmp_path / "d.jsonl").write_text("\n".join(rows) + "\n")
+    cfg = TrainConfig(train=str(tmp_path / "d.jsonl"), out=str(tmp_path / "out"), preset="tiny", image_size=(64, 32),
+                      epochs=2, batch_size=4, val_fraction=0.25, warmup_steps=1, progress=False, min_freq=1,
+                      device="cpu", attribute_weight=1.0)
+    result = train(cfg)
+    assert all(math.isfinite(e["train_loss"]) for e in result["epochs"])
