@@ -13,6 +13,10 @@ ground truth satisfies every fact. Reported per store ("model": the bundle's des
   is bounded by K / relevant for broad queries);
 - precision@10: relevant crops among the (at most 10) returned, 0 when nothing is returned.
 
+Operator queries (:data:`OPERATOR_QUERIES`): twelve queries as an operator types them, with shades,
+negation, a colour alone and typos, scored the same way against facts that may be negative
+(``not_carrying``) or about any garment (``any_color``); a query the store refuses counts as no hit.
+
 Scale: a SQLite store on disk filled with N rows (captions drawn from a pool of parsed synthetic
 captions), timing ingest and then queries (warm-up, then timed; p50/p99).
 """
@@ -42,6 +46,23 @@ from .quality import ATTRIBUTE_CATEGORIES, OPTIONAL_CATEGORIES, attribute_label
 FACTS: tuple[str, ...] = OPTIONAL_CATEGORIES + ATTRIBUTE_CATEGORIES
 # Words some synthetic captions have that the parser leaves alone: they exercise the ranked path.
 RANK_WORDS = ("zip", "knit", "baseball", "rolling", "collared", "hooded", "brimmed", "shoulder", "button")
+
+
+# (query as typed, facts a relevant crop has): "any_color" is any garment's colour, "not_KEY" a value it lacks.
+OPERATOR_QUERIES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("woman with a backpack", {"gender": "female", "carrying": "backpack"}),
+    ("man in a red jacket", {"gender": "male", "upper": "jacket", "upper_color": "red"}),
+    ("green hoodie", {"upper": "hoodie", "upper_color": "green"}),
+    ("dark blue hoodie", {"upper": "hoodie", "upper_color": "blue"}),
+    ("man without a hat", {"gender": "male", "headwear": "none"}),
+    ("woman not carrying a backpack", {"gender": "female", "not_carrying": "backpack"}),
+    ("blue", {"any_color": "blue"}),
+    ("person in dark clothes", {"any_color": "black"}),
+    ("womn in red jaket", {"gender": "female", "upper": "jacket", "upper_color": "red"}),
+    ("man with an umbrela", {"gender": "male", "carrying": "umbrella"}),
+    ("light grey trousers", {"lower": "trousers", "lower_color": "grey"}),
+    ("person in a black coat seen from behind", {"upper": "coat", "upper_color": "black", "view": "back"}),
+)
 
 
 @dataclass(frozen=True)
@@ -102,9 +123,38 @@ def make_queries(truth: list[dict[str, str]], n: int, seed: int) -> list[Query]:
     return out
 
 
+def _has(a: dict[str, str], key: str, value: str) -> bool:
+    if key == "any_color":
+        return value in (a["upper_color"], a["lower_color"], a["shoes_color"])
+    if key.startswith("not_"):
+        return a[key.removeprefix("not_")] != value
+    return a[key] == value
+
+
 def relevant(q: Query, truth: list[dict[str, str]]) -> set[int]:
     """Crops whose ground truth has every fact of ``q``."""
-    return {i for i, a in enumerate(truth) if all(a[k] == v for k, v in q.facts.items())}
+    return {i for i, a in enumerate(truth) if all(_has(a, k, v) for k, v in q.facts.items())}
+
+
+def score_operator(store: Any, truth: list[dict[str, str]], k: int = 10) -> dict:
+    """Recall@1/10 and precision@10 of ``store`` over :data:`OPERATOR_QUERIES` (refused: no hit), per query too."""
+    from runtime.search import QueryError
+
+    per, refused = {}, 0
+    for text, facts in OPERATOR_QUERIES:
+        rel = relevant(Query(text, facts, -1), truth)
+        try:
+            hits = [int(h.track) for h in store.search(text, limit=k)]
+        except QueryError:
+            hits, refused = [], refused + 1
+        per[text] = {"relevant": len(rel), "returned": len(hits),
+                     "recall@1": len(rel.intersection(hits[:1])) / min(1, len(rel)) if rel else 0.0,
+                     "recall@10": len(rel.intersection(hits[:k])) / min(k, len(rel)) if rel else 0.0,
+                     "precision@10": len(rel.intersection(hits[:k])) / len(hits[:k]) if hits else 0.0}
+    mean = statistics.fmean
+    return {**{m: mean(v[m] for v in per.values()) for m in ("recall@1", "recall@10", "precision@10")},
+            "queries_with_no_hit": sum(not v["returned"] for v in per.values()), "refused": refused,
+            "per_query": per}
 
 
 def score(store: Any, queries: list[Query], truth: list[dict[str, str]], ks: tuple[int, ...] = (1, 5, 10)) -> dict:
@@ -151,6 +201,7 @@ def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: 
     gt = SQLiteStore(":memory:")
     gt.add(Record("synth", str(i), float(i), cap) for i, (_, _, cap) in enumerate(examples))
     result["ground_truth"] = score(gt, queries, truth)
+    result["ground_truth_operator"] = score_operator(gt, truth)
     if bundle:
         from runtime import Describer
 
@@ -165,6 +216,7 @@ def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: 
         model.add(Record("synth", str(i), float(i), t) for i, t in enumerate(texts) if t)
         result["bundle"] = str(bundle)
         result["model"] = score(model, queries, truth)
+        result["model_operator"] = score_operator(model, truth)
         result["model_attribute_accuracy"] = _attribute_accuracy(texts, truth)
     return result
 
@@ -314,6 +366,12 @@ def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: in
     for name in ("ground_truth", "model"):
         if name in res:
             click.echo(f"{name:<14}" + "".join(f"{res[name][k]:>18.3f}" for k in keys))
+    click.echo(f"{'operator':<23}" + "".join(f"{k:>14}" for k in ("recall@1", "recall@10", "precision@10", "no hit")))
+    for name in ("ground_truth", "model"):
+        if f"{name}_operator" in res:
+            op = res[f"{name}_operator"]
+            click.echo(f"{name:<23}" + "".join(f"{op[k]:>14.3f}" for k in ("recall@1", "recall@10", "precision@10"))
+                       + f"{op['queries_with_no_hit']:>14d}")
     if not quiet:
         click.echo(json.dumps(res, indent=2))
 
@@ -335,5 +393,30 @@ def scale_cmd(rows: int, pool: int, queries: int, batch: int, db: str | None, se
     if db and Path(db).exists():
         raise click.BadParameter(f"{db} already exists", param_hint="--db")
     res = run_scale(rows, pool, queries, batch, db, seed, progress=not quiet)
+    _write(out, res)
+    click.echo(json.dumps(res, indent=2))
+
+
+@main.command("web", cls=Command, context_settings=CONTEXT_SETTINGS)
+@click.option("--db", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="The store to serve (pvlm-bench-search scale --db fills one).")
+@click.option("--clients", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Concurrent clients, each sending its next request when the last one answers.")
+@click.option("--requests", type=click.IntRange(min=1), default=400, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="pvlm-web --workers (server processes).")
+@click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Requests per second per client (0: each client sends its next request as soon as answered).")
+@click.option("--browser/--no-browser", default=True, show_default=True,
+              help="Also time the page's first render in chromium (Playwright).")
+@click.option("--json-out", "out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
+@common_options()
+def web_cmd(db: str, clients: int, requests: int, seed: int, workers: int, rate: float, browser: bool,
+            out: str | None, quiet: bool) -> None:
+    """pvlm-web's search latency (p50/p99) under --clients concurrent clients, and the page's first render."""
+    from .web_load import run_web
+
+    res = run_web(db, clients, requests, seed, browser, workers, rate)
     _write(out, res)
     click.echo(json.dumps(res, indent=2))

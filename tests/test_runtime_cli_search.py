@@ -393,9 +393,9 @@ def test_null_keys_are_absent_and_plain_output_cannot_forge_lines(tmp_path):
     assert run(index_main, f, "--db", db, "--camera", "lobby").exit_code == 0
     out = run(search_main, "woman in a cap", "--db", db).stdout.splitlines()
     assert [x.split("\t") for x in out] == [
-        ["c", "c", "1970-01-01T00:00:03+00:00", "a woman in a cap \\\\t \\u001b[31m \\u2028"],
-        ["gate\\t9", "t\\n1", "1970-01-01T00:00:02+00:00", "a woman in a cap\\nx\\ty"],
-        ["lobby", "a", "1970-01-01T00:00:01+00:00", "a woman in a cap"],
+        ["c", "c", "1970-01-01T00:00:03+00:00", "a woman in a cap \\\\t \\u001b[31m \\u2028", "female, cap"],
+        ["gate\\t9", "t\\n1", "1970-01-01T00:00:02+00:00", "a woman in a cap\\nx\\ty", "female, cap"],
+        ["lobby", "a", "1970-01-01T00:00:01+00:00", "a woman in a cap", "female, cap"],
     ]
     hits = [json.loads(x) for x in run(search_main, "woman in a cap", "--db", db, "--json").stdout.splitlines()]
     assert hits[1]["camera"] == "gate\t9" and hits[1]["text"] == "a woman in a cap\nx\ty"  # JSON keeps them as they are
@@ -435,3 +435,19 @@ def test_unreachable_server_is_one_line_without_the_password():
         assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.output
         assert res.stderr.startswith("error: store postgresql://pvlm:***@127.0.0.1:1/nowhere: cannot connect")
         assert "s3cret" not in res.output
+
+
+def test_search_ranks_says_what_matched_and_corrects_typos(tmp_path, lines):
+    db = tmp_path / "d.db"
+    assert run(index_main, lines, "--db", db, "--camera", "lobby").exit_code == 0
+    res = run(search_main, "womn in a red jaket with a phone", "--db", db)
+    assert res.exit_code == 0, res.output
+    assert res.stderr == "corrected: womn -> woman, jaket -> jacket\n"
+    rows = [x.split("\t") for x in res.stdout.splitlines()]
+    assert [r[1] for r in rows] == ["t7"] and rows[0][4] == "female, jacket, red upper, phone"
+    hits = [json.loads(x) for x in run(search_main, "man without a hat", "--db", db, "--json").stdout.splitlines()]
+    assert [h["track"] for h in hits] == ["b"] and hits[0]["matched"] == ["male"] and hits[0]["score"] == 1.0
+    res = run(search_main, "woman", "--db", db, "--until", "20")
+    assert [x.split("\t")[1] for x in res.stdout.splitlines()] == ["a"]
+    res = run(search_main, "blue", "--db", db)
+    assert res.exit_code == 1 and "no track matches" in res.stderr

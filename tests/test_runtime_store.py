@@ -79,11 +79,13 @@ def test_attribute_filters_and_best_description(store):
     assert len(hits) == 2  # tracks without the word still match the filters
 
 
-def test_colour_shades(store):
-    store.add(_records())
-    assert _tracks(store.search("blue shirt")) == [("cam2", "t3")]  # "dark blue" is blue
-    assert _tracks(store.search("dark blue shirt")) == [("cam2", "t3")]
-    assert store.search("light blue shirt") == []
+def test_colour_shades_rank_rather_than_filter(store):
+    store.add(_records() + [Record("cam3", "t6", 50.0, "A man in a light blue shirt and black jeans, walking.")])
+    assert sorted(_tracks(store.search("blue shirt"))) == [("cam2", "t3"), ("cam3", "t6")]  # "dark blue" is blue
+    dark = store.search("dark blue shirt")
+    assert _tracks(dark) == [("cam2", "t3"), ("cam3", "t6")] and "dark upper" in dark[0].matched
+    assert dark[0].score > dark[1].score and "dark upper" not in dark[1].matched
+    assert _tracks(store.search("light blue shirt")) == [("cam3", "t6"), ("cam2", "t3")]
     assert _tracks(store.search("man in dark trousers")) == [("cam2", "t3")]  # "dark-colored" is dark
     assert _tracks(store.search("a person seen from behind with a cap")) == [("cam2", "t4")]
 
@@ -135,9 +137,9 @@ def test_describer_output_ingests():
 
 def test_query_parse():
     q = parse_query("woman in a dark blue jacket with glasses")
-    assert set(q.filters) == {"genderfemale", "uppertypejacket", "uppercolorblue", "uppertonedark"}
-    assert q.words == ("glasses",)
-    assert parse_query("man in a dark jacket").filters.count("uppertonedark") == 1
+    assert set(q.filters) == {"genderfemale", "uppertypejacket", "uppercolorblue"}
+    assert [t.label for t in q.ranking] == ["dark upper", "glasses"] and q.words == ("glasses",)
+    assert [t.id for t in parse_query("man in a dark jacket").ranking] == ["upper_shade:dark"]
 
 
 def test_open_store_errors(tmp_path):

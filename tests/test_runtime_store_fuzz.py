@@ -105,7 +105,8 @@ def _check_search(db, stored):
     assert out.exit_code == as_json.exit_code, out.output
     rows = [x.split("\t") for x in out.stdout.split("\n")[:-1]]
     assert [r[:2] for r in rows] == [[plain(h["camera"]), plain(h["track"])] for h in hits]
-    assert all(len(r) == 4 and r[2] == h["time"] and isinstance(h["timestamp"], float) for r, h in zip(rows, hits))
+    assert all(len(r) == 5 and r[2] == h["time"] and isinstance(h["timestamp"], float) for r, h in zip(rows, hits))
+    assert all(r[4] == ", ".join(plain(m) for m in h["matched"]) for r, h in zip(rows, hits))
 
 
 def _fuzz_once(tmp_path, db, raw_lines, kind, count):

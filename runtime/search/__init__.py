@@ -3,12 +3,14 @@
 One API over two engines: SQLite with FTS5 (embedded default, standard library; :mod:`.sqlite`) and
 PostgreSQL (:mod:`.postgres`, for fleets with several writer nodes). :func:`open_store` picks by URL.
 
-A query ("woman in a red jacket with a backpack") is parsed by :func:`runtime.attributes.parse_attributes`
-into attribute filters, which every hit must match, and the query's other words ("glasses",
-"stripes"), which rank hits by full-text relevance. Attributes are indexed as tokens
+A query ("woman in a dark blue jacket without a hat") is parsed by :mod:`.query` into terms: attribute
+values filter (every hit has them), shades and free words rank, negations exclude, a colour alone
+means any garment, typos of schema words are corrected. Attributes are indexed as tokens
 (``uppercolorred``, ``carryingbackpack``, ...) so a filter is an inverted-index intersection, not a
-scan. Search returns tracks, each with its best description. ``pvlm-index`` and ``pvlm-search``
-(:mod:`.cli`) are the command line over it.
+scan; :mod:`.rank` scores what the filters let through (attribute points weighted by any stored
+probabilities, plus bm25 or ts_rank of the free words). Search returns tracks, best first, each
+with its best description and the terms it matched. ``pvlm-index`` and ``pvlm-search``
+(:mod:`.cli`) are the command line over it; ``pvlm-web`` (:mod:`.web`) a page and a JSON API.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .records import Hit, Query, QueryError, Record, Store, StoreError, StoreUnavailable, parse_query, show
+from .query import Query, Term, parse_query
+from .records import Hit, Page, QueryError, Record, Store, StoreError, StoreUnavailable, show
 from .sqlite import SQLiteStore
 
 
@@ -36,5 +39,5 @@ def open_store(location: str | Path, readonly: bool = False) -> Any:
     return SQLiteStore(loc.removeprefix("sqlite://"), readonly=readonly)
 
 
-__all__ = ["Hit", "Query", "QueryError", "Record", "SQLiteStore", "Store", "StoreError", "StoreUnavailable",
-           "open_store", "parse_query"]
+__all__ = ["Hit", "Page", "Query", "QueryError", "Record", "SQLiteStore", "Store", "StoreError", "StoreUnavailable",
+           "Term", "open_store", "parse_query"]

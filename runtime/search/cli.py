@@ -302,16 +302,20 @@ def index_main(files: tuple[str, ...], db: str | None, camera: str, bundle: str 
 @click.option("--db", help=_DB_HELP)
 @click.option("--camera", help="Only this camera.")
 @click.option("--since", help="Only descriptions at or after this time (epoch seconds or ISO 8601).")
+@click.option("--until", help="Only descriptions at or before this time (epoch seconds or ISO 8601).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, help="Tracks to return.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines with attributes, box and score.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines with attributes, box, score and matched terms.")
 @common_options()
-def search_main(query: str, db: str | None, camera: str | None, since: str | None, limit: int,
+def search_main(query: str, db: str | None, camera: str | None, since: str | None, until: str | None, limit: int,
                 as_json: bool) -> None:
     """Tracks whose descriptions match QUERY ("woman in a red jacket with a backpack"), best first.
 
-    Attributes in the query are filters every hit matches; its other words rank hits. Plain output
-    is one line per track: camera, track, time, text, tab-separated (tabs, line breaks and
-    backslashes inside them escaped as \\t, \\n, \\\\). The store is only read, never changed.
+    Attributes in the query filter ("woman", "red jacket", "backpack": every hit has them); shades
+    ("dark blue") and its other words ("glasses") rank; "without"/"no" leave things out ("man
+    without a hat"); a colour alone ("blue") means any garment; typos of attribute words are
+    corrected (said on stderr). Plain output is one line per track: camera, track, time, text and
+    the query terms it matched, tab-separated (tabs, line breaks and backslashes inside them
+    escaped as \\t, \\n, \\\\). The store is only read, never changed.
 
     \b
     Exit status: 0 tracks found; 1 none match, or the store could not be read; 2 bad query or options.
@@ -320,19 +324,22 @@ def search_main(query: str, db: str | None, camera: str | None, since: str | Non
 
     store = _open(db, readonly=True)
     try:
-        hits = store.search(query, camera=camera, since=since, limit=limit)
+        page = store.page(query, camera=camera, since=since, until=until, limit=limit)
     except StoreUnavailable as e:
         raise CommandFailure(first_line(e)) from None
     except (QueryError, StoreError) as e:
         raise CommandError(first_line(e)) from None
     finally:
         store.close()
-    for h in hits:
+    if page.query.corrections:
+        fixed = ", ".join(f"{plain(a)} -> {b}" for a, b in page.query.corrections.items())
+        click.echo(f"corrected: {fixed}", err=True)
+    for h in page.hits:
         if as_json:
             click.echo(json.dumps(h.to_json()))
         else:
             when = h.time or str(h.timestamp)
-            click.echo("\t".join(plain(v) for v in (h.camera, h.track, when, h.text)))
-    if not hits:
+            click.echo("\t".join(plain(v) for v in (h.camera, h.track, when, h.text, ", ".join(h.matched))))
+    if not page.hits:
         click.echo(f"no track matches {query!r}", err=True)
         sys.exit(1)

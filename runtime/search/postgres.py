@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-from .records import Hit, Progress, Record, StoreError, StoreUnavailable, attribute_tokens, check_search, \
-    collect_tracks, parse_query, record_rows
+from .postgres_read import PgReader
+from .query import parse_query
+from .records import Hit, Page, Progress, Record, StoreError, StoreUnavailable, attribute_tokens, \
+    check_query_value, check_search, record_rows
+
+T = TypeVar("T")
 
 _SCHEMA_LOCK = 0x70766C6D  # advisory lock id ("pvlm"): nodes starting together create the schema once
 _SCHEMA = """
@@ -35,7 +39,6 @@ CREATE INDEX IF NOT EXISTS pvlm_descriptions_attrs ON pvlm_descriptions USING gi
 CREATE INDEX IF NOT EXISTS pvlm_descriptions_tsv ON pvlm_descriptions USING gin (tsv);
 CREATE INDEX IF NOT EXISTS pvlm_descriptions_ts ON pvlm_descriptions (ts);
 """
-_COLS = "camera, track, ts, text, attributes, x0, y0, x1, y1, bundle"
 _INSERT = ("INSERT INTO pvlm_descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, bundle, attrs) "
            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT (camera, track, ts) DO NOTHING")
 _CHUNK = 5_000  # records per executemany inside the one ingest transaction
@@ -88,6 +91,7 @@ class PostgresStore:
             self._db.close()
             raise
         self._lock = threading.Lock()
+        self._reader = PgReader(self._db)
 
     def _prepare(self) -> None:
         if self.readonly:
@@ -137,50 +141,43 @@ class PostgresStore:
             except psycopg.Error as e:
                 raise _pg_error(self._where, e, "count failed") from None
 
-    def search(self, query: str, camera: str | None = None, since: float | str | None = None,
-               limit: int = 10) -> list[Hit]:
-        """Tracks matching ``query`` (best first), each with its best description; ``since``: epoch seconds."""
-        since = check_search(camera, since, limit)
-        q = parse_query(query)
-        where, params = [], []
-        if q.filters:
-            where.append("attrs @> %s")
-            params.append(list(q.filters))
-        if camera is not None:
-            where.append("camera = %s")
-            params.append(camera)
-        if since is not None:
-            where.append("ts >= %s")
-            params.append(since)
+    def _read(self, doing: str, fn: Callable[[PgReader], T]) -> T:
+        """``fn`` on this connection's reader, under the lock; driver errors as one-line StoreErrors."""
         psycopg = _psycopg()
         with self._lock:
             try:
-                return self._search(q.words, bool(q.filters), where, params, limit)
+                return fn(self._reader)
             except psycopg.Error as e:
-                raise _pg_error(self._where, e, "search failed") from None
+                raise _pg_error(self._where, e, doing) from None
 
-    def _search(self, words: tuple[str, ...], filtered: bool, where: list[str], params: list[Any],
-                limit: int) -> list[Hit]:
-        hits: list[Hit] = []
-        with self._db.transaction():
-            if words:
-                sql = (f"SELECT {_COLS}, ts_rank(tsv, q) AS score FROM pvlm_descriptions, "
-                       f"to_tsquery('simple', %s) q WHERE tsv @@ q"
-                       + "".join(f" AND {w}" for w in where) + " ORDER BY score DESC, id DESC")
-                hits = self._tracks(sql, [" | ".join(words), *params], limit)
-            if len(hits) < limit and filtered:
-                sql = f"SELECT {_COLS}, 0.0 FROM pvlm_descriptions WHERE " + " AND ".join(where) + " ORDER BY id DESC"
-                have = {(h.camera, h.track) for h in hits}
-                more = self._tracks(sql, params, limit + len(hits))
-                hits += [h for h in more if (h.camera, h.track) not in have][: limit - len(hits)]
-        return hits
+    def page(self, query: str, camera: str | None = None, since: float | str | None = None,
+             until: float | str | None = None, offset: int = 0, limit: int = 10, drop: Iterable[str] = (),
+             count_rows: int = 0) -> Page:
+        """One page of tracks matching ``query``, best first; as :meth:`runtime.search.SQLiteStore.page`."""
+        scope = check_search(camera, since, limit, until, offset)
+        return self._read("search failed", lambda r: r.page(parse_query(query, r.known_word, drop), scope,
+                                                            count_rows))
 
-    def _tracks(self, sql: str, params: list[Any], limit: int) -> list[Hit]:
-        # A server-side cursor streams rows, so collecting tracks stops as soon as it has enough.
-        with self._db.cursor(name="pvlm_search") as cur:
-            cur.itersize = 512
-            cur.execute(sql, params)
-            return collect_tracks(cur, limit)
+    def search(self, query: str, camera: str | None = None, since: float | str | None = None,
+               limit: int = 10, until: float | str | None = None, offset: int = 0,
+               drop: Iterable[str] = ()) -> list[Hit]:
+        """Tracks matching ``query`` (best first), each with its best description; see :meth:`page`."""
+        return self.page(query, camera, since, until, offset, limit, drop).hits
+
+    def track(self, camera: str, track: str, limit: int = 1000) -> list[Hit]:
+        """Every stored description of one track, oldest first (at most ``limit``)."""
+        check_query_value(camera, "camera")
+        check_query_value(track, "track")
+        return self._read("reading a track failed", lambda r: r.track(camera, track, limit))
+
+    def spans(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, int]]:
+        """(first seen, last seen, number of descriptions) of each (camera, track) key that is stored."""
+        keys = list(keys)
+        return self._read("reading tracks failed", lambda r: r.spans(keys))
+
+    def cameras(self, limit: int = 1000) -> list[str]:
+        """The stored cameras, sorted (at most ``limit``)."""
+        return self._read("listing cameras failed", lambda r: r.cameras(limit))
 
     def close(self) -> None:
         """Close the connection."""

@@ -15,12 +15,12 @@ import math
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from ..attribute_schema import COLORED_PARTS, FIELDS, SHADES
-from ..attributes import interpreted_words, parse_attributes
+from ..attributes import parse_attributes
 
 Box = tuple[float, float, float, float]
 Progress = Callable[[int], Any]  # called with the number of records just written
@@ -35,19 +35,12 @@ MAX_VALUE_CHARS = 64  # one attribute value
 MAX_ITEMS = 32  # values of a list-valued attribute (carrying)
 MAX_COORDINATE = 1e6  # |box coordinate| in pixels
 MAX_QUERY_CHARS = 2_000
+MAX_OFFSET = 10_000  # tracks a search may page past
 FORMAT = "pvlm-store/1"
 
-# Words that carry no meaning in a query once its attributes are parsed.
-_STOPWORDS = frozenset(
-    "a an the in on of with and or wearing wears wear carrying carries carry holding holds hold who is are was "
-    "were has have having person people someone somebody pedestrian individual find show me any some who's that "
-    "which whose his her their its dressed clothes clothing look looking for at to from by pair also seen viewed "
-    "shown shows photo image picture appears appearing like looks".split()
-)
 WORD_RE = re.compile(r"[a-z0-9]+")
 # one-valued fields indexed as they are: upper, lower, headwear, posture, view, gender, age
 _TOKEN_ATTRS = tuple(f.key for f in FIELDS if f.kind == "item" and not f.many)
-# Rows fetched per page while collecting distinct tracks.
 
 
 class StoreError(ValueError):
@@ -105,7 +98,8 @@ class Hit:
     attributes: dict[str, Any]
     box: Box | None
     bundle: str | None
-    score: float  # higher is better; 0.0 when the query has no words to rank by
+    score: float  # higher is better: attribute points plus text relevance (see runtime.search.rank)
+    matched: tuple[str, ...] = ()  # labels of the query terms this description matched
 
     @property
     def time(self) -> str | None:
@@ -116,17 +110,8 @@ class Hit:
         """A JSON-ready dict (timestamp also as ISO 8601; both null when the stored time is unreadable)."""
         ts = self.timestamp if math.isfinite(self.timestamp) else None
         return {"camera": self.camera, "track": self.track, "timestamp": ts, "time": self.time, "text": self.text,
-                "attributes": self.attributes, "box": self.box, "bundle": self.bundle, "score": self.score}
-
-
-@dataclass(frozen=True)
-class Query:
-    """A parsed query: attribute tokens every hit must have, and words that rank hits."""
-
-    text: str
-    attributes: dict[str, Any]
-    filters: tuple[str, ...]
-    words: tuple[str, ...] = field(default=())
+                "attributes": self.attributes, "box": self.box, "bundle": self.bundle, "score": self.score,
+                "matched": list(self.matched)}
 
 
 class Store(Protocol):
@@ -134,7 +119,14 @@ class Store(Protocol):
 
     def add(self, records: Iterable[Record], progress: Progress | None = None) -> int: ...
     def search(self, query: str, camera: str | None = None, since: float | str | None = None,
-               limit: int = 10) -> list[Hit]: ...
+               limit: int = 10, until: float | str | None = None, offset: int = 0,
+               drop: Iterable[str] = ()) -> list[Hit]: ...
+    def page(self, query: str, camera: str | None = None, since: float | str | None = None,
+             until: float | str | None = None, offset: int = 0, limit: int = 10, drop: Iterable[str] = (),
+             count_rows: int = 0) -> Page: ...
+    def track(self, camera: str, track: str, limit: int = 1000) -> list[Hit]: ...
+    def spans(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, int]]: ...
+    def cameras(self, limit: int = 1000) -> list[str]: ...
     def count(self) -> int: ...
     def close(self) -> None: ...
 
@@ -292,19 +284,19 @@ def attribute_tokens(attributes: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def attribute_token(key: str, value: str) -> str:
+    """The index token of one attribute value, as :func:`attribute_tokens` writes it (``upper_shade`` -> tone)."""
+    part, _, kind = key.partition("_")
+    if kind == "color":
+        return _token(part, "color", value)
+    if kind == "shade":
+        return _token(part, "tone", value)
+    return _token(key, "type" if key in COLORED_PARTS else "", value)
+
+
 def camera_token(camera: str) -> str:
     """Index token of a camera id (any string): the camera filter is then an index lookup, not a scan."""
     return "camera" + hashlib.blake2s(camera.encode("utf-8"), digest_size=8).hexdigest()
-
-
-def query_tokens(attributes: Mapping[str, Any]) -> list[str]:
-    """The filter tokens a parsed query asks for (a bare "dark" asks for the tone, not the colour)."""
-    tokens = []
-    for tok in attribute_tokens(attributes):
-        if any(tok == _token(p, "color", s) for p in COLORED_PARTS for s in SHADES):
-            continue  # covered by its tone token
-        tokens.append(tok)
-    return tokens
 
 
 def validate_record(rec: Record) -> tuple[Record, dict[str, Any]]:
@@ -319,22 +311,6 @@ def validate_record(rec: Record) -> tuple[Record, dict[str, Any]]:
     attrs = check_attributes(rec.attributes, text)
     bundle = None if rec.bundle is None else check_string(rec.bundle, "bundle", MAX_ID_CHARS)
     return Record(camera, track, ts, text, attrs, box, bundle), attrs
-
-
-def parse_query(text: str) -> Query:
-    """Split a natural-language query into attribute filters and ranking words; QueryError when it says nothing."""
-    if not isinstance(text, str) or not text.strip():
-        raise QueryError("empty query: describe the person, e.g. 'woman in a red jacket with a backpack'")
-    check_query_value(text, "query", MAX_QUERY_CHARS)
-    attrs = parse_attributes(text)
-    filters = tuple(dict.fromkeys(query_tokens(attrs)))
-    known = interpreted_words()
-    words = tuple(dict.fromkeys(
-        w for w in WORD_RE.findall(text.lower()) if w not in _STOPWORDS and w not in known and len(w) > 1
-    ))
-    if not filters and not words:
-        raise QueryError(f"query {show(text)} names no attribute or word to search for")
-    return Query(text, attrs, filters, words)
 
 
 def check_query_value(value: Any, name: str, max_chars: int = MAX_ID_CHARS) -> str:
@@ -369,6 +345,7 @@ def _as_float(value: Any) -> float:
 
 
 def as_text(value: Any) -> str:
+    """A stored value as text: bytes decoded (invalid UTF-8 replaced), None as "", anything else str()."""
     if isinstance(value, str):
         return value
     if isinstance(value, bytes):
@@ -380,7 +357,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _as_attributes(value: Any) -> dict[str, Any]:
+def as_attributes(value: Any) -> dict[str, Any]:
+    """Stored attributes as a dict: JSON text parsed (NaN refused), anything unreadable as {}."""
     if isinstance(value, (str, bytes)):
         try:
             value = json.loads(value, parse_constant=_no_constant)  # NaN would make --json output invalid JSON
@@ -399,31 +377,53 @@ def hit_from_row(row: Sequence[Any]) -> Hit:
     camera, track, ts, text, attrs, x0, y0, x1, y1, bundle, score = row
     coords = tuple(_as_float(v) for v in (x0, y0, x1, y1))
     box = coords if all(math.isfinite(v) for v in coords) else None
-    return Hit(as_text(camera), as_text(track), _as_float(ts), as_text(text), _as_attributes(attrs),
+    return Hit(as_text(camera), as_text(track), _as_float(ts), as_text(text), as_attributes(attrs),
                box, None if bundle is None else as_text(bundle), _as_float(score or 0.0))  # type: ignore[arg-type]
 
 
-def collect_tracks(rows: Iterable[Sequence[Any]], limit: int) -> list[Hit]:
-    """First row per (camera, track), in the order given, until ``limit`` tracks.
+@dataclass(frozen=True)
+class Scope:
+    """Where a search looks and which page it returns: a camera, a time range (epoch seconds, both ends
+    included), and ``offset``/``limit`` in tracks."""
 
-    Rows: (camera, track, ts, text, attributes_json, x0, y0, x1, y1, bundle, score).
-    """
-    seen: dict[tuple[str, str], Hit] = {}
-    for row in rows:
-        hit = hit_from_row(row)
-        key = (hit.camera, hit.track)
-        if key in seen:
-            continue
-        seen[key] = hit
-        if len(seen) >= limit:
-            break
-    return list(seen.values())
+    camera: str | None = None
+    since: float | None = None
+    until: float | None = None
+    offset: int = 0
+    limit: int = 10
+
+    @property
+    def need(self) -> int:
+        """Tracks to collect: the page and every one before it."""
+        return self.offset + self.limit
 
 
-def check_search(camera: str | None, since: float | str | None, limit: int) -> float | None:
-    """Check a search's camera and limit; ``since`` as epoch seconds (QueryError/StoreError naming the bad one)."""
+@dataclass(frozen=True)
+class Page:
+    """One page of a search: the parsed query, its hits, and how many tracks match (``total``: counted
+    among the descriptions read, a lower bound when ``capped``); ``more``: a next page exists."""
+
+    query: Any  # runtime.search.query.Query
+    hits: list[Hit]
+    total: int
+    capped: bool
+    more: bool
+
+
+def _count_arg(value: Any, name: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise QueryError(f"{name} must be an integer from {low} to {high}, got {show(value)}")
+    return value
+
+
+def check_search(camera: str | None, since: float | str | None, limit: int, until: float | str | None = None,
+                 offset: int = 0) -> Scope:
+    """A search's checked scope (QueryError/StoreError naming the bad argument); times as epoch seconds."""
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise QueryError(f"limit must be a positive integer, got {limit!r}")
+    _count_arg(offset, "offset", 0, MAX_OFFSET)
     if camera is not None:
         check_query_value(camera, "camera")
-    return None if since is None else to_timestamp(since)
+    lo = None if since is None else to_timestamp(since)
+    hi = None if until is None else to_timestamp(until)
+    return Scope(camera, lo, hi, offset, limit)

@@ -6,17 +6,18 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .records import (FORMAT, WORD_RE, Hit, Progress, Query, Record, StoreError, StoreUnavailable, as_text,
-                      attribute_tokens, camera_token, check_search, collect_tracks, parse_query, record_rows, show)
+from .query import parse_query
+from .records import (FORMAT, Hit, Page, Progress, Record, StoreError, StoreUnavailable, attribute_tokens,
+                      camera_token, check_query_value, check_search, record_rows, show)
+from .sqlite_read import Reader
 
-_PAGE = 512
+T = TypeVar("T")
 _CHUNK = 5_000  # records per INSERT batch inside the one ingest transaction (and per progress report)
 BUSY_TIMEOUT_S = 30.0  # how long SQLite waits for another connection's lock before giving up
-RANK_WINDOW = 1000  # newest candidates that contain a query word, ranked (see SQLiteStore.search)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS descriptions (
@@ -38,7 +39,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS descriptions_fts USING fts5 (
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO store_meta VALUES ('format', '{FORMAT}');
 """
-_COLS = "d.camera, d.track, d.ts, d.text, d.attributes, d.x0, d.y0, d.x1, d.y1, d.bundle"
 _INSERT = ("INSERT OR IGNORE INTO descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, bundle, tokens) "
            "VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 # SQLite primary result codes (https://sqlite.org/rescode.html) that say the environment failed, not the input,
@@ -113,6 +113,7 @@ class SQLiteStore:
         self._file = self.path if self.path == ":memory:" else str(Path(self.path).expanduser())
         self._db = self._open_readonly() if readonly else self._open_writable()
         self._lock = threading.Lock()
+        self._reader = Reader(self._db)
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(target, uri=uri, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
@@ -238,81 +239,45 @@ class SQLiteStore:
             except sqlite3.Error as e:
                 raise _sqlite_error(self.path, e, "count failed") from None
 
-    def search(self, query: str, camera: str | None = None, since: float | str | None = None,
-               limit: int = 10) -> list[Hit]:
-        """Tracks matching ``query`` (best first), each with its best description; ``since``: epoch seconds.
-
-        Hits that contain the query's other words come first, ranked by the share of those words
-        they contain, among the newest :data:`RANK_WINDOW` such candidates; then the other rows
-        matching the filters, newest first.
-        """
-        since = check_search(camera, since, limit)
-        q = parse_query(query)
-        filters = [*q.filters, *([camera_token(camera)] if camera is not None else [])]
-        attrs_expr = " AND ".join(f'"{t}"' for t in filters)
-        where, params = [], []
-        if camera is not None:
-            where.append("d.camera = ?")
-            params.append(camera)
-        if since is not None:
-            where.append("d.ts >= ?")
-            params.append(since)
-        extra = "".join(f" AND {w}" for w in where)
+    def _read(self, doing: str, fn: Callable[[Reader], T]) -> T:
+        """``fn`` on this connection's reader, under the lock; SQLite errors as one-line StoreErrors."""
         with self._lock:
             try:
-                hits = self._ranked(q, attrs_expr, extra, params, limit) if q.words else []
-                if len(hits) < limit and attrs_expr:
-                    # Then rows matching the filters only, newest first (FTS5 streams rowid order without sorting).
-                    sql = (f"SELECT {_COLS}, 0.0 FROM descriptions_fts f JOIN descriptions d ON d.id = f.rowid "
-                           f"WHERE descriptions_fts MATCH ?{extra} ORDER BY f.rowid DESC")
-                    have = {(h.camera, h.track) for h in hits}
-                    more = self._tracks(sql, [f"{{attrs}}: ({attrs_expr})", *params], limit + len(hits))
-                    hits += [h for h in more if (h.camera, h.track) not in have][: limit - len(hits)]
+                return fn(self._reader)
             except sqlite3.Error as e:
-                raise _sqlite_error(self.path, e, "search failed") from None
-        return hits
+                raise _sqlite_error(self.path, e, doing) from None
 
-    def _ranked(self, q: Query, attrs_expr: str, extra: str, params: list[Any], limit: int) -> list[Hit]:
-        """Rows that also contain a query word: the newest RANK_WINDOW of them, ranked by the share of the
-        query's words they contain (newest first among equals)."""
-        # SQLite's bm25() would cost a scan of every filter token's posting list per query (its IDF):
-        # 10-40 ms at 1M rows.
-        text_expr = " OR ".join(f'"{w}"' for w in q.words)
-        match = f"{{attrs}}: ({attrs_expr}) AND {{text}}: ({text_expr})" if attrs_expr else f"{{text}}: ({text_expr})"
-        sql = (f"SELECT d.id, d.camera, d.track, d.text FROM descriptions_fts f JOIN descriptions d "
-               f"ON d.id = f.rowid WHERE descriptions_fts MATCH ?{extra} ORDER BY f.rowid DESC LIMIT {RANK_WINDOW}")
-        rows = self._db.execute(sql, [match, *params]).fetchall()
-        words = set(q.words)
+    def page(self, query: str, camera: str | None = None, since: float | str | None = None,
+             until: float | str | None = None, offset: int = 0, limit: int = 10, drop: Iterable[str] = (),
+             count_rows: int = 0) -> Page:
+        """One page of tracks matching ``query``, best first (see :mod:`runtime.search.rank`), with the parsed
+        query and the matching tracks counted among the first ``count_rows`` descriptions read (``total``,
+        a lower bound when ``capped``). Times: epoch seconds or ISO 8601, both ends included; ``drop``: ids
+        of query terms to leave out."""
+        scope = check_search(camera, since, limit, until, offset)
+        return self._read("search failed", lambda r: r.page(parse_query(query, r.known_word, drop), scope,
+                                                            count_rows))
 
-        def share(text: Any) -> float:
-            return len(words.intersection(WORD_RE.findall(as_text(text).lower()))) / len(words)
+    def search(self, query: str, camera: str | None = None, since: float | str | None = None,
+               limit: int = 10, until: float | str | None = None, offset: int = 0,
+               drop: Iterable[str] = ()) -> list[Hit]:
+        """Tracks matching ``query`` (best first), each with its best description; see :meth:`page`."""
+        return self.page(query, camera, since, until, offset, limit, drop).hits
 
-        best: dict[tuple[Any, Any], int] = {}  # track -> id of its best row, best tracks first
-        for rid, cam, track, _ in sorted(rows, key=lambda r: -share(r[3])):  # stable: newest first among equals
-            if len(best) >= limit:
-                break
-            best.setdefault((cam, track), rid)
-        if not best:
-            return []
-        ids = list(best.values())
-        full = {r[0]: r[1:] for r in self._db.execute(
-            f"SELECT d.id, {_COLS} FROM descriptions d WHERE d.id IN ({','.join('?' * len(ids))})", ids)}
-        return collect_tracks([(*full[i], share(full[i][3])) for i in ids], limit)
+    def track(self, camera: str, track: str, limit: int = 1000) -> list[Hit]:
+        """Every stored description of one track, oldest first (at most ``limit``)."""
+        check_query_value(camera, "camera")
+        check_query_value(track, "track")
+        return self._read("reading a track failed", lambda r: r.track(camera, track, limit))
 
-    def _tracks(self, sql: str, params: list[Any], limit: int) -> list[Hit]:
-        cur = self._db.execute(sql, params)
+    def spans(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, int]]:
+        """(first seen, last seen, number of descriptions) of each (camera, track) key that is stored."""
+        keys = list(keys)
+        return self._read("reading tracks failed", lambda r: r.spans(keys))
 
-        def rows() -> Iterable[tuple]:
-            while True:
-                page = cur.fetchmany(_PAGE)
-                if not page:
-                    return
-                yield from page
-
-        try:
-            return collect_tracks(rows(), limit)
-        finally:
-            cur.close()
+    def cameras(self, limit: int = 1000) -> list[str]:
+        """The stored cameras, sorted (at most ``limit``)."""
+        return self._read("listing cameras failed", lambda r: r.cameras(limit))
 
     def close(self) -> None:
         """Close the database."""
