@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .postgres_read import PgReader
-from .query import parse_query
-from .records import Hit, Page, Progress, Record, StoreError, StoreUnavailable, attribute_tokens, \
-    check_query_value, check_search, record_rows
+from .reads import StoreReads
+from .records import Progress, Record, StoreError, StoreUnavailable, attribute_tokens, record_rows
 
 T = TypeVar("T")
 
@@ -67,7 +66,7 @@ def _pg_error(where: str, e: Exception, doing: str, writing: bool = False) -> St
     return cls(f"store {where}: {doing}: {first}")
 
 
-class PostgresStore:
+class PostgresStore(StoreReads):
     """Description store in PostgreSQL at ``url`` (``postgresql://user@host:port/db``). Thread-safe (one lock).
 
     ``readonly``: a read-only session on an existing store; no schema is created.
@@ -150,42 +149,3 @@ class PostgresStore:
             except psycopg.Error as e:
                 raise _pg_error(self._where, e, doing) from None
 
-    def page(self, query: str, camera: str | None = None, since: float | str | None = None,
-             until: float | str | None = None, offset: int = 0, limit: int = 10, drop: Iterable[str] = (),
-             count_rows: int = 0) -> Page:
-        """One page of tracks matching ``query``, best first; as :meth:`runtime.search.SQLiteStore.page`."""
-        scope = check_search(camera, since, limit, until, offset)
-        return self._read("search failed", lambda r: r.page(parse_query(query, r.known_word, drop), scope,
-                                                            count_rows))
-
-    def search(self, query: str, camera: str | None = None, since: float | str | None = None,
-               limit: int = 10, until: float | str | None = None, offset: int = 0,
-               drop: Iterable[str] = ()) -> list[Hit]:
-        """Tracks matching ``query`` (best first), each with its best description; see :meth:`page`."""
-        return self.page(query, camera, since, until, offset, limit, drop).hits
-
-    def track(self, camera: str, track: str, limit: int = 1000) -> list[Hit]:
-        """Every stored description of one track, oldest first (at most ``limit``)."""
-        check_query_value(camera, "camera")
-        check_query_value(track, "track")
-        return self._read("reading a track failed", lambda r: r.track(camera, track, limit))
-
-    def spans(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, int]]:
-        """(first seen, last seen, number of descriptions) of each (camera, track) key that is stored."""
-        keys = list(keys)
-        return self._read("reading tracks failed", lambda r: r.spans(keys))
-
-    def cameras(self, limit: int = 1000) -> list[str]:
-        """The stored cameras, sorted (at most ``limit``)."""
-        return self._read("listing cameras failed", lambda r: r.cameras(limit))
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -10,9 +10,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .query import parse_query
-from .records import (FORMAT, Hit, Page, Progress, Record, StoreError, StoreUnavailable, attribute_tokens,
-                      camera_token, check_query_value, check_search, record_rows, show)
+from .reads import StoreReads
+from .records import (
+    FORMAT,
+    Progress,
+    Record,
+    StoreError,
+    StoreUnavailable,
+    attribute_tokens,
+    camera_token,
+    record_rows,
+    show,
+)
 from .sqlite_read import Reader
 
 T = TypeVar("T")
@@ -100,7 +109,7 @@ def _wal_in_use(path: Path) -> bool:
         return False
 
 
-class SQLiteStore:
+class SQLiteStore(StoreReads):
     """SQLite + FTS5 store in one file (``":memory:"`` for a throwaway one). Thread-safe (one lock).
 
     ``readonly``: open an existing store read-only; nothing is created or changed (schema, journal
@@ -247,45 +256,3 @@ class SQLiteStore:
             except sqlite3.Error as e:
                 raise _sqlite_error(self.path, e, doing) from None
 
-    def page(self, query: str, camera: str | None = None, since: float | str | None = None,
-             until: float | str | None = None, offset: int = 0, limit: int = 10, drop: Iterable[str] = (),
-             count_rows: int = 0) -> Page:
-        """One page of tracks matching ``query``, best first (see :mod:`runtime.search.rank`), with the parsed
-        query and the matching tracks counted among the first ``count_rows`` descriptions read (``total``,
-        a lower bound when ``capped``). Times: epoch seconds or ISO 8601, both ends included; ``drop``: ids
-        of query terms to leave out."""
-        scope = check_search(camera, since, limit, until, offset)
-        return self._read("search failed", lambda r: r.page(parse_query(query, r.known_word, drop), scope,
-                                                            count_rows))
-
-    def search(self, query: str, camera: str | None = None, since: float | str | None = None,
-               limit: int = 10, until: float | str | None = None, offset: int = 0,
-               drop: Iterable[str] = ()) -> list[Hit]:
-        """Tracks matching ``query`` (best first), each with its best description; see :meth:`page`."""
-        return self.page(query, camera, since, until, offset, limit, drop).hits
-
-    def track(self, camera: str, track: str, limit: int = 1000) -> list[Hit]:
-        """Every stored description of one track, oldest first (at most ``limit``)."""
-        check_query_value(camera, "camera")
-        check_query_value(track, "track")
-        return self._read("reading a track failed", lambda r: r.track(camera, track, limit))
-
-    def spans(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, int]]:
-        """(first seen, last seen, number of descriptions) of each (camera, track) key that is stored."""
-        keys = list(keys)
-        return self._read("reading tracks failed", lambda r: r.spans(keys))
-
-    def cameras(self, limit: int = 1000) -> list[str]:
-        """The stored cameras, sorted (at most ``limit``)."""
-        return self._read("listing cameras failed", lambda r: r.cameras(limit))
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
