@@ -23,7 +23,7 @@ VERSION = 1
 # The design caps a model at 100M parameters; twice that leaves headroom and still refuses, before anything is
 # allocated, a config that would need gigabytes.
 MAX_PARAMS = 200_000_000
-# Each size a config declares: the bundle's limits (runtime/bundle.py) where a bundle carries it, so whatever
+# Each size a config declares: the bundle's limits (runtime/bundle/format.py) where a bundle carries it, so whatever
 # loads here also exports to a bundle the runtime accepts.
 CONFIG_LIMITS = {"n_layers": MAX_LAYERS, "n_heads": MAX_HEADS, "d_model": MAX_D_MODEL, "vocab_size": MAX_VOCAB,
                  "max_len": MAX_POSITIONS, "d_ff": 65_536, "projection_hidden": 65_536, "vision_dim": 65_536,
