@@ -1,4 +1,11 @@
-"""Lean PersonVLM runtime: numpy greedy loop over ONNX Runtime / TensorRT / CoreML. Never imports torch.
+"""Lean PersonVLM runtime: describes person crops from an export bundle on ONNX Runtime, TensorRT or CoreML.
+Never imports torch or pvlm.
+
+Two kinds of room. The base, which every package may import: the bundle reader (``runtime.bundle``), the
+attribute schema and parser, preprocessing, atomic writes, CLI helpers, and ``Describer`` with its backends and
+decoding loops (``pvlm-describe``). The applications on top of it, each in its own folder with its own stack:
+``runtime.search`` (the description store, ``pvlm-index``, ``pvlm-search``, ``pvlm-web``), ``runtime.serving``
+(``pvlm-serve``), ``runtime.video`` (``pvlm-video``) and ``runtime/native`` (the C/C++ runtime).
 
 ``import runtime`` is light: the Describer and its dependencies load on first use.
 """
