@@ -82,56 +82,21 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
     ``source``: a checkpoint (``out_dir`` or CHECKPOINT without .pt must then be its exported bundle)
     or a bundle directory (its ``source.checkpoint`` is converted).
     """
-    import torch
-    from tqdm import tqdm
-
     from pvlm.checkpoint import load_checkpoint
-
-    from .graphs import DecoderStepGraph, EncoderGraph
-    from .mobilevit import patch_mobilevit_blocks
 
     if precision not in ("fp16", "fp32"):
         raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
     ct = _coremltools()
-    source = Path(source)
-    if source.is_dir():
-        bundle = Bundle.load(out_dir or source)
-        try:
-            checkpoint = bundle.find_source_checkpoint()
-        except BundleError as e:
-            raise BundleError(f"{bundle.root}: {e}; pass the checkpoint instead "
-                              "(pvlm-export coreml CKPT --out BUNDLE)") from None
-    else:
-        checkpoint = source
-        bundle = Bundle.load(out_dir or source.with_suffix(""))
+    bundle, checkpoint = _bundle_and_checkpoint(Path(source), out_dir)
     existing = [e for e in bundle.engines if e.format == "coreml-mlpackage"]
     if existing and not force:
         raise FileExistsError(f"{bundle.root}: already has CoreML packages ({', '.join(e.file for e in existing)}); "
                               "use --force to replace them")
     model, _, _ = load_checkpoint(checkpoint)
     model.eval()
-    limits = bundle.limits
     tmp = Path(tempfile.mkdtemp(prefix=".coreml.tmp-", dir=bundle.root))
-    built: list[Engine] = []
     try:
-        modules = {"encoder": EncoderGraph(model), "decoder": DecoderStepGraph(model)}
-        patch_mobilevit_blocks(modules["encoder"].model, max_rank=MAX_RANK)
-        for graph in tqdm(GRAPHS, desc="coreml", unit="graph", disable=not progress):
-            spec = bundle.graph(graph)
-            file = f"{graph}.{precision}.mlpackage"
-            selector = PlanSelector() if precision == "fp16" else None
-            mlmodel = convert_graph(ct, modules[graph], spec, limits, precision, selector, progress=progress)
-            mlmodel.save(str(tmp / file))
-            plan = summarize(selector.plan) if selector else None
-            built.append(Engine("coreml-mlpackage", graph, file, precision, sha256_path(tmp / file),
-                                artifact_entry(tmp, file)["bytes"],
-                                {"coremltools": ct.__version__, "minimum_deployment_target": MIN_TARGET},
-                                {"compute_precision": precision, "convert_to": "mlprogram",
-                                 "fp32_plan_ops": len(selector.plan) if selector else 0,
-                                 "fp32_by_reason": plan["by_reason"] if plan else {},
-                                 "kv_cache": "inputs/outputs (cache_k/cache_v in, new_k/new_v out)",
-                                 "source": str(checkpoint), "torch": torch.__version__},
-                                coreml_io(mlmodel)))
+        built = _convert_all(ct, model, bundle, checkpoint, precision, tmp, progress)
         for e in built:
             dst = bundle.root / e.file
             if dst.exists():  # the old package steps aside (into tmp, removed below) so one is always in place
@@ -140,6 +105,49 @@ def export_coreml(source: str | Path, out_dir: str | Path | None = None, *, prec
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     record_engines(bundle, built, lambda e: e.format == "coreml-mlpackage")
+    return built
+
+
+def _bundle_and_checkpoint(source: Path, out_dir: str | Path | None) -> tuple[Bundle, Path]:
+    """The bundle to add packages to and the checkpoint to convert, from a bundle or a checkpoint argument."""
+    if not source.is_dir():
+        return Bundle.load(out_dir or source.with_suffix("")), source
+    bundle = Bundle.load(out_dir or source)
+    try:
+        return bundle, bundle.find_source_checkpoint()
+    except BundleError as e:
+        raise BundleError(f"{bundle.root}: {e}; pass the checkpoint instead "
+                          "(pvlm-export coreml CKPT --out BUNDLE)") from None
+
+
+def _convert_all(ct: Any, model: Any, bundle: Bundle, checkpoint: Path, precision: str, tmp: Path,
+                 progress: bool) -> list[Engine]:
+    """Both graphs converted and saved into ``tmp``; their manifest entries."""
+    import torch
+    from tqdm import tqdm
+
+    from .graphs import DecoderStepGraph, EncoderGraph
+    from .mobilevit import patch_mobilevit_blocks
+
+    modules = {"encoder": EncoderGraph(model), "decoder": DecoderStepGraph(model)}
+    patch_mobilevit_blocks(modules["encoder"].model, max_rank=MAX_RANK)
+    built: list[Engine] = []
+    for graph in tqdm(GRAPHS, desc="coreml", unit="graph", disable=not progress):
+        file = f"{graph}.{precision}.mlpackage"
+        selector = PlanSelector() if precision == "fp16" else None
+        mlmodel = convert_graph(ct, modules[graph], bundle.graph(graph), bundle.limits, precision, selector,
+                                progress=progress)
+        mlmodel.save(str(tmp / file))
+        plan = summarize(selector.plan) if selector else None
+        built.append(Engine("coreml-mlpackage", graph, file, precision, sha256_path(tmp / file),
+                            artifact_entry(tmp, file)["bytes"],
+                            {"coremltools": ct.__version__, "minimum_deployment_target": MIN_TARGET},
+                            {"compute_precision": precision, "convert_to": "mlprogram",
+                             "fp32_plan_ops": len(selector.plan) if selector else 0,
+                             "fp32_by_reason": plan["by_reason"] if plan else {},
+                             "kv_cache": "inputs/outputs (cache_k/cache_v in, new_k/new_v out)",
+                             "source": str(checkpoint), "torch": torch.__version__},
+                            coreml_io(mlmodel)))
     return built
 
 
