@@ -285,8 +285,8 @@ def _inputs(bundle: Path, n: int) -> Any:
     from bench.speed import bench_inputs
     from runtime.bundle import Bundle
 
-    pre = Bundle.load(bundle, verify=False).preprocess
-    return bench_inputs((pre["height"], pre["width"]), n, pre["mean"], pre["std"], seed=3)
+    pre = Bundle.load(bundle, verify=False).preprocessing
+    return bench_inputs((pre.height, pre.width), n, list(pre.mean), list(pre.std), seed=3)
 
 
 def _agreement(ours: list[list[int]], ref: list[list[int]]) -> dict[str, Any]:
@@ -337,11 +337,10 @@ def ort_cuda_step(ctx: Context, bundle: Path) -> dict[str, Any]:
         raise Skip(f"no CUDAExecutionProvider in onnxruntime {onnxruntime.__version__} (install onnxruntime-gpu "
                    "instead of onnxruntime, on a machine with an NVIDIA GPU)")
     b = Bundle.load(bundle, verify=False)
-    m = b.model
     pixels = _inputs(bundle, PARITY_IMAGES)
     decoders = ["portable"] + (["ort"] if "decoder_ort" in b.manifest.graphs
                                and supports_bound_cache(onnxruntime.__version__) else [])
-    head_dim = m["d_model"] // m["n_heads"]
+    head_dim = b.model_config.head_dim
     out: dict[str, Any] = {"head_dim": head_dim, "cuda_kernel_notes": cuda_kernel_notes(head_dim), "runs": {}}
     for precision in b.precisions:
         if precision == "int8":

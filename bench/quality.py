@@ -398,7 +398,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     return {
         "config": asdict(cfg),
         "model": {"path": str(model_path), "kind": "checkpoint" if model_path.is_file() else "bundle",
-                  **{k: bundle.model.get(k) for k in ("backbone", "image_size", "d_model", "n_layers", "vocab_size")}},
+                  **bundle.model_config.summary(("backbone", "image_size", "d_model", "n_layers", "vocab_size"))},
         "n_images": len(records),
         "skipped": skipped,
         "scored_backend": cfg.backends[0],

@@ -154,14 +154,14 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             raise ValueError(f"{bundle}: the bundle has no {', '.join(missing)} graphs (it holds "
                              f"{', '.join(b.precisions)}); re-export it with pvlm-export onnx --{missing[0]}")
         cfg = replace(cfg, backends=precision_rows(cfg.backends, precisions))
-        pre = b.preprocess
+        pre = b.preprocessing
         max_batch = b.limits.max_batch
         if max(cfg.batches) > max_batch:
             raise ValueError(f"--batch {max(cfg.batches)} exceeds the bundle's max batch {max_batch}")
         if max_tokens > b.limits.max_new_tokens:
             raise ValueError(f"--new-tokens {max_tokens} exceeds the bundle's limit {b.limits.max_new_tokens}")
-        pixels = bench_inputs((pre["height"], pre["width"]), max(cfg.batches + (cfg.sweep_batch,)), pre["mean"],
-                              pre["std"], cfg.seed)
+        pixels = bench_inputs((pre.height, pre.width), max(cfg.batches + (cfg.sweep_batch,)), list(pre.mean),
+                              list(pre.std), cfg.seed)
         names = list(dict.fromkeys((*cfg.backends, *([cfg.sweep_backend] if cfg.token_sweep else []))))
         runners: dict[str, WorkerRunner] = {}
         try:
@@ -174,7 +174,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     report = {
         "config": {**asdict(cfg), "bundle": str(cfg.bundle) if cfg.bundle else None},
         "machine": machine_info(cfg.threads),
-        "model": {k: b.model[k] for k in ("backbone", "visual_tokens", "image_size", "d_model", "n_layers", "vocab_size")},
+        "model": b.model_config.summary(("backbone", "visual_tokens", "image_size", "d_model", "n_layers",
+                                           "vocab_size")),
         "results": {n: {str(k): v for k, v in per.items()} for n, per in results.items()},
         "token_sweep": sweep,
     }

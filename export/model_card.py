@@ -55,17 +55,17 @@ _USE = [
 
 
 def _what(manifest: Manifest) -> list[str]:
-    m, pre = manifest.model, manifest.preprocess
+    m, pre = manifest.model_config, manifest.preprocessing
     graphs = ", ".join(f"`{g.file}`" for g in manifest.graphs.values())
     return [
         "# PersonVLM bundle: model card", "",
         "## What this is", "",
         f"A small image-to-text model that writes one English sentence about a cropped person (clothing and "
         f"colours, carried objects, posture, view, apparent gender and age group), exported for inference "
-        f"without PyTorch. Backbone `{m['backbone']}` ({m['visual_tokens']} visual tokens), a "
-        f"{m['n_layers']}-layer transformer decoder (d_model {m['d_model']}, {m['n_heads']} heads), vocabulary of "
-        f"{m['vocab_size']} tokens. Input: one RGB crop resized ({pre.get('resize', 'stretch')}) to "
-        f"{pre['height']}x{pre['width']}; output: up to {manifest.limits.max_new_tokens} tokens, greedy. "
+        f"without PyTorch. Backbone `{m.backbone}` ({m.visual_tokens} visual tokens), a "
+        f"{m.n_layers}-layer transformer decoder (d_model {m.d_model}, {m.n_heads} heads), vocabulary of "
+        f"{m.vocab_size} tokens. Input: one RGB crop resized ({pre.resize}) to "
+        f"{pre.height}x{pre.width}; output: up to {manifest.limits.max_new_tokens} tokens, greedy. "
         f"Graphs: {graphs}.", "",
         "Run it with `pvlm-describe THIS_FOLDER image.jpg` or `runtime.Describer(\"THIS_FOLDER\")` "
         "(the PersonVLM toolkit's runtime: `pip install -e '.[cpu]'` in a clone of the toolkit).", "",
@@ -113,7 +113,7 @@ def _output(manifest: Manifest) -> list[str]:
         f"(schema version {SCHEMA_VERSION}). The sentence is parsed into these attributes "
         "(`runtime.parse_attributes`; `carrying` is a list, the others a string or null):", "",
         ", ".join(f"`{k}`" for k in ATTRIBUTE_KEYS), "",
-        f"The decoder's own vocabulary ({manifest.model['vocab_size']} tokens) is listed in `manifest.json` under "
+        f"The decoder's own vocabulary ({manifest.model_config.vocab_size} tokens) is listed in `manifest.json` under "
         "`vocab`.", "",
         "## Licence", "",
         f"{LICENSE}.", "",

@@ -19,6 +19,7 @@ import torch
 from pvlm.data import normalize
 from pvlm.model import PersonVLM
 from runtime.backends.host_cache import HostCacheBackend
+from runtime.bundle import ModelConfig
 from runtime.verification import GraphParity, ParityReport  # the manifest's parity record, filled here
 
 from .spec import GraphSpec
@@ -113,7 +114,7 @@ class _PortableStep(HostCacheBackend):
     """``decoder.onnx`` through the runtime's own host-cache code (the cache written by slot)."""
 
     def __init__(self, session: Any, cfg: Any, ck: np.ndarray, cv: np.ndarray, capacity: int):
-        super().__init__(cfg.to_dict())
+        super().__init__(ModelConfig.from_dict(cfg.to_dict()))
         self.session, self.logits = session, None
         self.state = self.start(ck, cv, capacity)
 
@@ -189,7 +190,7 @@ def _open_sessions(cfg: Any, encoder_path: Path, decoder_path: Path,
     decoders: dict[str, StepFactory] = {"decoder": lambda ck, cv, capacity: _PortableStep(dec, cfg, ck, cv, capacity)}
     if ort_paths is not None:
         cross, step = (ort.InferenceSession(str(p), opts, providers=cpu) for p in ort_paths)
-        bound = BoundDecoder(ort, step, cross, cfg.to_dict(), "cpu")
+        bound = BoundDecoder(ort, step, cross, ModelConfig.from_dict(cfg.to_dict()), "cpu")
         decoders["decoder_ort"] = lambda ck, cv, capacity: _BoundStep(bound, ck, cv, capacity)
     return enc, decoders
 

@@ -183,8 +183,8 @@ class Describer:
         else:
             self.precision = precision
             self.backend = self._create_backend(backend, threads, providers, decoder, shared_threads, precision)
-        pre = self.bundle.preprocess
-        self._pre = (pre["height"], pre["width"], pre["mean"], pre["std"])
+        pre = self.bundle.preprocessing
+        self._pre = (pre.height, pre.width, list(pre.mean), list(pre.std))
         sp = self.bundle.special
         self._bos, self._eos = sp["bos"], sp["eos"]
         self._itos = self.bundle.tokens

@@ -31,12 +31,13 @@ def bound(request, model, tmp_path_factory):
     from export.ort_decoder import export_ort_decoder
     from export.spec import graph_specs
     from runtime.backends.ort_bound import BoundDecoder
+    from runtime.bundle import ModelConfig
 
     out = tmp_path_factory.mktemp(f"ort-{request.param}")
     export_ort_decoder(model, graph_specs(model.cfg, cross=request.param), out, 20)
     step, cross = (ort.InferenceSession(str(out / f"{g}.onnx"), providers=["CPUExecutionProvider"])
                    for g in ("decoder_ort", "cross_ort"))
-    return BoundDecoder(ort, step, cross, model.cfg.to_dict(), "cpu")
+    return BoundDecoder(ort, step, cross, ModelConfig.from_dict(model.cfg.to_dict()), "cpu")
 
 
 @pytest.fixture(scope="module")

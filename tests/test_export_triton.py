@@ -510,7 +510,7 @@ def test_bls_backend_drives_the_shared_greedy_loop(lively_bundle):
     sessions = {"pvlm_encoder": ort.InferenceSession(str(lively_bundle / "encoder.onnx")),
                 "pvlm_decoder": ort.InferenceSession(str(lively_bundle / "decoder.onnx"))}
     fake = _FakePbUtils(sessions)
-    backend = TritonBlsBackend(local.bundle.model, pb_utils=fake)
+    backend = TritonBlsBackend(local.bundle.model_config, pb_utils=fake)
     got, _ = greedy_decode(backend, pixels, local.bundle.special["bos"], local.bundle.special["eos"], 24)
     assert got == want
     lengths = sorted(len(r) for r in want)
@@ -518,7 +518,7 @@ def test_bls_backend_drives_the_shared_greedy_loop(lively_bundle):
     batches = [shape["tokens"][0] for model, shape in fake.calls if model == "pvlm_decoder"]
     assert batches[0] == 8 and batches[-1] < 8 and batches == sorted(batches, reverse=True)  # finished rows dropped
     with pytest.raises(BlsError, match="pvlm_nope: model pvlm_nope is not loaded"):
-        TritonBlsBackend(local.bundle.model, encoder_model="pvlm_nope", pb_utils=fake).encode(pixels, 24)
+        TritonBlsBackend(local.bundle.model_config, encoder_model="pvlm_nope", pb_utils=fake).encode(pixels, 24)
 
 
 def test_describer_around_the_bls_backend(lively_bundle):
@@ -536,7 +536,7 @@ def test_describer_around_the_bls_backend(lively_bundle):
     sessions = {"pvlm_encoder": ort.InferenceSession(str(lively_bundle / "encoder.onnx")),
                 "pvlm_decoder": ort.InferenceSession(str(lively_bundle / "decoder.onnx"))}
     bundle = Bundle.load(lively_bundle, verify=False)
-    with Describer(bundle, TritonBlsBackend(bundle.model, pb_utils=_FakePbUtils(sessions)), max_batch=5) as d:
+    with Describer(bundle, TritonBlsBackend(bundle.model_config, pb_utils=_FakePbUtils(sessions)), max_batch=5) as d:
         assert [(x.text, x.attributes) for x in d.describe(images)] == want
     with pytest.raises(BackendClosed, match="the triton-bls backend is closed"):
         d.describe(images[:1])

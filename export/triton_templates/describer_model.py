@@ -41,7 +41,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         bundle = Bundle.load(_HERE, verify=False)  # only the manifest travels here; graphs are models
-        backend = TritonBlsBackend(bundle.model, params.get("encoder_model") or "pvlm_encoder",
+        backend = TritonBlsBackend(bundle.model_config, params.get("encoder_model") or "pvlm_encoder",
                                    params.get("decoder_model") or "pvlm_decoder", pb_utils=pb_utils)
         max_new_tokens = int(params.get("max_new_tokens") or 0) or None  # None: the bundle's limit
         self.describer = Describer(bundle, backend, max_new_tokens=max_new_tokens, on_error="raise")

@@ -48,7 +48,7 @@ class CoreMLBackend(HostCacheBackend):
         self._models = {g: ct.models.MLModel(str(bundle.root / p.file), compute_units=ct.ComputeUnit.ALL)
                         for g, p in packages.items()}
         self.precision = precision
-        super().__init__(bundle.model)
+        super().__init__(bundle.model_config)
 
     def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 (B, 3, H, W) -> cross_k, cross_v as float32."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bundle import ModelConfig
 from .base import BackendUnavailable, Lifecycle
 
 DECODER_OUTPUTS = ["next_ids", "new_k", "new_v"]  # greedy: logits stay inside the decoder
@@ -32,9 +33,9 @@ class HostCacheBackend(Lifecycle):
 
     name = "host-cache"
 
-    def __init__(self, model: dict[str, Any]):
-        """``model``: the bundle manifest's model config (layers, heads, d_model)."""
-        self._cache_shape = (model["n_layers"], model["n_heads"], model["d_model"] // model["n_heads"])
+    def __init__(self, model: ModelConfig):
+        """``model``: the bundle's model config (layers, heads, head width)."""
+        self._cache_shape = (model.n_layers, model.n_heads, model.head_dim)
 
     def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 (B, 3, H, W) -> cross_k, cross_v."""

@@ -170,7 +170,7 @@ class OrtBackend(HostCacheBackend):
         self.name, self.precision, self.thread_pool = loader.name, loader.precision, loader.thread_pool
         self.decoder = loader.load(self.decoder_graph, per_step=True)
         self.encoder = loader.load("encoder")
-        super().__init__(loader.bundle.model)
+        super().__init__(loader.bundle.model_config)
 
     def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Encoder session: cross_k, cross_v."""
@@ -205,7 +205,7 @@ class OrtBoundBackend(Lifecycle):
         self.name, self.precision, self.thread_pool = loader.name, loader.precision, loader.thread_pool
         step = loader.load(self.decoder_graph, per_step=True)
         self.encoder = loader.load("encoder")
-        self.bound = BoundDecoder(loader.ort, step, loader.load("cross_ort"), loader.bundle.model, loader.device)
+        self.bound = BoundDecoder(loader.ort, step, loader.load("cross_ort"), loader.bundle.model_config, loader.device)
 
     def encode(self, pixels: np.ndarray, capacity: int) -> BoundState:
         """Run the encoder and the cross tables; an empty cache of ``capacity`` slots on the device."""

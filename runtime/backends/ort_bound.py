@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..bundle import ModelConfig
+
 # Older ONNX Runtime CPU kernels ignore past_sequence_length and write one slot past the shared
 # buffer (heap corruption, seen with 1.30.0); 1.31.1 and 1.32.0 append in place as specified.
 MIN_ONNXRUNTIME = (1, 31)
@@ -84,14 +86,13 @@ class BoundState:
 class BoundDecoder:
     """Runs one decoder step after another on device-resident buffers; one per backend, many states."""
 
-    def __init__(self, ort: Any, session: Any, cross_session: Any, model: dict[str, Any], device: str):
+    def __init__(self, ort: Any, session: Any, cross_session: Any, model: ModelConfig, device: str):
         """Sessions of ``decoder_ort`` and ``cross_ort``; ``model``: the manifest's model config;
         ``device``: where the sessions run (cpu, cuda)."""
         self._ort, self.session, self.cross_session, self.device = ort, session, cross_session, device
         self.cross_names = [o.name for o in cross_session.get_outputs()]
-        self.layers, self.heads = model["n_layers"], model["n_heads"]
-        self.head_dim = model["d_model"] // model["n_heads"]
-        self.vocab = model["vocab_size"]
+        self.layers, self.heads, self.head_dim = model.n_layers, model.n_heads, model.head_dim
+        self.vocab = model.vocab_size
 
     def _upload(self, arr: np.ndarray, hold: list[Any]) -> Any:
         """Host array -> OrtValue on the session's device (on CPU it shares ``arr``'s memory)."""

@@ -183,8 +183,8 @@ class TensorRTBackend(Lifecycle):
                 raise BackendUnavailable(f"{bundle.root / e.file}: TensorRT could not deserialize the engine")
             self._engines[graph] = engine
             self._contexts[graph] = engine.create_execution_context()
-        m = bundle.model
-        self.layers, self.heads, self.head_dim = m["n_layers"], m["n_heads"], m["d_model"] // m["n_heads"]
+        m = bundle.model_config
+        self.layers, self.heads, self.head_dim = m.n_layers, m.n_heads, m.head_dim
         self.n_visual = int(bundle.graph("decoder").inputs["cross_k"].shape[3])
         self.max_batch, self.max_capacity = bundle.limits.max_batch, bundle.limits.max_new_tokens
         self._sizes = self._buffer_sizes()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bundle import ModelConfig
 from .base import BackendUnavailable
 from .host_cache import DECODER_OUTPUTS, HostCacheBackend
 
@@ -29,9 +30,9 @@ class TritonBlsBackend(HostCacheBackend):
 
     name = "triton-bls"
 
-    def __init__(self, model: dict[str, Any], encoder_model: str = "pvlm_encoder",
+    def __init__(self, model: ModelConfig, encoder_model: str = "pvlm_encoder",
                  decoder_model: str = "pvlm_decoder", pb_utils: Any = None):
-        """``model``: the bundle manifest's model config (layers, heads, d_model)."""
+        """``model``: the bundle's model config (layers, heads, head width)."""
         if pb_utils is None:
             try:
                 import triton_python_backend_utils as pb_utils  # only inside Triton's Python backend

@@ -317,6 +317,10 @@ class ModelConfig:
         """Per-head width, ``d_model // n_heads``."""
         return self.d_model // self.n_heads
 
+    def summary(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        """``keys`` of this config as plain JSON values (``image_size`` a list), for reports."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in keys)}
+
     @classmethod
     def from_dict(cls, data: Any) -> "ModelConfig":
         """Validate a ``model`` section; :class:`BundleError` naming the key."""

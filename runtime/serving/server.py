@@ -44,7 +44,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ from PIL import Image
 from ..attributes import parse_attributes
 from ..backends import NAMES
 from ..backends.base import BackendUnavailable
-from ..bundle import BundleError
+from ..bundle import BundleError, Preprocessing
 from ..cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, first_line
 from ..describer import Describer, detokenize
 from ..preprocess import MAX_IMAGE_BYTES, InputError, image_from_bytes, preprocess
@@ -237,7 +237,7 @@ def _column(values: list[str]) -> np.ndarray:
     return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_)
 
 
-def _pixels_from_bytes(data: bytes, index: int, pre: Mapping[str, Any], max_image_bytes: int,
+def _pixels_from_bytes(data: bytes, index: int, pre: Preprocessing, max_image_bytes: int,
                        max_pixels: int) -> np.ndarray:
     """Encoded image -> the model's float32 (3, H, W) input; the decoded full-size image is freed on return.
 
@@ -245,7 +245,7 @@ def _pixels_from_bytes(data: bytes, index: int, pre: Mapping[str, Any], max_imag
     local ``Describer``.
     """
     image = image_from_bytes(data, index, max_image_bytes, max_pixels)
-    return preprocess(image, pre["height"], pre["width"], pre["mean"], pre["std"])
+    return preprocess(image, pre.height, pre.width, list(pre.mean), list(pre.std))
 
 
 def _describe_pixels(describer: Any, pixels: list[np.ndarray]) -> list[tuple[str, str]]:
@@ -271,7 +271,7 @@ def describe_rows(describer: Any, rows: Sequence[np.ndarray], max_image_bytes: i
     n = len(rows)
     names = list(range(n)) if indices is None else list(indices)
     texts, attrs, errors = [""] * n, ["{}"] * n, [""] * n
-    pre = describer.bundle.preprocess
+    pre = describer.bundle.preprocessing
     good, pixels = [], []
     for j, (row, i) in enumerate(zip(rows, names)):
         try:
@@ -332,7 +332,7 @@ def _warm_up(describer: Any) -> tuple[bytes, str]:
     buf = io.BytesIO()
     Image.new("RGB", (1, 1), (128, 128, 128)).save(buf, "PNG")
     data = buf.getvalue()
-    pixels = _pixels_from_bytes(data, 0, describer.bundle.preprocess, len(data), 1)
+    pixels = _pixels_from_bytes(data, 0, describer.bundle.preprocessing, len(data), 1)
     return data, _describe_pixels(describer, [pixels])[0][0]
 
 
