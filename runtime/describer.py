@@ -218,8 +218,6 @@ class Describer:
         if shared_threads:
             options["shared_threads"] = True
         if precision != "fp32":
-            if not any(e.precision == precision for e in self.bundle.engines):
-                self.bundle.variant_graphs(precision)  # a clear BundleError when the bundle lacks it
             options["precision"] = precision
         return create_backend(name, self.bundle, **options)
 

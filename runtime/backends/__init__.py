@@ -21,6 +21,7 @@ def create_backend(name: str, bundle: Bundle, **options: Any) -> Backend:
     """Instantiate a backend by name; ``auto`` tries each of ``AUTO_ORDER`` and falls back with a warning."""
     if name not in NAMES:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(NAMES)}")
+    bundle.check_precision(options.get("precision", "fp32"))
     if name != "auto":
         return _create(name, bundle, **options)
     reasons = []
@@ -45,9 +46,6 @@ def _create(name: str, bundle: Bundle, **options: Any) -> Backend:
     if name in ("onnxruntime-cpu", "onnxruntime-cuda"):
         from .ort import ort_backend
 
-        if precision not in bundle.precisions:  # e.g. FP16 TensorRT engines but no FP16 ONNX graphs
-            raise BackendUnavailable(f"{bundle.root}: no {precision} ONNX graphs (export them with "
-                                     f"pvlm-export onnx --{precision})")
         return ort_backend(bundle, device=name.split("-")[1], **options)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend

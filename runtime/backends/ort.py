@@ -64,6 +64,9 @@ def choose_decoder(ort: Any, bundle: Bundle, decoder: str, precision: str = "fp3
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if precision not in bundle.precisions:  # e.g. FP16 TensorRT engines but no FP16 ONNX graphs
+        raise BackendUnavailable(f"{bundle.root}: no {precision} ONNX graphs (export them with "
+                                 f"pvlm-export onnx --{precision})")
     graphs = bundle.manifest.graphs
     has_ort_graphs = "decoder_ort" in graphs and "cross_ort" in graphs
     variant = bundle.variant_graphs(precision)

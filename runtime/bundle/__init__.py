@@ -241,6 +241,13 @@ class Bundle:
         """Precisions the bundle holds graphs for: ``fp32`` always, then its variants (``fp16``, ``int8``)."""
         return ("fp32", *self.manifest.variants)
 
+    def check_precision(self, precision: str) -> None:
+        """A clear :class:`BundleError` unless the bundle holds ``precision``: as ONNX graphs or compiled engines."""
+        if precision in self.precisions or any(e.precision == precision for e in self.engines):
+            return
+        raise BundleError(f"{self.root}: the bundle has no {precision} graphs (it holds "
+                          f"{', '.join(self.precisions)}); re-export it with pvlm-export onnx --{precision}")
+
     def variant_graphs(self, precision: str) -> dict[str, str]:
         """Graph name -> file of the graphs a precision variant replaces (``{}`` for fp32).
 
@@ -250,7 +257,7 @@ class Bundle:
         if precision == "fp32":
             return {}
         if precision not in self.manifest.variants:
-            raise BundleError(f"{self.root}: the bundle has no {precision} graphs (it holds "
+            raise BundleError(f"{self.root}: the bundle has no {precision} ONNX graphs (it holds "
                               f"{', '.join(self.precisions)}); re-export it with pvlm-export onnx --{precision}")
         return dict(self.manifest.variants[precision])
 
