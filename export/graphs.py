@@ -26,9 +26,12 @@ from .mobilevit import patch_mobilevit_blocks
 
 
 class EncoderGraph(nn.Module):
-    """pixels (B, 3, H, W) -> cross_k, cross_v (L, B, H, N, Dh): all the decoder needs from an image.
+    """pixels (B, 3, H, W) -> cross_k, cross_v (L, B, H, N, Dh): all the decoder needs from an image; and with
+    attribute heads, ``attributes`` (B, values): each head field's softmax side by side, in ``HEAD_FIELDS`` order.
 
-    Works on a copy of the model whose MobileViT blocks move tensors the way ONNX Runtime does fast.
+    Works on a copy of the model whose MobileViT blocks move tensors the way ONNX Runtime does fast. The heads
+    pool the same visual tokens (one query per field, a few hundred FLOPs per crop); the graph gives uncalibrated
+    probabilities and the manifest's temperatures calibrate them at run time.
     """
 
     def __init__(self, model: PersonVLM):
@@ -36,8 +39,17 @@ class EncoderGraph(nn.Module):
         self.model = copy.deepcopy(model)
         patch_mobilevit_blocks(self.model)
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.cross_kv(self.model.encode_image(pixels))
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        visual = self.model.encode_image(pixels)
+        cross_k, cross_v = self.model.cross_kv(visual)
+        if self.model.attribute_heads is None:
+            return cross_k, cross_v
+        return cross_k, cross_v, attribute_probabilities(self.model, visual)
+
+
+def attribute_probabilities(model: PersonVLM, visual: torch.Tensor) -> torch.Tensor:
+    """Visual tokens (B, N, D) -> every head field's softmax, concatenated: (B, values); the encoder's third output."""
+    return torch.cat([logits.softmax(-1) for logits in model.attribute_heads(visual)], dim=-1)
 
 
 class DecoderStepGraph(nn.Module):

@@ -22,11 +22,12 @@ from runtime.backends.ort_bound import supports_bound_cache
 from runtime.bundle import Limits, Manifest, is_bundle
 from runtime.verification import Verification
 
+from .calibration import calibrate_heads, held_out_records
 from .graphs import DecoderStepGraph, EncoderGraph
 from .manifest import artifact_entry, producer_versions, write_manifest
 from .model_card import write_bundle_docs
 from .ort_decoder import export_ort_decoder
-from .spec import GraphSpec, check_cross_choice, graph_specs
+from .spec import GraphSpec, attribute_heads_layout, check_cross_choice, graph_specs
 from .validate import ParityReport, ValidationError, check_graph, check_parity
 from .variants import VariantOptions, add_variants
 
@@ -42,14 +43,15 @@ def export_onnx(
     checkpoint: str | Path, out_dir: str | Path | None = None, *, opset: int = DEFAULT_OPSET, max_batch: int = 64,
     max_new_tokens: int = 48, force: bool = False, vocab: str | Path | None = None, verify: bool = True,
     atol: float = 1e-4, precisions: tuple[str, ...] = (), variant_options: VariantOptions | None = None,
-    accept_mismatch: bool = False, cross_attention: str = "auto",
+    accept_mismatch: bool = False, cross_attention: str = "auto", calibration_data: str | Path | None = None,
 ) -> Path:
     """Export, validate and write a bundle atomically; returns the bundle directory.
 
     ``vocab`` is only needed for checkpoints of the original repository. ``precisions``
     (``fp16``, ``int8``) adds verified variants of the graphs (see ``export/variants.py``).
     ``cross_attention``: ``decoder_ort``'s cross-attention form (``auto``, ``tables``, ``attention``;
-    see ``export.spec.cross_form``).
+    see ``export.spec.cross_form``). ``calibration_data``: a JSONL of labelled crops to calibrate the attribute
+    heads on (default: the checkpoint's validation split; checkpoints without heads ignore it).
     A failed validation raises :class:`ValidationError` and leaves nothing behind.
     """
     checkpoint = Path(checkpoint)
@@ -63,9 +65,10 @@ def export_onnx(
     model, voc, meta = load_checkpoint(checkpoint, vocab=vocab)
     if not 1 <= max_new_tokens <= model.cfg.max_len:
         raise ValueError(f"--max-new-tokens must be in [1, {model.cfg.max_len}], got {max_new_tokens}")
+    held_out = held_out_records(meta, calibration_data) if model.attribute_heads is not None else None
     with building(out, force=force, is_ours=is_bundle, what=WHAT) as tmp:
         manifest = build_bundle(model, voc, tmp, opset=opset, max_batch=max_batch, max_new_tokens=max_new_tokens,
-                                verify=verify, atol=atol, cross_attention=cross_attention)
+                                verify=verify, atol=atol, cross_attention=cross_attention, held_out=held_out)
         manifest = manifest.with_source(checkpoint_from_bundle(checkpoint, out), _plain(meta),
                                         absolute=str(checkpoint.resolve()))
         manifest = write_bundle_docs(tmp, manifest)  # README.md model card + description.schema.json, listed as artifacts
@@ -84,8 +87,13 @@ def checkpoint_from_bundle(checkpoint: Path, bundle_dir: Path) -> str:
 def build_bundle(
     model: PersonVLM, vocab: Vocabulary, out: Path, *, opset: int = DEFAULT_OPSET, max_batch: int = 64,
     max_new_tokens: int = 48, verify: bool = True, atol: float = 1e-4, cross_attention: str = "auto",
+    held_out: tuple[list[Any], str] | None = None,
 ) -> Manifest:
-    """Export the graphs into ``out`` and validate them; returns the manifest (not yet written)."""
+    """Export the graphs into ``out`` and validate them; returns the manifest (not yet written).
+
+    A model with attribute heads gets their layout in ``graphs.encoder.attribute_heads``, with temperatures
+    fitted on ``held_out`` (records and where they came from; None or no records: temperatures 1.0).
+    """
     try:
         from onnxruntime import __version__ as ort_version
     except ImportError:  # only verify=False gets this far without it; the graph is written unchecked like the rest
@@ -115,6 +123,11 @@ def build_bundle(
                           failures=tuple(failures))
     if failures:
         raise ValidationError(failures, report.to_dict())
+    graphs = {name: spec.to_dict() for name, spec in specs.items()}
+    heads = attribute_heads_layout(cfg)
+    if heads is not None:
+        records, source = held_out or ([], "no held-out data given")
+        graphs["encoder"]["attribute_heads"] = calibrate_heads(model, heads, records, source).to_dict()
     return Manifest.create(
         model=cfg.to_dict(),
         tokens=vocab.itos,
@@ -123,7 +136,7 @@ def build_bundle(
             "height": cfg.image_size[0], "width": cfg.image_size[1], "resize": "stretch", "interpolation": "bilinear",
             "scale": 1 / 255, "mean": list(cfg.mean), "std": list(cfg.std), "channel_order": "RGB", "layout": "NCHW",
         },
-        graphs={name: spec.to_dict() for name, spec in specs.items()},
+        graphs=graphs,
         limits=Limits(max_batch=max_batch, max_new_tokens=max_new_tokens, max_positions=cfg.max_len),
         opset=opset,
         producer=producer_versions(),

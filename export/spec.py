@@ -15,7 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pvlm.attribute_targets import HEAD_FIELDS
 from pvlm.model import PersonVLMConfig
+from runtime.bundle import AttributeHeads, HeadField
 
 Dim = int | str
 
@@ -54,6 +56,21 @@ class GraphSpec:
             name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
             for name, t in {**self.inputs, **self.outputs}.items()
         }
+
+
+ATTRIBUTES_OUTPUT = "attributes"  # the encoder's optional output: every attribute head's softmax, side by side
+
+
+def attribute_heads_layout(cfg: PersonVLMConfig) -> AttributeHeads | None:
+    """Where each head field's probabilities lie in the encoder's ``attributes`` row (temperatures 1.0, not yet
+    calibrated); None for a config without attribute heads."""
+    if not cfg.attribute_heads:
+        return None
+    fields, offset = [], 0
+    for f in HEAD_FIELDS:
+        fields.append(HeadField(f.key, f.drawn, offset))
+        offset += len(f.drawn)
+    return AttributeHeads(ATTRIBUTES_OUTPUT, tuple(fields))
 
 
 CROSS_FORMS = ("tables", "attention")
@@ -97,6 +114,9 @@ def check_cross_choice(cross: str | None) -> None:
 def graph_specs(cfg: PersonVLMConfig, cross: str | None = None) -> dict[str, GraphSpec]:
     """The encoder, decoder-step and ONNX Runtime cross and decoder-step graph specs for a model config.
 
+    A config with attribute heads gives the encoder a third output, :data:`ATTRIBUTES_OUTPUT`
+    ``(batch, values)`` (see :func:`attribute_heads_layout`).
+
     ``cross``: the ``decoder_ort`` cross-attention form (``CROSS_FORMS``); ``None`` or ``auto``: :func:`cross_form`.
     """
     check_cross_choice(cross)
@@ -106,6 +126,7 @@ def graph_specs(cfg: PersonVLMConfig, cross: str | None = None) -> dict[str, Gra
     kv_cache = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, "cache", cfg.head_dim))
     kv_new = TensorSpec("float32", (cfg.n_layers, "batch", cfg.n_heads, 1, cfg.head_dim))
     scores = cfg.n_heads * cfg.n_visual  # cross-attention scores per token, all heads
+    heads = attribute_heads_layout(cfg)
     if cross == "tables":  # per layer: hidden -> scores (weights, bias) and scores -> output projection
         cross_inputs = {kind: TensorSpec("float32", shape) for kind, shape in (
             ("cross_qk", ("batch", scores, cfg.d_model)), ("cross_qkb", ("batch", 1, scores)),
@@ -120,7 +141,8 @@ def graph_specs(cfg: PersonVLMConfig, cross: str | None = None) -> dict[str, Gra
         "encoder": GraphSpec(
             file="encoder.onnx",
             inputs={"pixels": TensorSpec("float32", ("batch", 3, h, w))},
-            outputs={"cross_k": kv_cross, "cross_v": kv_cross},
+            outputs={"cross_k": kv_cross, "cross_v": kv_cross, **({} if heads is None else {
+                heads.output: TensorSpec("float32", ("batch", heads.total_values))})},
         ),
         "decoder": GraphSpec(
             file="decoder.onnx",

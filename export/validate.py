@@ -22,6 +22,7 @@ from runtime.backends.host_cache import HostCacheBackend
 from runtime.bundle import ModelConfig
 from runtime.verification import GraphParity, ParityReport  # the manifest's parity record, filled here
 
+from .graphs import attribute_probabilities
 from .spec import GraphSpec
 
 log = logging.getLogger(__name__)
@@ -197,14 +198,22 @@ def _open_sessions(cfg: Any, encoder_path: Path, decoder_path: Path,
 
 def _compare_encoder(model: PersonVLM, encoder: Any, pixels: np.ndarray,
                      run: _Run) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
-    """The encoder graph's cross K/V against PyTorch's on one batch; returns (reference K, V, graph K, V)."""
+    """The encoder graph's outputs against PyTorch's on one batch: cross K/V, and the attribute heads'
+    probabilities where the graph has them (one more output, held to the same tolerance); returns
+    (reference K, V, graph K, V)."""
     with torch.no_grad():
-        ref_k, ref_v = model.cross_kv(model.encode_image(torch.from_numpy(pixels)))
-    ck, cv = encoder.run(None, {"pixels": pixels})
-    run.nonfinite += int((~np.isfinite(ck)).sum() + (~np.isfinite(cv)).sum())
-    run.encoder_max_abs_diff = max(run.encoder_max_abs_diff, float(np.abs(ck - ref_k.numpy()).max()),
-                                   float(np.abs(cv - ref_v.numpy()).max()))
-    return ref_k, ref_v, ck, cv
+        visual = model.encode_image(torch.from_numpy(pixels))
+        ref_k, ref_v = model.cross_kv(visual)
+        refs = [ref_k.numpy(), ref_v.numpy()]
+        if model.attribute_heads is not None:
+            refs.append(attribute_probabilities(model, visual).numpy())
+    outs = encoder.run(None, {"pixels": pixels})
+    if len(outs) != len(refs):
+        raise ValidationError([f"encoder graph has {len(outs)} outputs, the model gives {len(refs)}"])
+    for got, ref in zip(outs, refs):
+        run.nonfinite += int((~np.isfinite(got)).sum())
+        run.encoder_max_abs_diff = max(run.encoder_max_abs_diff, float(np.abs(got - ref).max()))
+    return ref_k, ref_v, outs[0], outs[1]
 
 
 def _compare_decoders(model: PersonVLM, steps: dict[str, Step],

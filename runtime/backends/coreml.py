@@ -48,12 +48,15 @@ class CoreMLBackend(HostCacheBackend):
         self._models = {g: ct.models.MLModel(str(bundle.root / p.file), compute_units=ct.ComputeUnit.ALL)
                         for g, p in packages.items()}
         self.precision = precision
+        heads = bundle.manifest.attribute_heads
+        self._heads = heads.output if heads is not None else None
         super().__init__(bundle.model_config)
 
-    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float32 (B, 3, H, W) -> cross_k, cross_v as float32."""
+    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        """float32 (B, 3, H, W) -> cross_k, cross_v[, attributes] as float32 (the last from packages with heads)."""
         out = self._models["encoder"].predict({"pixels": pixels})
-        return out["cross_k"].astype(np.float32), out["cross_v"].astype(np.float32)
+        kv = (out["cross_k"].astype(np.float32), out["cross_v"].astype(np.float32))
+        return (*kv, out[self._heads].astype(np.float32)) if self._heads in out else kv
 
     def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decoder-step feeds (int64 ids become the package's int32) -> next_ids, new_k, new_v."""

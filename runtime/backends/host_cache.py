@@ -26,6 +26,7 @@ class HostState:
     cross_v: np.ndarray
     cache_k: np.ndarray  # (L, B, H, capacity, Dh); slot t holds position t
     cache_v: np.ndarray
+    attributes: np.ndarray | None = None  # the encoder's attribute-head probabilities (B, values), as encoded
 
 
 class HostCacheBackend(Lifecycle):
@@ -37,8 +38,8 @@ class HostCacheBackend(Lifecycle):
         """``model``: the bundle's model config (layers, heads, head width)."""
         self._cache_shape = (model.n_layers, model.n_heads, model.head_dim)
 
-    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float32 (B, 3, H, W) -> cross_k, cross_v."""
+    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        """float32 (B, 3, H, W) -> cross_k, cross_v[, attributes] (the last where the encoder has heads)."""
         raise NotImplementedError
 
     def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,7 +54,10 @@ class HostCacheBackend(Lifecycle):
     def encode(self, pixels: np.ndarray, capacity: int) -> HostState:
         """Run the encoder; zeroed cache of ``capacity`` slots."""
         self._check_open()
-        return self.start(*self.run_encoder(pixels), capacity)
+        cross_k, cross_v, *heads = self.run_encoder(pixels)
+        state = self.start(cross_k, cross_v, capacity)
+        state.attributes = heads[0] if heads else None
+        return state
 
     def start(self, cross_k: np.ndarray, cross_v: np.ndarray, capacity: int) -> HostState:
         """State for a batch from the encoder's cross K/V (L, B, H, N, Dh); zeroed cache of ``capacity`` slots."""

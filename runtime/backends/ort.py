@@ -175,10 +175,9 @@ class OrtBackend(HostCacheBackend):
         self.encoder = loader.load("encoder")
         super().__init__(loader.bundle.model_config)
 
-    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Encoder session: cross_k, cross_v."""
-        ck, cv = self.encoder.run(None, {"pixels": pixels})
-        return ck, cv
+    def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Encoder session: cross_k, cross_v[, attributes]."""
+        return tuple(self.encoder.run(None, {"pixels": pixels}))
 
     def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Portable decoder-step session; numpy inputs are passed by reference (no copy on CPU)."""
@@ -212,8 +211,10 @@ class OrtBoundBackend(Lifecycle):
 
     def encode(self, pixels: np.ndarray, capacity: int) -> BoundState:
         """Run the encoder and the cross tables; an empty cache of ``capacity`` slots on the device."""
-        ck, cv = self.encoder.run(None, {"pixels": pixels})
-        return self.bound.start(ck, cv, capacity)
+        ck, cv, *heads = self.encoder.run(None, {"pixels": pixels})
+        state = self.bound.start(ck, cv, capacity)
+        state.attributes = heads[0] if heads else None
+        return state
 
     def step(self, state: BoundState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One decoder step at ``position``; next ids (B,) int64."""

@@ -81,6 +81,7 @@ class BoundState:
     tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))  # host side, bound every step
     positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int64))
     indirection: Any = None  # all-zero (B, 1, capacity) int32 on the device: greedy is beam width 1
+    attributes: np.ndarray | None = None  # the encoder's attribute-head probabilities (B, values), as encoded
 
 
 class BoundDecoder:

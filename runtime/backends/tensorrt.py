@@ -153,6 +153,7 @@ class TrtState:
     buffers: _BufferSet
     batch: int
     capacity: int
+    attributes: np.ndarray | None = None  # the encoder's attribute-head probabilities (B, values), as encoded
 
 
 class TensorRTBackend(Lifecycle):
@@ -187,6 +188,8 @@ class TensorRTBackend(Lifecycle):
         self.layers, self.heads, self.head_dim = m.n_layers, m.n_heads, m.head_dim
         self.n_visual = int(bundle.graph("decoder").inputs["cross_k"].shape[3])
         self.max_batch, self.max_capacity = bundle.limits.max_batch, bundle.limits.max_new_tokens
+        heads = bundle.manifest.attribute_heads  # an encoder with heads: its probabilities come back to the host
+        self._heads_output = (heads.output,) if heads is not None else ()
         self._sizes = self._buffer_sizes()
         for new, cache in (("new_k", "cache_k"), ("new_v", "cache_v")):
             if self._sizes[new][1] != self._sizes[cache][1]:  # each step's K/V are copied into the cache as bytes
@@ -219,7 +222,8 @@ class TensorRTBackend(Lifecycle):
         try:
             return self._pool.pop()
         except IndexError:
-            return _BufferSet(self._cudart, self._sizes, pinned=("pixels", "tokens", "positions", "next_ids"))
+            return _BufferSet(self._cudart, self._sizes,
+                              pinned=("pixels", "tokens", "positions", "next_ids", *self._heads_output))
 
     def _give_back(self, buffers: _BufferSet) -> None:
         """A finished batch's buffers back to the pool (the finalizer of its state; takes no lock)."""
@@ -281,7 +285,13 @@ class TensorRTBackend(Lifecycle):
             for name in ("cache_k", "cache_v"):
                 buf = bufs.bufs[name]
                 _check(self._cudart.cudaMemsetAsync(buf.device, 0, slots * buf.dtype.itemsize, self._stream))
+            heads = next((bufs.bufs[n] for n in self._heads_output if n in bufs.bufs), None)
+            if heads is not None:  # (B, values) at the front of the max-batch buffer
+                self._copy(self._host_ptr(heads.host), heads.device, heads.nbytes // self.max_batch * b, "d2h")
             _check(self._cudart.cudaStreamSynchronize(self._stream))
+        if heads is not None:
+            per_row = heads.nbytes // self.max_batch // heads.dtype.itemsize
+            state.attributes = heads.host[:b * per_row].reshape(b, per_row).astype(np.float32)
         return state
 
     def step(self, state: TrtState, tokens: np.ndarray, position: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engines import Engine, parse_engines
+from .attribute_heads import AttributeHeads, HeadField
 from .canonical_json import canonical_json
 from .files import file_kind, open_regular, read_regular, sha256_path
 from .format import (
@@ -276,4 +277,4 @@ class Bundle:
         return self.root / self.variant_graphs(precision).get(name, self.manifest.graphs[name].file)
 
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "Bundle", "BundleError", "CONTENT_HASH_ALGORITHM", "DTYPES", "GraphEntry", "HASHED_SECTIONS", "Limits", "MAX_BATCH", "MAX_DIM", "MAX_D_MODEL", "MAX_GRAPH_IO", "MAX_HEADS", "MAX_IMAGE_SIDE", "MAX_JSON_DEPTH", "MAX_LAYERS", "MAX_MANIFEST_BYTES", "MAX_POSITIONS", "MAX_RANK", "MAX_TOKEN_CHARS", "MAX_VISUAL_TOKENS", "MAX_VOCAB", "MEAN_RANGE", "Manifest", "ModelConfig", "ONNX_DTYPES", "OnnxTensor", "Preprocessing", "SPECIAL_TOKENS", "STD_RANGE", "SUPPORTED_VERSIONS", "TensorEntry", "canonical_json", "check_relative_path", "inside", "is_bundle", "onnx_graph_io", "open_regular", "parse_manifest_json", "read_regular", "sha256_path"]
+__all__ = ["AttributeHeads", "BUNDLE_FORMAT", "BUNDLE_VERSION", "Bundle", "BundleError", "CONTENT_HASH_ALGORITHM", "DTYPES", "GraphEntry", "HASHED_SECTIONS", "HeadField", "Limits", "MAX_BATCH", "MAX_DIM", "MAX_D_MODEL", "MAX_GRAPH_IO", "MAX_HEADS", "MAX_IMAGE_SIDE", "MAX_JSON_DEPTH", "MAX_LAYERS", "MAX_MANIFEST_BYTES", "MAX_POSITIONS", "MAX_RANK", "MAX_TOKEN_CHARS", "MAX_VISUAL_TOKENS", "MAX_VOCAB", "MEAN_RANGE", "Manifest", "ModelConfig", "ONNX_DTYPES", "OnnxTensor", "Preprocessing", "SPECIAL_TOKENS", "STD_RANGE", "SUPPORTED_VERSIONS", "TensorEntry", "canonical_json", "check_relative_path", "inside", "is_bundle", "onnx_graph_io", "open_regular", "parse_manifest_json", "read_regular", "sha256_path"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..engines import Engine, parse_engines
 from ..verification import ParityReport, Verification
+from .attribute_heads import AttributeHeads
 from .canonical_json import sha256_jcs
 from .format import (
     BUNDLE_FORMAT,
@@ -372,7 +373,8 @@ _CROSS_FORMS = {  # decoder_ort's per-layer cross-attention inputs (cross_ort's 
 _SOURCES = {"L": "model.n_layers", "H": "model.n_heads", "D": "model.d_model", "Dh": "model.d_model / n_heads",
             "V": "the vocabulary size (vocab.tokens)", "HT": "preprocess.height", "WD": "preprocess.width",
             "N": "the encoder's visual tokens (graphs.encoder.outputs.cross_k.shape[3])",
-            "HN": "n_heads x the encoder's visual tokens"}
+            "HN": "n_heads x the encoder's visual tokens",
+            "A": "the attribute heads' values (graphs.encoder.attribute_heads.fields)"}
 
 
 def _ort_contract(layers: int, form: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -501,6 +503,8 @@ class Manifest:
         for name in _REQUIRED_GRAPHS:
             if name not in graphs:
                 raise _Invalid(f"graphs.{name}: missing")
+        if "attribute_heads" in data["graphs"]["encoder"]:
+            AttributeHeads.from_dict(data["graphs"]["encoder"]["attribute_heads"])  # BundleError naming the key
         lim = _section(data, "limits")
         limits = Limits(*(_bounded_int(lim, k, "limits", high) for k, high in (
             ("max_batch", MAX_BATCH), ("max_new_tokens", MAX_POSITIONS), ("max_positions", MAX_POSITIONS))))
@@ -561,11 +565,17 @@ class Manifest:
                            f"visual tokens (1 to {MAX_VISUAL_TOKENS}), {m.head_dim}]")
         env = {"L": m.n_layers, "H": m.n_heads, "D": m.d_model, "Dh": m.head_dim, "V": len(self.tokens),
                "HT": pre.height, "WD": pre.width, "N": visual, "HN": m.n_heads * visual}
+        heads = self.attribute_heads
+        expected_encoder = ["cross_k", "cross_v"]
         for name, (inputs, outputs) in _CONTRACT.items():
+            if name == "encoder" and heads is not None:  # the optional third output: every head's softmax
+                outputs = {**outputs, heads.output: ("float32", "B A")}
+                env = {**env, "A": heads.total_values}
+                expected_encoder.append(heads.output)
             _check_side(self.graphs[name], "inputs", inputs, env, name)
             _check_side(self.graphs[name], "outputs", outputs, env, name)
-        if list(self.graphs["encoder"].outputs) != ["cross_k", "cross_v"]:
-            raise _Invalid("graphs.encoder.outputs: expected cross_k then cross_v")
+        if list(self.graphs["encoder"].outputs) != expected_encoder:
+            raise _Invalid(f"graphs.encoder.outputs: expected {' then '.join(expected_encoder)}")
         if "cross_ort" in self.graphs and "decoder_ort" in self.graphs:  # one without the other is never run
             form = "tables" if "cross_qk_0" in self.graphs["decoder_ort"].inputs else "attention"
             cross, inputs, outputs = _ort_contract(m.n_layers, form)
@@ -573,6 +583,18 @@ class Manifest:
             _check_side(self.graphs["cross_ort"], "outputs", cross, env, "cross_ort")
             _check_side(self.graphs["decoder_ort"], "inputs", inputs, env, "decoder_ort")
             _check_side(self.graphs["decoder_ort"], "outputs", outputs, env, "decoder_ort")
+
+    @property
+    def attribute_heads(self) -> AttributeHeads | None:
+        """The encoder's attribute-head output (fields, offsets, temperatures); None in a bundle without heads."""
+        data = self.raw["graphs"]["encoder"].get("attribute_heads")
+        return None if data is None else AttributeHeads.from_dict(data)
+
+    def with_attribute_heads(self, heads: AttributeHeads) -> "Manifest":
+        """This manifest with the encoder's ``attribute_heads`` section replaced (calibrated temperatures)."""
+        graphs = copy.deepcopy(dict(self.raw["graphs"]))
+        graphs["encoder"]["attribute_heads"] = heads.to_dict()
+        return self._with("graphs", graphs)
 
     @property
     def preprocessing(self) -> Preprocessing:

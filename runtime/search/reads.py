@@ -1,24 +1,178 @@
-"""The read half of the store API, the same over both engines: each engine supplies ``_read`` (run a
-function with its reader under the engine's lock and error mapping), ``_lock`` and ``_db``."""
+"""The read half of the store, written once for both engines: the store API (:class:`StoreReads`) and the
+plan of a search (:class:`Reader`); each engine supplies only its statements.
+
+A search reads, newest first:
+
+- the *ranking* pass (:meth:`Reader._ranked`): the newest :data:`RANK_SCAN` descriptions holding any
+  ranking term (a shade, a free word, the exact value of a filter widened to its near-synonyms) that
+  also have every filter term: a bounded read, however rare the combination;
+- the *base* pass (:meth:`Reader._walk`), one statement streaming the descriptions with every filter
+  term (or, for a query with none, any ranking term): its newest :data:`RANK_WINDOW` join the ranked
+  pool, the rest follow newest first until the page is full, and the same stream goes on to count the
+  matching tracks (:class:`Walk`), so the index is walked once per search.
+
+:func:`runtime.search.rank.rank` orders the pool; the chosen descriptions are then read in full.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
-from .query import parse_query
-from .records import Hit, Page, check_query_value, check_search
+from .query import Query, parse_query
+from .rank import Candidate, Ranked, hit, rank, score
+from .records import Hit, Page, Scope, check_query_value, check_search, hit_from_row
+
+T = TypeVar("T")
+RANK_WINDOW = 100  # newest candidates of the base pass that are ranked; past them, newest first
+RANK_SCAN = 500  # newest descriptions with a ranking term that the ranking pass reads
+_KNOWN_CACHE = 10_000  # words remembered by known_word before the cache starts again
+
+
+class Walk:
+    """The base pass's candidates, newest first, read once: ranking takes the head and as much of the rest
+    as the page needs; :meth:`count` then reads on to count the tracks among the first ``count_rows``."""
+
+    def __init__(self, rows: Iterator[Candidate], count_rows: int) -> None:
+        self._rows, self._limit = rows, count_rows
+        self.read = 0
+        self.tracks: set[tuple[Any, Any]] = set()
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for c in self._rows:
+            self.read += 1
+            if self.read <= self._limit:
+                self.tracks.add((c.camera, c.track))
+            yield c
+
+    def take(self, n: int) -> list[Candidate]:
+        """The next ``n`` candidates (fewer at the end)."""
+        out = []
+        for c in self:
+            out.append(c)
+            if len(out) >= n:
+                break
+        return out
+
+    def count(self) -> tuple[int, bool]:
+        """(distinct tracks among the first ``count_rows`` descriptions, whether more descriptions match)."""
+        for _ in self:
+            if self.read > self._limit:
+                break
+        return len(self.tracks), self.read > self._limit
+
+    def close(self) -> None:
+        """Stop the underlying statement."""
+        getattr(self._rows, "close", lambda: None)()
+
+
+class Reader:
+    """The read side of one connection (the caller holds its lock): the search plan, the known-word cache and
+    the track/camera reads, over the engine's statements (the ``_``-methods an engine overrides)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._known: set[str] = set()  # words seen in the text (rows are never deleted, so they stay)
+
+    def known_word(self, word: str) -> bool:
+        """Whether any stored description's text holds ``word`` (an index lookup, remembered when true)."""
+        if word not in self._known:
+            if len(self._known) > _KNOWN_CACHE:
+                self._known.clear()
+            if not self._word_stored(word):
+                return False
+            self._known.add(word)
+        return True
+
+    def page(self, q: Query, scope: Scope, count_rows: int = 0) -> Page:
+        """One page of hits for ``q``, and the tracks counted in the first ``count_rows`` descriptions read."""
+        need = scope.need + 1  # one more: is there a next page?
+        with self._snapshot():
+            pool = self._ranked(q, scope) if q.required and q.boosts else []
+            walk = Walk(self._walk(q, scope), count_rows)
+            try:
+                result = rank(q, pool + walk.take(RANK_WINDOW), walk, need)
+                counted, capped = walk.count() if count_rows else (result.counted, result.capped)
+            finally:
+                walk.close()
+            chosen = result.tracks
+            more = len(chosen) > scope.need
+            shown = chosen[scope.offset : scope.need]
+            full = self._full(q, [r.id for r in shown])
+        hits = [_scored_hit(q, r, *full[r.id]) for r in shown if r.id in full]
+        return Page(q, hits, max(counted, len(chosen) - more), capped, more)
+
+    def track(self, camera: str, track: str, limit: int) -> list[Hit]:
+        """Every stored description of one track, oldest first (at most ``limit``)."""
+        return [hit_from_row(r) for r in self._track_rows(camera, track, limit)]
+
+    def spans(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, int]]:
+        """(first seen, last seen, descriptions) of each (camera, track), in one statement."""
+        keys = list(dict.fromkeys(keys))
+        return self._spans(keys) if keys else {}
+
+    # What an engine provides.
+    def _snapshot(self) -> Any:
+        """A context in which the search's statements read one state of the store."""
+        return contextlib.nullcontext()
+
+    def _word_stored(self, word: str) -> bool:
+        raise NotImplementedError
+
+    def _ranked(self, q: Query, scope: Scope) -> list[Candidate]:
+        """The ranking pass (see the module's docstring)."""
+        raise NotImplementedError
+
+    def _walk(self, q: Query, scope: Scope) -> Iterator[Candidate]:
+        """The base pass, newest first: the first :data:`RANK_WINDOW` with their text relevance (when the query
+        has free words), the rest light (id, track, tokens, probabilities); a generator the caller closes."""
+        raise NotImplementedError
+
+    def _full(self, q: Query, ids: list[int]) -> dict[int, tuple[tuple[Any, ...], Candidate]]:
+        """id -> (stored columns, the candidate with its full text and relevance) of the descriptions ``ids``."""
+        raise NotImplementedError
+
+    def _track_rows(self, camera: str, track: str, limit: int) -> list[Any]:
+        raise NotImplementedError
+
+    def _spans(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, int]]:
+        raise NotImplementedError
+
+
+def _scored_hit(q: Query, r: Ranked, row: tuple[Any, ...], c: Candidate) -> Hit:
+    """The hit of a chosen row; with free words it is scored again from its full text (a row read past the
+    ranked window was read without it)."""
+    if q.words:
+        again = score(q, c)
+        r = Ranked(r.id, *again) if again is not None else r
+    return hit(row, r)
 
 
 class StoreReads:
     """page, search, track, spans, cameras and close, written once for :class:`SQLiteStore` and
-    :class:`PostgresStore`."""
+    :class:`PostgresStore`; each supplies ``_reader``, ``_lock``, ``_db``, the driver's error types
+    (``_driver_errors``) and :meth:`_store_error`."""
 
     _lock: Any
     _db: Any
+    _reader: Any
 
-    def _read(self, doing: str, fn: Any) -> Any:
+    @property
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
         raise NotImplementedError
+
+    def _store_error(self, e: BaseException, doing: str) -> Exception:
+        raise NotImplementedError
+
+    def _read(self, doing: str, fn: Callable[[Any], T]) -> T:
+        """``fn`` on this connection's reader, under the lock; driver errors as one-line StoreErrors."""
+        errors = self._driver_errors
+        with self._lock:
+            try:
+                return fn(self._reader)
+            except errors as e:
+                raise self._store_error(e, doing) from None
 
     def page(self, query: str, camera: str | None = None, since: float | str | None = None,
              until: float | str | None = None, offset: int = 0, limit: int = 10, drop: Iterable[str] = (),
