@@ -52,6 +52,16 @@ def tiny_checkpoint(tiny_model, tiny_vocab, tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_model, tiny_vocab, {"note": "fixture"})
 
 
+@pytest.fixture()
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    """A copy of the tiny bundle that a test may damage."""
+    import shutil
+
+    dst = tmp_path / "b"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
     """The tiny checkpoint exported (and verified) to an ONNX bundle; max batch 8, 24 new tokens."""
@@ -68,3 +78,27 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "data"
     write_dataset(out, SynthConfig(n=48, seed=1, size=(128, 64), val_fraction=0.25), progress=False)
     return out
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A PostgreSQL database for store tests (``PVLM_TEST_PG_URL``, started by ``.ci/postgres.sh``), its
+    description table dropped; skips, saying why, without a reachable server or psycopg."""
+    import os
+
+    url = os.environ.get("PVLM_TEST_PG_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: PVLM_TEST_PG_URL is not set (source .ci/postgres.sh)")
+    psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install '.[search]')")
+    try:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS pvlm_descriptions")
+    except psycopg.OperationalError as e:
+        pytest.skip(f"PostgreSQL at {url} cannot be reached: {e}")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request, tmp_path) -> str:
+    """Where an empty description store goes: a SQLite file, then a PostgreSQL database (:func:`pg_url`)."""
+    return str(tmp_path / "d.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")

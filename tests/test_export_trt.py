@@ -38,12 +38,6 @@ def needs_trt(fn):
     return pytest.mark.gpu(pytest.mark.tensorrt(skip(fn)))
 
 
-@pytest.fixture()
-def bundle_copy(tiny_bundle, tmp_path) -> Path:
-    dst = tmp_path / "b"
-    shutil.copytree(tiny_bundle, dst)
-    return dst
-
 
 def test_profiles_from_manifest(tiny_bundle):
     from export.trt import profile_shapes

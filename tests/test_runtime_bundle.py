@@ -12,21 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.bundle import Bundle, BundleError, Manifest, sha256_path
+from manifest_json import read, write  # noqa: E402
 
 
-@pytest.fixture()
-def bundle_copy(tiny_bundle, tmp_path) -> Path:
-    b = tmp_path / "b"
-    shutil.copytree(tiny_bundle, b)
-    return b
-
-
-def read(b: Path) -> dict:
-    return json.loads((b / "manifest.json").read_text())
-
-
-def write(b: Path, manifest) -> None:
-    (b / "manifest.json").write_text(json.dumps(manifest))
 
 
 def describe_cli(*args):

@@ -5,30 +5,15 @@ or graph entry is one BundleError naming the section, a manifest from before con
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from runtime.bundle import HASHED_SECTIONS, Bundle, BundleError, Manifest, canonical_json
+from manifest_json import read, write  # noqa: E402
 
 
-@pytest.fixture()
-def bundle_copy(tiny_bundle, tmp_path) -> Path:
-    b = tmp_path / "b"
-    shutil.copytree(tiny_bundle, b)
-    return b
-
-
-def read(b: Path) -> dict:
-    return json.loads((b / "manifest.json").read_text())
-
-
-def write(b: Path, manifest: dict) -> None:
-    (b / "manifest.json").write_text(json.dumps(manifest))
 
 
 def describe_cli(*args):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -31,12 +30,6 @@ def deadline(seconds: int = DEADLINE_S):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
 
-
-@pytest.fixture()
-def bundle_copy(tiny_bundle, tmp_path) -> Path:
-    b = tmp_path / "b"
-    shutil.copytree(tiny_bundle, b)
-    return b
 
 
 def fifo_in_place_of(path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -307,12 +306,6 @@ def test_concurrent_describe_equals_sequential(eos_setup):
 
 # --------------------------------------------------------------------------- bundle integrity
 
-
-@pytest.fixture()
-def bundle_copy(tiny_bundle, tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, dst)
-    return dst
 
 
 def test_copied_bundle_loads(bundle_copy):

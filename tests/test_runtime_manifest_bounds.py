@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,23 +14,11 @@ from PIL import Image
 
 from runtime.bundle import (MAX_BATCH, MAX_IMAGE_SIDE, MAX_JSON_DEPTH, MAX_MANIFEST_BYTES, MAX_VOCAB, Bundle,
                             BundleError, Manifest, ModelConfig, Preprocessing)
+from manifest_json import read, write  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture()
-def bundle_copy(tiny_bundle, tmp_path) -> Path:
-    b = tmp_path / "b"
-    shutil.copytree(tiny_bundle, b)
-    return b
-
-
-def read(b: Path) -> dict:
-    return json.loads((b / "manifest.json").read_text())
-
-
-def write(b: Path, manifest: dict) -> None:
-    (b / "manifest.json").write_text(json.dumps(manifest))
 
 
 def resealed(manifest: dict) -> dict:
