@@ -136,15 +136,28 @@ def relevant(q: Query, truth: list[dict[str, str]]) -> set[int]:
     return {i for i, a in enumerate(truth) if all(_has(a, k, v) for k, v in q.facts.items())}
 
 
-def score_operator(store: Any, truth: list[dict[str, str]], k: int = 10) -> dict:
-    """Recall@1/10 and precision@10 of ``store`` over :data:`OPERATOR_QUERIES` (refused: no hit), per query too."""
+def search_tracks(store: Any, text: str, limit: int, exact: bool = False) -> list[int]:
+    """The crop indices ``store`` finds for ``text``, best first; ``exact``: without near-synonyms (a jacket
+    only, not a coat)."""
+    drop: list[str] = []
+    if exact:
+        from runtime.search import parse_query
+        from runtime.search.query import NEAR_PREFIX
+
+        drop = [NEAR_PREFIX + t.id for t in parse_query(text).terms if t.near]
+    return [int(h.track) for h in store.search(text, limit=limit, drop=drop)]
+
+
+def score_operator(store: Any, truth: list[dict[str, str]], k: int = 10, exact: bool = False) -> dict:
+    """Recall@1/10 and precision@10 of ``store`` over :data:`OPERATOR_QUERIES` (refused: no hit), per query too;
+    ``exact``: searched without near-synonyms."""
     from runtime.search import QueryError
 
     per, refused = {}, 0
     for text, facts in OPERATOR_QUERIES:
         rel = relevant(Query(text, facts, -1), truth)
         try:
-            hits = [int(h.track) for h in store.search(text, limit=k)]
+            hits = search_tracks(store, text, k, exact)
         except QueryError:
             hits, refused = [], refused + 1
         per[text] = {"relevant": len(rel), "returned": len(hits),
@@ -157,8 +170,10 @@ def score_operator(store: Any, truth: list[dict[str, str]], k: int = 10) -> dict
             "per_query": per}
 
 
-def score(store: Any, queries: list[Query], truth: list[dict[str, str]], ks: tuple[int, ...] = (1, 5, 10)) -> dict:
-    """Recall@K, source Recall@K and precision@10 of ``store`` (tracks named by crop index) over ``queries``."""
+def score(store: Any, queries: list[Query], truth: list[dict[str, str]], ks: tuple[int, ...] = (1, 5, 10),
+          exact: bool = False) -> dict:
+    """Recall@K, source Recall@K and precision@10 of ``store`` (tracks named by crop index) over ``queries``;
+    ``exact``: searched without near-synonyms."""
     rec = {k: [] for k in ks}
     src = {k: [] for k in ks}
     p10 = []
@@ -166,7 +181,7 @@ def score(store: Any, queries: list[Query], truth: list[dict[str, str]], ks: tup
     by_facts = {n: [] for n in range(1, 5)}
     for q in queries:
         rel = relevant(q, truth)
-        hits = [int(h.track) for h in store.search(q.text, limit=max(ks))]
+        hits = search_tracks(store, q.text, max(ks), exact)
         empty += not hits
         for k in ks:
             top = hits[:k]
@@ -200,8 +215,7 @@ def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: 
                               "examples": [q.text for q in queries[:5]]}
     gt = SQLiteStore(":memory:")
     gt.add(Record("synth", str(i), float(i), cap) for i, (_, _, cap) in enumerate(examples))
-    result["ground_truth"] = score(gt, queries, truth)
-    result["ground_truth_operator"] = score_operator(gt, truth)
+    _score_store(result, "ground_truth", gt, queries, truth)
     if bundle:
         from runtime import Describer
 
@@ -215,10 +229,16 @@ def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: 
         model = SQLiteStore(":memory:")
         model.add(Record("synth", str(i), float(i), t) for i, t in enumerate(texts) if t)
         result["bundle"] = str(bundle)
-        result["model"] = score(model, queries, truth)
-        result["model_operator"] = score_operator(model, truth)
+        _score_store(result, "model", model, queries, truth)
         result["model_attribute_accuracy"] = _attribute_accuracy(texts, truth)
     return result
+
+
+def _score_store(result: dict, name: str, store: Any, queries: list[Query], truth: list[dict[str, str]]) -> None:
+    """Generated and operator queries over ``store``, as searched (near-synonyms too) and ``exact``."""
+    for suffix, exact in (("", False), ("_exact", True)):
+        result[f"{name}{suffix}"] = score(store, queries, truth, exact=exact)
+        result[f"{name}{suffix}_operator"] = score_operator(store, truth, exact=exact)
 
 
 def _attribute_accuracy(texts: list[str], truth: list[dict[str, str]]) -> dict[str, float]:
@@ -312,26 +332,30 @@ def _time_queries(store: Any, queries: list[str], since: float) -> dict[str, Any
 
 
 def run_scale(rows: int, pool: int, n_queries: int, batch: int, path: str | None, seed: int,
-              progress: bool = True) -> dict:
-    """Fill a SQLite store with ``rows`` descriptions (10 per track, 50 cameras); time ingest and queries."""
+              progress: bool = True, reuse: bool = False) -> dict:
+    """Fill a SQLite store with ``rows`` descriptions (10 per track, 50 cameras); time ingest and queries.
+    ``reuse``: ``path`` holds a store this command filled with the same ``rows`` and ``seed``: only time queries."""
     import numpy as np
 
     from runtime.search import SQLiteStore
 
     rng = np.random.default_rng(seed)
     truth, texts, parsed = _caption_pool(pool, rng, progress)
+    ingest: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pvlm-scale-") as tmp:
         db = path or os.path.join(tmp, "scale.db")
-        store = SQLiteStore(db)
+        store = SQLiteStore(db, readonly=reuse)
         try:
-            ingest_s, ingest_cpu_s = _fill(store, rows, texts, parsed, batch, rng, progress)
+            if not reuse:
+                wall, cpu = _fill(store, rows, texts, parsed, batch, rng, progress)
+                ingest = {"ingest_s": wall, "ingest_per_s": rows / wall, "ingest_cpu_s": cpu,
+                          "ingest_per_cpu_s": rows / cpu}
             timed = _time_queries(store, _scale_queries(truth, n_queries, seed), _SCALE_T0 + rows * 0.05)
         finally:
             store.close()
         size = os.path.getsize(db)
-    return {"rows": rows, "caption_pool": pool, "batch": batch, "ingest_s": ingest_s,
-            "ingest_per_s": rows / ingest_s, "ingest_cpu_s": ingest_cpu_s, "ingest_per_cpu_s": rows / ingest_cpu_s,
-            "db_bytes": size, "queries": n_queries, **timed}
+    return {"rows": rows, "caption_pool": pool, "batch": batch, **ingest, "db_bytes": size, "queries": n_queries,
+            **timed}
 
 
 def _write(out: str | None, result: dict) -> None:
@@ -362,12 +386,13 @@ def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: in
     _write(out, res)
     keys = ("recall@1", "recall@5", "recall@10", "source_recall@1", "source_recall@5", "source_recall@10",
             "precision@10")
-    click.echo(f"{'captions':<14}" + "".join(f"{k:>18}" for k in keys))
-    for name in ("ground_truth", "model"):
+    names = ("ground_truth", "ground_truth_exact", "model", "model_exact")
+    click.echo(f"{'captions':<20}" + "".join(f"{k:>18}" for k in keys))
+    for name in names:
         if name in res:
-            click.echo(f"{name:<14}" + "".join(f"{res[name][k]:>18.3f}" for k in keys))
+            click.echo(f"{name:<20}" + "".join(f"{res[name][k]:>18.3f}" for k in keys))
     click.echo(f"{'operator':<23}" + "".join(f"{k:>14}" for k in ("recall@1", "recall@10", "precision@10", "no hit")))
-    for name in ("ground_truth", "model"):
+    for name in names:
         if f"{name}_operator" in res:
             op = res[f"{name}_operator"]
             click.echo(f"{name:<23}" + "".join(f"{op[k]:>14.3f}" for k in ("recall@1", "recall@10", "precision@10"))
@@ -384,15 +409,18 @@ def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: in
 @click.option("--batch-size", "batch", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Records per add().")
 @click.option("--db", type=click.Path(dir_okay=False), help="Keep the store here (default: a temporary file).")
+@click.option("--reuse", is_flag=True, help="--db holds a store an earlier run filled: only time the queries.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json-out", "out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
 @common_options()
-def scale_cmd(rows: int, pool: int, queries: int, batch: int, db: str | None, seed: int, out: str | None,
-              quiet: bool) -> None:
+def scale_cmd(rows: int, pool: int, queries: int, batch: int, db: str | None, reuse: bool, seed: int,
+              out: str | None, quiet: bool) -> None:
     """Ingest rate and query p50/p99 on a SQLite store of --rows descriptions."""
-    if db and Path(db).exists():
-        raise click.BadParameter(f"{db} already exists", param_hint="--db")
-    res = run_scale(rows, pool, queries, batch, db, seed, progress=not quiet)
+    if reuse and not (db and Path(db).is_file()):
+        raise click.BadParameter("--reuse needs --db naming an existing store", param_hint="--reuse")
+    if db and Path(db).exists() and not reuse:
+        raise click.BadParameter(f"{db} already exists (--reuse times queries on it)", param_hint="--db")
+    res = run_scale(rows, pool, queries, batch, db, seed, progress=not quiet, reuse=reuse)
     _write(out, res)
     click.echo(json.dumps(res, indent=2))
 

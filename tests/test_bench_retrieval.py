@@ -47,6 +47,9 @@ def test_scale_runs_small_and_closes_its_store(tmp_path):
     assert res["query_ms"]["p99"] >= res["query_ms"]["p50"] > 0
     again = run_scale(rows=1000, pool=100, n_queries=20, batch=250, path=None, seed=1, progress=False)
     assert again["slowest"] and again["rows"] == 1000
+    before = db.read_bytes()
+    reused = run_scale(rows=1000, pool=100, n_queries=20, batch=250, path=str(db), seed=1, progress=False, reuse=True)
+    assert "ingest_s" not in reused and reused["query_ms"]["p50"] > 0 and db.read_bytes() == before
 
 
 @pytest.mark.parametrize("args", [["-h"], ["--version"], ["retrieval", "-h"], ["scale", "--help"]])
@@ -65,6 +68,10 @@ def test_cli_json_out_and_quiet(tmp_path):
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     assert data["crops"] == 20 and 0.0 <= data["ground_truth"]["precision@10"] <= 1.0
+    # searched as typed (near-synonyms too) and exactly: the same recall, exact at least as precise
+    exact = data["ground_truth_exact"]
+    assert exact["recall@10"] == data["ground_truth"]["recall@10"]
+    assert exact["precision@10"] >= data["ground_truth"]["precision@10"]
     assert "{" not in res.stdout  # -q: the table only
     bad = subprocess.run([sys.executable, "-c", "from bench.retrieval import main; main()", "retrieval",
                           "--batch", "4"], capture_output=True, text=True, timeout=120)

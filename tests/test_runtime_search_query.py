@@ -65,3 +65,19 @@ def test_dropped_terms_and_queries_that_ask_for_nothing():
             parse_query(text)
     with pytest.raises(QueryError, match="removed"):
         parse_query("red", drop=["color:red"])
+
+
+def test_near_synonyms_are_schema_values_of_the_same_field():
+    from runtime.attribute_schema import FIELD
+    from runtime.search.query import NEAR_VALUES
+
+    for key, table in NEAR_VALUES.items():
+        for value, near in table.items():
+            assert value in FIELD[key].values and near and set(near) <= set(FIELD[key].values) - {value}
+    jacket = parse_query("red jacket").terms[0]
+    assert jacket.groups == (("uppertypejacket", "uppertypecoat"),) and jacket.near == ("uppertypecoat",)
+    assert jacket.exact.groups == (("uppertypejacket",),) and not jacket.exact.required
+    assert [t.id for t in parse_query("red jacket").widened] == ["upper:jacket"]
+    assert [t["id"] for t in parse_query("red jacket").to_json()["terms"]] == [
+        "upper:jacket", "~upper:jacket", "upper_color:red"]
+    assert not parse_query("red jacket", drop=["~upper:jacket"]).terms[0].near

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 
@@ -28,22 +27,11 @@ ROWS = [
 ]
 
 
-def _pg_url() -> str:
-    url = os.environ.get("PVLM_TEST_PG_URL")
-    if not url:
-        pytest.skip("no PostgreSQL server: PVLM_TEST_PG_URL is not set (source .ci/postgres.sh)")
-    psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install '.[search]')")
-    try:
-        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS pvlm_descriptions")
-    except psycopg.OperationalError as e:
-        pytest.skip(f"PostgreSQL at {url} cannot be reached: {e}")
-    return url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path):
-    loc = str(tmp_path / "d.db") if request.param == "sqlite" else _pg_url()
+@pytest.fixture
+def store(store_location):
+    loc = store_location
     s = open_store(loc)
     s.add([Record(c, t, ts, text, box=(0, 0, 10, 20), bundle="b") for c, t, ts, text in ROWS])
     yield s
@@ -205,7 +193,8 @@ def test_past_the_ranked_window(store):
 
 def test_operator_queries_find_the_right_people():
     """The twelve operator queries of bench/retrieval.py (shades, negation, a colour alone, typos) over 300
-    synthetic captions: every hit is relevant and the top ten hold every relevant crop there is room for."""
+    synthetic captions: searched exactly, every hit is relevant and the top ten hold every relevant crop there
+    is room for; with near-synonyms the same crops come first and the near ones only after them."""
     import numpy as np
 
     from bench.retrieval import score_operator
@@ -215,6 +204,51 @@ def test_operator_queries_find_the_right_people():
     truth = [sample_attributes(rng) for _ in range(300)]
     s = SQLiteStore(":memory:")
     s.add(Record("synth", str(i), float(i), caption(a, rng)) for i, a in enumerate(truth))
-    op = score_operator(s, truth)
+    op = score_operator(s, truth, exact=True)
     assert op["refused"] == 0 and op["queries_with_no_hit"] == 0, op["per_query"]
     assert op["precision@10"] == 1.0 and op["recall@10"] == 1.0, op["per_query"]
+    near = score_operator(s, truth)
+    assert near["recall@1"] == near["recall@10"] == 1.0, near["per_query"]
+    hits = s.search("man in a red jacket", limit=50)
+    labels = [h.matched[1] for h in hits]
+    assert "coat (near jacket)" in labels and labels == sorted(labels, key=lambda x: x != "jacket")
+    assert all(truth[int(h.track)]["upper"] == ("jacket" if m == "jacket" else "coat") for h, m in zip(hits, labels))
+
+
+def test_near_synonyms_widen_a_garment_and_rank_below_it(store):
+    store.add([Record("cam4", "k", 5.0, "A woman in a red coat, carrying a backpack.")])  # the oldest of all
+    hits = store.search("woman in a red jacket")
+    assert _tracks(hits) == ["e", "d", "k"] and hits[0].score == hits[1].score > hits[2].score > 0
+    assert hits[2].matched == ("female", "coat (near jacket)", "red upper")
+    page = store.page("woman in a red jacket", drop=["~upper:jacket"])
+    assert _tracks(page.hits) == ["e", "d"] and page.query.to_json()["dropped"] == [
+        {"id": "~upper:jacket", "label": "or coat", "kind": "attribute", "role": "near"}]
+    assert _tracks(store.search("man in a coat")) == ["f", "a"]  # a grey coat, then a black jacket
+    assert _tracks(store.search("man without a coat")) == ["c", "b", "a"]  # a negation is never widened
+    q = parse_query("woman in a hoodie and jeans with a cap")
+    assert {t.id: t.near_label for t in q.terms if t.near} == {
+        "upper:hoodie": "sweater", "lower:jeans": "trousers", "headwear:cap": "hat"}
+
+
+def test_one_walk_ranks_pages_and_counts():
+    """The base pass is read once: ranking takes the head, paging reads on, counting goes on from there."""
+    from runtime.search.reads import Walk
+
+    rows = [Candidate(100 - i, "c", f"t{i // 2}", "genderfemale") for i in range(40)]  # two rows a track
+    closed = []
+
+    def stream():
+        try:
+            yield from rows
+        finally:
+            closed.append(True)
+
+    walk = Walk(stream(), count_rows=30)
+    head = walk.take(10)
+    ranked = rank(parse_query("woman"), head, walk, need=8)
+    assert [r.id for r in ranked.tracks] == [100 - 2 * i for i in range(8)] and walk.read == 16
+    assert walk.count() == (15, True) and walk.read == 31  # tracks among the first 30 rows; a 31st exists
+    walk.close()
+    assert closed == [True]
+    short = Walk(iter(rows[:6]), count_rows=30)
+    assert short.take(10) == rows[:6] and short.count() == (3, False)

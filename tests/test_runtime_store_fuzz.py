@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 from collections import Counter
 
@@ -140,24 +139,16 @@ def test_fuzz_index_then_search_sqlite(tmp_path, raw_lines):
     _fuzz_once(tmp_path, str(db), raw_lines, "index+search/sqlite", count)
 
 
-@pytest.fixture(scope="module")
-def pg_url():
-    url = os.environ.get("PVLM_TEST_PG_URL")
-    if not url:
-        pytest.skip("no PostgreSQL server: PVLM_TEST_PG_URL is not set (source .ci/postgres.sh)")
-    psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install '.[search]')")
-    try:
-        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS pvlm_descriptions")
-    except psycopg.OperationalError as e:
-        pytest.skip(f"PostgreSQL at {url} cannot be reached: {e}")
-    open_store(url).close()
-    return url
+@pytest.fixture
+def pg_store_url(pg_url):
+    open_store(pg_url).close()
+    return pg_url
 
 
 @settings(FUZZ, max_examples=EXAMPLES // 3)
 @given(raw_lines=st.lists(lines(), min_size=1, max_size=3))
-def test_fuzz_index_then_search_postgres(tmp_path, pg_url, raw_lines):
+def test_fuzz_index_then_search_postgres(tmp_path, pg_store_url, raw_lines):
+    pg_url = pg_store_url
     import psycopg
 
     with psycopg.connect(pg_url, autocommit=True) as conn:

@@ -8,7 +8,6 @@ and with a token nothing is served without it.
 from __future__ import annotations
 
 import io
-import os
 import socket
 from pathlib import Path
 from urllib.parse import quote
@@ -23,22 +22,11 @@ from runtime.search.web_api import WebConfig  # noqa: E402
 from web_fixture import HOSTILE_CAMERA, HOSTILE_TEXT, fill, serve, write_thumbs  # noqa: E402
 
 
-def _pg_url() -> str:
-    url = os.environ.get("PVLM_TEST_PG_URL")
-    if not url:
-        pytest.skip("no PostgreSQL server: PVLM_TEST_PG_URL is not set (source .ci/postgres.sh)")
-    psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install '.[search]')")
-    try:
-        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS pvlm_descriptions")
-    except psycopg.OperationalError as e:
-        pytest.skip(f"PostgreSQL at {url} cannot be reached: {e}")
-    return url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def site(request, tmp_path):
-    loc = str(tmp_path / "d.db") if request.param == "sqlite" else _pg_url()
+@pytest.fixture
+def site(store_location, tmp_path):
+    loc = store_location
     fill(loc)
     thumbs = tmp_path / "thumbs"
     write_thumbs(thumbs, [("lobby", "w01"), (HOSTILE_CAMERA, "<b>x</b>")])
@@ -53,7 +41,8 @@ def test_search_is_best_first_with_chips_counts_and_thumbnails(site):
     r = site.get("/api/search", params={"q": "woman in a red jacket with a backpack", "size": 5})
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     data = r.json()
-    assert [t["label"] for t in data["query"]["terms"]] == ["female", "jacket", "red upper", "backpack"]
+    assert [t["label"] for t in data["query"]["terms"]] == ["female", "jacket", "or coat", "red upper", "backpack"]
+    assert data["query"]["terms"][2] == {"id": "~upper:jacket", "label": "or coat", "kind": "attribute", "role": "near"}
     assert [h["track"] for h in data["hits"]] == ["<b>x</b>", "w29", "w28", "w26", "w25"]
     assert data["total"] == 21 and not data["total_capped"] and data["more"] and data["took_ms"] >= 0
     page4 = site.get("/api/search", params={"q": "woman in a red jacket with a backpack", "size": 5, "page": 5}).json()

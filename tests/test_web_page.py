@@ -79,7 +79,8 @@ def test_search_chips_paging_detail_and_upload(browser, site, tmp_path):
     tracks = _cards(page)
     assert tracks[:3] == ["<b>x</b>", "w29", "w28"] and len(tracks) == 21 and "w27" not in tracks
     chips = page.eval_on_selector_all("#chips .chip .label", "cs => cs.map(c => c.textContent)")
-    assert chips == ["female", "jacket", "red upper", "backpack"]
+    assert chips == ["female", "jacket", "or coat", "red upper", "backpack"]  # a coat is near a jacket
+    assert page.locator("#chips .chip.near[data-term='~upper:jacket']").count() == 1
     assert page.text_content("#status").startswith("21 tracks")
     if os.environ.get("PVLM_WEB_SCREENSHOT"):
         page.screenshot(path=os.environ["PVLM_WEB_SCREENSHOT"], full_page=False)

@@ -4,8 +4,9 @@ One API over two engines: SQLite with FTS5 (embedded default, standard library; 
 PostgreSQL (:mod:`.postgres`, for fleets with several writer nodes). :func:`open_store` picks by URL.
 
 A query ("woman in a dark blue jacket without a hat") is parsed by :mod:`.query` into terms: attribute
-values filter (every hit has them), shades and free words rank, negations exclude, a colour alone
-means any garment, typos of schema words are corrected. Attributes are indexed as tokens
+values filter (every hit has them; a garment also finds its near-synonyms, ranked below it), shades
+and free words rank, negations exclude, a colour alone means any garment, typos of schema words are
+corrected. Attributes are indexed as tokens
 (``uppercolorred``, ``carryingbackpack``, ...) so a filter is an inverted-index intersection, not a
 scan; :mod:`.rank` scores what the filters let through (attribute points weighted by any stored
 probabilities, plus bm25 or ts_rank of the free words). Search returns tracks, best first, each

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from .postgres_read import PgReader
 from .reads import StoreReads
 from .records import Progress, Record, StoreError, StoreUnavailable, attribute_tokens, record_rows
-
-T = TypeVar("T")
 
 _SCHEMA_LOCK = 0x70766C6D  # advisory lock id ("pvlm"): nodes starting together create the schema once
 _SCHEMA = """
@@ -140,12 +138,9 @@ class PostgresStore(StoreReads):
             except psycopg.Error as e:
                 raise _pg_error(self._where, e, "count failed") from None
 
-    def _read(self, doing: str, fn: Callable[[PgReader], T]) -> T:
-        """``fn`` on this connection's reader, under the lock; driver errors as one-line StoreErrors."""
-        psycopg = _psycopg()
-        with self._lock:
-            try:
-                return fn(self._reader)
-            except psycopg.Error as e:
-                raise _pg_error(self._where, e, doing) from None
+    @property
+    def _driver_errors(self) -> tuple[type[Exception], ...]:
+        return (_psycopg().Error,)
 
+    def _store_error(self, e: Exception, doing: str) -> Exception:
+        return _pg_error(self._where, e, doing)

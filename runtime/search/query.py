@@ -2,7 +2,9 @@
 
 ``"womn in a dark blue jaket without a hat, with glasses"`` becomes
 
-- required attribute terms, which every hit has: ``female``, ``jacket``, ``blue upper``;
+- required attribute terms, which every hit has: ``female``, ``jacket``, ``blue upper``; a garment
+  widens to its near-synonyms (:data:`NEAR_VALUES`: a jacket or a coat), which score less than the
+  value asked for, so every exact match ranks above them;
 - ranking terms, which order the hits but filter nothing: the shade ``dark upper`` (a description
   rarely says one) and the word ``glasses`` (text relevance);
 - negative terms, which no hit has: ``no headwear`` ("without a hat": no hat, cap or helmet);
@@ -54,6 +56,17 @@ _SHADE_COLOR = {"dark": "black", "light": "white"}
 _PART_NAMES = {"upper": "upper", "lower": "lower", "shoes": "shoes"}
 _VIEW_LABELS = {"front": "seen from the front", "back": "seen from behind", "side": "seen from the side"}
 
+# Garment values an operator would accept for the one typed (a model may call a jacket a coat): they match
+# too, at NEAR_WEIGHT of a point. Only schema values; never for a negation ("without a hat" stays exact).
+NEAR_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
+    "upper": {"jacket": ("coat",), "coat": ("jacket",), "hoodie": ("sweater",), "sweater": ("hoodie",),
+              "shirt": ("t-shirt",), "t-shirt": ("shirt",), "top": ("t-shirt", "shirt")},
+    "lower": {"trousers": ("jeans",), "jeans": ("trousers",), "leggings": ("trousers",)},
+    "headwear": {"cap": ("hat",), "hat": ("cap",)},
+}
+NEAR_WEIGHT = 0.5
+NEAR_PREFIX = "~"  # the id of a term's near-synonyms (a chip of their own): "~upper:jacket"
+
 KnownWord = Callable[[str], bool]
 
 
@@ -75,6 +88,8 @@ class Term:
     required: bool = True
     negated: bool = False
     every: bool = False
+    near: tuple[str, ...] = ()  # tokens in ``groups`` that are near-synonyms (worth NEAR_WEIGHT)
+    near_label: str = ""  # what they name ("coat")
 
     @functools.cached_property
     def sets(self) -> tuple[frozenset[str], ...]:
@@ -90,6 +105,23 @@ class Term:
         """The term as the page shows it: id (for ``drop``), label, kind and role."""
         return {"id": self.id, "label": self.label, "kind": self.kind, "role": self.role}
 
+    def near_json(self) -> dict[str, Any]:
+        """The chip of this term's near-synonyms: dropping its id keeps the term to the value asked for."""
+        return {"id": NEAR_PREFIX + self.id, "label": f"or {self.near_label}", "kind": self.kind, "role": "near"}
+
+    @property
+    def exact(self) -> Term:
+        """This term without its near-synonyms, as a ranking term (what the ranking pass reads first)."""
+        groups = tuple(tuple(t for t in g if t not in self.near) for g in self.groups)
+        return Term(self.id, self.label, groups, self.kind, required=False)
+
+    def matched_label(self, tokens: frozenset[str]) -> str:
+        """The label of this term as a description with ``tokens`` matched it: ``"coat (near jacket)"`` when
+        only a near-synonym matched."""
+        if self.near and all(tokens.isdisjoint(t for t in g if t not in self.near) for g in self.groups):
+            return f"{self.near_label} (near {self.label})"
+        return self.label
+
 
 @dataclass(frozen=True)
 class Query:
@@ -100,11 +132,13 @@ class Query:
     terms: tuple[Term, ...]
     corrections: dict[str, str] = field(default_factory=dict)
     dropped: tuple[Term, ...] = ()  # terms the query has but the caller asked to leave out
+    narrowed: tuple[Term, ...] = ()  # terms whose near-synonyms the caller asked to leave out (widened form)
 
     def to_json(self) -> dict[str, Any]:
-        """The parse as the page shows it: terms (chips), dropped terms and corrected typos."""
-        return {"text": self.text, "terms": [t.to_json() for t in self.terms],
-                "dropped": [t.to_json() for t in self.dropped], "corrections": dict(self.corrections)}
+        """The parse as the page shows it: terms and near-synonyms (chips), what was dropped, corrected typos."""
+        terms = [c for t in self.terms for c in ([t.to_json(), t.near_json()] if t.near else [t.to_json()])]
+        dropped = [t.to_json() for t in self.dropped] + [t.near_json() for t in self.narrowed]
+        return {"text": self.text, "terms": terms, "dropped": dropped, "corrections": dict(self.corrections)}
 
     @property
     def required(self) -> tuple[Term, ...]:
@@ -117,6 +151,11 @@ class Query:
         return tuple(t for t in self.terms if not t.required and not t.negated)
 
     @property
+    def widened(self) -> tuple[Term, ...]:
+        """The exact value of each filter widened to near-synonyms, as ranking terms (the exact pass reads them)."""
+        return tuple(t.exact for t in self.required if t.near)
+
+    @property
     def excluded(self) -> tuple[Term, ...]:
         """Negated terms: no hit matches one."""
         return tuple(t for t in self.terms if t.negated)
@@ -125,6 +164,11 @@ class Query:
     def filters(self) -> tuple[str, ...]:
         """Index tokens of the required attribute terms (each term's first group)."""
         return tuple(tok for t in self.required for g in t.groups for tok in g)
+
+    @functools.cached_property
+    def has_text_terms(self) -> bool:
+        """Whether any term (positive or negated) is about the description's words rather than its attributes."""
+        return any(t.kind == "text" for t in self.terms)
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -254,7 +298,7 @@ def _attribute_terms(attrs: dict[str, Any]) -> list[Term]:
     for key in ("gender", "age", "upper", "lower", "headwear", "posture", "view"):
         value = attrs.get(key)
         if value:
-            terms.append(Term(f"{key}:{value}", _label_value(key, value), ((attribute_token(key, value),),)))
+            terms.append(_value_term(key, value))
     for part in COLORED_PARTS:
         color, shade = attrs.get(f"{part}_color"), attrs.get(f"{part}_shade")
         if color in SHADES:
@@ -267,6 +311,25 @@ def _attribute_terms(attrs: dict[str, Any]) -> list[Term]:
     for item in attrs.get("carrying") or ():
         terms.append(Term(f"carrying:{item}", item, ((attribute_token("carrying", item),),)))
     return terms
+
+
+def _value_term(key: str, value: str) -> Term:
+    """A filter on one value, widened to its near-synonyms (:data:`NEAR_VALUES`)."""
+    near = NEAR_VALUES.get(key, {}).get(value, ())
+    tokens = tuple(attribute_token(key, v) for v in near)
+    return Term(f"{key}:{value}", _label_value(key, value), ((attribute_token(key, value), *tokens),), near=tokens,
+                near_label=" or ".join(near))
+
+
+def _narrow(terms: list[Term], drop: tuple[str, ...]) -> tuple[list[Term], list[Term]]:
+    """(``terms`` with the near-synonyms of those named ``~ID`` in ``drop`` left out, the widened terms that were)."""
+    kept, narrowed = [], []
+    for t in terms:
+        if t.near and NEAR_PREFIX + t.id in drop:
+            narrowed.append(t)
+            t = Term(t.id, t.label, t.exact.groups, t.kind)
+        kept.append(t)
+    return kept, narrowed
 
 
 def _shade_term(shade: str, parts: Sequence[str], term_id: str, label: str) -> Term:
@@ -342,7 +405,7 @@ def parse_query(text: str, known: KnownWord | None = None, drop: Iterable[str] =
     """Parse a natural-language query; QueryError when it asks for nothing.
 
     ``known``: whether a word occurs in the store's descriptions (such a word is never "corrected");
-    ``drop``: term ids to leave out (the page's removed chips).
+    ``drop``: term ids to leave out (the page's removed chips; ``~ID``: term ID's near-synonyms).
     """
     if not isinstance(text, str) or not text.strip():
         raise QueryError("empty query: describe the person, e.g. 'woman in a red jacket with a backpack'")
@@ -354,14 +417,15 @@ def parse_query(text: str, known: KnownWord | None = None, drop: Iterable[str] =
     terms += [t for span in spans for t in _negative_terms(span)]
     unique = list({t.id: t for t in terms}.values())
     drop = tuple(dict.fromkeys(d for d in drop if isinstance(d, str)))
-    kept = [t for t in unique if t.id not in drop]
+    kept, narrowed = _narrow([t for t in unique if t.id not in drop], drop)
     if not any(not t.negated for t in kept):
         if any(not t.negated for t in unique):
             raise QueryError("every term of the query was removed: nothing left to search for")
         if unique:
             raise QueryError(f"query {show(text)} only says what to leave out: name something to look for")
         raise QueryError(f"query {show(text)} names no attribute or word to search for")
-    return Query(text, attrs, tuple(kept), corrections, tuple(t for t in unique if t.id in drop))
+    return Query(text, attrs, tuple(kept), corrections, tuple(t for t in unique if t.id in drop), tuple(narrowed))
 
 
-__all__ = ["KnownWord", "NEGATORS", "Query", "STOPWORDS", "Term", "correct_word", "edit_distance", "parse_query"]
+__all__ = ["KnownWord", "NEAR_PREFIX", "NEAR_VALUES", "NEAR_WEIGHT", "NEGATORS", "Query", "STOPWORDS", "Term",
+           "correct_word", "edit_distance", "parse_query"]

@@ -5,9 +5,11 @@ A description's score is
     score = sum over the query's positive attribute terms of  weight x confidence   (per matching group)
           + relevance / (1 + relevance)
 
-- every term has weight 1 (:data:`TERM_WEIGHT`); a term over every garment ("blue") scores once per
-  garment that matches; required terms match every hit, so what orders hits is the ranking terms
-  (shades, a colour on several garments) and the confidence;
+- weight is :data:`TERM_WEIGHT` (1) for the value asked for and ``NEAR_WEIGHT`` (0.5) for a near-synonym
+  ("coat" for "jacket", see :data:`runtime.search.query.NEAR_VALUES`), so exact matches rank first
+  (:func:`token_weight` is the one place a per-attribute weight goes); a term over every garment
+  ("blue") scores once per garment that matches; required terms match every hit, so what orders hits
+  is the ranking terms (shades, a colour on several garments), near-synonyms and the confidence;
 - confidence is the record's probability for that attribute value when it has one
   (``attributes["probabilities"]``: ``{key: p}`` or ``{key: {value: p}}``, see :func:`confidence`),
   otherwise 1;
@@ -26,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..attribute_schema import COLORED_PARTS, FIELDS, SHADES
-from .query import Query, Term
+from .query import NEAR_WEIGHT, Query, Term
 from .records import WORD_RE, Hit, attribute_token, hit_from_row
 
 TERM_WEIGHT = 1.0
+_NO_WORDS: frozenset[str] = frozenset()
 BM25_K1, BM25_B = 1.2, 0.75  # FTS5's constants
 # index token -> (attribute key, value), for the confidence of a matched token
 _TOKEN_FIELDS: dict[str, tuple[str, str]] = {
@@ -112,14 +115,20 @@ def confidence(attributes: Mapping[str, Any], key: str, value: str) -> float:
     return float(p)
 
 
-def _group_points(group: frozenset[str], tokens: frozenset[str], attributes: Mapping[str, Any]) -> float:
-    if not attributes:  # no probabilities: a matching group is worth 1
-        return 0.0 if tokens.isdisjoint(group) else 1.0
+def token_weight(term: Term, token: str) -> float:
+    """The weight of ``term`` matched by index token ``token``: :data:`TERM_WEIGHT`, or ``NEAR_WEIGHT`` of it for
+    a near-synonym."""
+    return TERM_WEIGHT * NEAR_WEIGHT if token in term.near else TERM_WEIGHT
+
+
+def _group_points(term: Term, group: frozenset[str], tokens: frozenset[str], attributes: Mapping[str, Any]) -> float:
+    if not attributes and not term.near:  # no probabilities, one weight: a matching group is worth the weight
+        return 0.0 if tokens.isdisjoint(group) else TERM_WEIGHT
     best = 0.0
     for tok in group:
         if tok in tokens:
             key, value = _TOKEN_FIELDS.get(tok, ("", ""))
-            best = max(best, confidence(attributes, key, value) if key else 1.0)
+            best = max(best, token_weight(term, tok) * (confidence(attributes, key, value) if key else 1.0))
     return best
 
 
@@ -127,7 +136,7 @@ def term_points(term: Term, tokens: frozenset[str], words: frozenset[str], attri
     """Points ``term`` gives a description (0: no match); text terms give none (relevance counts them)."""
     if term.kind == "text":
         return 0.0
-    return TERM_WEIGHT * sum(_group_points(g, tokens, attributes) for g in term.sets)
+    return sum(_group_points(term, g, tokens, attributes) for g in term.sets)
 
 
 def _matches(term: Term, tokens: frozenset[str], words: frozenset[str]) -> bool:
@@ -144,15 +153,16 @@ def squash(relevance: float) -> float:
 
 def score(q: Query, c: Candidate) -> tuple[float, tuple[str, ...]] | None:
     """(score, matched labels) of candidate ``c`` for ``q``; None when it matches a negated term."""
-    words = frozenset(c.words) if c.text else frozenset()
+    tokens = c.tokens
+    words = frozenset(c.words) if c.text and q.has_text_terms else _NO_WORDS
     total, matched = 0.0, []
     for term in q.terms:
-        if not _matches(term, c.tokens, words):
+        if not _matches(term, tokens, words):
             continue
         if term.negated:
             return None
-        matched.append(term.label)
-        total += term_points(term, c.tokens, words, c.attributes)
+        matched.append(term.matched_label(tokens) if term.near else term.label)
+        total += term_points(term, tokens, words, c.attributes)
     return round(total + squash(c.relevance), 6), tuple(matched)
 
 
@@ -182,8 +192,8 @@ def word_counts(found: Sequence[str], words: Iterable[str]) -> dict[str, int]:
 
 def _flat_score(q: Query) -> tuple[float, tuple[str, ...]] | None:
     """The one score every candidate without probabilities gets, when the query leaves nothing to rank by
-    (only required terms of one group each, which every candidate the engine returns matches)."""
-    if q.ranking or any(len(t.groups) != 1 for t in q.required):
+    (only required terms of one group each and no near-synonyms, which every candidate matches alike)."""
+    if q.ranking or any(len(t.groups) != 1 or t.near for t in q.required):
         return None
     return float(len(q.required)) * TERM_WEIGHT, tuple(t.label for t in q.required)
 
@@ -229,4 +239,4 @@ def hit(row: Sequence[Any], ranked: Ranked) -> Hit:
 
 
 __all__ = ["BM25_B", "BM25_K1", "Candidate", "Ranked", "Ranking", "TERM_WEIGHT", "bm25", "confidence", "hit", "rank",
-           "score", "squash", "term_points", "word_counts"]
+           "score", "squash", "term_points", "token_weight", "word_counts"]

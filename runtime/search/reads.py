@@ -4,8 +4,10 @@ plan of a search (:class:`Reader`); each engine supplies only its statements.
 A search reads, newest first:
 
 - the *ranking* pass (:meth:`Reader._ranked`): the newest :data:`RANK_SCAN` descriptions holding any
-  ranking term (a shade, a free word, the exact value of a filter widened to its near-synonyms) that
-  also have every filter term: a bounded read, however rare the combination;
+  ranking term (a shade, a free word) that also have every filter term: a bounded read, however rare
+  the combination; and, for a filter widened to near-synonyms ("jacket": a coat too), the *exact* pass,
+  the same over the newest :data:`RANK_WINDOW` descriptions holding the exact value, so that exact
+  matches rank first;
 - the *base* pass (:meth:`Reader._walk`), one statement streaming the descriptions with every filter
   term (or, for a query with none, any ranking term): its newest :data:`RANK_WINDOW` join the ranked
   pool, the rest follow newest first until the page is full, and the same stream goes on to count the
@@ -20,7 +22,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from .query import Query, parse_query
+from .query import Query, Term, parse_query
 from .rank import Candidate, Ranked, hit, rank, score
 from .records import Hit, Page, Scope, check_query_value, check_search, hit_from_row
 
@@ -57,9 +59,10 @@ class Walk:
 
     def count(self) -> tuple[int, bool]:
         """(distinct tracks among the first ``count_rows`` descriptions, whether more descriptions match)."""
-        for _ in self:
-            if self.read > self._limit:
-                break
+        if self.read <= self._limit:
+            for _ in self:
+                if self.read > self._limit:
+                    break
         return len(self.tracks), self.read > self._limit
 
     def close(self) -> None:
@@ -89,7 +92,7 @@ class Reader:
         """One page of hits for ``q``, and the tracks counted in the first ``count_rows`` descriptions read."""
         need = scope.need + 1  # one more: is there a next page?
         with self._snapshot():
-            pool = self._ranked(q, scope) if q.required and q.boosts else []
+            pool = [*self._ranked(q, scope, q.ranking, RANK_SCAN), *self._ranked(q, scope, q.widened, RANK_WINDOW)]
             walk = Walk(self._walk(q, scope), count_rows)
             try:
                 result = rank(q, pool + walk.take(RANK_WINDOW), walk, need)
@@ -120,8 +123,9 @@ class Reader:
     def _word_stored(self, word: str) -> bool:
         raise NotImplementedError
 
-    def _ranked(self, q: Query, scope: Scope) -> list[Candidate]:
-        """The ranking pass (see the module's docstring)."""
+    def _ranked(self, q: Query, scope: Scope, terms: tuple[Term, ...], limit: int) -> list[Candidate]:
+        """Of the newest ``limit`` descriptions in ``scope`` holding any of ``terms`` (and none of the query's negated
+        ones), those with every filter term; none when the query has no filter term or ``terms`` is empty."""
         raise NotImplementedError
 
     def _walk(self, q: Query, scope: Scope) -> Iterator[Candidate]:
@@ -152,27 +156,34 @@ def _scored_hit(q: Query, r: Ranked, row: tuple[Any, ...], c: Candidate) -> Hit:
 class StoreReads:
     """page, search, track, spans, cameras and close, written once for :class:`SQLiteStore` and
     :class:`PostgresStore`; each supplies ``_reader``, ``_lock``, ``_db``, the driver's error types
-    (``_driver_errors``) and :meth:`_store_error`."""
+    (``_driver_errors``), :meth:`_store_error` and, optionally, :meth:`_lenient`."""
 
     _lock: Any
     _db: Any
     _reader: Any
 
     @property
-    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+    def _driver_errors(self) -> tuple[type[Exception], ...]:
         raise NotImplementedError
 
-    def _store_error(self, e: BaseException, doing: str) -> Exception:
+    def _store_error(self, e: Exception, doing: str) -> Exception:
         raise NotImplementedError
+
+    def _lenient(self, e: Exception) -> bool:
+        """Whether ``e`` is worth a second try, after the connection was set to read more leniently."""
+        return False
 
     def _read(self, doing: str, fn: Callable[[Any], T]) -> T:
         """``fn`` on this connection's reader, under the lock; driver errors as one-line StoreErrors."""
         errors = self._driver_errors
         with self._lock:
-            try:
-                return fn(self._reader)
-            except errors as e:
-                raise self._store_error(e, doing) from None
+            for last in (False, True):
+                try:
+                    return fn(self._reader)
+                except errors as e:
+                    if last or not self._lenient(e):
+                        raise self._store_error(e, doing) from None
+        raise AssertionError("unreachable")
 
     def page(self, query: str, camera: str | None = None, since: float | str | None = None,
              until: float | str | None = None, offset: int = 0, limit: int = 10, drop: Iterable[str] = (),

@@ -6,9 +6,9 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .reads import StoreReads
 from .records import (
@@ -24,7 +24,6 @@ from .records import (
 )
 from .sqlite_read import Reader
 
-T = TypeVar("T")
 _CHUNK = 5_000  # records per INSERT batch inside the one ingest transaction (and per progress report)
 BUSY_TIMEOUT_S = 30.0  # how long SQLite waits for another connection's lock before giving up
 
@@ -79,6 +78,11 @@ def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def _undecodable(e: Exception) -> bool:
+    """Whether ``e`` is sqlite3's refusal of text that is not UTF-8 (the message is all that says so)."""
+    return isinstance(e, sqlite3.OperationalError) and str(e).startswith("Could not decode to UTF-8")
+
+
 def _store_format(db: sqlite3.Connection, path: str) -> str | None:
     """The store's format tag; None for a database with no tables; StoreError for another application's."""
     names = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"))
@@ -125,9 +129,9 @@ class SQLiteStore(StoreReads):
         self._reader = Reader(self._db)
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
-        db = sqlite3.connect(target, uri=uri, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        db.text_factory = _decode_text
-        return db
+        # Text is decoded by sqlite3 itself (a Python decoder per value costs a search about a millisecond); a
+        # row another writer stored as invalid UTF-8 switches this connection to the lenient decoder (_lenient).
+        return sqlite3.connect(target, uri=uri, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
 
     def _open_writable(self) -> sqlite3.Connection:
         if self._file != ":memory:":
@@ -248,11 +252,16 @@ class SQLiteStore(StoreReads):
             except sqlite3.Error as e:
                 raise _sqlite_error(self.path, e, "count failed") from None
 
-    def _read(self, doing: str, fn: Callable[[Reader], T]) -> T:
-        """``fn`` on this connection's reader, under the lock; SQLite errors as one-line StoreErrors."""
-        with self._lock:
-            try:
-                return fn(self._reader)
-            except sqlite3.Error as e:
-                raise _sqlite_error(self.path, e, doing) from None
+    @property
+    def _driver_errors(self) -> tuple[type[Exception], ...]:
+        return (sqlite3.Error,)
 
+    def _store_error(self, e: Exception, doing: str) -> Exception:
+        assert isinstance(e, sqlite3.Error)
+        return _sqlite_error(self.path, e, doing)
+
+    def _lenient(self, e: Exception) -> bool:
+        if self._db.text_factory is _decode_text or not _undecodable(e):
+            return False
+        self._db.text_factory = _decode_text
+        return True

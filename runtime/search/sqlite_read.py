@@ -16,7 +16,7 @@ from typing import Any
 
 from .query import Query, Term
 from .rank import Candidate, bm25, word_counts
-from .reads import RANK_SCAN, RANK_WINDOW
+from .reads import RANK_WINDOW
 from .reads import Reader as _Plan
 from .records import Scope, as_attributes, as_text, camera_token
 
@@ -39,24 +39,36 @@ def term_expr(term: Term) -> str:
     return f"{{{column}}}: ({joiner.join(groups)})"
 
 
-def expressions(q: Query, camera: str | None) -> tuple[str, str | None]:
-    """(base expression, ranking-pass expression or None): negated terms are excluded from both; the
-    ranking pass's required terms are checked on each row it reads (:func:`required_sql`)."""
+def _any(terms: Iterable[Term]) -> str:
+    return " OR ".join(f"({term_expr(t)})" for t in terms)
+
+
+def _camera_expr(camera: str | None) -> str | None:
+    return f"{{attrs}}: {_quote(camera_token(camera))}" if camera is not None else None
+
+
+def _without(expr: str, q: Query) -> str:
+    negated = _any(q.excluded)
+    return f"({expr}) NOT ({negated})" if negated else expr
+
+
+def base_expression(q: Query, camera: str | None) -> str:
+    """The base pass's expression: every required term and the camera (or, with none, any ranking term),
+    negated terms excluded."""
     required = [term_expr(t) for t in q.required]
-    camera_expr = f"{{attrs}}: {_quote(camera_token(camera))}" if camera is not None else None
+    camera_expr = _camera_expr(camera)
     if camera_expr:
         required.append(camera_expr)
-    ranking = " OR ".join(f"({term_expr(t)})" for t in q.ranking)
-    boosts = " OR ".join(f"({term_expr(t)})" for t in q.boosts)
-    negated = " OR ".join(f"({term_expr(t)})" for t in q.excluded)
-    base = " AND ".join(f"({e})" for e in required) if required else ranking
-    ranked = None
-    if q.required and boosts:
-        ranked = f"({boosts}) AND ({camera_expr})" if camera_expr else boosts
-    if negated:
-        base = f"({base}) NOT ({negated})"
-        ranked = None if ranked is None else f"({ranked}) NOT ({negated})"
-    return base, ranked
+    return _without(" AND ".join(f"({e})" for e in required) if required else _any(q.ranking), q)
+
+
+def scan_expression(q: Query, terms: tuple[Term, ...], camera: str | None) -> str | None:
+    """A ranking pass's expression, any of ``terms`` in the camera, negated terms excluded (None: no pass);
+    its rows are checked for the required terms on their tokens (:func:`required_sql`)."""
+    if not (q.required and terms):
+        return None
+    camera_expr = _camera_expr(camera)
+    return _without(f"({_any(terms)}) AND ({camera_expr})" if camera_expr else _any(terms), q)
 
 
 def required_sql(q: Query) -> tuple[str, list[str]]:
@@ -83,7 +95,129 @@ def _varints(blob: bytes) -> list[int]:
 
 
 class Reader(_Plan):
-PLACEHOLDER
+    """The read side of one SQLite connection; the caller holds the connection's lock."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        super().__init__(db)
+        self._hits: dict[str, tuple[int, int]] = {}  # word -> (rows in the table then, rows holding it)
+
+    def _word_stored(self, word: str) -> bool:
+        return self.db.execute("SELECT 1 FROM descriptions_fts WHERE descriptions_fts MATCH ? LIMIT 1",
+                               (f"{{text}}: {_quote(word)}",)).fetchone() is not None
+
+    def _select(self, expr: str, scope: Scope, cols: str, join: str = "") -> tuple[str, list[Any]]:
+        where, params = _scope_sql(scope)
+        sql = (f"SELECT {cols} FROM descriptions_fts f JOIN descriptions d ON d.id = f.rowid{join} "
+               f"WHERE descriptions_fts MATCH ?{where} ORDER BY f.rowid DESC")
+        return sql, [expr, *params]
+
+    def _ranked(self, q: Query, scope: Scope, terms: tuple[Term, ...], limit: int) -> list[Candidate]:
+        """Of the newest ``limit`` rows holding any of ``terms``, those with every required term (checked on their
+        tokens; only those rows' text is read)."""
+        expr = scan_expression(q, terms, scope.camera)
+        if expr is None:
+            return []
+        stats = self._stats() if q.words else None
+        inner, params = self._select(expr, scope, "d.id, d.camera, d.track, d.tokens")
+        cond, cond_params = required_sql(q)
+        text = ", d.text, z.sz" if q.words else ""
+        join = (" JOIN descriptions d ON d.id = s.id LEFT JOIN descriptions_fts_docsize z ON z.id = s.id"
+                if q.words else " JOIN descriptions d ON d.id = s.id")
+        sql = (f"SELECT s.id, s.camera, s.track, s.tokens, {_PROBS}{text} FROM ({inner} LIMIT {int(limit)}) s{join}"
+               + (f" WHERE {cond.replace('d.tokens', 's.tokens')}" if cond else ""))
+        return list(self._make(self.db.execute(sql, [*params, *cond_params]), stats, q.words))
+
+    def _walk(self, q: Query, scope: Scope) -> Iterator[Candidate]:
+        """The base expression's rows, newest first, in one statement: the first :data:`RANK_WINDOW` with their
+        text (when there are free words), the rest as light candidates."""
+        base = base_expression(q, scope.camera)
+        stats = self._stats() if q.words else None
+        text = ", d.text, z.sz" if q.words else ""
+        join = " LEFT JOIN descriptions_fts_docsize z ON z.id = f.rowid" if q.words else ""
+        sql, params = self._select(base, scope, f"d.id, d.camera, d.track, d.tokens, {_PROBS}{text}", join)
+        cur = self.db.execute(sql, params)
+        try:
+            yield from self._make(cur.fetchmany(RANK_WINDOW), stats, q.words)
+            while rows := cur.fetchmany(_FETCH):
+                yield from self._make(rows, None, ())
+        finally:
+            cur.close()
+
+    def _make(self, rows: Iterable[Sequence[Any]], stats: tuple[int, int] | None,
+              words: tuple[str, ...]) -> Iterator[Candidate]:
+        """Candidates of rows (id, camera, track, tokens, probabilities JSON[, text, docsize])."""
+        for r in rows:
+            attrs = as_attributes(r[4]) if r[4] is not None else None
+            if words:
+                rel = functools.partial(self._relevance, size=r[6], stats=stats, words=words) if stats else 0.0
+                yield Candidate(r[0], r[1], r[2], as_text(r[3]), as_text(r[5]), rel, attrs)
+            else:
+                yield Candidate(r[0], r[1], r[2], as_text(r[3]), attributes=attrs)
+
+    def _full(self, q: Query, ids: list[int]) -> dict[int, tuple[tuple[Any, ...], Candidate]]:
+        """id -> (stored columns, candidate with its text relevance) of the descriptions ``ids``."""
+        if not ids:
+            return {}
+        stats = self._stats() if q.words else None
+        size, join = (", z.sz", " LEFT JOIN descriptions_fts_docsize z ON z.id = d.id") if stats else (", NULL", "")
+        rows = self.db.execute(f"SELECT d.id, {_COLS}, d.tokens{size} FROM descriptions d{join} WHERE d.id IN "
+                               f"({','.join('?' * len(ids))})", ids).fetchall()
+        out = {}
+        for r in rows:
+            row = r[1:11]
+            if q.words:
+                rel = functools.partial(self._relevance, size=r[12], stats=stats, words=q.words) if stats else 0.0
+                c = Candidate(r[0], row[0], row[1], as_text(r[11]), as_text(row[3]), rel, as_attributes(row[4]))
+            else:
+                c = Candidate(r[0], row[0], row[1], as_text(r[11]))
+            out[r[0]] = (row, c)
+        return out
+
+    def _relevance(self, c: Candidate, size: Any, stats: tuple[int, int], words: tuple[str, ...]) -> float:
+        """FTS5's bm25 of candidate ``c`` for the free ``words`` (``size``: its row of FTS5's docsize table)."""
+        freqs = word_counts(c.words, words)
+        if not freqs:
+            return 0.0
+        n_rows, total = stats
+        doc = sum(_varints(size)) if isinstance(size, bytes) else len(c.words)
+        return bm25(freqs, doc, n_rows, total, {w: self._rows_with(w, n_rows) for w in freqs})
+
+    def _stats(self) -> tuple[int, int] | None:
+        """(rows, tokens in every column) from FTS5's averages record; None when it cannot be read."""
+        row = self.db.execute("SELECT block FROM descriptions_fts_data WHERE id = ?", (_AVERAGES_ID,)).fetchone()
+        if row is None or not isinstance(row[0], bytes):
+            return None
+        values = _varints(row[0])
+        return (values[0], sum(values[1:])) if len(values) >= 2 else None
+
+    def _rows_with(self, word: str, n_rows: int) -> int:
+        cached = self._hits.get(word)
+        if cached is None or cached[0] != n_rows:
+            if len(self._hits) > 10_000:
+                self._hits.clear()
+            n = self.db.execute("SELECT count(*) FROM descriptions_fts WHERE descriptions_fts MATCH ?",
+                                (f"{{text}}: {_quote(word)}",)).fetchone()[0]
+            cached = self._hits[word] = (n_rows, int(n))
+        return cached[1]
+
+    def _track_rows(self, camera: str, track: str, limit: int) -> list[Any]:
+        return self.db.execute(f"SELECT {_COLS}, 0.0 FROM descriptions d WHERE d.camera = ? AND d.track = ? "
+                               f"ORDER BY d.ts LIMIT ?", (camera, track, limit)).fetchall()
+
+    def _spans(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, int]]:
+        values = ",".join("(?, ?)" for _ in keys)
+        rows = self.db.execute(f"SELECT d.camera, d.track, min(d.ts), max(d.ts), count(*) FROM (VALUES {values}) k "
+                               f"JOIN descriptions d ON d.camera = k.column1 AND d.track = k.column2 "
+                               f"GROUP BY d.camera, d.track", [v for k in keys for v in k]).fetchall()
+        return {(as_text(c), as_text(t)): (lo, hi, n) for c, t, lo, hi, n in rows}
+
+    def cameras(self, limit: int) -> list[str]:
+        """Distinct cameras, sorted (one index seek each)."""
+        rows = self.db.execute(
+            "WITH RECURSIVE c(name) AS (SELECT (SELECT min(camera) FROM descriptions) UNION ALL "
+            "SELECT (SELECT min(camera) FROM descriptions WHERE camera > c.name) FROM c "
+            "WHERE c.name IS NOT NULL LIMIT ?) SELECT name FROM c WHERE name IS NOT NULL", (limit,)).fetchall()
+        return [as_text(r[0]) for r in rows]
 
 
 def _scope_sql(scope: Scope) -> tuple[str, list[Any]]:

@@ -186,17 +186,8 @@ async def _no_icon(request: Any) -> Any:
     return Response(status_code=204)
 
 
-def create_app(config: WebConfig, service: Service | None = None) -> Any:
-    """The Starlette application for ``config`` (``service``: one already opened, for tests)."""
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.routing import Mount, Route
-    from starlette.staticfiles import StaticFiles
-
-    from . import web_api
-
-    svc = service or web_api.Service(config)
+def _lifespan(svc: Service) -> Callable[[Any], Any]:
+    """The app's lifespan: the service's stores and Describer are closed when the server stops."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -205,20 +196,46 @@ def create_app(config: WebConfig, service: Service | None = None) -> Any:
         finally:
             svc.close()
 
-    api = {path: _endpoint(svc, h) for path, h in (("search", web_api.search), ("cameras", web_api.cameras),
-                                                    ("info", web_api.info), ("tracks", web_api.track),
-                                                    ("describe", web_api.describe), ("thumbs", web_api.thumb))}
-    routes = [
-        Route("/", _index), Route("/login", _login(config.token), methods=["GET", "POST"]),
-        Route("/favicon.ico", _no_icon), Route("/api/search", api["search"]), Route("/api/cameras", api["cameras"]),
-        Route("/api/info", api["info"]), Route("/api/tracks/{rest:path}", api["tracks"]),
-        Route("/api/describe", api["describe"], methods=["POST"]), Route("/thumbs/{name}", api["thumbs"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    return lifespan
+
+
+def _routes(svc: Service, token: str | None) -> list[Any]:
+    """The page, the login form, the JSON API (each handler an :func:`_endpoint`), thumbnails and static files."""
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    from . import web_api
+
+    def api(path: str, handler: Callable[..., Any], methods: tuple[str, ...] = ("GET",)) -> Any:
+        return Route(path, _endpoint(svc, handler), methods=list(methods))
+
+    return [
+        Route("/", _index), Route("/login", _login(token), methods=["GET", "POST"]), Route("/favicon.ico", _no_icon),
+        api("/api/search", web_api.search), api("/api/cameras", web_api.cameras), api("/api/info", web_api.info),
+        api("/api/tracks/{rest:path}", web_api.track), api("/api/describe", web_api.describe, ("POST",)),
+        api("/thumbs/{name}", web_api.thumb), Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+
+
+def _middleware(config: WebConfig) -> list[Any]:
+    """The :class:`Guard` (headers, token, same-origin POSTs), and the Host check when bound to loopback."""
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     middleware = [Middleware(Guard, token=config.token)]
     if config.hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(config.hosts)))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return middleware
+
+
+def create_app(config: WebConfig, service: Service | None = None) -> Any:
+    """The Starlette application for ``config`` (``service``: one already opened, for tests)."""
+    from starlette.applications import Starlette
+
+    from .web_api import Service
+
+    svc = service or Service(config)
+    app = Starlette(routes=_routes(svc, config.token), middleware=_middleware(config), lifespan=_lifespan(svc))
     app.state.service = svc
     return app
 

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 24  # tracks per page by default
 MAX_PAGE_SIZE = 100
-COUNT_ROWS = 300  # descriptions read to count the matching tracks ("N tracks", or "N+" when more may match)
+COUNT_ROWS = 100  # descriptions read to count the matching tracks ("N tracks", or "N+" when more may match);
+# the search reads its newest 100 to rank them anyway (reads.RANK_WINDOW), so counting them costs nothing more
 CAMERAS_TTL_S = 30.0
 MAX_CAMERAS = 1000
 MAX_TRACK_DESCRIPTIONS = 1000
