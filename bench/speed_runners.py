@@ -11,10 +11,12 @@ import numpy as np
 
 TORCH_BACKENDS = ("torch", "torch-naive", "torch-original")
 # Runtime backends with a non-default option, to measure an option side by side with the default:
-# the portable decoder, and each precision variant a bundle can hold (``onnxruntime-cpu-int8``, ...).
+# the portable decoder, ONNX Runtime's own memory settings (``memory="fast"``: the arena, one encoder call per
+# batch) against the runtime's lean default, and each precision variant a bundle can hold (``onnxruntime-cpu-int8``).
 PRECISION_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda")
 RUNTIME_VARIANTS = {
     "onnxruntime-cpu-portable": ("onnxruntime-cpu", {"decoder": "portable"}),
+    "onnxruntime-cpu-fast": ("onnxruntime-cpu", {"memory": "fast"}),
     **{f"{b}-{p}": (b, {"precision": p}) for b in PRECISION_BACKENDS for p in ("fp16", "int8")},
 }
 
@@ -78,8 +80,16 @@ class RuntimeRunner:
 
         runtime_name, options = RUNTIME_VARIANTS.get(backend, (backend, {}))
         # Each backend has a worker process of its own, so ONNX Runtime's shared thread pool is safe here.
-        self.describer = Describer(bundle, backend=runtime_name, threads=threads, max_batch=max_batch,
-                                   max_new_tokens=max_new_tokens, shared_threads=True, **options)
+        if "memory" in options:  # a SessionLoader option Describer does not take: build the backend here
+            from runtime.backends.ort import ort_backend
+            from runtime.bundle import Bundle
+
+            loaded = Bundle.load(bundle)
+            ready = ort_backend(loaded, runtime_name.split("-")[1], threads=threads, shared_threads=True, **options)
+            self.describer = Describer(loaded, backend=ready, max_batch=max_batch, max_new_tokens=max_new_tokens)
+        else:
+            self.describer = Describer(bundle, backend=runtime_name, threads=threads, max_batch=max_batch,
+                                       max_new_tokens=max_new_tokens, shared_threads=True, **options)
         self.name = backend
 
     def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -140,3 +141,19 @@ def test_cli_bad_input_exit_2(args, needle, tiny_bundle):
     res = CliRunner().invoke(bench_main, [*args, "--quiet", "--iters", "1"])
     assert res.exit_code == 2, res.output
     assert res.output.startswith("error:") and needle in res.output
+
+
+def test_fast_row_runs_onnx_runtimes_own_memory_settings(tiny_bundle):
+    from bench.speed_runners import RuntimeRunner
+
+    lean = RuntimeRunner(tiny_bundle, "onnxruntime-cpu", None, 4, 8)
+    fast = RuntimeRunner(tiny_bundle, "onnxruntime-cpu-fast", None, 4, 8)
+    try:
+        assert (lean.describer.backend.memory, fast.describer.backend.memory) == ("lean", "fast")
+        assert fast.describer.backend.thread_pool == "shared" and fast.describer.max_batch == 4
+        pre = lean.describer.bundle.preprocessing
+        pixels = np.random.default_rng(0).standard_normal((3, 3, pre.height, pre.width)).astype(np.float32)
+        assert lean.run(pixels, 6, False).tokens == fast.run(pixels, 6, False).tokens
+    finally:
+        lean.close()
+        fast.close()

@@ -21,6 +21,15 @@ from .ort_bound import MIN_ONNXRUNTIME, BoundDecoder, BoundState, bound_cache_ve
 log = logging.getLogger(__name__)
 
 DECODERS = ("auto", "ort", "portable")
+# ``lean``: on CPU the encoder runs at most ENCODER_CHUNK_PIXELS input pixels per call; ``fast``: one encoder
+# call per batch. docs/benchmarks.md, "Memory", has both side by side.
+MEMORY_MODES = ("lean", "fast")
+# The encoder's activations grow with batch x height x width, and ONNX Runtime's CPU arena keeps the largest
+# call's for the life of the session (with memory patterns, a second call of a new shape takes one new block
+# for its whole plan beside the first call's). 8 images at 224x224 (seed-7m) or 21 at 192x96 (lite0) per call:
+# peak RSS at batch 32 1.14 GB -> 0.41 GB and 0.31 -> 0.22 GB. Turning the arena off instead saved as much
+# but cost 12% more CPU time (every call faults its activations in again).
+ENCODER_CHUNK_PIXELS = 8 * 224 * 224
 _shared_pool_threads: int | None = None  # size of the process-wide pool, once this module created it
 
 
@@ -44,6 +53,25 @@ def _ort():
     except ImportError:
         raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)") from None
     return onnxruntime
+
+
+def encoder_chunks(batch: int, height: int, width: int, max_pixels: int | None) -> list[slice]:
+    """Equal slices of a batch, each with at most ``max_pixels`` input pixels (at least one image); None: one."""
+    per_call = batch if max_pixels is None else max(1, max_pixels // (height * width))
+    calls = -(-batch // per_call)
+    size = -(-batch // calls)  # equal sizes: ONNX Runtime plans memory once per input shape
+    return [slice(i, min(i + size, batch)) for i in range(0, batch, size)]
+
+
+def run_encoder(session: Any, pixels: np.ndarray, max_pixels: int | None) -> tuple[np.ndarray, ...]:
+    """Encoder session on float32 (B, 3, H, W) in ``encoder_chunks``; its outputs (cross_k, cross_v, ...) whole."""
+    parts = [session.run(None, {"pixels": pixels[s]})
+             for s in encoder_chunks(pixels.shape[0], pixels.shape[2], pixels.shape[3], max_pixels)]
+    if len(parts) == 1:
+        return tuple(parts[0])
+    # cross_k/cross_v are (L, B, H, N, Dh): each output is joined on the axis its shape names "batch"
+    axes = [o.shape.index("batch") if "batch" in o.shape else 0 for o in session.get_outputs()]
+    return tuple(np.concatenate([p[i] for p in parts], axis=axis) for i, axis in enumerate(axes))
 
 
 def cuda_available() -> bool:
@@ -103,15 +131,25 @@ class SessionLoader:
     encoder's threads can spin without stealing cores from the decoder's (about 20% faster at
     batch 1 on two cores). Process-wide: afterwards every ONNX Runtime session in the process
     must use that pool, so turn it on only in a process that pvlm owns (pvlm-bench's workers do).
+
+    ``memory`` (one of ``MEMORY_MODES``): ``lean`` (default) runs the encoder on CPU in equal chunks of at
+    most ``ENCODER_CHUNK_PIXELS`` input pixels, so the memory arena holds one chunk's activations rather than
+    the whole batch's; ``fast`` runs a batch in one encoder call.
     """
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None,
-                 providers: list[Any] | None = None, shared_threads: bool = False, precision: str = "fp32"):
+                 providers: list[Any] | None = None, shared_threads: bool = False, precision: str = "fp32",
+                 memory: str = "lean"):
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
         self.ort = _ort()
         if device == "cuda" and not cuda_available():
             raise BackendUnavailable("onnxruntime-cuda needs onnxruntime-gpu and an NVIDIA GPU")
         self.bundle, self.device, self.precision = bundle, device, precision
         self.name = f"onnxruntime-{device}"
+        self.memory = memory
+        # chunking trades batch efficiency on a GPU, where it is not measured yet: CPU only
+        self.encoder_pixels = ENCODER_CHUNK_PIXELS if memory == "lean" and device == "cpu" else None
         self.thread_pool = "shared" if shared_threads else "per-session"
         if shared_threads:
             _shared_pool(threads)
@@ -156,7 +194,7 @@ def ort_backend(bundle: Bundle, device: str = "cpu", *, decoder: str = "auto", p
                 **options: Any) -> OrtBackend | OrtBoundBackend:
     """The ONNX Runtime backend for ``bundle`` on ``device`` in ``precision``.
 
-    ``options`` (threads, providers, shared_threads) go to :class:`SessionLoader`.
+    ``options`` (threads, providers, shared_threads, memory) go to :class:`SessionLoader`.
     """
     graph = choose_decoder(_ort(), bundle, decoder, precision, device)
     loader = SessionLoader(bundle, device, precision=precision, **options)
@@ -171,13 +209,14 @@ class OrtBackend(HostCacheBackend):
     def __init__(self, loader: SessionLoader):
         """Sessions from ``loader`` (which says the device, precision and threads)."""
         self.name, self.precision, self.thread_pool = loader.name, loader.precision, loader.thread_pool
+        self.memory, self._encoder_pixels = loader.memory, loader.encoder_pixels
         self.decoder = loader.load(self.decoder_graph, per_step=True)
         self.encoder = loader.load("encoder")
         super().__init__(loader.bundle.model_config)
 
     def run_encoder(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
         """Encoder session: cross_k, cross_v[, attributes]."""
-        return tuple(self.encoder.run(None, {"pixels": pixels}))
+        return run_encoder(self.encoder, pixels, self._encoder_pixels)
 
     def run_decoder(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Portable decoder-step session; numpy inputs are passed by reference (no copy on CPU)."""
@@ -205,13 +244,14 @@ class OrtBoundBackend(Lifecycle):
     def __init__(self, loader: SessionLoader):
         """Sessions from ``loader`` (which says the device, precision and threads)."""
         self.name, self.precision, self.thread_pool = loader.name, loader.precision, loader.thread_pool
+        self.memory, self._encoder_pixels = loader.memory, loader.encoder_pixels
         step = loader.load(self.decoder_graph, per_step=True)
         self.encoder = loader.load("encoder")
         self.bound = BoundDecoder(loader.ort, step, loader.load("cross_ort"), loader.bundle.model_config, loader.device)
 
     def encode(self, pixels: np.ndarray, capacity: int) -> BoundState:
         """Run the encoder and the cross tables; an empty cache of ``capacity`` slots on the device."""
-        ck, cv, *heads = self.encoder.run(None, {"pixels": pixels})
+        ck, cv, *heads = run_encoder(self.encoder, pixels, self._encoder_pixels)
         state = self.bound.start(ck, cv, capacity)
         state.attributes = heads[0] if heads else None
         return state

@@ -24,6 +24,11 @@ namespace {
 // buffer (runtime/backends/ort_bound.py): decoder_ort needs 1.31 or newer.
 constexpr int kMinBoundMajor = 1, kMinBoundMinor = 31;
 
+// runtime/backends/ort.py's memory="lean" (its default): the encoder runs at most this many input pixels per
+// call (8 images at 224x224), in equal chunks (ENCODER_CHUNK_PIXELS, encoder_chunks), so ONNX Runtime's
+// memory arena keeps one chunk's activations rather than the whole batch's.
+constexpr int64_t kEncoderChunkPixels = int64_t(8) * 224 * 224;
+
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
@@ -204,6 +209,16 @@ Tensor from_value(Ort::Value&& value, int batch_axis) {
   return t;
 }
 
+// encoder_chunks in runtime/backends/ort.py: (start, size) of equal chunks of at most kEncoderChunkPixels pixels.
+std::vector<std::pair<int, int>> encoder_chunks(int batch, int64_t height, int64_t width) {
+  const int per_call = int(std::max<int64_t>(1, std::min<int64_t>(batch, kEncoderChunkPixels / (height * width))));
+  const int calls = (batch + per_call - 1) / per_call;
+  const int size = (batch + calls - 1) / calls;
+  std::vector<std::pair<int, int>> out;
+  for (int start = 0; start < batch; start += size) out.emplace_back(start, std::min(size, batch - start));
+  return out;
+}
+
 std::string first_line(const char* what) {
   std::string s = what ? what : "";
   s = s.substr(0, s.find('\n'));
@@ -221,6 +236,46 @@ struct Engine::Sessions {
 };
 
 namespace {
+
+// The encoder's cross_k, cross_v (L, batch, H, N, Dh) for float32 pixels (batch, 3, H, W), run in encoder_chunks:
+// its activations grow with the pixels of one call, and ONNX Runtime plans their memory once per input shape.
+std::vector<Ort::Value> run_encoder(const Engine::Sessions& s, const float* pixels, int batch, int64_t height,
+                                    int64_t width) {
+  const char* in_names[] = {"pixels"};
+  const char* out_names[] = {"cross_k", "cross_v"};
+  const size_t per_image = size_t(3) * height * width;
+  auto run = [&](int start, int size) {
+    std::vector<int64_t> shape = {size, 3, height, width};
+    Ort::Value input = Ort::Value::CreateTensor<float>(s.cpu, const_cast<float*>(pixels) + size_t(start) * per_image,
+                                                       size_t(size) * per_image, shape.data(), shape.size());
+    return s.encoder->Run(Ort::RunOptions{nullptr}, in_names, &input, 1, out_names, 2);
+  };
+  const auto chunks = encoder_chunks(batch, height, width);
+  if (chunks.size() == 1) return run(0, batch);
+  std::vector<Ort::Value> whole;
+  Ort::AllocatorWithDefaultOptions allocator;
+  for (const auto& [start, size] : chunks) {
+    auto part = run(start, size);
+    for (size_t k = 0; k < part.size(); ++k) {
+      auto info = part[k].GetTensorTypeAndShapeInfo();
+      if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        throw Error(PVLM_ERR_INTERNAL, std::string(out_names[k]) + " is not float32");
+      std::vector<int64_t> shape = info.GetShape();  // (L, size, H, N, Dh)
+      if (whole.size() == k) {
+        shape[1] = batch;
+        whole.push_back(Ort::Value::CreateTensor<float>(allocator, shape.data(), shape.size()));
+        shape[1] = size;
+      }
+      size_t inner = 1;
+      for (size_t d = 2; d < shape.size(); ++d) inner *= size_t(shape[d]);
+      const float* src = part[k].GetTensorData<float>();
+      float* dst = whole[k].GetTensorMutableData<float>();
+      for (int64_t l = 0; l < shape[0]; ++l)
+        std::memcpy(dst + (size_t(l) * batch + start) * inner, src + size_t(l) * size * inner, size * inner * sizeof(float));
+    }
+  }
+  return whole;
+}
 
 // One batch in flight on decoder_ort: every buffer bound once (IO binding); a step moves the token ids in and
 // the next ids out, the attention kernel appends this token's K/V to the shared past/present buffer in place.
@@ -465,12 +520,7 @@ Generated Engine::generate(const float* pixels, int batch, int max_new_tokens, b
   const char* graph = "encoder";
   try {
     auto t0 = Clock::now();
-    std::vector<int64_t> shape = {batch, 3, pre.height, pre.width};
-    size_t n = size_t(batch) * 3 * pre.height * pre.width;
-    Ort::Value input = Ort::Value::CreateTensor<float>(s.cpu, const_cast<float*>(pixels), n, shape.data(), shape.size());
-    const char* in_names[] = {"pixels"};
-    const char* out_names[] = {"cross_k", "cross_v"};
-    auto encoded = s.encoder->Run(Ort::RunOptions{nullptr}, in_names, &input, 1, out_names, 2);
+    auto encoded = run_encoder(s, pixels, batch, pre.height, pre.width);
     graph = s.bound ? "cross_ort" : "decoder";
     if (s.bound) {
       BoundRun run(s, encoded, batch, max_new_tokens);

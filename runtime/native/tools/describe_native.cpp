@@ -85,6 +85,75 @@ bool parse_int(const char* s, long long lo, long long* out) {
   return true;
 }
 
+// One image's outcome: its description and its call's timings, or the error that names it.
+struct Outcome {
+  bool ok = false;
+  pvlm::Description description;
+  pvlm_timings timings{};
+  std::string error;  // the library's message (pvlm_last_error) when !ok
+};
+
+// Describe images in one call. The library checks every input before any work and refuses the whole call for
+// the first bad one, so a refused batch is described again image by image: a bad input fails only itself and
+// the others go on (as pvlm-describe skips a bad input; a batch of one then says which input failed).
+std::vector<Outcome> describe_batch(const pvlm::Bundle& bundle, const std::vector<pvlm::Image>& images) {
+  std::vector<Outcome> out(images.size());
+  try {
+    pvlm::Result r = bundle.describe(images);
+    for (size_t k = 0; k < images.size(); ++k) out[k] = {true, r.descriptions[k], r.timings, ""};
+    return out;
+  } catch (const pvlm::Error&) {
+    if (images.size() == 1) {
+      out[0].error = pvlm_last_error();
+      return out;
+    }
+  }
+  for (size_t k = 0; k < images.size(); ++k) out[k] = describe_batch(bundle, {images[k]})[0];
+  return out;
+}
+
+// --dump-inputs: the image's encoder input as DIR/INDEX.f32; the reason it could not be written, or "".
+std::string dump_input(const pvlm::Bundle& bundle, const pvlm::Image& image, const std::string& dir, size_t index) {
+  const std::string path = dir + "/" + std::to_string(index) + ".f32";
+  try {
+    std::vector<float> input = bundle.preprocess(image);
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(input.data()), std::streamsize(input.size() * sizeof(float)));
+    return f ? "" : "cannot write " + path + " (--dump-inputs)";
+  } catch (const pvlm::Error&) {
+    return pvlm_last_error();
+  }
+}
+
+json line_for(const std::string& bundle_id, const std::string& path, const Outcome* o, double decode_ms,
+              const std::string& error) {
+  json line;
+  line["schema_version"] = 1;
+  line["bundle_id"] = bundle_id;
+  line["backend"] = "native-cpu";
+  line["image"] = path;
+  line["path"] = path;
+  if (error.empty()) {
+    const pvlm_timings& t = o->timings;
+    line["text"] = o->description.text;
+    // as runtime.Describer: preprocess_ms covers decoding the files too, total_ms the whole batch
+    line["timings"] = {{"preprocess_ms", round1(decode_ms + t.preprocess_ms)},
+                       {"encode_ms", round1(t.encode_ms)},
+                       {"decode_ms", round1(t.decode_ms)},
+                       {"steps", t.steps},
+                       {"total_ms", round1(decode_ms + t.total_ms)},
+                       {"batch", t.batch}};
+    line["error"] = nullptr;
+    line["tokens"] = o->description.tokens;
+  } else {
+    line["text"] = "";
+    line["timings"] = json::object();
+    line["error"] = error;
+    line["tokens"] = json::array();
+  }
+  return line;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -180,53 +249,31 @@ int main(int argc, char** argv) {
       }
     }
     double decode_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    for (size_t k = 0; !dump_dir.empty() && k < good.size(); ++k) {
-      std::vector<float> input = bundle->preprocess(images[k]);
-      std::ofstream f(dump_dir + "/" + std::to_string(good[k]) + ".f32", std::ios::binary);
-      f.write(reinterpret_cast<const char*>(input.data()), std::streamsize(input.size() * sizeof(float)));
-      if (!f) return usage_error("cannot write to --dump-inputs " + dump_dir);
-    }
-    pvlm::Result result;
-    if (!images.empty()) {
-      try {
-        result = bundle->describe(images);
-      } catch (const pvlm::Error& e) {
-        for (size_t i : good)
-          errors[i - start] = "input " + std::to_string(i) + " (" + quote_path(paths[i]) + "): " + pvlm_last_error();
-        good.clear();
+    auto name = [&](size_t i) { return "input " + std::to_string(i) + " (" + quote_path(paths[i]) + "): "; };
+    std::vector<pvlm::Image> kept;  // what dumping left describable, in the same order as `described`
+    std::vector<size_t> described;
+    for (size_t k = 0; k < good.size(); ++k) {
+      std::string why = dump_dir.empty() ? "" : dump_input(*bundle, images[k], dump_dir, good[k]);
+      if (why.empty()) {
+        kept.push_back(images[k]);
+        described.push_back(good[k]);
+      } else {
+        errors[good[k] - start] = name(good[k]) + why;
       }
     }
+    std::vector<Outcome> outcomes = kept.empty() ? std::vector<Outcome>{} : describe_batch(*bundle, kept);
+    for (size_t k = 0; k < described.size(); ++k)
+      if (!outcomes[k].ok) errors[described[k] - start] = name(described[k]) + outcomes[k].error;
     size_t k = 0;
     for (size_t i = start; i < end; ++i) {
-      json line;
-      line["schema_version"] = 1;
-      line["bundle_id"] = bundle_id;
-      line["backend"] = "native-cpu";
-      line["image"] = paths[i];
-      line["path"] = paths[i];
-      bool ok = k < good.size() && good[k] == i;
-      if (ok) {
-        const pvlm::Description& d = result.descriptions[k++];
-        const pvlm_timings& t = result.timings;
-        line["text"] = d.text;
-        // as runtime.Describer: preprocess_ms covers decoding the files too, total_ms the whole batch
-        line["timings"] = {{"preprocess_ms", round1(decode_ms + t.preprocess_ms)},
-                           {"encode_ms", round1(t.encode_ms)},
-                           {"decode_ms", round1(t.decode_ms)},
-                           {"steps", t.steps},
-                           {"total_ms", round1(decode_ms + t.total_ms)},
-                           {"batch", t.batch}};
-        line["error"] = nullptr;
-        line["tokens"] = d.tokens;
-      } else {
+      const Outcome* o = k < described.size() && described[k] == i ? &outcomes[k++] : nullptr;
+      const std::string& error = errors[i - start];
+      if (!error.empty()) {
         ++failed;
-        std::cerr << "error: " << errors[i - start] << "\n";
-        line["text"] = "";
-        line["timings"] = json::object();
-        line["error"] = errors[i - start];
-        line["tokens"] = json::array();
+        std::cerr << "error: " << error << "\n";
       }
-      std::cout << line.dump(-1, ' ', true, json::error_handler_t::replace) << "\n";
+      std::cout << line_for(bundle_id, paths[i], o, decode_ms, error).dump(-1, ' ', true, json::error_handler_t::replace)
+                << "\n";
     }
     std::cout.flush();
   }
