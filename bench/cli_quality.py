@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from runtime.atomic import write_json
+
+from .confidence import confidence_lines
 from runtime.backends import NAMES as RUNTIME_BACKENDS
 from runtime.cli_common import (CONTEXT_SETTINGS, ChoiceList, Command, CommandFailure, MissingPackage, common_options,
                                 fail_on_bad_input, first_line, missing_package_message, writing)
@@ -59,6 +61,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for name, a in attrs["categories"].items():
         if a.get("confusion"):
             lines += ["", f"confusion {name} (rows: true, columns: predicted)"] + confusion_lines(a["confusion"])
+    lines += ["", *confidence_lines(report["confidence"])] if "confidence" in report else []
     parity = report["parity"]
     lines.append("")
     if parity["available"]:
@@ -89,10 +92,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 @click.option("--json-out", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--no-reference", is_flag=True, help="Skip the PyTorch FP32 parity check.")
 @click.option("--no-meteor", is_flag=True, help="Skip METEOR (it starts a Java process).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Abstain below this calibrated probability (bundles with attribute heads); the report shows "
+                   "precision and coverage at several thresholds either way.")
 @common_options()
 def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...], limit: int | None,
          max_new_tokens: int | None, batch_size: int, html_path: str | None, max_images: int, as_json: bool, json_path: str | None,
-         no_reference: bool, no_meteor: bool, quiet: bool) -> None:
+         no_reference: bool, no_meteor: bool, min_confidence: float, quiet: bool) -> None:
     """Evaluate MODEL (export bundle or .pt checkpoint) on DATA.jsonl (MSP60k-style rows)."""
     from runtime.backends import BackendUnavailable
 
@@ -101,7 +107,7 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
 
     cfg = EvalConfig(model=model, data=data, image_root=image_root, backends=_split(backends), limit=limit,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, reference=not no_reference,
-                     progress=not quiet, meteor=not no_meteor)
+                     progress=not quiet, meteor=not no_meteor, min_confidence=min_confidence)
     with fail_on_bad_input(KeyError):
         try:
             report = evaluate(cfg)

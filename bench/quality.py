@@ -55,6 +55,7 @@ class EvalConfig:
     ``backends``: runtime backends to run; the first one's descriptions are scored.
     ``reference``: compare every backend's token ids with the PyTorch FP32 reference.
     ``meteor``: compute METEOR (starts a Java process, ~10 s); reported unavailable when Java does not run.
+    ``min_confidence``: the Describer's abstention threshold (bundles with attribute heads; ``bench.confidence``).
     """
 
     model: str
@@ -67,6 +68,7 @@ class EvalConfig:
     reference: bool = True
     progress: bool = True
     meteor: bool = True
+    min_confidence: float = 0.0
 
 
 # --------------------------------------------------------------------------- caption metrics
@@ -365,12 +367,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Describe every image of ``cfg.data`` with each backend and score the first; returns the report.
 
     Report keys: ``config``, ``model``, ``n_images``, ``skipped``, ``caption_metrics``, ``attributes``
-    (``categories``/``mean``), ``parity`` (``available``, ``reason``, ``reference``, ``backends``),
+    (``categories``/``mean``), ``confidence`` (``bench.confidence``: ECE per head field, abstention), ``parity`` (``available``, ``reason``, ``reference``, ``backends``),
     ``throughput`` (per backend), ``timing``, ``machine``, ``rows`` (per image, for the HTML report).
     Raises ValueError / FileNotFoundError on bad input (unknown backend, empty dataset, ...).
     """
     from runtime.bundle import Bundle
 
+    from .confidence import confidence_report
     from .speed import machine_info
 
     t_start = time.perf_counter()
@@ -393,6 +396,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     scored = outputs[cfg.backends[0]]
     metrics = _caption_scores(cfg, records, scored, timing)
     attributes = _score_attributes(records, scored)
+    confidence = confidence_report(bundle.manifest.attribute_heads, attributes.predicted, attributes.expected,
+                                   attributes.sources, attributes.categories, cfg.min_confidence)
     rows = _image_rows(records, scored, attributes, ref_ids, outputs, cfg.backends[0])
     timing["total_s"] = time.perf_counter() - t_start
     return {
@@ -404,6 +409,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "scored_backend": cfg.backends[0],
         "caption_metrics": metrics,
         "attributes": attributes.report,
+        "confidence": confidence,
         "parity": parity,
         "throughput": {name: run.throughput for name, run in runs.items()},
         "timing": timing,
@@ -469,7 +475,8 @@ def _describe_with(cfg: EvalConfig, bundle_dir: Path, name: str, images: Sequenc
     """Describe ``images`` with backend ``name`` in batches of ``batch``, timing the whole set."""
     from runtime import Describer
 
-    with Describer(bundle_dir, backend=name, max_batch=batch, max_new_tokens=cfg.max_new_tokens) as describer:
+    with Describer(bundle_dir, backend=name, max_batch=batch, max_new_tokens=cfg.max_new_tokens,
+                   min_confidence=cfg.min_confidence) as describer:
         max_new_tokens = describer.max_new_tokens
         outs: list[Any] = []
         bar = tqdm(total=len(images), desc=f"describing ({name})", unit="img", disable=not cfg.progress,

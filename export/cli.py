@@ -31,6 +31,9 @@ def main() -> None:
 @click.option("--int8", is_flag=True, help="Also write INT8 graphs for CPUs (ONNX Runtime quantization), verified.")
 @click.option("--calibration", type=click.Path(dir_okay=False, exists=True),
               help="JSONL of images to calibrate INT8 on (default: synthetic person crops).")
+@click.option("--calibration-data", type=click.Path(dir_okay=False, exists=True),
+              help="JSONL of labelled crops to calibrate the attribute heads on (default: the checkpoint's "
+                   "validation split).")
 @click.option("--accept-mismatch", is_flag=True, help="Keep FP16/INT8 graphs that miss their gate (attribute agreement, confident divergences; "
                    "docs/precision.md).")
 @click.option("--cross-attention", type=click.Choice(["auto", "tables", "attention"]), default="auto", show_default=True,
@@ -39,8 +42,8 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON to stdout.")
 @common_options()
 def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, max_new_tokens: int,
-             vocab: str | None, force: bool, fp16: bool, int8: bool, calibration: str | None, accept_mismatch: bool,
-             cross_attention: str, as_json: bool) -> None:
+             vocab: str | None, force: bool, fp16: bool, int8: bool, calibration: str | None,
+             calibration_data: str | None, accept_mismatch: bool, cross_attention: str, as_json: bool) -> None:
     """Export CHECKPOINT to a verified bundle directory.
 
     \b
@@ -56,6 +59,7 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
     from pvlm.checkpoint import CheckpointError
     from runtime.bundle import Bundle
 
+    from .calibration import calibration_lines
     from .onnx import export_onnx
     from .validate import ValidationError
     from .variants import VariantOptions, summary
@@ -70,7 +74,8 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
                                  max_new_tokens=max_new_tokens, force=force, vocab=vocab,
                                  precisions=tuple(p for p, on in (("fp16", fp16), ("int8", int8)) if on),
                                  variant_options=VariantOptions(calibration=calibration and Path(calibration)),
-                                 accept_mismatch=accept_mismatch, cross_attention=cross_attention)
+                                 accept_mismatch=accept_mismatch, cross_attention=cross_attention,
+                                 calibration_data=calibration_data)
     except ValidationError as e:
         for f in e.failures:
             click.echo(f"  \u2717 {f}", err=True)
@@ -78,10 +83,15 @@ def onnx_cmd(checkpoint: str, out_dir: str | None, opset: int, max_batch: int, m
     manifest = Bundle.load(bundle, verify=False).manifest  # just written and verified by export_onnx
     report = manifest.verification
     variants = manifest.variant_reports
+    heads = manifest.attribute_heads
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "variants": variants} if variants else report.to_dict(), indent=2))
+        out = {**report.to_dict(), **({"variants": variants} if variants else {}),
+               **({"attribute_calibration": heads.calibration} if heads is not None else {})}
+        click.echo(json.dumps(out, indent=2))
     else:
         print_report(report)
+        for line in calibration_lines(heads.calibration) if heads is not None else []:
+            click.echo(f"  {line}")
         for precision, rep in variants.items():
             mark = "\u2717" if rep["accepted_mismatch"] else "\u2713"
             click.echo(f"  {mark} {summary(precision, rep)}")

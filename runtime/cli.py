@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .attribute_schema import ATTRIBUTE_KEYS
 from .backends import NAMES
 from .cli_common import CONTEXT_SETTINGS, Command, CommandError, common_options, echo_error, writing
 from .decoding_cli import alternatives_record, decoding_from_flags, decoding_options
@@ -59,9 +60,10 @@ def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def attribute_summary(attributes: dict[str, Any]) -> str:
-    """``upper=jacket upper_color=red carrying=backpack,umbrella``: the attributes the text states."""
+    """``upper=jacket upper_color=red carrying=backpack,umbrella``: the stated attributes (the schema's keys only;
+    the attribute heads' probabilities are in ``--json``)."""
     parts = []
-    for k, v in attributes.items():
+    for k, v in ((k, attributes[k]) for k in ATTRIBUTE_KEYS if k in attributes):
         if isinstance(v, list):
             v = ",".join(map(str, v))
         if v not in (None, ""):
@@ -84,11 +86,14 @@ def attribute_summary(attributes: dict[str, Any]) -> str:
               help="Graph precision; fp16/int8 need a bundle exported with --fp16/--int8.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
               help="Refuse images with more pixels (decompression-bomb guard).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Report an attribute as unknown when the attribute heads' calibrated probability of its value is "
+                   "below this (bundles with attribute heads; docs/attributes.md).")
 @decoding_options
 @common_options()
 def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with_tokens: bool,
          max_new_tokens: int | None, max_batch: int | None, threads: int | None, precision: str, max_pixels: int,
-         quiet: bool, **decoding: Any) -> None:
+         min_confidence: float, quiet: bool, **decoding: Any) -> None:
     """Describe each IMAGE with the exported BUNDLE.
 
     IMAGE is a file, a folder (its image files, recursively), a glob pattern (quote it; ** recurses)
@@ -114,7 +119,7 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
     try:
         opts = decoding_from_flags(**decoding)
         d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch, max_new_tokens=max_new_tokens,
-                      max_pixels=max_pixels, precision=precision, decoding=opts)
+                      max_pixels=max_pixels, precision=precision, decoding=opts, min_confidence=min_confidence)
     except (BundleError, BackendUnavailable, ValueError) as e:
         raise CommandError(str(e)) from None
     bid = bundle_id(bundle)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .attribute_confidence import CombineRule, combine, head_distributions
 from .attributes import parse_attributes
 from .backends import Backend, create_backend
 from .backends.base import require_logits
@@ -28,7 +29,8 @@ _NO_SPACE_BEFORE = set(",.;:!?)'")
 
 @dataclass(frozen=True)
 class Alternative:
-    """One returned sequence: text, ids, score (length-normalised log-prob; None for greedy), attributes."""
+    """One returned sequence: text, ids, score (length-normalised log-prob; None for greedy), attributes (parsed
+    from the text, combined with the attribute heads' probabilities where the bundle has heads)."""
 
     text: str
     tokens: list[int]
@@ -41,7 +43,9 @@ class Description:
     """One input's result. ``error`` is set (and text empty) when the input was unusable.
 
     ``text``/``tokens``/``attributes`` are the best sequence; ``alternatives`` holds every returned
-    sequence (``DecodingOptions.n_best`` of them), best first, the best included.
+    sequence (``DecodingOptions.n_best`` of them), best first, the best included. With a bundle whose encoder
+    has attribute heads, ``attributes`` also carries their calibrated probabilities, the text's own values and
+    where the two disagree (``runtime.attribute_confidence``).
     """
 
     text: str
@@ -120,6 +124,23 @@ def _count(boxes: Any) -> int:
         return 0
 
 
+class _EncoderTap:
+    """A backend as the decoding loops see it, keeping the attribute-head probabilities of the batch it encodes
+    (one per call to ``Describer._run``: per-call state, so the Describer stays thread-safe)."""
+
+    def __init__(self, backend: Backend):
+        self._backend = backend
+        self.attributes: np.ndarray | None = None
+
+    def encode(self, pixels: np.ndarray, capacity: int) -> Any:
+        state = self._backend.encode(pixels, capacity)
+        self.attributes = getattr(state, "attributes", None)
+        return state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
 class Describer:
     """Describe person crops with an exported bundle. Thread-safe: per-call state only.
 
@@ -147,6 +168,11 @@ class Describer:
     of ``describe_crops`` narrower or shorter than this (pixels, ``(height, width)`` or one int for both) get an
     error Description; default 1/8 of the model's input height and width; ``0`` turns it off.
 
+    ``min_confidence`` (0 to 1, default 0: never): with a bundle whose encoder has attribute heads, an attribute
+    whose stated value has a calibrated probability below it is reported as unknown (None, or ``[]``) and listed
+    under ``attributes["abstained"]``; a bundle without heads refuses a value above 0 (ValueError).
+    ``attribute_rule``: how the text's values and the heads' combine (``runtime.attribute_confidence``).
+
     ``close()`` (or ``with Describer(...) as d:``) closes the backend, ready ones included. Closing while other
     threads describe is safe: each of them gets its results or :class:`~runtime.backends.BackendClosed`.
     """
@@ -156,7 +182,8 @@ class Describer:
                  on_error: str = "skip", verify: bool = True, providers: list[Any] | None = None,
                  decoder: str = "auto", shared_threads: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
                  precision: str = "fp32", decoding: DecodingOptions | None = None,
-                 min_crop: int | tuple[int, int] | None = None):
+                 min_crop: int | tuple[int, int] | None = None, min_confidence: float = 0.0,
+                 attribute_rule: CombineRule | None = None):
         _check_channel_order(channel_order)
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -190,6 +217,16 @@ class Describer:
         self._itos = self.bundle.tokens
         self.decoding = self._check_decoding(decoding or DecodingOptions())
         self.min_crop = self._min_crop(min_crop)
+        self.attribute_heads = self.bundle.manifest.attribute_heads
+        self.attribute_rule = self._attribute_rule(attribute_rule, min_confidence)
+
+    def _attribute_rule(self, rule: CombineRule | None, min_confidence: float) -> CombineRule:
+        """The combination rule with ``min_confidence``; refused above 0 when the bundle has no heads."""
+        rule = replace(rule or CombineRule(), min_confidence=min_confidence)
+        if rule.min_confidence > 0 and self.attribute_heads is None:
+            raise ValueError(f"min_confidence needs a bundle whose encoder has attribute heads; {self.bundle.root} "
+                             "has none (export a checkpoint trained with attribute heads)")
+        return rule
 
     def _min_crop(self, min_crop: int | tuple[int, int] | None) -> tuple[int, int]:
         """(height, width) in pixels below which a box is refused."""
@@ -297,15 +334,26 @@ class Describer:
             order = "rgb"  # unused: only arrays have a channel order
         return order
 
-    def _alternative(self, h: Hypothesis) -> Alternative:
+    def _alternative(self, h: Hypothesis, heads: dict[str, dict[str, float]] | None = None) -> Alternative:
         text = detokenize(h.tokens, self._itos)
-        return Alternative(text, h.tokens, h.score, parse_attributes(text))
+        attributes = parse_attributes(text)
+        if heads is not None:
+            attributes = combine(attributes, heads, self.attribute_rule)
+        return Alternative(text, h.tokens, h.score, attributes)
+
+    def _head_rows(self, probs: np.ndarray | None, n: int) -> list[dict[str, dict[str, float]] | None]:
+        """Each image's calibrated head distributions (None for every image when the batch has none)."""
+        if probs is None or self.attribute_heads is None:
+            return [None] * n
+        return [head_distributions(row, self.attribute_heads) for row in np.asarray(probs, np.float32)[:n]]
 
     def generate_ids(self, pixels: np.ndarray, max_new_tokens: int | None = None, stop_at_eos: bool = True, *,
-                     no_repeat_ngram_size: int = 0, check_only: bool = False) -> tuple[list[list[int]], dict[str, float]]:
+                     no_repeat_ngram_size: int = 0, check_only: bool = False,
+                     backend: Any = None) -> tuple[list[list[int]], dict[str, float]]:
         """Greedy ids for preprocessed float32 (B, 3, H, W), B <= max_batch (for benchmarks and tests).
 
-        No repetition guard unless asked (the export's parity check compares these ids with PyTorch's)."""
+        No repetition guard unless asked (the export's parity check compares these ids with PyTorch's).
+        ``backend``: what the loop runs on instead of this Describer's backend (a wrapper of it)."""
         n = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         limit = self.bundle.limits.max_positions
         if not 1 <= n <= limit:  # past the position table the decoder fails deep inside the backend
@@ -314,23 +362,25 @@ class Describer:
             raise ValueError(f"batch {pixels.shape[0]} exceeds max_batch {self.max_batch}")
         if check_only:
             return [], {}
-        return greedy_decode(self.backend, np.ascontiguousarray(pixels, np.float32), self._bos, self._eos, n, stop_at_eos,
-                             no_repeat_ngram_size)
+        return greedy_decode(backend or self.backend, np.ascontiguousarray(pixels, np.float32), self._bos, self._eos,
+                             n, stop_at_eos, no_repeat_ngram_size)
 
     def generate(self, pixels: np.ndarray, decoding: DecodingOptions | None = None, max_new_tokens: int | None = None,
-                 image_index: Sequence[int] | None = None) -> tuple[list[list[Hypothesis]], dict[str, float]]:
+                 image_index: Sequence[int] | None = None, *,
+                 backend: Any = None) -> tuple[list[list[Hypothesis]], dict[str, float]]:
         """Ranked hypotheses per image of preprocessed float32 (B, 3, H, W) with ``decoding`` (default: the
-        Describer's). ``image_index``: each row's index within the call (the sampling seed rule; default 0..B-1)."""
+        Describer's). ``image_index``: each row's index within the call (the sampling seed rule; default 0..B-1).
+        ``backend``: what the loops run on instead of this Describer's backend (a wrapper of it)."""
         opts = self.decoding if decoding is None else self._check_decoding(decoding)
         n = next((v for v in (max_new_tokens, opts.max_new_tokens) if v is not None), self.max_new_tokens)
         if opts.mode == "greedy":
-            ids, timings = self.generate_ids(pixels, n, no_repeat_ngram_size=opts.no_repeat_ngram_size)
+            ids, timings = self.generate_ids(pixels, n, no_repeat_ngram_size=opts.no_repeat_ngram_size, backend=backend)
             return [[Hypothesis(row)] for row in ids], timings
         self.generate_ids(pixels, n, check_only=True)
         x = np.ascontiguousarray(pixels, np.float32)
         if opts.mode == "beam":
-            return beam_search(self.backend, x, self._bos, self._eos, n, opts)
-        return sample_decode(self.backend, x, self._bos, self._eos, n, opts,
+            return beam_search(backend or self.backend, x, self._bos, self._eos, n, opts)
+        return sample_decode(backend or self.backend, x, self._bos, self._eos, n, opts,
                              list(range(len(x))) if image_index is None else list(image_index))
 
     def _run(self, loaders: list[Any], max_new_tokens: int | None, on_error: str | None, *,
@@ -356,11 +406,13 @@ class Describer:
             if not good:
                 continue
             t1 = time.perf_counter()
-            hyps, timings = self.generate(np.stack(arrays), opts, max_new_tokens, [first_index + i for i in good])
+            tap = _EncoderTap(self.backend)
+            hyps, timings = self.generate(np.stack(arrays), opts, max_new_tokens, [first_index + i for i in good],
+                                          backend=tap)
             timings = {"preprocess_ms": (t1 - t0) * 1e3, **timings, "total_ms": (time.perf_counter() - t0) * 1e3,
                        "batch": len(good)}
-            for i, ranked in zip(good, hyps):
-                alts = [self._alternative(h) for h in ranked]
+            for i, ranked, heads in zip(good, hyps, self._head_rows(tap.attributes, len(good))):
+                alts = [self._alternative(h, heads) for h in ranked]
                 best = alts[0]
                 results[i] = Description(best.text, best.tokens, best.attributes, dict(timings), alternatives=alts)
         return [r for r in results if r is not None]

@@ -40,6 +40,7 @@ def description_schema() -> dict[str, Any]:
         f.key: {"type": "array", "items": {"type": "string"}} if f.many else {"type": ["string", "null"]}
         for f in FIELDS
     }
+    attribute_props = {**attribute_props, **_head_props(attribute_props)}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"personvlm-description-v{SCHEMA_VERSION}",
@@ -56,7 +57,10 @@ def description_schema() -> dict[str, Any]:
             "image": {"type": "string", "description": "The path as given (or as read from stdin)."},
             "text": {"type": "string"},
             "attributes": {
-                "description": "Parsed from text; null where the text does not say (not a negative finding).",
+                "description": "Parsed from text; null where the text does not say (not a negative finding). With a "
+                               "bundle whose encoder has attribute heads: the stated values, combined from the text "
+                               "and the heads' calibrated probabilities, which the other keys carry (null where the "
+                               "model abstained; docs/attributes.md).",
                 "anyOf": [
                     {"type": "object", "maxProperties": 0},
                     {"type": "object", "required": list(ATTRIBUTE_KEYS), "properties": attribute_props},
@@ -84,6 +88,25 @@ def description_schema() -> dict[str, Any]:
                                                     "items": {"type": "integer", "minimum": 0}}}},
             },
         },
+    }
+
+
+def _head_props(attribute_props: dict[str, Any]) -> dict[str, Any]:
+    """The optional keys the attribute heads add to ``attributes`` (``runtime.attribute_confidence.combine``)."""
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    fields = {"type": "array", "items": {"enum": list(ATTRIBUTE_KEYS)}}
+    return {
+        "probabilities": {"type": "object", "description": "Per head field, each value's calibrated probability.",
+                          "additionalProperties": {"type": "object", "additionalProperties": probability}},
+        "heads": {"type": "object", "description": "Per head field, the heads' most probable value.",
+                  "additionalProperties": {"type": "string"}},
+        "text": {"type": "object", "description": "The values parsed from the text alone.",
+                 "required": list(ATTRIBUTE_KEYS), "properties": attribute_props},
+        "confidence": {"type": "object", "description": "Per head field, the probability of the stated value "
+                                                        "(null: nothing stated, or a value the heads cannot judge).",
+                       "additionalProperties": {"anyOf": [probability, {"type": "null"}]}},
+        "disagreements": {**fields, "description": "Fields where the text's value is not the heads' top value."},
+        "abstained": {**fields, "description": "Fields reported unknown: below the minimum confidence."},
     }
 
 

@@ -275,7 +275,8 @@ const std::map<std::string, std::string> kSources = {
     {"HT", "preprocess.height"},
     {"WD", "preprocess.width"},
     {"N", "the encoder's visual tokens (graphs.encoder.outputs.cross_k.shape[3])"},
-    {"HN", "n_heads x the encoder's visual tokens"}};
+    {"HN", "n_heads x the encoder's visual tokens"},
+    {"A", "the attribute heads' values (graphs.encoder.attribute_heads.fields)"}};
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -545,14 +546,29 @@ void Manifest::check_consistency() const {
       invalid("graphs.encoder.outputs.cross_k: expected shape [" + std::to_string(m.n_layers) + ", batch, " +
               std::to_string(m.n_heads) + ", visual tokens (1 to " + std::to_string(kMaxVisual) + "), " +
               std::to_string(m.head_dim()) + "]");
-    const std::map<std::string, int64_t> env = {
+    std::map<std::string, int64_t> env = {
         {"L", m.n_layers}, {"H", m.n_heads}, {"D", m.d_model},  {"Dh", m.head_dim()},        {"V", int64_t(tokens.size())},
         {"HT", pre.height}, {"WD", pre.width}, {"N", visual}, {"HN", m.n_heads * visual}};
     const Spec kv = {"float32", "L B H N Dh"};
     const Specs step_in = {{"tokens", {"int64", "B 1"}}, {"positions", {"int64", "B 1"}}};
     const Specs step_out = {{"logits", {"float32", "B V"}}, {"next_ids", {"int64", "B"}}};
     check_side(graphs.at("encoder"), true, {{"pixels", {"float32", "B 3 HT WD"}}}, env, "encoder");
-    check_side(graphs.at("encoder"), false, {{"cross_k", kv}, {"cross_v", kv}}, env, "encoder");
+    // An encoder with attribute heads has a third output, every head's probabilities (B, values), which this
+    // runtime does not read (graphs.encoder.attribute_heads, docs/bundle.md).
+    Specs enc_out_specs = {{"cross_k", kv}, {"cross_v", kv}};
+    const json& enc_raw = raw.at("graphs").at("encoder");
+    if (enc_raw.contains("attribute_heads")) {
+      const json& heads = enc_raw.at("attribute_heads");
+      if (!heads.is_object() || !heads.contains("output") || !heads.at("output").is_string() ||
+          !heads.contains("fields") || !heads.at("fields").is_array())
+        invalid("graphs.encoder.attribute_heads: expected an object with output and fields");
+      int64_t values = 0;
+      for (const json& f : heads.at("fields"))
+        if (f.is_object() && f.contains("values") && f.at("values").is_array()) values += int64_t(f.at("values").size());
+      env["A"] = values;
+      enc_out_specs.push_back({heads.at("output").get<std::string>(), {"float32", "B A"}});
+    }
+    check_side(graphs.at("encoder"), false, enc_out_specs, env, "encoder");
     Specs dec_in = step_in;
     dec_in.insert(dec_in.end(), {{"cross_k", kv}, {"cross_v", kv}, {"cache_k", {"float32", "L B H S Dh"}},
                                  {"cache_v", {"float32", "L B H S Dh"}}});
@@ -561,8 +577,11 @@ void Manifest::check_consistency() const {
     check_side(graphs.at("decoder"), true, dec_in, env, "decoder");
     check_side(graphs.at("decoder"), false, dec_out, env, "decoder");
     const auto& enc_out = graphs.at("encoder").outputs;
-    if (enc_out.size() != 2 || enc_out[0].first != "cross_k" || enc_out[1].first != "cross_v")
-      invalid("graphs.encoder.outputs: expected cross_k then cross_v");
+    bool in_order = enc_out.size() == enc_out_specs.size();
+    for (size_t i = 0; in_order && i < enc_out.size(); ++i) in_order = enc_out[i].first == enc_out_specs[i].first;
+    if (!in_order) invalid(enc_out_specs.size() == 2 ? "graphs.encoder.outputs: expected cross_k then cross_v"
+                                                     : "graphs.encoder.outputs: expected cross_k then cross_v then " +
+                                                           enc_out_specs[2].first);
     if (graphs.count("cross_ort") && graphs.count("decoder_ort")) {  // one without the other is never run
       bool tables = graphs.at("decoder_ort").input("cross_qk_0") != nullptr;
       Specs form = tables ? Specs{{"cross_qk", {"float32", "B HN D"}}, {"cross_qkb", {"float32", "B 1 HN"}},
