@@ -371,3 +371,33 @@ def test_runtime_video_never_imports_torch_or_pvlm(video, tmp_path):
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.fixture()
+def http_video(video):
+    """The test video served over HTTP on loopback (FFmpeg reads it as a network stream)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(Path(video.path).parent))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{Path(video.path).name}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_stream_into_postgres(video, http_video, tiny_bundle, tmp_path, pg_url):
+    import psycopg
+
+    res = run(http_video, "--bundle", tiny_bundle, "--tracks", video.gt, "--camera", "net", "--out",
+              tmp_path / "o.jsonl", "--index", pg_url)
+    assert res.exit_code == 0, res.output
+    recs = tracks_of(tmp_path / "o.jsonl")
+    assert sorted(r["track"] for r in recs) == sorted(str(w.track) for w in video.walkers)
+    with psycopg.connect(pg_url) as conn:
+        stored = sorted(conn.execute("SELECT camera, track FROM pvlm_descriptions").fetchall())
+    assert stored == sorted(("net", r["track"]) for r in recs)
