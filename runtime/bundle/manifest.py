@@ -424,6 +424,100 @@ def _check_side(graph: GraphEntry, side: str, specs: Mapping[str, tuple[str, str
 
 # -- the manifest --------------------------------------------------------------------------------------------
 
+def _format_version(data: Mapping[str, Any]) -> int:
+    """The manifest's format version, after checking that it is a PersonVLM bundle manifest."""
+    if data.get("format") != BUNDLE_FORMAT:
+        raise _Invalid(f"format: not a PersonVLM bundle manifest (format {_short(data.get('format'))})")
+    version = data.get("version")
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        raise _Invalid(f"version: bundle format version {_short(version)} is not supported (this runtime reads "
+                       f"{', '.join(map(str, SUPPORTED_VERSIONS))}); re-export it")
+    return version
+
+
+def _vocab_tokens(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """``vocab.tokens``: distinct, bounded strings that start with the special tokens."""
+    tokens = _expect(_section(data, "vocab").get("tokens"), list, "vocab.tokens", "a list of strings")
+    if not tokens or not all(isinstance(t, str) for t in tokens):
+        raise _Invalid("vocab.tokens: expected a non-empty list of strings")
+    if len(tokens) > MAX_VOCAB:
+        raise _Invalid(f"vocab.tokens: {len(tokens)} tokens, more than {MAX_VOCAB}")
+    if tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        raise _Invalid(f"vocab.tokens: must start with {', '.join(SPECIAL_TOKENS)}, got {_short(tokens[:4])}")
+    for i, t in enumerate(tokens):
+        if not 0 < len(t) <= MAX_TOKEN_CHARS:
+            raise _Invalid(f"vocab.tokens[{i}]: expected 1 to {MAX_TOKEN_CHARS} characters, got {_short(t)}")
+    if len(set(tokens)) != len(tokens):
+        raise _Invalid("vocab.tokens: a token appears twice")
+    return tuple(tokens)
+
+
+def _special_tokens(data: Mapping[str, Any]) -> dict[str, int]:
+    """``special_tokens``: exactly pad, bos, eos and unk, at their fixed ids."""
+    special = dict(_section(data, "special_tokens"))
+    for i, token in enumerate(SPECIAL_TOKENS):
+        name = token.strip("<>")
+        if name not in special:
+            raise _Invalid(f"special_tokens.{name}: missing")
+        _expect(special[name], int, f"special_tokens.{name}", "a token id")
+        if special[name] != i:
+            raise _Invalid(f"special_tokens.{name}: expected {i} (the id of {token}), got {special[name]}")
+    extra = [k for k in special if k not in {t.strip("<>") for t in SPECIAL_TOKENS}]
+    if extra:
+        raise _Invalid(f"special_tokens.{extra[0]}: not a special token (pad, bos, eos, unk)")
+    return special
+
+
+def _graphs(data: Mapping[str, Any]) -> dict[str, GraphEntry]:
+    """``graphs``: each graph's file and tensors, the required ones present, the encoder's heads checked."""
+    graphs = {}
+    for name, g in _section(data, "graphs").items():
+        at = f"graphs.{name}"
+        _expect(g, dict, at, "an object with file, inputs and outputs")
+        graphs[name] = GraphEntry(_relative_path(g.get("file"), f"{at}.file"),
+                                  _tensors(g.get("inputs"), f"{at}.inputs"), _tensors(g.get("outputs"), f"{at}.outputs"))
+    for name in _REQUIRED_GRAPHS:
+        if name not in graphs:
+            raise _Invalid(f"graphs.{name}: missing")
+    if "attribute_heads" in data["graphs"]["encoder"]:
+        AttributeHeads.from_dict(data["graphs"]["encoder"]["attribute_heads"])  # BundleError naming the key
+    return graphs
+
+
+def _limits(data: Mapping[str, Any]) -> Limits:
+    """``limits``: bounded ints, no more new tokens than positions."""
+    lim = _section(data, "limits")
+    limits = Limits(*(_bounded_int(lim, k, "limits", high) for k, high in (
+        ("max_batch", MAX_BATCH), ("max_new_tokens", MAX_POSITIONS), ("max_positions", MAX_POSITIONS))))
+    if limits.max_new_tokens > limits.max_positions:
+        raise _Invalid(f"limits.max_new_tokens: {limits.max_new_tokens} exceeds max_positions {limits.max_positions}")
+    return limits
+
+
+def _artifacts(data: Mapping[str, Any]) -> dict[str, str]:
+    """``artifacts``: relative file -> lowercase hex sha256."""
+    artifacts = {}
+    for file, entry in _section(data, "artifacts").items():
+        _relative_path(file, f"artifacts[{_short(file)}]")
+        _expect(entry, dict, f"artifacts.{file}", "an object with sha256")
+        sha = _expect(entry.get("sha256"), str, f"artifacts.{file}.sha256", "a hex sha256")
+        if not _SHA256.fullmatch(sha):
+            raise _Invalid(f"artifacts.{file}.sha256: expected 64 lowercase hex digits, got {_short(sha)}")
+        artifacts[file] = sha
+    return artifacts
+
+
+def _engines(data: Mapping[str, Any]) -> None:
+    """``engines``: a list of objects that ``parse_engines`` reads."""
+    engines = _expect(data.get("engines", []), list, "engines", "a list")
+    for i, entry in enumerate(engines):
+        _expect(entry, dict, f"engines[{i}]", "an object")
+    try:
+        parse_engines(engines)
+    except (TypeError, ValueError) as e:
+        raise _Invalid(f"engines: {e}") from None
+
+
 @dataclass(frozen=True)
 class Manifest:
     """``manifest.json``, validated: the one schema export writes and the runtime reads (``docs/bundle.md``).
@@ -461,63 +555,16 @@ class Manifest:
     @classmethod
     def _parse(cls, data: Any) -> "Manifest":
         _expect(data, dict, "manifest", "a JSON object")
-        if data.get("format") != BUNDLE_FORMAT:
-            raise _Invalid(f"format: not a PersonVLM bundle manifest (format {_short(data.get('format'))})")
-        version = data.get("version")
-        if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
-            raise _Invalid(f"version: bundle format version {_short(version)} is not supported (this runtime reads "
-                           f"{', '.join(map(str, SUPPORTED_VERSIONS))}); re-export it")
+        version = _format_version(data)
         model = _section(data, "model")
         ModelConfig._parse(model)
-        tokens = _expect(_section(data, "vocab").get("tokens"), list, "vocab.tokens", "a list of strings")
-        if not tokens or not all(isinstance(t, str) for t in tokens):
-            raise _Invalid("vocab.tokens: expected a non-empty list of strings")
-        if len(tokens) > MAX_VOCAB:
-            raise _Invalid(f"vocab.tokens: {len(tokens)} tokens, more than {MAX_VOCAB}")
-        if tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise _Invalid(f"vocab.tokens: must start with {', '.join(SPECIAL_TOKENS)}, got {_short(tokens[:4])}")
-        for i, t in enumerate(tokens):
-            if not 0 < len(t) <= MAX_TOKEN_CHARS:
-                raise _Invalid(f"vocab.tokens[{i}]: expected 1 to {MAX_TOKEN_CHARS} characters, got {_short(t)}")
-        if len(set(tokens)) != len(tokens):
-            raise _Invalid("vocab.tokens: a token appears twice")
-        special = dict(_section(data, "special_tokens"))
-        for i, token in enumerate(SPECIAL_TOKENS):
-            name = token.strip("<>")
-            if name not in special:
-                raise _Invalid(f"special_tokens.{name}: missing")
-            _expect(special[name], int, f"special_tokens.{name}", "a token id")
-            if special[name] != i:
-                raise _Invalid(f"special_tokens.{name}: expected {i} (the id of {token}), got {special[name]}")
-        extra = [k for k in special if k not in {t.strip("<>") for t in SPECIAL_TOKENS}]
-        if extra:
-            raise _Invalid(f"special_tokens.{extra[0]}: not a special token (pad, bos, eos, unk)")
+        tokens = _vocab_tokens(data)
+        special = _special_tokens(data)
         pre = _section(data, "preprocess")
         Preprocessing._parse(pre)
-        graphs = {}
-        for name, g in _section(data, "graphs").items():
-            at = f"graphs.{name}"
-            _expect(g, dict, at, "an object with file, inputs and outputs")
-            graphs[name] = GraphEntry(_relative_path(g.get("file"), f"{at}.file"),
-                                      _tensors(g.get("inputs"), f"{at}.inputs"), _tensors(g.get("outputs"), f"{at}.outputs"))
-        for name in _REQUIRED_GRAPHS:
-            if name not in graphs:
-                raise _Invalid(f"graphs.{name}: missing")
-        if "attribute_heads" in data["graphs"]["encoder"]:
-            AttributeHeads.from_dict(data["graphs"]["encoder"]["attribute_heads"])  # BundleError naming the key
-        lim = _section(data, "limits")
-        limits = Limits(*(_bounded_int(lim, k, "limits", high) for k, high in (
-            ("max_batch", MAX_BATCH), ("max_new_tokens", MAX_POSITIONS), ("max_positions", MAX_POSITIONS))))
-        if limits.max_new_tokens > limits.max_positions:
-            raise _Invalid(f"limits.max_new_tokens: {limits.max_new_tokens} exceeds max_positions {limits.max_positions}")
-        artifacts = {}
-        for file, entry in _section(data, "artifacts").items():
-            _relative_path(file, f"artifacts[{_short(file)}]")
-            _expect(entry, dict, f"artifacts.{file}", "an object with sha256")
-            sha = _expect(entry.get("sha256"), str, f"artifacts.{file}.sha256", "a hex sha256")
-            if not _SHA256.fullmatch(sha):
-                raise _Invalid(f"artifacts.{file}.sha256: expected 64 lowercase hex digits, got {_short(sha)}")
-            artifacts[file] = sha
+        graphs = _graphs(data)
+        limits = _limits(data)
+        artifacts = _artifacts(data)
         variants = _variants(data.get("variants", {}), graphs)
         unlisted = [g.file for g in graphs.values() if g.file not in artifacts]
         unlisted += [f for v in variants.values() for f in v.values() if f not in artifacts]
@@ -525,16 +572,9 @@ class Manifest:
             raise _Invalid(f"artifacts: no sha256 for {', '.join(unlisted)}")
         for at, value in _named_files(data, ""):
             _relative_path(value, at)
-        engines = _expect(data.get("engines", []), list, "engines", "a list")
-        for i, entry in enumerate(engines):
-            _expect(entry, dict, f"engines[{i}]", "an object")
-        try:
-            parse_engines(engines)
-        except (TypeError, ValueError) as e:
-            raise _Invalid(f"engines: {e}") from None
+        _engines(data)
         _content_hash(data.get("content_hash"))
-        return cls(data["format"], version, model, tuple(tokens), special, pre, graphs, limits, artifacts, data,
-                   variants)
+        return cls(data["format"], version, model, tokens, special, pre, graphs, limits, artifacts, data, variants)
 
     def check_consistency(self) -> None:
         """:class:`BundleError` (one line) unless the sections agree: the vocabulary with ``model.vocab_size``
