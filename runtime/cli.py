@@ -109,19 +109,35 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
     an "error:" line, the others printed); 2 bad usage, an unusable bundle, or
     no image could be described.
     """
-    from tqdm import tqdm
+    with _open(bundle, decoding, backend=backend, threads=threads, max_batch=max_batch, max_new_tokens=max_new_tokens,
+               max_pixels=max_pixels, precision=precision, min_confidence=min_confidence) as d:
+        done, failed = _describe_all(d, images, as_json, with_tokens, bundle, quiet)
+    if done == 0:
+        raise CommandError("no images to describe")
+    if failed:
+        sys.exit(2 if failed == done else 1)
 
+
+def _open(bundle: str, decoding: dict[str, Any], **options: Any) -> Any:
+    """The Describer for ``bundle`` and the decoding flags; an unusable bundle, backend or option is a
+    CommandError (exit 2)."""
     from .backends import BackendUnavailable
     from .bundle import BundleError
     from .describer import Describer
-    from .description_schema import bundle_id, description_record
 
     try:
-        opts = decoding_from_flags(**decoding)
-        d = Describer(bundle, backend=backend, threads=threads, max_batch=max_batch, max_new_tokens=max_new_tokens,
-                      max_pixels=max_pixels, precision=precision, decoding=opts, min_confidence=min_confidence)
+        return Describer(bundle, decoding=decoding_from_flags(**decoding), **options)
     except (BundleError, BackendUnavailable, ValueError) as e:
         raise CommandError(str(e)) from None
+
+
+def _describe_all(d: Any, images: tuple[str, ...], as_json: bool, with_tokens: bool, bundle: str,
+                  quiet: bool) -> tuple[int, int]:
+    """Describe every input in batches, printing each batch as it finishes; returns (inputs, failed)."""
+    from tqdm import tqdm
+
+    from .description_schema import bundle_id
+
     bid = bundle_id(bundle)
     paths: Iterator[str] | list[str] = expand_inputs(images)
     if "-" not in images:  # folders and globs list quickly: a known total for the bar; stdin streams
@@ -130,30 +146,35 @@ def main(bundle: str, images: tuple[str, ...], backend: str, as_json: bool, with
                file=sys.stderr, leave=False, disable=quiet or not sys.stderr.isatty())
     failed = done = 0
     for chunk in _batches(iter(paths), d.max_batch):
-        # _run with indices counted across batches, so "input N" in errors is the Nth image overall
-        results = d._run([(lambda x=x, i=i: d.preprocess(x, i)) for i, x in enumerate(chunk, done)], None, None,
-                         warn=False, first_index=done)  # each failure gets its own "error:" line below
+        # indices counted across batches, so "input N" in errors is the Nth image overall; each failure gets
+        # its own "error:" line below
+        results = d.describe(chunk, first_index=done, warn=False)
         bar.clear()
-        lines = []
-        for path, res in zip(chunk, results):
-            if not res.ok:
-                failed += 1
-                echo_error(str(res.error))
-            if as_json:
-                record = description_record(path, res, bundle=bid, backend=d.backend_name, tokens=with_tokens)
-                if opts.mode != "greedy" or opts.n_best > 1:
-                    record["alternatives"] = alternatives_record(res, with_tokens)
-                lines.append(json.dumps(record))
-            elif res.ok:
-                lines.append(plain_line(path, res.text, res.attributes))
-        with writing("stdout", sys.stdout):  # a full disk under `--json > file`: one line, not a traceback
-            for line in lines:
-                click.echo(line)
-            sys.stdout.flush()
+        failed += _print_batch(d, chunk, results, as_json, with_tokens, bid)
         done += len(chunk)
         bar.update(len(chunk))
     bar.close()
-    if done == 0:
-        raise CommandError("no images to describe")
-    if failed:
-        sys.exit(2 if failed == done else 1)
+    return done, failed
+
+
+def _print_batch(d: Any, chunk: list[str], results: list[Any], as_json: bool, with_tokens: bool, bid: str) -> int:
+    """Print one batch's lines (errors on stderr); returns how many inputs failed."""
+    from .description_schema import description_record
+
+    failed, lines = 0, []
+    for path, res in zip(chunk, results):
+        if not res.ok:
+            failed += 1
+            echo_error(str(res.error))
+        if as_json:
+            record = description_record(path, res, bundle=bid, backend=d.backend_name, tokens=with_tokens)
+            if d.decoding.mode != "greedy" or d.decoding.n_best > 1:
+                record["alternatives"] = alternatives_record(res, with_tokens)
+            lines.append(json.dumps(record))
+        elif res.ok:
+            lines.append(plain_line(path, res.text, res.attributes))
+    with writing("stdout", sys.stdout):  # a full disk under `--json > file`: one line, not a traceback
+        for line in lines:
+            click.echo(line)
+        sys.stdout.flush()
+    return failed

@@ -280,17 +280,21 @@ class Describer:
 
     def describe(self, inputs: ImageInput | Sequence[ImageInput], *, channel_order: str | None = None,
                  max_new_tokens: int | None = None, on_error: str | None = None,
-                 decoding: DecodingOptions | None = None) -> list[Description]:
+                 decoding: DecodingOptions | None = None, first_index: int = 0,
+                 warn: bool = True) -> list[Description]:
         """One Description per input, in input order; batches of up to ``max_batch``.
 
         Inputs: paths, encoded bytes, PIL images, uint8 arrays (HxW, HxWx3, HxWx4). Arrays need
         ``channel_order="rgb"`` or ``"bgr"`` (OpenCV) here or on the Describer, else ``TypeError``.
+        ``first_index``: the index of ``inputs[0]`` in the caller's stream (errors name "input N" by it);
+        ``warn=False``: skipped inputs are not logged, for callers that report each ``Description.error``.
         """
         if isinstance(inputs, (str, Path, np.ndarray, bytes, bytearray)) or not isinstance(inputs, Sequence):
             inputs = [inputs]
         order = self._channel_order(inputs, channel_order, "describe")
         return self._run([(lambda x=x, i=i: preprocess(to_rgb(x, i, order, self.max_pixels), *self._pre))
-                          for i, x in enumerate(inputs)], max_new_tokens, on_error, decoding=decoding)
+                          for i, x in enumerate(inputs, first_index)], max_new_tokens, on_error, decoding=decoding,
+                         warn=warn, first_index=first_index)
 
     def describe_crops(self, frame: ImageInput, boxes: Sequence[Sequence[float]], *, channel_order: str | None = None,
                        max_new_tokens: int | None = None, on_error: str | None = None,
