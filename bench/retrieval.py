@@ -1,11 +1,15 @@
 """Search measurements: retrieval quality on synthetic crops, and SQLite ingest/query speed at scale.
 
 Retrieval (the way image-text retrieval is measured): N synthetic crops with known attributes
-(``pvlm.synth``, a seed the bundle never trained on) are described by a bundle and indexed, one
-track per crop; queries are written from the ground-truth attributes of a random crop (1-4 facts
-each, e.g. "a woman in a red jacket carrying a backpack"). A crop is relevant to a query when its
-ground truth satisfies every fact. Reported per store ("model": the bundle's descriptions;
-"ground truth": the synthetic captions, i.e. the parser's ceiling):
+(``pvlm.synth``, a seed the bundle never trained on) are described by a bundle and indexed as
+``pvlm-index`` stores ``pvlm-describe --json`` lines (text, attributes with any probabilities, n-best
+alternatives), one track per crop; queries are written from the ground-truth attributes of a random
+crop (1-4 facts each, e.g. "a woman in a red jacket carrying a backpack"). A crop is relevant to a
+query when its ground truth satisfies every fact. Reported per store ("model": the bundle's greedy
+descriptions; "model_unweighted": the same without the attribute heads' probabilities, when it has
+them; with ``n_best`` > 1 also "model_beamsB" (the beam search's best sequence only) and
+"model_nbestK" (the same crops described with beam search, the best sequence shown and the other
+K-1 indexed as alternatives); "ground truth": the synthetic captions, i.e. the parser's ceiling):
 
 - Recall@K: relevant crops in the top K / min(K, relevant crops) (1.0 = the top K are all relevant
   or hold every relevant crop);
@@ -23,6 +27,7 @@ captions), timing ingest and then queries (warm-up, then timed; p50/p99).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -201,8 +206,48 @@ def score(store: Any, queries: list[Query], truth: list[dict[str, str]], ks: tup
     }
 
 
-def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: int, progress: bool = True) -> dict:
-    """Describe ``n`` synthetic crops with ``bundle`` (None: ground-truth captions only) and score both stores."""
+def describe_crops(bundle: str, images: list[Any], batch: int, decoding: Any = None, progress: bool = True
+                   ) -> tuple[list[Any], float]:
+    """Every image's :class:`runtime.Description` from ``bundle`` (ONNX Runtime on the CPU) and the seconds taken."""
+    from tqdm import tqdm
+
+    from runtime import Describer
+
+    out = []
+    t0 = time.perf_counter()
+    with Describer(bundle, backend="onnxruntime-cpu", decoding=decoding) as d:
+        for s in tqdm(range(0, len(images), batch), desc=f"describe ({getattr(decoding, 'label', 'greedy')})",
+                      disable=not progress):
+            out += d.describe(images[s : s + batch])
+    return out, time.perf_counter() - t0
+
+
+def index_descriptions(descriptions: list[Any], alternatives: bool = True, probabilities: bool = True) -> Any:
+    """An in-memory store of ``descriptions`` as ``pvlm-index`` keeps them, one track per crop (named by its index);
+    ``alternatives``: with their n-best alternatives; ``probabilities``: with the attribute heads' probabilities
+    (without: the stated values alone, every match weighing 1)."""
+    from runtime.search import Record, SQLiteStore
+    from runtime.search.records import HEAD_KEYS
+
+    store = SQLiteStore(":memory:")
+    records = []
+    for i, d in enumerate(descriptions):
+        if d.ok and d.text:
+            rec = Record.from_description(d, "synth", str(i), float(i))
+            if not alternatives:
+                rec = dataclasses.replace(rec, alternatives=None)
+            if not probabilities:
+                rec = dataclasses.replace(rec, attributes={k: v for k, v in d.attributes.items() if k not in HEAD_KEYS})
+            records.append(rec)
+    store.add(records)
+    return store
+
+
+def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: int, progress: bool = True,
+                  n_best: int = 1, beams: int | None = None) -> dict:
+    """Describe ``n`` synthetic crops with ``bundle`` (None: ground-truth captions only) and score the stores;
+    ``n_best`` > 1: describe them again with beam search (``beams``, default ``n_best``) and score the best
+    sequences alone and with the other ``n_best - 1`` indexed as alternatives."""
     from tqdm import tqdm
 
     from pvlm.synth import synth_example
@@ -217,20 +262,24 @@ def run_retrieval(bundle: str | None, n: int, n_queries: int, seed: int, batch: 
     gt.add(Record("synth", str(i), float(i), cap) for i, (_, _, cap) in enumerate(examples))
     _score_store(result, "ground_truth", gt, queries, truth)
     if bundle:
-        from runtime import Describer
-
-        texts = []
-        t0 = time.perf_counter()
-        with Describer(bundle, backend="onnxruntime-cpu") as d:
-            for s in tqdm(range(0, n, batch), desc="describe", disable=not progress):
-                for res in d.describe([img for img, _, _ in examples[s : s + batch]]):
-                    texts.append(res.text if res.ok else "")
-        result["describe_s"] = time.perf_counter() - t0
-        model = SQLiteStore(":memory:")
-        model.add(Record("synth", str(i), float(i), t) for i, t in enumerate(texts) if t)
+        images = [img for img, _, _ in examples]
+        greedy, result["describe_s"] = describe_crops(bundle, images, batch, None, progress)
         result["bundle"] = str(bundle)
-        _score_store(result, "model", model, queries, truth)
-        result["model_attribute_accuracy"] = _attribute_accuracy(texts, truth)
+        _score_store(result, "model", index_descriptions(greedy), queries, truth)
+        if any("probabilities" in d.attributes for d in greedy):  # a bundle with heads: what ranking by them does
+            _score_store(result, "model_unweighted", index_descriptions(greedy, probabilities=False), queries, truth)
+        result["model_attribute_accuracy"] = _attribute_accuracy([d.text for d in greedy], truth)
+        if n_best > 1:
+            from runtime.decoding import DecodingOptions
+
+            opts = DecodingOptions(beams=beams or n_best, n_best=n_best)
+            described, result[f"describe_{opts.label}_s"] = describe_crops(bundle, images, batch, opts, progress)
+            _score_store(result, f"model_{opts.label}", index_descriptions(described, alternatives=False), queries,
+                         truth)
+            _score_store(result, f"model_nbest{n_best}", index_descriptions(described), queries, truth)
+            result[f"model_{opts.label}_attribute_accuracy"] = _attribute_accuracy([d.text for d in described], truth)
+            result["alternatives_per_crop"] = statistics.fmean(len({a.text for a in d.alternatives} - {d.text})
+                                                               for d in described)
     return result
 
 
@@ -377,25 +426,36 @@ def main() -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=777, show_default=True)
 @click.option("--batch-size", "batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per describe call.")
+@click.option("--n-best", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Also describe the crops with beam search and index this many sequences per crop (the best shown, "
+                   "the rest as alternatives), beside greedy.")
+@click.option("--beams", type=click.IntRange(min=2), help="Beam width for --n-best  [default: --n-best]")
 @click.option("--json-out", "out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
 @common_options()
-def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: int, out: str | None,
-                  quiet: bool) -> None:
+def retrieval_cmd(bundle: str | None, n: int, queries: int, seed: int, batch: int, n_best: int, beams: int | None,
+                  out: str | None, quiet: bool) -> None:
     """Recall@1/5/10 and precision@10 with the bundle's descriptions and with ground-truth captions."""
-    res = run_retrieval(bundle, n, queries, seed, batch, progress=not quiet)
+    if n_best > 1 and not bundle:
+        raise click.BadParameter("--n-best needs --bundle", param_hint="--n-best")
+    if beams is not None and beams < n_best:
+        raise click.BadParameter(f"--beams ({beams}) must be at least --n-best ({n_best})", param_hint="--beams")
+    res = run_retrieval(bundle, n, queries, seed, batch, progress=not quiet, n_best=n_best, beams=beams)
     _write(out, res)
     keys = ("recall@1", "recall@5", "recall@10", "source_recall@1", "source_recall@5", "source_recall@10",
             "precision@10")
-    names = ("ground_truth", "ground_truth_exact", "model", "model_exact")
-    click.echo(f"{'captions':<20}" + "".join(f"{k:>18}" for k in keys))
+    beam = f"model_beams{beams or n_best}"
+    names = ("ground_truth", "ground_truth_exact", "model", "model_exact", "model_unweighted",
+             "model_unweighted_exact", beam, f"{beam}_exact",
+             f"model_nbest{n_best}", f"model_nbest{n_best}_exact")
+    click.echo(f"{'captions':<24}" + "".join(f"{k:>18}" for k in keys))
     for name in names:
         if name in res:
-            click.echo(f"{name:<20}" + "".join(f"{res[name][k]:>18.3f}" for k in keys))
-    click.echo(f"{'operator':<23}" + "".join(f"{k:>14}" for k in ("recall@1", "recall@10", "precision@10", "no hit")))
+            click.echo(f"{name:<24}" + "".join(f"{res[name][k]:>18.3f}" for k in keys))
+    click.echo(f"{'operator':<24}" + "".join(f"{k:>14}" for k in ("recall@1", "recall@10", "precision@10", "no hit")))
     for name in names:
         if f"{name}_operator" in res:
             op = res[f"{name}_operator"]
-            click.echo(f"{name:<23}" + "".join(f"{op[k]:>14.3f}" for k in ("recall@1", "recall@10", "precision@10"))
+            click.echo(f"{name:<24}" + "".join(f"{op[k]:>14.3f}" for k in ("recall@1", "recall@10", "precision@10"))
                        + f"{op['queries_with_no_hit']:>14d}")
     if not quiet:
         click.echo(json.dumps(res, indent=2))

@@ -92,7 +92,7 @@ def pg_url() -> str:
     psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install '.[search]')")
     try:
         with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS pvlm_descriptions")
+            conn.execute("DROP TABLE IF EXISTS pvlm_descriptions, pvlm_alternatives")
     except psycopg.OperationalError as e:
         pytest.skip(f"PostgreSQL at {url} cannot be reached: {e}")
     return url

@@ -76,3 +76,42 @@ def test_cli_json_out_and_quiet(tmp_path):
     bad = subprocess.run([sys.executable, "-c", "from bench.retrieval import main; main()", "retrieval",
                           "--batch", "4"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--batch" in bad.stderr
+
+
+def _description(text, alternatives=(), **probabilities):
+    from runtime.describer import Alternative, Description
+
+    attrs = parse_attributes(text)
+    if probabilities:
+        attrs["probabilities"] = probabilities
+    return Description(text, [], attrs, alternatives=[Alternative(t, [], -0.1 * i, parse_attributes(t))
+                                                      for i, t in enumerate([text, *alternatives])])
+
+
+def test_index_descriptions_keeps_alternatives_and_probabilities_unless_asked():
+    from bench.retrieval import index_descriptions
+
+    described = [_description("a man in a coat", ["a woman in a coat"], gender={"male": 0.5, "female": 0.5}),
+                 _description("a man in a cap", gender={"male": 0.9, "female": 0.1})]
+    store = index_descriptions(described)
+    assert [h.track for h in store.search("man")] == ["1", "0"]  # the surer man first
+    assert [(h.track, h.alternative["rank"]) for h in store.search("woman")] == [("0", 1)]
+    assert index_descriptions(described, alternatives=False).search("woman") == []
+    assert [h.track for h in index_descriptions(described, probabilities=False).search("man")] == ["1", "0"]
+    assert index_descriptions(described, probabilities=False).search("man")[0].match_confidence == {}
+
+
+def test_retrieval_with_n_best_scores_every_store(tiny_bundle):
+    pytest.importorskip("onnxruntime")
+    from bench.retrieval import run_retrieval
+
+    res = run_retrieval(str(tiny_bundle), n=12, n_queries=8, seed=3, batch=4, progress=False, n_best=2)
+    for name in ("model", "model_beams2", "model_nbest2", "model_nbest2_exact", "model_nbest2_operator"):
+        assert 0.0 <= res[name]["precision@10"] <= 1.0, name
+    assert res["describe_beams2_s"] > 0 and 0.0 <= res["alternatives_per_crop"] <= 1.0
+
+
+def test_cli_n_best_needs_a_bundle():
+    bad = subprocess.run([sys.executable, "-c", "from bench.retrieval import main; main()", "retrieval",
+                          "--n-best", "3"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--n-best needs --bundle" in bad.stderr

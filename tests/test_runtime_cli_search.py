@@ -451,3 +451,61 @@ def test_search_ranks_says_what_matched_and_corrects_typos(tmp_path, lines):
     assert [x.split("\t")[1] for x in res.stdout.splitlines()] == ["a"]
     res = run(search_main, "blue", "--db", db)
     assert res.exit_code == 1 and "no track matches" in res.stderr
+
+
+def _heads_line(image, text, alternatives, **probabilities):
+    """A ``pvlm-describe --json`` line of a bundle with attribute heads, with n-best alternatives."""
+    from runtime.attributes import parse_attributes
+
+    attrs = parse_attributes(text)
+    attrs.update(probabilities=probabilities, heads={k: max(v, key=v.get) for k, v in probabilities.items()},
+                 text=parse_attributes(text), confidence={k: v.get(attrs[k]) for k, v in probabilities.items()},
+                 disagreements=[], abstained=[])
+    alts = [{"text": t, "score": -0.25 * i, "attributes": parse_attributes(t)}
+            for i, t in enumerate([text, *alternatives])]
+    return {"schema_version": 1, "bundle_id": "0123456789abcdef", "backend": "onnxruntime-cpu", "image": image,
+            "text": text, "attributes": attrs, "timings": {}, "error": None, "alternatives": alts}
+
+
+def test_probabilities_and_alternatives_through_index_and_search(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    from runtime.description_schema import description_schema
+
+    objs = [_heads_line("a.png", "A woman in a red jacket.", ["A woman in a red coat."],
+                        gender={"female": 0.9, "male": 0.1}, upper_color={"red": 0.75, "blue": 0.25}),
+            _heads_line("b.png", "A man in a blue coat.", ["A woman in a blue jacket."],
+                        gender={"male": 0.8, "female": 0.2})]
+    for obj in objs:  # the lines are what pvlm-describe writes
+        jsonschema.validate(obj, description_schema())
+    f = tmp_path / "described.jsonl"
+    f.write_text("".join(json.dumps({**o, "timestamp": 10 + i}) + "\n" for i, o in enumerate(objs)))
+    db = tmp_path / "d.db"
+    assert run(index_main, f, "--db", db).exit_code == 0
+    res = run(search_main, "woman in a jacket", "--db", db, "--json")
+    hits = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [h["track"] for h in hits] == ["a", "b"]
+    assert hits[0]["attributes"]["probabilities"]["upper_color"] == {"red": 0.75, "blue": 0.25}
+    assert hits[0]["match_confidence"] == {"female": 0.9} and hits[0]["alternative"] is None
+    assert hits[1]["alternative"] == {"rank": 1, "text": "A woman in a blue jacket."}
+    plain = run(search_main, "woman in a jacket", "--db", db).stdout.splitlines()
+    assert plain[0].split("\t")[4] == "female (p=0.90), jacket"
+    assert plain[1].split("\t")[3:] == ["A man in a blue coat.",
+                                        "female, jacket; via alternative 1: A woman in a blue jacket."]
+
+
+def test_index_refuses_hostile_probabilities_and_alternatives(tmp_path):
+    good = _heads_line("a.png", "A woman.", [], gender={"female": 0.9, "male": 0.1})
+    bad_p = _heads_line("b.png", "A woman.", [], gender={"female": 1.5, "male": 0.1})
+    bad_alt = {**good, "image": "c.png", "alternatives": [{"text": "a man", "score": "high", "attributes": None}]}
+    bad_list = {**good, "image": "d.png", "alternatives": {"text": "a man"}}
+    f = tmp_path / "bad.jsonl"
+    f.write_text("".join(json.dumps({**o, "timestamp": 1}) + "\n" for o in (good, bad_p, bad_alt, bad_list)))
+    db = tmp_path / "d.db"
+    res = run(index_main, f, "--db", db)
+    assert res.exit_code == 2
+    errors = _error_lines(res, f)
+    assert set(errors) == {2, 3, 4}
+    assert "attributes.probabilities.gender['female'] must be a probability from 0 to 1, got 1.5" in errors[2]
+    assert "alternatives[0].score must be a finite number or null" in errors[3]
+    assert "'alternatives' must be a list" in errors[4]
+    assert not db.exists()

@@ -124,23 +124,6 @@ def test_probabilities_weight_attribute_points():
     assert [r.id for r in ranked.tracks] == [1, 2]  # the older but surer description first
 
 
-def test_probabilities_in_a_stored_row_rank_it(tmp_path):
-    """A row whose attributes carry probabilities (as a future writer may store them) is ranked by them."""
-    import sqlite3
-
-    db = tmp_path / "p.db"
-    with SQLiteStore(db) as s:
-        s.add([Record("c", track, ts, "a woman with a backpack") for track, ts in (("sure", 1.0), ("unsure", 2.0))])
-    con = sqlite3.connect(db, isolation_level=None)
-    row = con.execute("SELECT attributes FROM descriptions WHERE track = 'unsure'").fetchone()[0]
-    attrs = {**json.loads(row), "probabilities": {"gender": 0.5}}
-    con.execute("UPDATE descriptions SET attributes = ? WHERE track = 'unsure'", (json.dumps(attrs),))
-    con.close()
-    with open_store(db, readonly=True) as r:
-        hits = r.search("woman with a backpack")
-    assert _tracks(hits) == ["sure", "unsure"] and hits[1].score == pytest.approx(1.5)
-
-
 def test_sqlite_text_relevance_is_fts5_bm25(tmp_path):
     """The relevance of free words is exactly FTS5's bm25() (computed from its own statistics, cheaply)."""
     with SQLiteStore(tmp_path / "b.db") as s:

@@ -164,3 +164,26 @@ def test_pvlm_web_refuses_bad_options(tmp_path):
     assert res.exit_code == 1 and res.stderr.startswith("error: cannot serve on 127.0.0.1:")
     assert res.stderr.count("\n") == 1
     assert Path(db).exists()
+
+
+def test_search_returns_probabilities_and_alternatives(store_location):
+    from runtime.attributes import parse_attributes
+    from runtime.search import Record
+
+    text = "A woman in a red jacket with a backpack."
+    attrs = {**parse_attributes(text), "probabilities": {"gender": {"female": 0.8, "male": 0.2},
+                                                          "carrying": {"backpack": 0.6, "none": 0.4}}}
+    alts = [{"text": t, "score": None, "attributes": parse_attributes(t)}
+            for t in ("A man in a grey coat.", "A woman in a red jacket with a backpack.")]
+    fill(store_location, [Record("lobby", "w1", 1.0, text, attrs), Record("lobby", "m1", 2.0, alts[0]["text"],
+                                                                          alternatives=alts)])
+    with serve(WebConfig(store_location, hosts=("127.0.0.1",))) as url, httpx.Client(base_url=url) as client:
+        data = client.get("/api/search", params={"q": "woman with a backpack"}).json()
+        track = client.get("/api/tracks/lobby/w1").json()
+    assert [h["track"] for h in data["hits"]] == ["w1", "m1"] and data["total"] == 2
+    first, second = data["hits"]
+    assert first["match_confidence"] == {"female": 0.8, "backpack": 0.6} and first["alternative"] is None
+    assert first["attributes"]["probabilities"] == attrs["probabilities"]
+    assert second["alternative"] == {"rank": 1, "text": text} and second["text"] == "A man in a grey coat."
+    [d] = track["descriptions"]
+    assert d["attributes"]["probabilities"] == attrs["probabilities"] and "match_confidence" not in d

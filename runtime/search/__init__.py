@@ -8,9 +8,11 @@ values filter (every hit has them; a garment also finds its near-synonyms, ranke
 and free words rank, negations exclude, a colour alone means any garment, typos of schema words are
 corrected. Attributes are indexed as tokens
 (``uppercolorred``, ``carryingbackpack``, ...) so a filter is an inverted-index intersection, not a
-scan; :mod:`.rank` scores what the filters let through (attribute points weighted by any stored
-probabilities, plus bm25 or ts_rank of the free words). Search returns tracks, best first, each
-with its best description and the terms it matched. ``pvlm-index`` and ``pvlm-search``
+scan; :mod:`.rank` scores what the filters let through (attribute points weighted by the stored
+probabilities of the attribute heads, plus bm25 or ts_rank of the free words). A description's n-best
+alternatives are indexed too: a track found only through one says so and comes after those found in
+shown text. Search returns tracks, best first, each with its best description, the terms it matched
+and how sure the store is of each. ``pvlm-index`` and ``pvlm-search``
 (:mod:`.cli`) are the command line over it; ``pvlm-web`` (:mod:`.web`) a page and a JSON API.
 """
 

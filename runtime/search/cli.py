@@ -103,7 +103,7 @@ def record_from_line(obj: Any, camera: str, bundle: str | None, timestamp: str |
 
     Missing (or null) ``camera``/``bundle_id``/``timestamp`` come from the arguments (``bundle`` is
     read too); a missing ``track`` is the image file's stem; a missing timestamp falls back to the
-    image file's modification time.
+    image file's modification time. ``alternatives`` (n-best) are kept as searchable alternatives.
     """
     from .records import Record, StoreError, show
 
@@ -127,8 +127,11 @@ def record_from_line(obj: Any, camera: str, bundle: str | None, timestamp: str |
     box = obj.get("box")
     if box is not None and (not isinstance(box, list) or len(box) != 4):
         raise StoreError(f"'box' must be [x0, y0, x1, y1], got {show(box)}")
+    alternatives = obj.get("alternatives")
+    if alternatives is not None and not isinstance(alternatives, list):
+        raise StoreError(f"'alternatives' must be a list, got {show(alternatives)}")
     return Record(_id(obj, "camera", camera), track, ts, text, attrs, None if box is None else tuple(box),
-                  _bundle(obj, bundle))
+                  _bundle(obj, bundle), alternatives)
 
 
 def _no_constant(name: str) -> Any:
@@ -297,6 +300,16 @@ def index_main(files: tuple[str, ...], db: str | None, camera: str, bundle: str 
                f"into {_shown(_db_location(db))}", err=True)
 
 
+def matched_field(hit: Any) -> str:
+    """The matched terms of a hit for the plain output: ``female (p=0.93), backpack``, then ``; via alternative N:
+    TEXT`` when only an n-best alternative matched."""
+    sure = hit.match_confidence
+    out = ", ".join(f"{m} (p={sure[m]:.2f})" if m in sure else m for m in hit.matched)
+    if hit.alternative is not None:
+        out += f"; via alternative {hit.alternative['rank']}: {hit.alternative['text']}"
+    return out
+
+
 @click.command(cls=Command, context_settings=CONTEXT_SETTINGS)
 @click.argument("query")
 @click.option("--db", help=_DB_HELP)
@@ -304,7 +317,8 @@ def index_main(files: tuple[str, ...], db: str | None, camera: str, bundle: str 
 @click.option("--since", help="Only descriptions at or after this time (epoch seconds or ISO 8601).")
 @click.option("--until", help="Only descriptions at or before this time (epoch seconds or ISO 8601).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, help="Tracks to return.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines with attributes, box, score and matched terms.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines with attributes (and their probabilities), box, score, matched terms and how sure.")
 @common_options()
 def search_main(query: str, db: str | None, camera: str | None, since: str | None, until: str | None, limit: int,
                 as_json: bool) -> None:
@@ -314,7 +328,8 @@ def search_main(query: str, db: str | None, camera: str | None, since: str | Non
     ("dark blue") and its other words ("glasses") rank; "without"/"no" leave things out ("man
     without a hat"); a colour alone ("blue") means any garment; typos of attribute words are
     corrected (said on stderr). Plain output is one line per track: camera, track, time, text and
-    the query terms it matched, tab-separated (tabs, line breaks and backslashes inside them
+    the query terms it matched (with the stored probability they were weighed by, and the n-best
+    alternative when only that matched), tab-separated (tabs, line breaks and backslashes inside them
     escaped as \\t, \\n, \\\\). The store is only read, never changed.
 
     \b
@@ -339,7 +354,7 @@ def search_main(query: str, db: str | None, camera: str | None, since: str | Non
             click.echo(json.dumps(h.to_json()))
         else:
             when = h.time or str(h.timestamp)
-            click.echo("\t".join(plain(v) for v in (h.camera, h.track, when, h.text, ", ".join(h.matched))))
+            click.echo("\t".join(plain(v) for v in (h.camera, h.track, when, h.text, matched_field(h))))
     if not page.hits:
         click.echo(f"no track matches {query!r}", err=True)
         sys.exit(1)

@@ -1,7 +1,8 @@
 """Reading a PostgreSQL store: the search plan of :mod:`runtime.search.reads` as array and tsvector
 conditions, text relevance as ``ts_rank`` of the query's free words, tracks, cameras.
 
-Every statement is a SELECT, so a read-only session serves it all; a search runs in one transaction.
+Every statement is a SELECT, so a read-only session serves it all; a search runs in one transaction. A store
+of an earlier version (no ``probabilities`` column, no ``pvlm_alternatives``) is read as it is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from .query import Query, Term
 from .rank import Candidate
-from .reads import RANK_WINDOW
+from .reads import RANK_WINDOW, alternative_candidate
 from .reads import Reader as _Plan
 from .records import Scope, as_attributes, as_text
 
@@ -63,10 +64,14 @@ def conditions(q: Query, scope: Scope, terms: tuple[Term, ...] | None = None) ->
     return " AND ".join([f"({first})", *rest]), [*params, *rest_params]
 
 
+def _probabilities(value: Any) -> dict[str, Any] | None:
+    return {"probabilities": value} if isinstance(value, dict) else None
+
+
 def _candidate(r: Sequence[Any], with_text: bool) -> Candidate:
     """A candidate of a row (id, camera, track, attrs, probabilities[, ts_rank, text])."""
     tokens = [as_text(t) for t in r[3]] if isinstance(r[3], list) else []
-    attrs = {"probabilities": r[4]} if r[4] is not None else None
+    attrs = _probabilities(r[4])
     if with_text:
         return Candidate(int(r[0]), r[1], r[2], tokens, as_text(r[6]), float(r[5] or 0.0), attrs)
     return Candidate(int(r[0]), r[1], r[2], tokens, attributes=attrs)
@@ -74,6 +79,36 @@ def _candidate(r: Sequence[Any], with_text: bool) -> Candidate:
 
 class PgReader(_Plan):
     """The read side of one psycopg connection; the caller holds the connection's lock."""
+
+    def __init__(self, db: Any) -> None:
+        super().__init__(db)
+        self._probs = self._alts = False  # what of the newer schema the store has (looked up until it has it all)
+
+    def _refresh_schema(self) -> None:
+        if self._probs and self._alts:
+            return
+        self._probs, self._alts = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND "
+            "table_name = 'pvlm_descriptions' AND column_name = 'probabilities'), "
+            "to_regclass('pvlm_alternatives') IS NOT NULL").fetchone()
+
+    @property
+    def _prob_col(self) -> str:
+        """The stated probabilities, or NULL in a store of an earlier version."""
+        return "probabilities" if self._probs else "NULL"
+
+    def _has_alternatives(self) -> bool:
+        return bool(self._alts)
+
+    def _alternatives(self, q: Query, scope: Scope, limit: int) -> list[Candidate]:
+        """The newest ``limit`` alternatives in ``scope`` matching the base conditions, with their description's
+        shown tokens and text (for the query's exclusions)."""
+        where, params = conditions(q, scope)
+        rows = self.db.execute(
+            "SELECT a.description, a.camera, a.track, a.attrs, a.probabilities, a.rank, a.text, d.attrs, d.text "
+            f"FROM (SELECT * FROM pvlm_alternatives WHERE {where} ORDER BY id DESC LIMIT {int(limit)}) a "
+            "JOIN pvlm_descriptions d ON d.id = a.description", params).fetchall()
+        return [alternative_candidate(r, _probabilities(r[4]), q.words) for r in rows]
 
     def _snapshot(self) -> Any:
         return self.db.transaction()
@@ -103,7 +138,7 @@ class PgReader(_Plan):
             return
         with self.db.cursor(name="pvlm_rest") as cur:
             cur.itersize = _ITERSIZE
-            cur.execute(f"SELECT id, camera, track, attrs, attributes -> 'probabilities' FROM pvlm_descriptions "
+            cur.execute(f"SELECT id, camera, track, attrs, {self._prob_col} FROM pvlm_descriptions "
                         f"WHERE {where} AND id < %s ORDER BY id DESC", [*params, head[-1].id])
             for r in cur:
                 yield _candidate(r, False)
@@ -112,7 +147,7 @@ class PgReader(_Plan):
         """Candidates of the rows ``source`` selects (a SELECT * over the table), with their text and
         ``ts_rank`` when there are free ``words``."""
         rel = ", ts_rank(tsv, to_tsquery('simple', %s)), text" if words else ""
-        rows = self.db.execute(f"SELECT id, camera, track, attrs, attributes -> 'probabilities'{rel} FROM ({source}) s",
+        rows = self.db.execute(f"SELECT id, camera, track, attrs, {self._prob_col}{rel} FROM ({source}) s",
                                [words, *params] if words else params).fetchall()
         for r in rows:
             yield _candidate(r, bool(words))

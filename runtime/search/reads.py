@@ -11,7 +11,10 @@ A search reads, newest first:
 - the *base* pass (:meth:`Reader._walk`), one statement streaming the descriptions with every filter
   term (or, for a query with none, any ranking term): its newest :data:`RANK_WINDOW` join the ranked
   pool, the rest follow newest first until the page is full, and the same stream goes on to count the
-  matching tracks (:class:`Walk`), so the index is walked once per search.
+  matching tracks (:class:`Walk`), so the index is walked once per search;
+- the *alternatives* pass (:meth:`Reader._alternatives`), only when the descriptions' shown texts did not
+  fill the page: the newest :data:`RANK_SCAN` n-best alternatives matching the base pass's expression,
+  ranked after every shown-text match.
 
 :func:`runtime.search.rank.rank` orders the pool; the chosen descriptions are then read in full.
 """
@@ -19,12 +22,23 @@ A search reads, newest first:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .query import Query, Term, parse_query
-from .rank import Candidate, Ranked, hit, rank, score
-from .records import Hit, Page, Scope, check_query_value, check_search, hit_from_row
+from .rank import Candidate, Ranked, hit, rank, score, word_counts
+from .records import (
+    WORD_RE,
+    Hit,
+    Page,
+    Scope,
+    as_text,
+    check_query_value,
+    check_search,
+    hit_from_row,
+)
 
 T = TypeVar("T")
 RANK_WINDOW = 100  # newest candidates of the base pass that are ranked; past them, newest first
@@ -91,12 +105,18 @@ class Reader:
     def page(self, q: Query, scope: Scope, count_rows: int = 0) -> Page:
         """One page of hits for ``q``, and the tracks counted in the first ``count_rows`` descriptions read."""
         need = scope.need + 1  # one more: is there a next page?
+        self._refresh_schema()
         with self._snapshot():
             pool = [*self._ranked(q, scope, q.ranking, RANK_SCAN), *self._ranked(q, scope, q.widened, RANK_WINDOW)]
             walk = Walk(self._walk(q, scope), count_rows)
+            alternatives = None
+            if self._has_alternatives():
+                alternatives = functools.cache(lambda: self._alternatives(q, scope, RANK_SCAN))
             try:
-                result = rank(q, pool + walk.take(RANK_WINDOW), walk, need)
+                result = rank(q, pool + walk.take(RANK_WINDOW), walk, need, alternatives)
                 counted, capped = walk.count() if count_rows else (result.counted, result.capped)
+                if count_rows and not capped and alternatives is not None:  # every shown match is counted
+                    counted += len(alternative_tracks(q, alternatives()) - walk.tracks)
             finally:
                 walk.close()
             chosen = result.tracks
@@ -123,6 +143,18 @@ class Reader:
     def _word_stored(self, word: str) -> bool:
         raise NotImplementedError
 
+    def _refresh_schema(self) -> None:
+        """Look up what of the newer schema (probabilities, alternatives) the store has, until it has it all."""
+
+    def _has_alternatives(self) -> bool:
+        """Whether the store has the alternatives table (a store of an earlier version, read-only, has not)."""
+        return False
+
+    def _alternatives(self, q: Query, scope: Scope, limit: int) -> list[Candidate]:
+        """The newest ``limit`` n-best alternatives in ``scope`` matching the base pass's expression, as candidates
+        of their description (``alternative`` and ``shown`` set; text relevance: the query's words they hold)."""
+        return []
+
     def _ranked(self, q: Query, scope: Scope, terms: tuple[Term, ...], limit: int) -> list[Candidate]:
         """Of the newest ``limit`` descriptions in ``scope`` holding any of ``terms`` (and none of the query's negated
         ones), those with every filter term; none when the query has no filter term or ``terms`` is empty."""
@@ -144,12 +176,30 @@ class Reader:
         raise NotImplementedError
 
 
+def alternative_candidate(r: Sequence[Any], attributes: dict[str, Any] | None, words: tuple[str, ...]) -> Candidate:
+    """The candidate of an alternative's row (description id, camera, track, tokens, -, rank, text, the description's
+    tokens and text; tokens as a space-separated string or a list) with ``attributes`` (its probabilities); its
+    text relevance is how many of the query's ``words`` it holds."""
+    def tokens(v: Any) -> list[str]:
+        return [as_text(t) for t in v] if isinstance(v, list) else as_text(v).split()
+
+    text = as_text(r[6])
+    shown = (frozenset(tokens(r[7])), frozenset(WORD_RE.findall(as_text(r[8]).lower())))
+    return Candidate(int(r[0]), r[1], r[2], tokens(r[3]), text, lambda c: len(word_counts(c.words, words)),
+                     attributes, {"rank": r[5], "text": text}, shown)
+
+
+def alternative_tracks(q: Query, candidates: Iterable[Candidate]) -> set[tuple[Any, Any]]:
+    """The tracks of the alternatives ``candidates`` that match ``q`` (none of its exclusions)."""
+    return {(c.camera, c.track) for c in candidates if score(q, c) is not None}
+
+
 def _scored_hit(q: Query, r: Ranked, row: tuple[Any, ...], c: Candidate) -> Hit:
     """The hit of a chosen row; with free words it is scored again from its full text (a row read past the
-    ranked window was read without it)."""
-    if q.words:
+    ranked window was read without it; an alternative was read with its own)."""
+    if q.words and r.alternative is None:
         again = score(q, c)
-        r = Ranked(r.id, *again) if again is not None else r
+        r = dataclasses.replace(r, score=again[0], matched=again[1]) if again is not None else r
     return hit(row, r)
 
 

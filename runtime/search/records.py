@@ -1,5 +1,10 @@
 """What the description store holds and how it is checked: records, hits, queries, limits, tokens.
 
+A record may also carry what a bundle with attribute heads writes inside ``attributes`` (:data:`HEAD_KEYS`:
+the calibrated ``probabilities``, ``abstained`` fields, ...) and its n-best ``alternatives``; both are checked
+like the rest, an abstained field is never indexed, and the probability of each stated value is stored on its
+own for ranking (:func:`stated_probabilities`).
+
 Every value is checked at the door (:func:`validate_record`): what the store accepts, it can read
 back and print. Reading is defensive too (:func:`hit_from_row`), so a row written by an older version
 cannot break a search. Both engines (:mod:`runtime.search.sqlite`, :mod:`runtime.search.postgres`)
@@ -15,11 +20,11 @@ import math
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from ..attribute_schema import COLORED_PARTS, FIELDS, SHADES
+from ..attribute_schema import COLORED_PARTS, FIELD, FIELDS, SHADES
 from ..attributes import parse_attributes
 
 Box = tuple[float, float, float, float]
@@ -34,6 +39,8 @@ MAX_TEXT_CHARS = 10_000
 MAX_VALUE_CHARS = 64  # one attribute value
 MAX_ITEMS = 32  # values of a list-valued attribute (carrying)
 MAX_COORDINATE = 1e6  # |box coordinate| in pixels
+MAX_ALTERNATIVES = 16  # n-best sequences of one description
+MAX_HEAD_VALUES = 64  # values of one field's distribution in ``probabilities``
 MAX_QUERY_CHARS = 2_000
 MAX_OFFSET = 10_000  # tracks a search may page past
 FORMAT = "pvlm-store/1"
@@ -41,6 +48,9 @@ FORMAT = "pvlm-store/1"
 WORD_RE = re.compile(r"[a-z0-9]+")
 # one-valued fields indexed as they are: upper, lower, headwear, posture, view, gender, age
 _TOKEN_ATTRS = tuple(f.key for f in FIELDS if f.kind == "item" and not f.many)
+# What a bundle with attribute heads adds to ``attributes`` (runtime.attribute_confidence.combine), kept as checked.
+HEAD_KEYS = ("probabilities", "heads", "text", "confidence", "disagreements", "abstained")
+UNKNOWN = "unknown"  # a value an abstaining writer may state instead of null: never indexed
 
 
 class StoreError(ValueError):
@@ -76,15 +86,20 @@ class Record:
     attributes: Mapping[str, Any] | None = None  # None: parsed from ``text``
     box: Box | None = None  # (x0, y0, x1, y1) in frame pixels
     bundle: str | None = None
+    # n-best sequences, best first: {"text", "score", "attributes"} each (pvlm-describe's ``alternatives``); the
+    # shown text is left out when indexed, the others are searchable alternatives
+    alternatives: Sequence[Mapping[str, Any]] | None = None
 
     @classmethod
     def from_description(cls, description: Any, camera: str, track: str, timestamp: float | str | datetime,
                          box: Sequence[float] | None = None, bundle: str | None = None) -> Record:
-        """A record from a :class:`runtime.Description` (its text and parsed attributes)."""
+        """A record from a :class:`runtime.Description` (its text, attributes with any probabilities, and n-best)."""
         if getattr(description, "error", None):
             raise StoreError(f"description of track {show(track)} has an error: {description.error}")
+        alts = [{"text": a.text, "score": a.score, "attributes": a.attributes}
+                for a in getattr(description, "alternatives", None) or ()]
         return cls(camera, str(track), to_timestamp(timestamp), description.text, description.attributes,
-                   None if box is None else check_box(box), bundle)
+                   None if box is None else check_box(box), bundle, alts or None)
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,10 @@ class Hit:
     bundle: str | None
     score: float  # higher is better: attribute points plus text relevance (see runtime.search.rank)
     matched: tuple[str, ...] = ()  # labels of the query terms this description matched
+    # label of a matched attribute term -> the stored probability it was weighed by (terms with one only)
+    match_confidence: Mapping[str, float] = field(default_factory=dict)
+    # set when only an n-best alternative matched: {"rank": position in the n-best list (0: best), "text": ...}
+    alternative: Mapping[str, Any] | None = None
 
     @property
     def time(self) -> str | None:
@@ -111,7 +130,8 @@ class Hit:
         ts = self.timestamp if math.isfinite(self.timestamp) else None
         return {"camera": self.camera, "track": self.track, "timestamp": ts, "time": self.time, "text": self.text,
                 "attributes": self.attributes, "box": self.box, "bundle": self.bundle, "score": self.score,
-                "matched": list(self.matched)}
+                "matched": list(self.matched), "match_confidence": dict(self.match_confidence),
+                "alternative": None if self.alternative is None else dict(self.alternative)}
 
 
 class Store(Protocol):
@@ -235,10 +255,11 @@ def check_box(box: Any) -> Box:
     return x0, y0, x1, y1
 
 
-def check_attributes(attributes: Any, text: str) -> dict[str, Any]:
-    """Every schema key with a checked value (a short string or None; a list of them for ``carrying``).
+def check_attributes(attributes: Any, text: str, heads: bool = True) -> dict[str, Any]:
+    """Every schema key with a checked value (a short string or None; a list of them for ``carrying``), and the
+    checked keys of :data:`HEAD_KEYS` that are present (``heads``: read them; a nested ``text`` has none).
 
-    None: parsed from ``text``. Keys outside the schema are dropped; a null list means an empty one.
+    None: parsed from ``text``. Other keys outside the schema are dropped; a null list means an empty one.
     """
     if attributes is None:
         return parse_attributes(text)
@@ -256,7 +277,132 @@ def check_attributes(attributes: Any, text: str) -> dict[str, Any]:
         if len(value) > MAX_ITEMS:
             raise StoreError(f"{name} has {len(value)} values (at most {MAX_ITEMS})")
         out[f.key] = [check_string(v, f"{name}[{i}]", MAX_VALUE_CHARS, empty=True) for i, v in enumerate(value)]
+    if heads:
+        out.update(_check_head_keys(attributes))
     return out
+
+
+def _probability(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StoreError(f"{name} must be a probability (a number from 0 to 1), got {show(value)}")
+    try:
+        p = float(value)
+    except OverflowError:
+        p = math.inf
+    if not 0.0 <= p <= 1.0:  # also NaN
+        raise StoreError(f"{name} must be a probability from 0 to 1, got {show(value)}")
+    return p
+
+
+def _by_field(value: Any, name: str) -> dict[str, Any]:
+    """A mapping keyed by field names, its keys checked as strings; keys outside the schema are dropped."""
+    if not isinstance(value, Mapping):
+        raise StoreError(f"{name} must be an object, got {show(value)}")
+    if len(value) > MAX_HEAD_VALUES:
+        raise StoreError(f"{name} has {len(value)} keys (at most {MAX_HEAD_VALUES})")
+    for key in value:
+        check_string(key, f"a key of {name}", MAX_VALUE_CHARS)
+    return {k: v for k, v in value.items() if k in FIELD}
+
+
+def _distribution(dist: Any, name: str) -> dict[str, float]:
+    if not isinstance(dist, Mapping):
+        raise StoreError(f"{name} must be an object of value: probability, got {show(dist)}")
+    if len(dist) > MAX_HEAD_VALUES:
+        raise StoreError(f"{name} has {len(dist)} values (at most {MAX_HEAD_VALUES})")
+    return {check_string(v, f"a value of {name}", MAX_VALUE_CHARS): _probability(p, f"{name}[{v!r}]")
+            for v, p in dist.items()}
+
+
+def _field_list(value: Any, name: str) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        raise StoreError(f"{name} must be a list of field names, got {show(value)}")
+    if len(value) > MAX_HEAD_VALUES:
+        raise StoreError(f"{name} has {len(value)} items (at most {MAX_HEAD_VALUES})")
+    return [v for i, v in enumerate(value) if check_string(v, f"{name}[{i}]", MAX_VALUE_CHARS) in FIELD]
+
+
+def _check_head_keys(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of :data:`HEAD_KEYS` that ``attributes`` holds (null ones are left out), each checked."""
+    out: dict[str, Any] = {}
+    for key in HEAD_KEYS:
+        value, name = attributes.get(key), f"attributes.{key}"
+        if value is None:
+            continue
+        if key == "probabilities":
+            out[key] = {k: _distribution(d, f"{name}.{k}") for k, d in _by_field(value, name).items()}
+        elif key == "heads":
+            out[key] = {k: check_string(v, f"{name}.{k}", MAX_VALUE_CHARS) for k, v in _by_field(value, name).items()}
+        elif key == "confidence":
+            out[key] = {k: None if p is None else _probability(p, f"{name}.{k}")
+                        for k, p in _by_field(value, name).items()}
+        elif key == "text":
+            if not isinstance(value, Mapping):
+                raise StoreError(f"{name} must be an object, got {show(value)}")
+            out[key] = check_attributes(value, "", heads=False)
+        else:
+            out[key] = _field_list(value, name)
+    return out
+
+
+def _score(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StoreError(f"{name} must be a finite number or null, got {show(value)}")
+    return float(value)
+
+
+def check_alternatives(value: Any, text: str) -> list[dict[str, Any]]:
+    """The n-best sequences, best first, checked: ``{"text", "score", "attributes"}`` each (attributes complete,
+    parsed from the text when absent). Checking the result again gives it back unchanged."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise StoreError(f"alternatives must be a list of objects, got {show(value)}")
+    if len(value) > MAX_ALTERNATIVES:
+        raise StoreError(f"alternatives has {len(value)} sequences (at most {MAX_ALTERNATIVES})")
+    out = []
+    for i, alt in enumerate(value):
+        name = f"alternatives[{i}]"
+        if not isinstance(alt, Mapping):
+            raise StoreError(f"{name} must be an object with text, score and attributes, got {show(alt)}")
+        alt_text = check_string(alt.get("text"), f"{name}.text", MAX_TEXT_CHARS, empty=True)
+        score = _score(alt.get("score"), f"{name}.score")
+        try:
+            attrs = check_attributes(alt.get("attributes"), alt_text)
+        except StoreError as e:
+            raise StoreError(f"{name}.{e}") from None
+        out.append({"text": alt_text, "score": score, "attributes": attrs})
+    return out
+
+
+def searchable_alternatives(alternatives: Sequence[Mapping[str, Any]], text: str) -> list[dict[str, Any]]:
+    """The checked n-best list's sequences to index as alternatives, each with its ``rank`` (position in the list,
+    0: best): the shown ``text``, empty texts and repeats are left out."""
+    out, seen = [], {text, ""}
+    for i, alt in enumerate(alternatives):
+        if alt["text"] not in seen:
+            seen.add(alt["text"])
+            out.append({"rank": i, **alt})
+    return out
+
+
+def stated_probabilities(attributes: Mapping[str, Any]) -> dict[str, dict[str, float]] | None:
+    """``{field: {stated value: probability}}`` of the stated values the heads give a probability for (what
+    ranking reads, stored beside the attributes); None when there is none."""
+    probs = attributes.get("probabilities")
+    if not isinstance(probs, Mapping):
+        return None
+    skip = set(attributes.get("abstained") or ())
+    out = {}
+    for key, dist in probs.items():
+        stated = attributes.get(key)
+        values = stated if isinstance(stated, list) else [stated] if stated else []
+        got = {v: dist[v] for v in values if v in dist} if key not in skip else {}
+        if got:
+            out[key] = got
+    return out or None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -264,8 +410,25 @@ def _token(*parts: str) -> str:
     return "".join(re.sub(r"[^a-z0-9]", "", p.lower()) for p in parts)
 
 
+def _stated(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``attributes`` without what the writer abstained on: a field listed under ``abstained`` (and the shade of an
+    abstained colour) or stated as :data:`UNKNOWN` reads as unknown."""
+    abstained = attributes.get("abstained") or ()
+    if not abstained and UNKNOWN not in attributes.values():
+        return attributes
+    out = {k: (None if v == UNKNOWN else v) for k, v in attributes.items()}
+    for key in abstained:
+        out[key] = [] if key in FIELD and FIELD[key].many else None
+    for part in COLORED_PARTS:
+        if out.get(f"{part}_color") is None and f"{part}_color" in abstained:
+            out[f"{part}_shade"] = None
+    return out
+
+
 def attribute_tokens(attributes: Mapping[str, Any]) -> list[str]:
-    """Index tokens of parsed attributes: ``uppertypejacket``, ``uppercolorblue``, ``uppertonedark``, ..."""
+    """Index tokens of parsed attributes: ``uppertypejacket``, ``uppercolorblue``, ``uppertonedark``, ...; nothing
+    for a field the writer abstained on (it matches no filter)."""
+    attributes = _stated(attributes)
     out: list[str] = []
     for key in _TOKEN_ATTRS:
         value = attributes.get(key)
@@ -280,7 +443,8 @@ def attribute_tokens(attributes: Mapping[str, Any]) -> list[str]:
             if tone:
                 out.append(_token(part, "tone", str(tone)))
     for item in attributes.get("carrying") or ():
-        out.append(_token("carrying", str(item)))
+        if item != UNKNOWN:
+            out.append(_token("carrying", str(item)))
     return out
 
 
@@ -300,7 +464,8 @@ def camera_token(camera: str) -> str:
 
 
 def validate_record(rec: Record) -> tuple[Record, dict[str, Any]]:
-    """Check one record; returns it with complete attributes (parsed from the text when absent)."""
+    """Check one record; returns it with complete attributes (parsed from the text when absent) and its checked
+    alternatives (:func:`check_alternatives`)."""
     if not isinstance(rec, Record):
         raise StoreError(f"expected a Record, got {type(rec).__name__}")
     camera = check_string(rec.camera, "camera", MAX_ID_CHARS)
@@ -310,7 +475,8 @@ def validate_record(rec: Record) -> tuple[Record, dict[str, Any]]:
     box = None if rec.box is None else check_box(rec.box)
     attrs = check_attributes(rec.attributes, text)
     bundle = None if rec.bundle is None else check_string(rec.bundle, "bundle", MAX_ID_CHARS)
-    return Record(camera, track, ts, text, attrs, box, bundle), attrs
+    alts = check_alternatives(rec.alternatives, text)
+    return Record(camera, track, ts, text, attrs, box, bundle, alts or None), attrs
 
 
 def check_query_value(value: Any, name: str, max_chars: int = MAX_ID_CHARS) -> str:
@@ -321,9 +487,14 @@ def check_query_value(value: Any, name: str, max_chars: int = MAX_ID_CHARS) -> s
         raise QueryError(str(e)) from None
 
 
-def record_rows(records: Iterable[Record]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def record_rows(records: Iterable[Record]) -> list[tuple[tuple[Any, ...], dict[str, Any], list[dict[str, Any]]]]:
     """Validate every record first (one bad record adds nothing); per record the stored columns
-    (camera, track, ts, x0, y0, x1, y1, text, attributes JSON, bundle) and its complete attributes."""
+    (camera, track, ts, x0, y0, x1, y1, text, attributes JSON, bundle, stated probabilities JSON or None), its
+    complete attributes and its checked alternatives."""
     rows = []
     for i, rec in enumerate(records):
         try:
@@ -332,9 +503,18 @@ def record_rows(records: Iterable[Record]) -> list[tuple[tuple[Any, ...], dict[s
             who = f" ({show(rec.camera)}/{show(rec.track)})" if isinstance(rec, Record) else ""
             raise StoreError(f"record {i}{who}: {e}") from None
         box = rec.box or (None, None, None, None)
-        rows.append(((rec.camera, rec.track, rec.timestamp, *box, rec.text,
-                      json.dumps(attrs, separators=(",", ":")), rec.bundle), attrs))
+        rows.append(((rec.camera, rec.track, rec.timestamp, *box, rec.text, _json(attrs), rec.bundle,
+                      _json(stated_probabilities(attrs))), attrs,
+                     searchable_alternatives(rec.alternatives or (), rec.text)))
     return rows
+
+
+def alternative_rows(description: int, cols: Sequence[Any], alternatives: Sequence[Mapping[str, Any]]
+                     ) -> list[tuple[Any, ...]]:
+    """Stored columns of a description's alternatives: (description id, rank, camera, track, ts, text, attributes
+    JSON, score, stated probabilities JSON); ``cols`` are the description's own (:func:`record_rows`)."""
+    return [(description, a["rank"], cols[0], cols[1], cols[2], a["text"], _json(a["attributes"]), a["score"],
+             _json(stated_probabilities(a["attributes"]))) for a in alternatives]
 
 
 def _as_float(value: Any) -> float:

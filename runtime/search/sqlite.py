@@ -17,6 +17,7 @@ from .records import (
     Record,
     StoreError,
     StoreUnavailable,
+    alternative_rows,
     attribute_tokens,
     camera_token,
     record_rows,
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS descriptions (
     attributes TEXT NOT NULL,
     bundle TEXT,
     tokens TEXT NOT NULL,  -- attribute tokens, copied into descriptions_fts.attrs
+    probabilities TEXT,  -- stated values' probabilities, JSON (records.stated_probabilities); NULL: none
     UNIQUE (camera, track, ts)
 );
 CREATE INDEX IF NOT EXISTS descriptions_ts ON descriptions (ts);
@@ -47,8 +49,28 @@ CREATE VIRTUAL TABLE IF NOT EXISTS descriptions_fts USING fts5 (
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO store_meta VALUES ('format', '{FORMAT}');
 """
-_INSERT = ("INSERT OR IGNORE INTO descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, bundle, tokens) "
-           "VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+# The n-best alternatives of descriptions (added to a store of an earlier version when it is next opened to write).
+_ALTERNATIVES = """
+CREATE TABLE IF NOT EXISTS alternatives (
+    id INTEGER PRIMARY KEY,
+    description INTEGER NOT NULL,  -- descriptions.id
+    rank INTEGER NOT NULL,  -- position in the n-best list (0: best)
+    camera TEXT NOT NULL, track TEXT NOT NULL, ts REAL NOT NULL,  -- the description's, for the search scope
+    text TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    score REAL,
+    probabilities TEXT,
+    tokens TEXT NOT NULL,
+    UNIQUE (description, rank)
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS alternatives_fts USING fts5 (
+    text, attrs, content='', tokenize='unicode61'
+);
+"""
+_INSERT = ("INSERT OR IGNORE INTO descriptions (camera, track, ts, x0, y0, x1, y1, text, attributes, bundle, "
+           "probabilities, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+_INSERT_ALTERNATIVE = ("INSERT OR IGNORE INTO alternatives (description, rank, camera, track, ts, text, attributes, "
+                       "score, probabilities, tokens) VALUES (?,?,?,?,?,?,?,?,?,?)")
 # SQLite primary result codes (https://sqlite.org/rescode.html) that say the environment failed, not the input,
 # and what they mean for a store.
 _SQLITE_NOTADB, _SQLITE_CANTOPEN = 26, 14
@@ -97,6 +119,31 @@ def _store_format(db: sqlite3.Connection, path: str) -> str | None:
     return FORMAT
 
 
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether ``table`` has ``column`` (a store of an earlier version lacks the newer ones)."""
+    return any(r[1] == column for r in db.execute(f"PRAGMA table_info({table})"))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store of an earlier version of this format up to date: the ``probabilities`` column (NULL in its old
+    rows) and the alternatives tables. Only adds; old rows are read as they are."""
+    if has_column(db, "descriptions", "probabilities") and \
+            db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alternatives_fts'").fetchone():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not has_column(db, "descriptions", "probabilities"):
+            db.execute("ALTER TABLE descriptions ADD COLUMN probabilities TEXT")
+        for statement in _ALTERNATIVES.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
@@ -111,6 +158,10 @@ def _wal_in_use(path: Path) -> bool:
         return wal.stat().st_size > 0
     except OSError:
         return False
+
+
+def _tokens(attributes: dict[str, Any], camera: str) -> str:
+    return " ".join([*attribute_tokens(attributes), camera_token(camera)])
 
 
 class SQLiteStore(StoreReads):
@@ -151,7 +202,9 @@ class SQLiteStore(StoreReads):
         try:
             if _store_format(db, self.path) is None:  # a new (or empty) file: make it a store
                 db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+                db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}{_ALTERNATIVES}COMMIT;")
+            else:
+                _migrate(db)
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as e:
             db.close()
@@ -198,13 +251,16 @@ class SQLiteStore(StoreReads):
         """
         if self.readonly:
             raise StoreError(f"store {self.path} is open read-only")
-        rows = [(*cols, " ".join([*attribute_tokens(attrs), camera_token(cols[0])]))
-                for cols, attrs in record_rows(records)]
+        rows, alternatives = [], {}
+        for cols, attrs, alts in record_rows(records):
+            rows.append((*cols, _tokens(attrs, cols[0])))
+            if alts:
+                alternatives.setdefault(cols[:3], (cols, alts))  # the first record of a key is the one stored
         if not rows:
             return 0
         with self._lock:
             try:
-                return self._insert(rows, progress)
+                return self._insert(rows, alternatives, progress)
             except sqlite3.Error as e:
                 self._abort()
                 raise _sqlite_error(self.path, e, "ingest failed, nothing was stored", writing=True) from None
@@ -212,7 +268,8 @@ class SQLiteStore(StoreReads):
                 self._abort()
                 raise
 
-    def _insert(self, rows: list[tuple[Any, ...]], progress: Progress | None) -> int:
+    def _insert(self, rows: list[tuple[Any, ...]], alternatives: dict[tuple[Any, ...], Any],
+                progress: Progress | None) -> int:
         db = self._db
         # Move committed pages out of the write-ahead log first: if this ingest then fills the disk, the log
         # holds nothing but the rolled-back pages and can be emptied (a checkpoint would need free space).
@@ -229,8 +286,25 @@ class SQLiteStore(StoreReads):
         added = db.total_changes - before
         db.execute("INSERT INTO descriptions_fts (rowid, text, attrs) "
                    "SELECT id, text, tokens FROM descriptions WHERE id > ?", (last,))
+        if alternatives:
+            self._insert_alternatives(alternatives, last)
         db.execute("COMMIT")
         return added
+
+    def _insert_alternatives(self, alternatives: dict[tuple[Any, ...], Any], last: int) -> None:
+        """The alternatives of the descriptions this ingest stored (ids above ``last``), and their full-text rows."""
+        db = self._db
+        first = db.execute("SELECT coalesce(max(id), 0) FROM alternatives").fetchone()[0]
+        rows = []
+        for id_, camera, track, ts in db.execute("SELECT id, camera, track, ts FROM descriptions WHERE id > ?",
+                                                 (last,)):
+            if (found := alternatives.get((camera, track, ts))) is not None:
+                cols, alts = found
+                rows += [(*r, _tokens(a["attributes"], camera))
+                         for r, a in zip(alternative_rows(id_, cols, alts), alts)]
+        db.executemany(_INSERT_ALTERNATIVE, rows)
+        db.execute("INSERT INTO alternatives_fts (rowid, text, attrs) "
+                   "SELECT id, text, tokens FROM alternatives WHERE id > ?", (first,))
 
     def _abort(self) -> None:
         """Roll back (SQLite may have already, on a full disk) and give the log's space back; never raises."""

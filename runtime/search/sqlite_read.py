@@ -2,9 +2,9 @@
 relevance as FTS5's bm25, one track's descriptions, cameras.
 
 Only reads: every statement here is a SELECT, so a store opened read-only serves all of it, and a
-store written by an older version is read as it is (the schema has not changed). Negated terms are
-``NOT`` in both passes; the ranking pass checks the filter terms on each row's tokens
-(:func:`required_sql`).
+store written by an older version is read as it is (without the ``probabilities`` column and the
+alternatives tables, which a writer adds when it next opens it). Negated terms are ``NOT`` in every
+pass; the ranking pass checks the filter terms on each row's tokens (:func:`required_sql`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from typing import Any
 
 from .query import Query, Term
 from .rank import Candidate, bm25, word_counts
-from .reads import RANK_WINDOW
+from .reads import RANK_WINDOW, alternative_candidate
 from .reads import Reader as _Plan
 from .records import Scope, as_attributes, as_text, camera_token
 
 _FETCH = 64  # rows per fetch of the stream past the window: it usually stops after a few
 _COLS = "d.camera, d.track, d.ts, d.text, d.attributes, d.x0, d.y0, d.x1, d.y1, d.bundle"
 _AVERAGES_ID = 1  # FTS5's row of the table's row and token counts in descriptions_fts_data
-# The attributes JSON only of rows that hold probabilities (the rest cost nothing to read).
-_PROBS = "CASE WHEN instr(d.attributes, '\"probabilities\"') THEN d.attributes END"
 
 
 def _quote(token: str) -> str:
@@ -94,12 +92,33 @@ def _varints(blob: bytes) -> list[int]:
     return out
 
 
+def _probabilities(value: Any) -> dict[str, Any] | None:
+    """A stored ``probabilities`` column as the candidate's attributes (what ranking reads)."""
+    return None if value is None else {"probabilities": as_attributes(value)}
+
+
 class Reader(_Plan):
     """The read side of one SQLite connection; the caller holds the connection's lock."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         super().__init__(db)
         self._hits: dict[str, tuple[int, int]] = {}  # word -> (rows in the table then, rows holding it)
+        self._probs = self._alts = False  # what of the newer schema the store has (looked up until it has it all)
+
+    def _refresh_schema(self) -> None:
+        if self._probs and self._alts:
+            return
+        self._probs = any(r[1] == "probabilities" for r in self.db.execute("PRAGMA table_info(descriptions)"))
+        self._alts = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alternatives_fts'").fetchone() \
+            is not None
+
+    @property
+    def _prob_col(self) -> str:
+        """The stated probabilities, or NULL in a store of an earlier version."""
+        return "d.probabilities" if self._probs else "NULL"
+
+    def _has_alternatives(self) -> bool:
+        return self._alts
 
     def _word_stored(self, word: str) -> bool:
         return self.db.execute("SELECT 1 FROM descriptions_fts WHERE descriptions_fts MATCH ? LIMIT 1",
@@ -123,7 +142,8 @@ class Reader(_Plan):
         text = ", d.text, z.sz" if q.words else ""
         join = (" JOIN descriptions d ON d.id = s.id LEFT JOIN descriptions_fts_docsize z ON z.id = s.id"
                 if q.words else " JOIN descriptions d ON d.id = s.id")
-        sql = (f"SELECT s.id, s.camera, s.track, s.tokens, {_PROBS}{text} FROM ({inner} LIMIT {int(limit)}) s{join}"
+        sql = (f"SELECT s.id, s.camera, s.track, s.tokens, {self._prob_col}{text} "
+               f"FROM ({inner} LIMIT {int(limit)}) s{join}"
                + (f" WHERE {cond.replace('d.tokens', 's.tokens')}" if cond else ""))
         return list(self._make(self.db.execute(sql, [*params, *cond_params]), stats, q.words))
 
@@ -134,7 +154,7 @@ class Reader(_Plan):
         stats = self._stats() if q.words else None
         text = ", d.text, z.sz" if q.words else ""
         join = " LEFT JOIN descriptions_fts_docsize z ON z.id = f.rowid" if q.words else ""
-        sql, params = self._select(base, scope, f"d.id, d.camera, d.track, d.tokens, {_PROBS}{text}", join)
+        sql, params = self._select(base, scope, f"d.id, d.camera, d.track, d.tokens, {self._prob_col}{text}", join)
         cur = self.db.execute(sql, params)
         try:
             yield from self._make(cur.fetchmany(RANK_WINDOW), stats, q.words)
@@ -147,12 +167,23 @@ class Reader(_Plan):
               words: tuple[str, ...]) -> Iterator[Candidate]:
         """Candidates of rows (id, camera, track, tokens, probabilities JSON[, text, docsize])."""
         for r in rows:
-            attrs = as_attributes(r[4]) if r[4] is not None else None
+            attrs = _probabilities(r[4])
             if words:
                 rel = functools.partial(self._relevance, size=r[6], stats=stats, words=words) if stats else 0.0
                 yield Candidate(r[0], r[1], r[2], as_text(r[3]), as_text(r[5]), rel, attrs)
             else:
                 yield Candidate(r[0], r[1], r[2], as_text(r[3]), attributes=attrs)
+
+    def _alternatives(self, q: Query, scope: Scope, limit: int) -> list[Candidate]:
+        """The newest ``limit`` alternatives in ``scope`` matching the base expression, with their description's
+        shown tokens and text (for the query's exclusions)."""
+        where, params = _scope_sql(scope)
+        rows = self.db.execute(
+            "SELECT d.description, d.camera, d.track, d.tokens, d.probabilities, d.rank, d.text, p.tokens, p.text "
+            "FROM alternatives_fts f JOIN alternatives d ON d.id = f.rowid JOIN descriptions p ON p.id = d.description "
+            f"WHERE alternatives_fts MATCH ?{where} ORDER BY f.rowid DESC LIMIT ?",
+            [base_expression(q, scope.camera), *params, int(limit)]).fetchall()
+        return [alternative_candidate(r, _probabilities(r[4]), q.words) for r in rows]
 
     def _full(self, q: Query, ids: list[int]) -> dict[int, tuple[tuple[Any, ...], Candidate]]:
         """id -> (stored columns, candidate with its text relevance) of the descriptions ``ids``."""

@@ -200,8 +200,8 @@ def track(service: Service, request: Request) -> dict[str, Any]:
         raise ApiError(404, "no such track")
     descriptions = [h.to_json() for h in hits]
     for d in descriptions:
-        d.pop("score", None)
-        d.pop("matched", None)
+        for key in ("score", "matched", "match_confidence", "alternative"):
+            d.pop(key, None)
     return {"camera": camera, "track": track_id, "thumb": service.thumb_url(camera, track_id),
             "first_seen": _finite(hits[0].timestamp), "last_seen": _finite(hits[-1].timestamp),
             "descriptions": descriptions, "truncated": len(hits) >= MAX_TRACK_DESCRIPTIONS}

@@ -149,8 +149,15 @@ function card(hit) {
   const seen = el("p", "seen", span(hit.first_seen, hit.last_seen));
   seen.title = `${hit.first_seen_time || "?"} to ${hit.last_seen_time || "?"} (${hit.descriptions} description(s))`;
   body.append(seen);
+  if (hit.alternative) {
+    body.append(el("p", "alternative", `found in alternative ${hit.alternative.rank}: ${hit.alternative.text}`));
+  }
   const m = el("p", "matched");
-  for (const label of hit.matched || []) m.append(el("span", "tag", label));
+  const sure = hit.match_confidence || {};
+  for (const label of hit.matched || []) {
+    const p = sure[label];
+    m.append(el("span", "tag", typeof p === "number" ? `${label} ${Math.round(p * 100)}%` : label));
+  }
   m.append(el("span", "score", `score ${hit.score.toFixed(2)}`));
   body.append(m, el("p", "summary", summary(hit.attributes || {}).join(" \u00b7 ")));
   c.append(body);
