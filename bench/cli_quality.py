@@ -10,10 +10,12 @@ import click
 
 from runtime.atomic import write_json
 
-from .confidence import confidence_lines
 from runtime.backends import NAMES as RUNTIME_BACKENDS
 from runtime.cli_common import (CONTEXT_SETTINGS, ChoiceList, Command, CommandFailure, MissingPackage, common_options,
                                 fail_on_bad_input, first_line, missing_package_message, writing)
+from runtime.decoding_cli import decoding_from_flags, decoding_options
+
+from .confidence import confidence_lines
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -40,10 +42,25 @@ def confusion_lines(confusion: dict[str, dict[str, int]], width: int = 8) -> lis
     return lines
 
 
+def decoding_lines(decodings: dict[str, Any]) -> list[str]:
+    """One row per decoding: CIDEr, BLEU-4, mean attribute accuracy, each attribute's accuracy, images/s."""
+    first = next(iter(decodings.values()))
+    keys = list(first["attribute_accuracy"])
+    head = f"  {'decoding':<10} {'CIDEr':>6} {'BLEU-4':>6} {'attr':>6} " + " ".join(f"{k[:11]:>11}" for k in keys)
+    lines = ["caption metrics and attribute accuracy per decoding (best sequence of each image)", head + "   img/s"]
+    for label, d in decodings.items():
+        m = d["caption_metrics"]
+        cells = " ".join(f"{_pct(d['attribute_accuracy'].get(k)):>11}" for k in keys)
+        lines.append(f"  {label:<10} {_num(m['CIDEr'], 3):>6} {_num(m['BLEU-4'], 3):>6} {_pct(d['attribute_mean']):>6} "
+                     f"{cells}   {_num(d['throughput']['images_per_s'], 1)}")
+    return lines
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The console summary: metrics, attribute accuracy, parity, throughput."""
     lines = [f"{report['n_images']} images ({report['skipped']} skipped), "
-             f"descriptions from {report['scored_backend']}", "", "caption metrics"]
+             f"descriptions from {report['scored_backend']} ({report.get('decoding', 'greedy')})", "",
+             "caption metrics"]
     for name, value in report["caption_metrics"].items():
         lines.append(f"  {name:<9} {_num(value)}")
     attrs = report["attributes"]
@@ -62,6 +79,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         if a.get("confusion"):
             lines += ["", f"confusion {name} (rows: true, columns: predicted)"] + confusion_lines(a["confusion"])
     lines += ["", *confidence_lines(report["confidence"])] if "confidence" in report else []
+    if len(report.get("decodings", {})) > 1:
+        lines += ["", *decoding_lines(report["decodings"])]
     parity = report["parity"]
     lines.append("")
     if parity["available"]:
@@ -95,20 +114,31 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Abstain below this calibrated probability (bundles with attribute heads); the report shows "
                    "precision and coverage at several thresholds either way.")
+@decoding_options
+@click.option("--decoding", "decodings", multiple=True,
+              help="Also score these decodings of the first backend, side by side (repeat or comma-separate): "
+                   "greedy, beamsN (e.g. beams3), sample, original (sampling at the original repository's "
+                   "settings: temperature 0.7, top-k 50, top-p 0.9); with the flags' seed and guard.")
 @common_options()
 def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...], limit: int | None,
          max_new_tokens: int | None, batch_size: int, html_path: str | None, max_images: int, as_json: bool, json_path: str | None,
-         no_reference: bool, no_meteor: bool, min_confidence: float, quiet: bool) -> None:
-    """Evaluate MODEL (export bundle or .pt checkpoint) on DATA.jsonl (MSP60k-style rows)."""
+         no_reference: bool, no_meteor: bool, min_confidence: float, decodings: tuple[str, ...], quiet: bool,
+         **decoding: Any) -> None:
+    """Evaluate MODEL (export bundle or .pt checkpoint) on DATA.jsonl (MSP60k-style rows).
+
+    The decoding flags (--beams, --sample, ...) choose how every backend decodes (greedy by default; the
+    PyTorch parity check needs greedy); --decoding adds more decodings to compare.
+    """
     from runtime.backends import BackendUnavailable
 
     from .quality import EvalConfig, evaluate
     from .quality_html import write_html
 
-    cfg = EvalConfig(model=model, data=data, image_root=image_root, backends=_split(backends), limit=limit,
-                     max_new_tokens=max_new_tokens, batch_size=batch_size, reference=not no_reference,
-                     progress=not quiet, meteor=not no_meteor, min_confidence=min_confidence)
     with fail_on_bad_input(KeyError):
+        cfg = EvalConfig(model=model, data=data, image_root=image_root, backends=_split(backends), limit=limit,
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, reference=not no_reference,
+                         progress=not quiet, meteor=not no_meteor, min_confidence=min_confidence,
+                         decoding=decoding_from_flags(**decoding), decodings=_split(decodings))
         try:
             report = evaluate(cfg)
         except (BackendUnavailable, RuntimeError, ImportError) as e:
@@ -132,4 +162,4 @@ def main(model: str, data: str, image_root: str | None, backends: tuple[str, ...
             click.echo(f"wrote {json_path}", err=as_json)
 
 
-__all__ = ["confusion_lines", "main", "summary_lines"]
+__all__ = ["confusion_lines", "decoding_lines", "main", "summary_lines"]

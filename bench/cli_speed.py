@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
@@ -19,6 +20,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v for item in values for v in item.replace(",", " ").split()]
 
 
+DECODING_LABEL = r"greedy|sample|original|beams\d+"
 BACKEND_NAMES = (*TORCH_BACKENDS, *RUNTIME_BACKENDS, *RUNTIME_VARIANTS, *NATIVE_BACKENDS)
 PRECISION_NAMES = ("auto", "fp32", "fp16", "int8")
 
@@ -29,6 +31,7 @@ class MultiValueCommand(Command):
 
     accepts = {"--batch-size": str.isdigit, "--batch": str.isdigit, "--token-sweep": str.isdigit,
                "--concurrency": str.isdigit, "--backend": BACKEND_NAMES.__contains__,
+               "--decoding": lambda v: bool(re.fullmatch(DECODING_LABEL, v)),
                "--precision": PRECISION_NAMES.__contains__}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -62,6 +65,10 @@ class MultiValueCommand(Command):
 @click.option("--precision", "precisions", multiple=True, default=("auto",),
               help="Rows per precision after each ONNX Runtime backend (fp32, fp16, int8; repeat or comma-separate); "
                    "auto: every precision the bundle holds.")
+@click.option("--decoding", "decodings", multiple=True, default=("greedy",),
+              help="Rows per decoding for each ONNX Runtime backend (repeat or space-separate): greedy, beamsN (beam "
+                   "search, e.g. beams3), sample, original (sampling at the original repository's settings); each "
+                   "row is compared with its backend's greedy row. Beam search and sampling stop at EOS.")
 @click.option("--batch-size", "batches", multiple=True, default=("1", "32"),
               help="Batch sizes (repeat or space-separate).")
 @click.option("--batch", "old_batches", multiple=True, hidden=True, help="Deprecated spelling of --batch-size.")
@@ -90,7 +97,7 @@ class MultiValueCommand(Command):
               help="--server: answered requests per concurrency level (after a warm-up round).")
 @common_options()
 def main(bundle: str | None, preset: str | None, checkpoint: str | None, backends: tuple[str, ...],
-         precisions: tuple[str, ...], batches: tuple[str, ...], old_batches: tuple[str, ...], server: str | None,
+         precisions: tuple[str, ...], decodings: tuple[str, ...], batches: tuple[str, ...], old_batches: tuple[str, ...], server: str | None,
          concurrency: tuple[str, ...],
          requests: int, new_tokens: int, natural: bool, warmup: int, iters: int, threads: int | None, gap: float,
          token_sweep: tuple[str, ...], camera_rate: float, as_json: bool, json_path: str | None,
@@ -109,6 +116,7 @@ def main(bundle: str | None, preset: str | None, checkpoint: str | None, backend
             cfg = BenchConfig(
                 bundle=bundle, preset=None if bundle else (preset or "seed-7m"), checkpoint=checkpoint,
                 backends=tuple(_split(backends)), precisions=tuple(_split(precisions)),
+                decodings=tuple(_split(decodings)),
                 batches=tuple(int(b) for b in _split(batches)),
                 new_tokens=new_tokens, natural=natural, warmup=warmup, iters=iters, threads=threads, gap_s=gap,
                 token_sweep=tuple(int(t) for t in _split(token_sweep)), descriptions_per_camera_s=camera_rate,

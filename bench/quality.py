@@ -56,6 +56,10 @@ class EvalConfig:
     ``reference``: compare every backend's token ids with the PyTorch FP32 reference.
     ``meteor``: compute METEOR (starts a Java process, ~10 s); reported unavailable when Java does not run.
     ``min_confidence``: the Describer's abstention threshold (bundles with attribute heads; ``bench.confidence``).
+    ``decoding``: how every backend decodes (``runtime.decoding.DecodingOptions``; None: greedy); the PyTorch
+    parity check compares greedy decodings only. ``decodings``: more decodings of the first backend to score
+    side by side (``DecodingOptions.parse`` labels: ``greedy``, ``beamsN``, ``sample``, ``original``), each
+    with ``decoding``'s seed, length penalty and repetition guard.
     """
 
     model: str
@@ -69,6 +73,8 @@ class EvalConfig:
     progress: bool = True
     meteor: bool = True
     min_confidence: float = 0.0
+    decoding: Any = None
+    decodings: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- caption metrics
@@ -366,7 +372,9 @@ def _source_checkpoint(bundle: Any) -> tuple[Path | None, str | None]:
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Describe every image of ``cfg.data`` with each backend and score the first; returns the report.
 
-    Report keys: ``config``, ``model``, ``n_images``, ``skipped``, ``caption_metrics``, ``attributes``
+    Report keys: ``config``, ``model``, ``n_images``, ``skipped``, ``decoding`` (the scored decoding's label),
+    ``caption_metrics``, ``decodings`` (per decoding label: ``options``, ``caption_metrics``, ``attribute_accuracy``,
+    ``attribute_mean``, ``throughput``; the scored decoding first), ``attributes``
     (``categories``/``mean``), ``confidence`` (``bench.confidence``: ECE per head field, abstention), ``parity`` (``available``, ``reason``, ``reference``, ``backends``),
     ``throughput`` (per backend), ``timing``, ``machine``, ``rows`` (per image, for the HTML report).
     Raises ValueError / FileNotFoundError on bad input (unknown backend, empty dataset, ...).
@@ -388,14 +396,24 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         images = [r.image for r in records]
         # never past the bundle's stated limit (TensorRT engines are built for it; ONNX would stretch)
         batch = min(cfg.batch_size, bundle.limits.max_batch)
-        runs = {name: _describe_with(cfg, bundle_dir, name, images, batch) for name in cfg.backends}
+        main = _main_decoding(cfg)
+        if main.mode != "greedy" and reference_ckpt is not None:
+            reference_ckpt, reason = None, f"the PyTorch reference decodes greedily; this evaluation uses {main.label}"
+        runs = {name: _describe_with(cfg, bundle_dir, name, images, batch, main) for name in cfg.backends}
         outputs = {name: run.outputs for name, run in runs.items()}
         max_new_tokens = runs[cfg.backends[-1]].max_new_tokens
         parity, ref_ids = _parity(reference_ckpt, reason, images, max_new_tokens, batch, outputs, cfg.progress,
-                                  timing)
+                                  timing, main.no_repeat_ngram_size)
+        extra = {label: _describe_with(cfg, bundle_dir, cfg.backends[0], images, batch, opts)
+                 for label, opts in _extra_decodings(cfg, main).items()}
     scored = outputs[cfg.backends[0]]
     metrics = _caption_scores(cfg, records, scored, timing)
     attributes = _score_attributes(records, scored)
+    decodings = {main.label: _decoding_entry(main, metrics, attributes.report, runs[cfg.backends[0]].throughput)}
+    for label, run in extra.items():
+        scores = _score_attributes(records, run.outputs)
+        decodings[label] = _decoding_entry(run.decoding, _caption_scores(cfg, records, run.outputs, {}),
+                                           scores.report, run.throughput)
     confidence = confidence_report(bundle.manifest.attribute_heads, attributes.predicted, attributes.expected,
                                    attributes.sources, attributes.categories, cfg.min_confidence)
     rows = _image_rows(records, scored, attributes, ref_ids, outputs, cfg.backends[0])
@@ -407,7 +425,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "n_images": len(records),
         "skipped": skipped,
         "scored_backend": cfg.backends[0],
+        "decoding": main.label,
         "caption_metrics": metrics,
+        "decodings": decodings,
         "attributes": attributes.report,
         "confidence": confidence,
         "parity": parity,
@@ -469,21 +489,56 @@ class _BackendRun:
     outputs: list[Any]
     throughput: dict[str, Any]
     max_new_tokens: int
+    decoding: Any = None
 
 
-def _describe_with(cfg: EvalConfig, bundle_dir: Path, name: str, images: Sequence[Path], batch: int) -> _BackendRun:
-    """Describe ``images`` with backend ``name`` in batches of ``batch``, timing the whole set."""
+def _main_decoding(cfg: EvalConfig) -> Any:
+    """``cfg.decoding``, or greedy with the runtime's defaults."""
+    from runtime.decoding import DecodingOptions
+
+    if cfg.decoding is not None and not isinstance(cfg.decoding, DecodingOptions):
+        raise ValueError(f"decoding must be runtime.decoding.DecodingOptions, got {type(cfg.decoding).__name__}")
+    return cfg.decoding or DecodingOptions()
+
+
+def _extra_decodings(cfg: EvalConfig, main: Any) -> dict[str, Any]:
+    """``cfg.decodings`` as options (the main decoding's seed, length penalty and guard), the main one left out."""
+    from runtime.decoding import DecodingOptions
+
+    shared = {"seed": main.seed, "length_penalty": main.length_penalty,
+              "no_repeat_ngram_size": main.no_repeat_ngram_size, "max_new_tokens": main.max_new_tokens}
+    out = {}
+    for label in cfg.decodings:
+        opts = DecodingOptions.parse(label, **shared)
+        if opts.label != main.label:
+            out[opts.label] = opts
+    return out
+
+
+def _decoding_entry(opts: Any, metrics: dict[str, Any], attributes: dict[str, Any],
+                    throughput: dict[str, Any]) -> dict[str, Any]:
+    """One decoding's line of the report: its options, caption metrics, attribute accuracy and speed."""
+    return {"options": asdict(opts), "caption_metrics": metrics,
+            "attribute_accuracy": {k: v["accuracy"] for k, v in attributes["categories"].items()},
+            "attribute_mean": attributes["mean"], "throughput": throughput}
+
+
+def _describe_with(cfg: EvalConfig, bundle_dir: Path, name: str, images: Sequence[Path], batch: int,
+                   decoding: Any = None) -> _BackendRun:
+    """Describe ``images`` with backend ``name`` in batches of ``batch`` with ``decoding``, timing the whole set."""
     from runtime import Describer
 
     with Describer(bundle_dir, backend=name, max_batch=batch, max_new_tokens=cfg.max_new_tokens,
-                   min_confidence=cfg.min_confidence) as describer:
+                   min_confidence=cfg.min_confidence, decoding=decoding) as describer:
         max_new_tokens = describer.max_new_tokens
         outs: list[Any] = []
-        bar = tqdm(total=len(images), desc=f"describing ({name})", unit="img", disable=not cfg.progress,
+        label = "" if decoding is None else f", {decoding.label}"
+        bar = tqdm(total=len(images), desc=f"describing ({name}{label})", unit="img", disable=not cfg.progress,
                    leave=False)
+        describer.describe(images[:1])  # untimed: the sessions' first run allocates their memory
         t0 = time.perf_counter()
         for start in range(0, len(images), batch):
-            outs += describer.describe(images[start:start + batch])
+            outs += describer.describe(images[start:start + batch], first_index=start)
             bar.update(len(outs) - bar.n)
         seconds = time.perf_counter() - t0
         bar.close()
@@ -491,13 +546,18 @@ def _describe_with(cfg: EvalConfig, bundle_dir: Path, name: str, images: Sequenc
                       "images_per_s": len(images) / seconds if seconds > 0 else None,
                       "batch_size": describer.max_batch, "max_new_tokens": max_new_tokens,
                       "errors": sum(not d.ok for d in outs)}
-    return _BackendRun(outs, throughput, max_new_tokens)
+    return _BackendRun(outs, throughput, max_new_tokens, describer.decoding)
 
 
 def _parity(reference_ckpt: Path | None, reason: str | None, images: Sequence[Path], max_new_tokens: int,
-            batch: int, outputs: Mapping[str, list[Any]], progress: bool, timing: dict[str, Any]
-            ) -> tuple[dict[str, Any], list[list[int]] | None]:
-    """Every backend's token ids against the PyTorch reference: (the report's ``parity``, reference ids or None)."""
+            batch: int, outputs: Mapping[str, list[Any]], progress: bool, timing: dict[str, Any],
+            guard: int = 0) -> tuple[dict[str, Any], list[list[int]] | None]:
+    """Every backend's token ids against the PyTorch reference: (the report's ``parity``, reference ids or None).
+
+    ``guard``: the greedy decoding's ``no_repeat_ngram_size``; the (unguarded) reference is cut where the guard
+    ends a row (``runtime.decoding.cut_at_repeat``), which is exactly what guarded greedy decoding gives."""
+    from runtime.decoding import cut_at_repeat
+
     parity: dict[str, Any] = {"available": False, "reason": reason,
                               "reference": str(reference_ckpt) if reference_ckpt else None, "backends": {}}
     ref_ids: list[list[int]] | None = None
@@ -508,7 +568,8 @@ def _parity(reference_ckpt: Path | None, reason: str | None, images: Sequence[Pa
             parity["reason"] = f"the PyTorch reference needs torch ({e})"
         else:
             timing["reference_s"] = ref_s
-            parity.update(available=True, reason=None, max_new_tokens=int(max_new_tokens))
+            ref_ids = [cut_at_repeat(row, guard) for row in ref_ids]
+            parity.update(available=True, reason=None, max_new_tokens=int(max_new_tokens), no_repeat_ngram_size=guard)
             parity["backends"] = {n: token_parity(ref_ids, [d.tokens for d in outs]) for n, outs in outputs.items()}
     if parity["reason"]:
         log.info("no backend parity: %s", parity["reason"])

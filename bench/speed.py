@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .speed_runners import RUNTIME_VARIANTS, precision_rows
+from .speed_runners import RUNTIME_VARIANTS, decoding_rows, precision_rows, split_row
 from .speed_workers import Slot, WorkerRunner
 
 
@@ -31,6 +31,9 @@ class BenchConfig:
     # Precisions to add rows for after each ONNX Runtime backend (``onnxruntime-cpu-int8``, ...);
     # ``("auto",)``: every precision the bundle holds (a --preset bundle is then FP32 only).
     precisions: tuple[str, ...] = ()
+    # One row per decoding (``greedy``, ``beamsN``, ``sample``, ``original``) for every ONNX Runtime backend,
+    # named ``onnxruntime-cpu+beams3``; each is compared with its backend's greedy row.
+    decodings: tuple[str, ...] = ("greedy",)
     batches: tuple[int, ...] = (1, 32)
     new_tokens: int = 48
     natural: bool = False
@@ -142,6 +145,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         raise ValueError("give at least one --backend")
     if cfg.iters < 1 or cfg.warmup < 0:
         raise ValueError("--iters must be >= 1 and --warmup >= 0")
+    _check_decodings(cfg.decodings)
     max_tokens = max((cfg.new_tokens, *cfg.token_sweep))
     with tempfile.TemporaryDirectory(prefix="pvlm-bench-") as tmp:
         bundle, checkpoint = _prepare_bundle(cfg, Path(tmp), max_tokens)
@@ -153,7 +157,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if missing:
             raise ValueError(f"{bundle}: the bundle has no {', '.join(missing)} graphs (it holds "
                              f"{', '.join(b.precisions)}); re-export it with pvlm-export onnx --{missing[0]}")
-        cfg = replace(cfg, backends=precision_rows(cfg.backends, precisions))
+        cfg = replace(cfg, backends=decoding_rows(precision_rows(cfg.backends, precisions), cfg.decodings))
         pre = b.preprocessing
         max_batch = b.limits.max_batch
         if max(cfg.batches) > max_batch:
@@ -181,6 +185,19 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     }
     report["comparisons"] = compare(report, cfg)
     return report
+
+
+def _check_decodings(decodings: tuple[str, ...]) -> None:
+    """ValueError (one line) for a label ``DecodingOptions.parse`` does not know, or none at all."""
+    from runtime.decoding import DecodingOptions
+
+    if not decodings:
+        raise ValueError("give at least one --decoding")
+    for label in decodings:
+        try:
+            DecodingOptions.parse(label)
+        except ValueError as e:
+            raise ValueError(f"--decoding: {e}") from None
 
 
 def _measure(cfg: BenchConfig, runners: dict[str, WorkerRunner], pixels: np.ndarray
@@ -254,17 +271,24 @@ def summarize(runs: list[Any], batch: int, peak_rss: int, device_bytes: int | No
 
 
 def compare(report: dict[str, Any], cfg: BenchConfig) -> list[dict[str, Any]]:
-    """Ratios of every backend against the first-named one, only where token counts match."""
+    """Ratios of every greedy row against the first-named one, only where token counts match; and of every
+    decoding row (``backend+beams3``) against its backend's greedy row (``decoding`` set), whatever the tokens."""
     base = cfg.backends[0]
     out = []
     for name in cfg.backends[1:]:
+        backend, decoding = split_row(name)
+        against = base if decoding == "greedy" else backend
+        if against not in report["results"] or against == name:
+            continue  # a decoding row whose backend has no greedy row
         for batch in cfg.batches:
-            a, b = report["results"][base][str(batch)], report["results"][name][str(batch)]
+            a, b = report["results"][against][str(batch)], report["results"][name][str(batch)]
             same = a["tokens"] == b["tokens"]
+            ratio = same or decoding != "greedy"
             out.append({
-                "backend": name, "baseline": base, "batch": batch, "tokens_match": same,
-                "throughput_x": b["images_per_s"] / a["images_per_s"] if same else None,
-                "latency_x": a["latency_ms_p50"] / b["latency_ms_p50"] if same else None,
+                "backend": name, "baseline": against, "batch": batch, "tokens_match": same,
+                "decoding": None if decoding == "greedy" else decoding,
+                "throughput_x": b["images_per_s"] / a["images_per_s"] if ratio else None,
+                "latency_x": a["latency_ms_p50"] / b["latency_ms_p50"] if ratio else None,
             })
     return out
 

@@ -62,7 +62,10 @@ def comparison_lines(report: dict[str, Any]) -> list[str]:
     """``ort vs torch-naive @ batch 32: 7.9x throughput, 8.1x latency`` lines."""
     out = []
     for c in report["comparisons"]:
-        if not c["tokens_match"]:
+        if c.get("decoding"):  # beam search or sampling against greedy on the same backend
+            out.append(f"{c['backend']} vs {c['baseline']} (greedy) @ batch {c['batch']}: throughput "
+                       f"{1 / c['throughput_x']:.2f}x lower, p50 latency {1 / c['latency_x']:.2f}x higher")
+        elif not c["tokens_match"]:
             out.append(f"{c['backend']} vs {c['baseline']} @ batch {c['batch']}: token counts differ, no ratio shown")
         else:
             out.append(f"{c['backend']} vs {c['baseline']} @ batch {c['batch']}: {c['throughput_x']:.1f}x throughput, "

@@ -21,6 +21,28 @@ RUNTIME_VARIANTS = {
 }
 
 
+#: Separates a backend from its decoding in a row name: ``onnxruntime-cpu+beams3`` (greedy rows keep the plain name).
+DECODING_SEP = "+"
+
+
+def decoding_rows(backends: tuple[str, ...], decodings: tuple[str, ...]) -> tuple[str, ...]:
+    """``backends`` with one row per decoding (``greedy``, ``beamsN``, ``sample``, ``original``) for each ONNX
+    Runtime backend (the backends that return logits); other backends keep their one greedy row."""
+    out: list[str] = []
+    for name in backends:
+        if not name.startswith("onnxruntime"):
+            out.append(name)
+            continue
+        out += [name if label == "greedy" else f"{name}{DECODING_SEP}{label}" for label in decodings]
+    return tuple(dict.fromkeys(out))
+
+
+def split_row(row: str) -> tuple[str, str]:
+    """A row name -> (backend, decoding label)."""
+    backend, _, label = row.partition(DECODING_SEP)
+    return backend, label or "greedy"
+
+
 def precision_rows(backends: tuple[str, ...], precisions: tuple[str, ...]) -> tuple[str, ...]:
     """``backends`` with a ``<backend>-<precision>`` row after each ONNX Runtime one, per non-FP32 precision."""
     out: list[str] = []
@@ -73,10 +95,15 @@ class Runner(Protocol):
 
 
 class RuntimeRunner:
-    """``runtime.Describer`` on one of its backends (the product under test)."""
+    """``runtime.Describer`` on one of its backends (the product under test), decoding with ``decoding`` (a label
+    of ``DecodingOptions.parse``; greedy by default)."""
 
-    def __init__(self, bundle: Path, backend: str, threads: int | None, max_batch: int, max_new_tokens: int):
+    def __init__(self, bundle: Path, backend: str, threads: int | None, max_batch: int, max_new_tokens: int,
+                 decoding: str = "greedy"):
         from runtime import Describer
+        from runtime.decoding import DecodingOptions
+
+        self.decoding = None if decoding == "greedy" else DecodingOptions.parse(decoding)
 
         runtime_name, options = RUNTIME_VARIANTS.get(backend, (backend, {}))
         # Each backend has a worker process of its own, so ONNX Runtime's shared thread pool is safe here.
@@ -90,10 +117,16 @@ class RuntimeRunner:
         else:
             self.describer = Describer(bundle, backend=runtime_name, threads=threads, max_batch=max_batch,
                                        max_new_tokens=max_new_tokens, shared_threads=True, **options)
-        self.name = backend
+        self.name = backend if self.decoding is None else f"{backend}{DECODING_SEP}{decoding}"
 
     def run(self, pixels: np.ndarray, max_new_tokens: int, stop_at_eos: bool) -> RunResult:
-        """Greedy decode through the runtime's own loop."""
+        """Greedy decode through the runtime's own loop; beam search and sampling always stop at EOS (their
+        rows end when the image is done), and the best sequence of each image is the row's tokens."""
+        if self.decoding is not None:
+            hyps, t = self.describer.generate(pixels, self.decoding, max_new_tokens)
+            ids = [h[0].tokens for h in hyps]
+            return RunResult(ids, [len(row) < max_new_tokens for row in ids], t["encode_ms"], t["decode_ms"],
+                             int(t["steps"]))
         ids, t = self.describer.generate_ids(pixels, max_new_tokens, stop_at_eos=stop_at_eos)
         # with stop_at_eos, rows come back without their EOS: a row shorter than the limit produced one
         ended = [stop_at_eos and len(row) < max_new_tokens for row in ids]
@@ -180,7 +213,10 @@ def _rows_and_ends(ids: list[list[int]], eos: int, pad: int, stop_at_eos: bool) 
 
 def make_runner(name: str, bundle: Path | None, checkpoint: Path | None, threads: int | None,
                 max_batch: int, max_new_tokens: int) -> Any:
-    """A runner by backend name."""
+    """A runner by row name: a backend, or ``backend+decoding`` for a runtime backend (``onnxruntime-cpu+beams3``)."""
+    name, decoding = split_row(name)
+    if decoding != "greedy" and not name.startswith("onnxruntime"):
+        raise ValueError(f"backend {name}: only the ONNX Runtime backends decode with {decoding} (they return logits)")
     if name in TORCH_BACKENDS:
         if checkpoint is None or not Path(checkpoint).is_file():
             raise ValueError(f"backend {name} needs the PyTorch checkpoint (--checkpoint, or a bundle whose source exists)")
@@ -191,4 +227,4 @@ def make_runner(name: str, bundle: Path | None, checkpoint: Path | None, threads
 
     if name in NATIVE_BACKENDS:
         return NativeRunner(bundle, name, threads, max_batch, max_new_tokens)
-    return RuntimeRunner(bundle, name, threads, max_batch, max_new_tokens)
+    return RuntimeRunner(bundle, name, threads, max_batch, max_new_tokens, decoding)

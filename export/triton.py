@@ -4,7 +4,7 @@ Three models, laid out like the public k2-fsa/sherpa Whisper-on-Triton repositor
 
     REPO/pvlm_encoder/   pixels (B,3,H,W) -> cross_k, cross_v        (ONNX Runtime or TensorRT plan)
     REPO/pvlm_decoder/   ONE step; the KV cache is explicit inputs/outputs
-    REPO/pvlm_describer/ Python backend, dynamic batching: IMAGE bytes -> TEXT, ATTRIBUTES (JSON)
+    REPO/pvlm_describer/ Python backend, dynamic batching: IMAGE bytes -> TEXT, ATTRIBUTES (JSON), ALTERNATIVES
 
 The describer is a ``runtime.Describer`` around
 :class:`runtime.backends.triton_bls.TritonBlsBackend`, whose encode/step calls are BLS requests
@@ -157,8 +157,10 @@ def _write_describer(model_dir: Path, bundle: Any, max_batch: int, queue_delay_m
         {"name": "IMAGE", "data_type": "TYPE_UINT8", "dims": [-1], "optional": True, "allow_ragged_batch": True},
         {"name": "RAW", "data_type": "TYPE_UINT8", "dims": [-1, -1, 3], "optional": True, "allow_ragged_batch": True},
     ]
+    # ALTERNATIVES: every returned sequence, best first, as JSON (several with the request parameter n_best)
     outputs = [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]},
-               {"name": "ATTRIBUTES", "data_type": "TYPE_STRING", "dims": [1]}]
+               {"name": "ATTRIBUTES", "data_type": "TYPE_STRING", "dims": [1]},
+               {"name": "ALTERNATIVES", "data_type": "TYPE_STRING", "dims": [1]}]
     params = {"encoder_model": ENCODER, "decoder_model": DECODER, "max_image_bytes": str(max_image_bytes),
               "max_new_tokens": str(bundle.limits.max_new_tokens)}
     batching = f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(round(queue_delay_ms * 1000))}\n}}"

@@ -357,3 +357,48 @@ def test_cli_bad_input(case, tiny_bundle, synth_dir, tmp_path):
         assert "warp-drive" in lines[0]
     if case == "empty-dataset":
         assert "no usable images" in lines[0]
+
+
+# --------------------------------------------------------------------------- decodings
+
+
+def test_decodings_side_by_side(tiny_bundle, synth_dir):
+    """Metrics and attribute accuracy per decoding; the original repository's sampling as a preset; the guarded
+    greedy decoding keeps exact parity with the (unguarded) PyTorch reference cut where the guard ends a row."""
+    from runtime.decoding import DecodingOptions
+
+    r = evaluate(EvalConfig(model=str(tiny_bundle), data=str(synth_dir / "val.jsonl"), limit=6, batch_size=4,
+                            progress=False, meteor=False, max_new_tokens=24,
+                            decoding=DecodingOptions(seed=3), decodings=("greedy", "beams3", "original")))
+    assert list(r["decodings"]) == ["greedy", "beams3", "original"] and r["decoding"] == "greedy"
+    assert r["decodings"]["greedy"]["caption_metrics"] == r["caption_metrics"]
+    original = r["decodings"]["original"]["options"]
+    assert (original["temperature"], original["top_k"], original["top_p"], original["seed"]) == (0.7, 50, 0.9, 3)
+    for d in r["decodings"].values():
+        assert set(d["attribute_accuracy"]) == set(r["attributes"]["categories"])
+        assert d["throughput"]["images"] == 6 and isinstance(d["caption_metrics"]["CIDEr"], float)
+    assert r["parity"]["available"] and r["parity"]["no_repeat_ngram_size"] == 10
+    assert r["parity"]["backends"]["onnxruntime-cpu"]["exact_match_rate"] == 1.0
+    lines = "\n".join(summary_lines(r))
+    assert "per decoding" in lines and "original" in lines and "beams3" in lines
+
+
+def test_beam_decoding_scored_and_parity_skipped(tiny_bundle, synth_dir):
+    from runtime.decoding import DecodingOptions
+
+    r = evaluate(EvalConfig(model=str(tiny_bundle), data=str(synth_dir / "val.jsonl"), limit=2, progress=False,
+                            meteor=False, max_new_tokens=8, decoding=DecodingOptions(beams=2)))
+    assert r["decoding"] == "beams2" and list(r["decodings"]) == ["beams2"]
+    assert not r["parity"]["available"] and "greedily" in r["parity"]["reason"]
+
+
+def test_cli_decoding_flags(tiny_bundle, synth_dir):
+    res = CliRunner().invoke(main, [str(tiny_bundle), str(synth_dir / "val.jsonl"), "--limit", "2", "--quiet",
+                                    "--no-meteor", "--no-reference", "--max-new-tokens", "6", "--sample",
+                                    "--top-p", "0.9", "--decoding", "greedy,beams2"])
+    assert res.exit_code == 0, res.output
+    assert "descriptions from onnxruntime-cpu (sample)" in res.output
+    assert re.search(r"^  beams2 ", res.output, re.MULTILINE) and re.search(r"^  greedy ", res.output, re.MULTILINE)
+    bad = CliRunner().invoke(main, [str(tiny_bundle), str(synth_dir / "val.jsonl"), "--quiet", "--top-p", "1.5",
+                                    "--sample"])
+    assert bad.exit_code == 2 and bad.output.strip().splitlines()[-1] == "error: top_p must be in (0, 1], got 1.5"

@@ -143,17 +143,55 @@ def test_cli_bad_input_exit_2(args, needle, tiny_bundle):
     assert res.output.startswith("error:") and needle in res.output
 
 
-def test_fast_row_runs_onnx_runtimes_own_memory_settings(tiny_bundle):
-    from bench.speed_runners import RuntimeRunner
+_FAST_ROW = """
+import sys
+import numpy as np
+from bench.speed_runners import RuntimeRunner
 
-    lean = RuntimeRunner(tiny_bundle, "onnxruntime-cpu", None, 4, 8)
-    fast = RuntimeRunner(tiny_bundle, "onnxruntime-cpu-fast", None, 4, 8)
-    try:
-        assert (lean.describer.backend.memory, fast.describer.backend.memory) == ("lean", "fast")
-        assert fast.describer.backend.thread_pool == "shared" and fast.describer.max_batch == 4
-        pre = lean.describer.bundle.preprocessing
-        pixels = np.random.default_rng(0).standard_normal((3, 3, pre.height, pre.width)).astype(np.float32)
-        assert lean.run(pixels, 6, False).tokens == fast.run(pixels, 6, False).tokens
-    finally:
-        lean.close()
-        fast.close()
+lean = RuntimeRunner(sys.argv[1], "onnxruntime-cpu", None, 4, 8)
+fast = RuntimeRunner(sys.argv[1], "onnxruntime-cpu-fast", None, 4, 8)
+try:
+    assert (lean.describer.backend.memory, fast.describer.backend.memory) == ("lean", "fast")
+    assert fast.describer.backend.thread_pool == "shared" and fast.describer.max_batch == 4
+    pre = lean.describer.bundle.preprocessing
+    pixels = np.random.default_rng(0).standard_normal((3, 3, pre.height, pre.width)).astype(np.float32)
+    assert lean.run(pixels, 6, False).tokens == fast.run(pixels, 6, False).tokens
+finally:
+    lean.close()
+    fast.close()
+print("ok")
+"""
+
+
+def test_fast_row_runs_onnx_runtimes_own_memory_settings(tiny_bundle):
+    """In a child process: the runners use ONNX Runtime's process-wide thread pool, which would stay set for
+    every later session of the test process."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _FAST_ROW, str(tiny_bundle)], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_rows_per_decoding_in_one_run(tiny_bundle, tiny_checkpoint):
+    """``--decoding greedy beams3 sample``: one row each per ONNX Runtime backend, compared with its greedy row."""
+    cfg = BenchConfig(bundle=str(tiny_bundle), checkpoint=str(tiny_checkpoint), backends=("torch", "onnxruntime-cpu"),
+                      decodings=("greedy", "beams3", "sample"), batches=(2,), new_tokens=6, warmup=0, iters=2,
+                      progress=False, gap_s=0.0)
+    report = run_bench(cfg)
+    assert list(report["results"]) == ["torch", "onnxruntime-cpu", "onnxruntime-cpu+beams3", "onnxruntime-cpu+sample"]
+    beams = report["results"]["onnxruntime-cpu+beams3"]["2"]
+    assert beams["latency_ms_p50"] > 0 and all(0 < t <= 2 * 6 + 2 for t in beams["tokens"])
+    by_row = {c["backend"]: c for c in report["comparisons"]}
+    assert by_row["onnxruntime-cpu+beams3"]["baseline"] == "onnxruntime-cpu"
+    assert by_row["onnxruntime-cpu+beams3"]["decoding"] == "beams3" and by_row["onnxruntime-cpu+beams3"]["throughput_x"] > 0
+    assert by_row["onnxruntime-cpu"]["baseline"] == "torch" and by_row["onnxruntime-cpu"]["decoding"] is None
+    lines = "\n".join(rep.comparison_lines(report))
+    assert "onnxruntime-cpu+sample vs onnxruntime-cpu (greedy) @ batch 2: throughput" in lines
+    assert "| onnxruntime-cpu+beams3 | 2 | 2 |" in rep.markdown(report)
+
+
+def test_bad_decoding_label_is_one_line():
+    res = CliRunner().invoke(bench_main, ["--preset", "tiny", "--decoding", "beam", "--backend", "onnxruntime-cpu"])
+    assert res.exit_code == 2 and "--decoding" in res.output and "beamsN" in res.output

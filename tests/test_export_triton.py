@@ -318,7 +318,7 @@ def test_native_repository_matches_manifest(native_repo, tiny_bundle):
     assert inputs["IMAGE"].allow_ragged_batch and inputs["IMAGE"].optional
     assert list(inputs["RAW"].dims) == [-1, -1, 3]
     assert {t.name: (t.data_type, list(t.dims)) for t in desc.output} == {
-        "TEXT": (pb.TYPE_STRING, [1]), "ATTRIBUTES": (pb.TYPE_STRING, [1])}
+        "TEXT": (pb.TYPE_STRING, [1]), "ATTRIBUTES": (pb.TYPE_STRING, [1]), "ALTERNATIVES": (pb.TYPE_STRING, [1])}
     assert desc.parameters["encoder_model"].string_value == "pvlm_encoder"
     assert desc.parameters["decoder_model"].string_value == "pvlm_decoder"
     version = native_repo / "pvlm_describer" / "1"
@@ -542,6 +542,31 @@ def test_describer_around_the_bls_backend(lively_bundle):
         d.describe(images[:1])
 
 
+def test_bls_backend_beam_search_and_sampling(lively_bundle):
+    """Beam search and sampling over BLS (the decoder model's logits) say what the local portable decoder says."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from runtime import Describer
+    from runtime.backends.triton_bls import TritonBlsBackend
+    from runtime.bundle import Bundle
+    from runtime.decoding import DecodingOptions
+
+    images = [Image.open(io.BytesIO(b)) for b in make_images(6, seed=2)]
+    sessions = {"pvlm_encoder": ort.InferenceSession(str(lively_bundle / "encoder.onnx")),
+                "pvlm_decoder": ort.InferenceSession(str(lively_bundle / "decoder.onnx"))}
+    bundle = Bundle.load(lively_bundle, verify=False)
+    fake = _FakePbUtils(sessions)
+    with Describer(lively_bundle, backend="onnxruntime-cpu", decoder="portable") as local, \
+            Describer(bundle, TritonBlsBackend(bundle.model_config, pb_utils=fake), max_batch=4) as bls:
+        for opts in (DecodingOptions(beams=3, n_best=2), DecodingOptions(sample=True, n_best=2, seed=3)):
+            want = [[(a.text, a.score) for a in d.alternatives] for d in local.describe(images, decoding=opts)]
+            got = [[(a.text, a.score) for a in d.alternatives] for d in bls.describe(images, decoding=opts)]
+            assert [[t for t, _ in x] for x in got] == [[t for t, _ in x] for x in want] and len(got[0]) == 2
+            np.testing.assert_allclose([[s for _, s in x] for x in got], [[s for _, s in x] for x in want], rtol=1e-6)
+    assert any(model == "pvlm_decoder" and shape["tokens"][0] == 12 for model, shape in fake.calls)  # 4 images x 3 beams
+
+
 # --------------------------------------------------------------------------- a real tritonserver
 
 
@@ -608,6 +633,47 @@ def test_malformed_requests_get_clear_errors_and_server_keeps_serving(server, im
         assert "exactly one of IMAGE" in fails([_image_input(images[0]), raw])
         assert _describe(c, images[1])[0] == expected[1]  # still serving, still right
         assert c.is_server_live() and c.is_model_ready("pvlm_describer")
+
+
+def _local_alternatives(bundle: Path, images: list[bytes], opts) -> list[list[str]]:
+    """Every returned sequence of the local Describer, per image of one request (its index within the request)."""
+    from PIL import Image
+
+    from runtime import Describer
+
+    with Describer(bundle, backend="onnxruntime-cpu") as d:
+        return [[a.text for a in x.alternatives] for x in d.describe([Image.open(io.BytesIO(b)) for b in images],
+                                                                     decoding=opts)]
+
+
+def test_decoding_per_request(server, images, expected, lively_bundle):
+    """Request parameters choose beam search or sampling per request; others keep greedy; bad ones: INVALID_ARG."""
+    from tritonclient.utils import InferenceServerException
+
+    from runtime.decoding import DecodingOptions
+
+    beams, sample = DecodingOptions(beams=3, n_best=2), DecodingOptions.parse("original", n_best=2, seed=5)
+    want_beams = _local_alternatives(lively_bundle, images[:6], beams)
+    want_sample = [_local_alternatives(lively_bundle, [img], sample)[0] for img in images[:6]]  # index 0 each
+
+    def call(client, i: int):
+        params = [{"beams": 3, "n_best": 2}, {"decoding": "original", "n_best": "2", "seed": 5}, {}][i % 3]
+        res = client.infer("pvlm_describer", [_image_input(images[i])], parameters=params, client_timeout=60)
+        return res.as_numpy("TEXT")[0, 0].decode(), json.loads(res.as_numpy("ALTERNATIVES")[0, 0])
+
+    load = load_with_clients(lambda: _grpc_client(server), call, list(range(6)), threads=6, budget_s=120)
+    assert not load["errors"], load["errors"]
+    for i, (text, alts) in enumerate(load["results"]):
+        want = [want_beams[i], want_sample[i], [expected[i]]][i % 3]
+        assert [a["text"] for a in alts] == want and text == want[0], i
+        assert (alts[0]["score"] is None) == (i % 3 == 2)
+    with _grpc_client(server) as c:
+        for bad, msg in (({"beams": 0}, "beams must be an integer >= 1"), ({"top_p": "1.5", "sample": True},
+                         "top_p must be in (0, 1]"), ({"beams": 64}, "at most 16")):
+            with pytest.raises(InferenceServerException) as info:
+                c.infer("pvlm_describer", [_image_input(images[0])], parameters=bad, client_timeout=60)
+            assert msg in str(info.value) and "INVALID_ARGUMENT" in str(info.value)
+        assert _describe(c, images[1])[0] == expected[1]
 
 
 def test_load_nothing_lost(server, images, expected):

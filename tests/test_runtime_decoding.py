@@ -97,5 +97,9 @@ def test_bad_options_one_clear_error(kw, msg):
 def test_parse_labels():
     assert DecodingOptions.parse("beams3").beams == 3 and DecodingOptions.parse("sample").sample
     assert DecodingOptions.parse("greedy") == DecodingOptions()
-    with pytest.raises(ValueError, match="greedy, sample or beamsN"):
+    original = DecodingOptions.parse("original")
+    assert (original.sample, original.temperature, original.top_k, original.top_p) == (True, 0.7, 50, 0.9)
+    assert original.label == "original" and original.with_(top_k=40).label == "sample"
+    assert DecodingOptions.parse("beams3").label == "beams3"
+    with pytest.raises(ValueError, match="greedy, sample, original or beamsN"):
         DecodingOptions.parse("beam")

@@ -13,7 +13,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from runtime.decoding import DecodingOptions
+
 MAX_NEW = 24
+# The reference (pvlm.generate) has no repetition guard; the random-weight tiny model loops, so parity runs without it.
+UNGUARDED = DecodingOptions(no_repeat_ngram_size=0)
 SIZES = ((96, 48), (128, 64), (80, 40), (64, 32))
 
 
@@ -54,7 +58,7 @@ def crops() -> list:
 def describer(tiny_bundle):
     from runtime import Describer
 
-    return Describer(tiny_bundle, backend="onnxruntime-cpu")
+    return Describer(tiny_bundle, backend="onnxruntime-cpu", decoding=UNGUARDED)
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +153,26 @@ def test_batched_matches_reference_in_order(describer, crops, ref_ids, loaded):
     assert describer.backend_name == "onnxruntime-cpu"
 
 
+def test_default_guard_ends_a_looping_row(describer, tiny_bundle, crops, ref_ids):
+    """The default repetition guard ends a row where it would repeat a 10-gram; up to there it is the reference."""
+    from runtime import Describer
+    from runtime.decoding import DEFAULT_NO_REPEAT_NGRAM, banned_tokens
+
+    assert DEFAULT_NO_REPEAT_NGRAM == 10
+    looping = [i for i, r in enumerate(ref_ids) if any(r[j] in banned_tokens(r[:j], 10) for j in range(len(r)))]
+    assert looping, "the random tiny model should repeat itself"
+    with Describer(tiny_bundle, backend="onnxruntime-cpu") as guarded:
+        out = guarded.describe([crops[i] for i in looping])
+    for i, d in zip(looping, out):
+        ref = ref_ids[i]
+        cut = next(j for j in range(len(ref)) if ref[j] in banned_tokens(ref[:j], 10))
+        assert d.tokens == ref[:cut] and cut < len(ref)
+
+
 def test_batch_of_one_matches_reference(tiny_bundle, crops, ref_ids):
     from runtime import Describer
 
-    d1 = Describer(tiny_bundle, backend="onnxruntime-cpu", max_batch=1)
+    d1 = Describer(tiny_bundle, backend="onnxruntime-cpu", max_batch=1, decoding=UNGUARDED)
     out = d1.describe(crops)
     assert [d.tokens for d in out] == ref_ids
     assert {d.timings["batch"] for d in out} == {1}
@@ -187,7 +207,7 @@ def test_rows_finishing_early(eos_setup, crops, decoder):
     bundle, _, ref = eos_setup
     lengths = [len(r) for r in ref]
     assert len(set(lengths)) >= 2 and min(lengths) < MAX_NEW
-    d = Describer(bundle, backend="onnxruntime-cpu", max_batch=5, decoder=decoder)
+    d = Describer(bundle, backend="onnxruntime-cpu", max_batch=5, decoder=decoder, decoding=UNGUARDED)
     assert d.backend.decoder_graph == ("decoder_ort" if decoder == "auto" else "decoder")
     out = d.describe(crops)
     assert [x.tokens for x in out] == ref
@@ -208,7 +228,7 @@ def test_rows_finishing_early_batch_of_one(eos_setup, crops):
     from runtime import Describer
 
     bundle, _, ref = eos_setup
-    out = Describer(bundle, backend="onnxruntime-cpu", max_batch=1).describe(crops)
+    out = Describer(bundle, backend="onnxruntime-cpu", max_batch=1, decoding=UNGUARDED).describe(crops)
     assert [x.tokens for x in out] == ref
     assert [x.timings["steps"] for x in out] == [min(MAX_NEW, len(r) + 1) for r in ref]
 
@@ -432,7 +452,7 @@ def test_describer_around_a_ready_backend(tiny_bundle, describer, crops):
 
     bundle = Bundle.load(tiny_bundle)
     backend = create_backend("onnxruntime-cpu", bundle, decoder="portable")
-    with Describer(bundle, backend, max_batch=5) as d:
+    with Describer(bundle, backend, max_batch=5, decoding=UNGUARDED) as d:
         assert d.backend is backend and d.backend_name == "onnxruntime-cpu"
         assert [x.tokens for x in d.describe(crops)] == [x.tokens for x in describer.describe(crops)]
     assert backend.closed  # the Describer closes the backend it was given

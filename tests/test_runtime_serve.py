@@ -6,6 +6,7 @@ the console entry point as a subprocess for SIGTERM and usage errors.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -172,6 +173,40 @@ def test_malformed_requests_get_clear_errors_and_server_keeps_serving(pvlm_serve
             c.infer("pvlm", [empty], client_timeout=60)
         assert _describe(c, images[1])[0] == expected[1]  # still serving, still right
         assert c.is_server_live() and c.is_model_ready("pvlm")
+
+
+def test_decoding_per_request(pvlm_server, lively_bundle, images, expected):
+    """Request parameters choose beam search or sampling per request (concurrent requests of different decodings,
+    batched together); requests without them stay greedy; refused parameters fail only their own rows."""
+    from PIL import Image
+
+    from runtime import Describer
+    from runtime.decoding import DecodingOptions
+
+    beams, sample = DecodingOptions(beams=3, n_best=2), DecodingOptions(sample=True, n_best=2, seed=9, top_p=0.9)
+    with Describer(lively_bundle, backend="onnxruntime-cpu") as d:
+        pil = [Image.open(io.BytesIO(b)) for b in images[:9]]
+        want_beams = [[a.text for a in x.alternatives] for x in d.describe(pil, decoding=beams)]
+        # sampling seeds by an image's place in its own request: index 0 for one-image requests
+        want_sample = [[a.text for a in d.describe([p], decoding=sample)[0].alternatives] for p in pil]
+    params = [{"beams": 3, "n_best": 2}, {"sample": True, "n_best": 2, "seed": 9, "top_p": 0.9}, {}]
+
+    def call(client, i: int):
+        res = client.infer("pvlm", _inputs(images[i]), parameters=params[i % 3], client_timeout=60)
+        return (res.as_numpy("TEXT")[0, 0].decode(), json.loads(res.as_numpy("ALTERNATIVES")[0, 0]),
+                res.as_numpy("ERROR")[0, 0].decode())
+
+    load = load_with_clients(lambda: _client(pvlm_server), call, list(range(9)), threads=9, budget_s=120)
+    assert not load["errors"], load["errors"]
+    for i, (text, alts, error) in enumerate(load["results"]):
+        want = [want_beams[i], want_sample[i], [expected[i]]][i % 3]
+        assert error == "" and text == want[0] and [a["text"] for a in alts] == want, i
+        assert (alts[0]["score"] is None) == (i % 3 == 2)
+    with _client(pvlm_server) as c:
+        res = c.infer("pvlm", _inputs(images[0]), parameters={"beams": 0}, client_timeout=60)
+        assert res.as_numpy("TEXT")[0, 0] == b""
+        assert res.as_numpy("ERROR")[0, 0].decode() == "request parameters: beams must be an integer >= 1, got 0"
+        assert _describe(c, images[1])[0] == expected[1]
 
 
 def test_load_nothing_lost(pvlm_server, images, expected):

@@ -10,8 +10,15 @@ onnxruntime for ``--flavor python``).
 Per request, send exactly one of
   IMAGE  UINT8 [k, n]       encoded JPEG/PNG bytes (k images of n bytes; usually k = 1)
   RAW    UINT8 [k, H, W, 3] RGB pixels
-and receive TEXT [k, 1] (UTF-8) and ATTRIBUTES [k, 1] (JSON). A bad request is answered with an
-error naming what is wrong; the other requests of its batch are unaffected.
+and receive TEXT [k, 1] (UTF-8), ATTRIBUTES [k, 1] (JSON) and ALTERNATIVES [k, 1] (JSON: every returned
+sequence, best first, with its score and attributes). A bad request is answered with an error naming
+what is wrong; the other requests of its batch are unaffected.
+
+Request parameters choose the decoding (``runtime.decoding.REQUEST_PARAMETERS``: ``beams``, ``n_best``,
+``sample``, ``temperature``, ``top_k``, ``top_p``, ``seed``, ``length_penalty``, ``no_repeat_ngram_size``,
+or ``decoding`` = ``beams3``/``original``/...); without them, greedy. Requests that decode alike run
+together; sampled requests run one at a time, so that image i of a request draws from its own seed
+(``[seed, i, draw]``) whatever it was batched with.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ if str(_HERE) not in sys.path:
 
 from runtime.backends.triton_bls import TritonBlsBackend  # noqa: E402
 from runtime.bundle import Bundle  # noqa: E402
+from runtime.decoding import DecodingOptions, decoding_from_parameters  # noqa: E402
 from runtime.describer import Describer  # noqa: E402
 from runtime.preprocess import MAX_IMAGE_BYTES, InputError, image_from_bytes, to_rgb  # noqa: E402
 
@@ -71,37 +79,62 @@ class TritonPythonModel:
             images = [to_rgb(row, i) for i, row in enumerate(data)]
         return images
 
+    def _decoding(self, request: object) -> DecodingOptions:
+        """The request's decoding from its parameters (JSON text in Triton's Python backend); ValueError if bad."""
+        raw = request.parameters() if hasattr(request, "parameters") else None
+        try:
+            params = json.loads(raw) if isinstance(raw, (str, bytes)) and raw else (raw or {})
+        except ValueError:
+            raise ValueError("request parameters are not valid JSON") from None
+        return decoding_from_parameters(params if isinstance(params, dict) else {}, self.describer.decoding)
+
     def execute(self, requests: list) -> list:
-        """Decode every good request of the batch together; bad ones get their own error."""
+        """Decode every good request of the batch, those that decode alike together; bad ones get their own error."""
         responses: list = [None] * len(requests)
-        images: list = []
-        owners: list[tuple[int, int]] = []  # (request index, images it sent)
+        groups: dict[DecodingOptions, list[tuple[int, list]]] = {}
         for r, request in enumerate(requests):
             try:
+                opts = self._decoding(request)
                 decoded = self._images(request)
-            except InputError as e:
+            except (InputError, ValueError) as e:
                 responses[r] = _error(str(e), invalid_argument=True)
                 continue
-            owners.append((r, len(decoded)))
-            images.extend(decoded)
-        if not images:
-            return responses
-        try:
-            described = self.describer.describe(images)  # batches of up to the bundle's max_batch
-        except Exception as e:  # noqa: BLE001 - a graph model failed: every request of the batch hears why
-            for r, _ in owners:
-                responses[r] = _error(f"pvlm_describer: {type(e).__name__}: {e}")
-            return responses
-        i = 0
-        for r, n in owners:
-            texts = [d.text for d in described[i:i + n]]
-            attrs = [json.dumps(d.attributes, sort_keys=True) for d in described[i:i + n]]
-            i += n
-            responses[r] = pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("TEXT", np.array([[t.encode()] for t in texts], dtype=np.object_)),
-                pb_utils.Tensor("ATTRIBUTES", np.array([[a.encode()] for a in attrs], dtype=np.object_)),
-            ])
+            groups.setdefault(opts, []).append((r, decoded))
+        for opts, members in groups.items():
+            # sampling seeds by an image's index within the call: one request per call keeps them its own
+            for call in ([[m] for m in members] if opts.mode == "sample" else [members]):
+                self._describe(call, opts, responses)
         return responses
+
+    def _describe(self, members: list[tuple[int, list]], opts: DecodingOptions, responses: list) -> None:
+        """Describe the images of ``members`` (request index, images) in one call; fill their responses."""
+        images = [img for _, decoded in members for img in decoded]
+        try:
+            described = self.describer.describe(images, decoding=opts)  # batches of up to the bundle's max_batch
+        except Exception as e:  # noqa: BLE001 - a graph model failed: every request of the call hears why
+            for r, _ in members:
+                responses[r] = _error(f"pvlm_describer: {type(e).__name__}: {e}")
+            return
+        i = 0
+        for r, decoded in members:
+            mine = described[i:i + len(decoded)]
+            i += len(decoded)
+            responses[r] = pb_utils.InferenceResponse(output_tensors=[
+                _strings("TEXT", [d.text for d in mine]),
+                _strings("ATTRIBUTES", [json.dumps(d.attributes, sort_keys=True) for d in mine]),
+                _strings("ALTERNATIVES", [json.dumps(_alternatives(d), sort_keys=True) for d in mine]),
+            ])
+
+
+def _alternatives(description: object) -> list[dict]:
+    """Every returned sequence of a Description, best first: text, score (None for greedy), attributes."""
+    return [{"text": a.text, "score": None if a.score is None else round(a.score, 6), "attributes": a.attributes}
+            for a in description.alternatives]
+
+
+def _strings(name: str, values: list[str]) -> object:
+    """A (k, 1) TYPE_STRING output tensor of UTF-8 strings."""
+    return pb_utils.Tensor(name, np.array([[v.encode()] for v in values], dtype=np.object_))
 
 
 def _error(message: str, invalid_argument: bool = False) -> object:

@@ -3,7 +3,8 @@
 Used by the ``pvlm_describer`` Python-backend model of a repository written by
 ``pvlm-export triton``, as the backend of its ``Describer``: ``runtime.describer.greedy_decode``
 drives it exactly as it drives ONNX Runtime, so the greedy loop (and dropping finished rows)
-exists once. The cache lives in numpy arrays in the describer's process and travels with every
+exists once; beam search and sampling ask the decoder model for its ``logits`` output instead of
+``next_ids`` and reorder the host cache, as on the portable ONNX Runtime decoder. The cache lives in numpy arrays in the describer's process and travels with every
 step request.
 
 ``triton_python_backend_utils`` exists only inside Triton's Python backend stub; it is imported
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..bundle import ModelConfig
 from .base import BackendUnavailable
-from .host_cache import DECODER_OUTPUTS, HostCacheBackend
+from .host_cache import DECODER_OUTPUTS, LOGITS_OUTPUTS, HostCacheBackend
 
 
 class BlsError(RuntimeError):
@@ -72,6 +73,11 @@ class TritonBlsBackend(HostCacheBackend):
         """One decoder request."""
         ids, nk, nv = self._call(self.decoder_model, feeds, DECODER_OUTPUTS)
         return ids, nk, nv
+
+    def run_decoder_logits(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One decoder request for the logits (B, vocab) (beam search and sampling)."""
+        logits, nk, nv = self._call(self.decoder_model, feeds, LOGITS_OUTPUTS)
+        return logits, nk, nv
 
     def _release(self) -> None:
         self._pb = None  # the graph models belong to the server; nothing else is held here

@@ -164,7 +164,7 @@ class NativeDescriber:
     """An opened bundle in the native library; thread-safe like the C handle it wraps.
 
     ``precision``, ``decoder``, ``threads``, ``max_batch``, ``max_new_tokens``, ``verify``, ``shared_threads``,
-    ``no_repeat_ngram_size`` (None: the library's default, off), ``min_crop`` ((height, width) or one int for both; None: 1/8 of the model's
+    ``no_repeat_ngram_size`` (None: the library's default, 10), ``min_crop`` ((height, width) or one int for both; None: 1/8 of the model's
     input; 0: none): ``pvlm_options``, as ``Describer``'s options of the same names. ``library``: a path to
     ``libpvlm.so`` (see :func:`find_library`).
     """

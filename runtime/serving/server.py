@@ -10,10 +10,17 @@ PyTriton (``pip install nvidia-pytriton``, the ``serve`` extra) is imported only
 ``import runtime`` never loads it.
 
 Model ``pvlm`` (see docs/serving.md):
-  IMAGE      BYTES [1]  one encoded JPEG/PNG image per request row
-  TEXT       BYTES [1]  the description (UTF-8)
-  ATTRIBUTES BYTES [1]  the parsed attributes as JSON
-  ERROR      BYTES [1]  empty, or one line saying why this row could not be described
+  IMAGE        BYTES [1]  one encoded JPEG/PNG image per request row
+  TEXT         BYTES [1]  the description (UTF-8)
+  ATTRIBUTES   BYTES [1]  the parsed attributes as JSON
+  ALTERNATIVES BYTES [1]  every returned sequence, best first, as JSON [{text, score, attributes}]
+  ERROR        BYTES [1]  empty, or one line saying why this row could not be described
+
+Each request may choose its decoding with request parameters (``runtime.decoding.REQUEST_PARAMETERS``:
+``beams``, ``n_best``, ``sample``, ``temperature``, ``top_k``, ``top_p``, ``seed``, ``length_penalty``,
+``no_repeat_ngram_size``, or ``decoding`` = ``beams3``/``original``/...); without them the server's
+decoding applies (greedy unless ``pvlm-serve`` was given decoding flags). Requests of a batch with the
+same decoding run together; a bad parameter fails its own request's rows in ERROR.
 
 PyTriton fails a whole batch, and sends the client a traceback, when its function raises, so a bad
 image is reported in its row's ERROR and never costs the requests it was batched with their answers.
@@ -57,6 +64,8 @@ from ..backends import NAMES
 from ..backends.base import BackendUnavailable
 from ..bundle import BundleError, Preprocessing
 from ..cli_common import CONTEXT_SETTINGS, Command, CommandError, CommandFailure, common_options, first_line
+from ..decoding import DecodingOptions, decoding_from_parameters
+from ..decoding_cli import decoding_from_flags, decoding_options
 from ..describer import Describer, detokenize
 from ..preprocess import MAX_IMAGE_BYTES, InputError, image_from_bytes, preprocess
 
@@ -248,20 +257,32 @@ def _pixels_from_bytes(data: bytes, index: int, pre: Preprocessing, max_image_by
     return preprocess(image, pre.height, pre.width, list(pre.mean), list(pre.std))
 
 
-def _describe_pixels(describer: Any, pixels: list[np.ndarray]) -> list[tuple[str, str]]:
-    """Preprocessed rows -> (text, attributes as JSON) each, as ``Describer.describe`` gives them."""
+def _describe_pixels(describer: Any, pixels: list[np.ndarray], decoding: DecodingOptions | None = None,
+                     indices: Sequence[int] | None = None) -> list[tuple[str, str, str]]:
+    """Preprocessed rows -> (text, attributes as JSON, alternatives as JSON) each, with ``decoding`` (default: the
+    describer's). ``indices``: each row's place in its own request (the sampling seed's image index)."""
     out = []
+    index = list(range(len(pixels))) if indices is None else list(indices)
     for start in range(0, len(pixels), describer.max_batch):
-        ids, _ = describer.generate_ids(np.stack(pixels[start:start + describer.max_batch]))
-        texts = [detokenize(row, describer.bundle.tokens) for row in ids]
-        out += [(t, json.dumps(parse_attributes(t), sort_keys=True)) for t in texts]
+        end = start + describer.max_batch
+        hyps, _ = describer.generate(np.stack(pixels[start:end]), decoding, image_index=index[start:end])
+        for ranked in hyps:
+            alts = []
+            for h in ranked:
+                text = detokenize(h.tokens, describer.bundle.tokens)
+                alts.append({"text": text, "score": None if h.score is None else round(h.score, 6),
+                             "attributes": parse_attributes(text)})
+            out.append((alts[0]["text"], json.dumps(alts[0]["attributes"], sort_keys=True),
+                        json.dumps(alts, sort_keys=True)))
     return out
 
 
 def describe_rows(describer: Any, rows: Sequence[np.ndarray], max_image_bytes: int = MAX_IMAGE_BYTES,
                   max_pixels: int = SERVE_MAX_PIXELS, indices: Sequence[int] | None = None,
-                  ) -> tuple[list[str], list[str], list[str]]:
-    """Rows of one encoded image each -> per-row texts, attributes (JSON) and errors (empty, or one line).
+                  decoding: DecodingOptions | None = None) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Rows of one encoded image each -> per-row texts, attributes (JSON), errors (empty, or one line) and
+    alternatives (JSON: every returned sequence, best first), all decoded with ``decoding`` (default: the
+    describer's).
 
     Each row is decoded and shrunk to the model's input before the next one is decoded, so a batch
     holds at most one decoded full-size image. A row that cannot be decoded fails alone; a model
@@ -270,7 +291,7 @@ def describe_rows(describer: Any, rows: Sequence[np.ndarray], max_image_bytes: i
     """
     n = len(rows)
     names = list(range(n)) if indices is None else list(indices)
-    texts, attrs, errors = [""] * n, ["{}"] * n, [""] * n
+    texts, attrs, errors, alts = [""] * n, ["{}"] * n, [""] * n, ["[]"] * n
     pre = describer.bundle.preprocessing
     good, pixels = [], []
     for j, (row, i) in enumerate(zip(rows, names)):
@@ -286,8 +307,9 @@ def describe_rows(describer: Any, rows: Sequence[np.ndarray], max_image_bytes: i
             errors[j] = f"input {i}: the server could not decode this image (details in the server log)"
     if good:
         try:
-            for j, (text, attributes) in zip(good, _describe_pixels(describer, pixels)):
-                texts[j], attrs[j] = text, attributes
+            described = _describe_pixels(describer, pixels, decoding, [names[j] for j in good])
+            for j, (text, attributes, alternatives) in zip(good, described):
+                texts[j], attrs[j], alts[j] = text, attributes, alternatives
         except Exception as e:  # noqa: BLE001 - PyTriton would send the traceback to every client of the batch
             log.exception("describing a batch of %d failed", len(good))
             for j in good:
@@ -296,28 +318,49 @@ def describe_rows(describer: Any, rows: Sequence[np.ndarray], max_image_bytes: i
     if any(errors):
         log.warning("%d of %d images in this batch failed: %s", sum(map(bool, errors)), n,
                     "; ".join(e for e in errors if e))
-    return texts, attrs, errors
+    return texts, attrs, errors, alts
+
+
+def _request_decoding(request: Any, base: DecodingOptions) -> DecodingOptions | str:
+    """The request's decoding from its parameters, or the one-line reason they are refused."""
+    try:
+        return decoding_from_parameters(getattr(request, "parameters", None) or {}, base)
+    except ValueError as e:
+        return f"request parameters: {first_line(e)}"
 
 
 def make_infer_fn(describer: Any, max_image_bytes: int = MAX_IMAGE_BYTES, max_pixels: int | None = None) -> Any:
-    """PyTriton function: requests of IMAGE (k, 1) bytes -> TEXT, ATTRIBUTES, ERROR (k, 1) each.
+    """PyTriton function: requests of IMAGE (k, 1) bytes -> TEXT, ATTRIBUTES, ERROR, ALTERNATIVES (k, 1) each.
 
-    Every row of every request of the batch goes through one :func:`describe_rows` call; an error
-    names the row's place in its own request. ``max_pixels``: default the describer's own limit.
+    The requests of the batch that decode alike (their parameters, else the describer's decoding) go through
+    one :func:`describe_rows` call; an error names the row's place in its own request, and a request whose
+    decoding parameters are refused gets that line in every row's ERROR.
     """
     limit = describer.max_pixels if max_pixels is None else max_pixels
 
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
         images = [r["IMAGE"].reshape(r["IMAGE"].shape[0], -1) for r in requests]
-        rows = [row for image in images for row in image]
-        texts, attrs, errors = describe_rows(describer, rows, max_image_bytes, limit,
-                                             indices=[i for image in images for i in range(len(image))])
-        out, start = [], 0
-        for image in images:
-            end = start + len(image)
-            out.append({"TEXT": _column(texts[start:end]), "ATTRIBUTES": _column(attrs[start:end]),
-                        "ERROR": _column(errors[start:end])})
-            start = end
+        decodings = [_request_decoding(r, describer.decoding) for r in requests]
+        results: list[tuple[list[str], ...] | None] = [None] * len(requests)
+        for opts in dict.fromkeys(d for d in decodings if isinstance(d, DecodingOptions)):
+            members = [i for i, d in enumerate(decodings) if d == opts]
+            rows = [row for i in members for row in images[i]]
+            texts, attrs, errors, alts = describe_rows(
+                describer, rows, max_image_bytes, limit, indices=[k for i in members for k in range(len(images[i]))],
+                decoding=opts)
+            start = 0
+            for i in members:
+                end = start + len(images[i])
+                results[i] = (texts[start:end], attrs[start:end], errors[start:end], alts[start:end])
+                start = end
+        out = []
+        for image, decoding, result in zip(images, decodings, results):
+            if result is None:  # refused parameters: every row of the request says why
+                k = len(image)
+                result = ([""] * k, ["{}"] * k, [str(decoding)] * k, ["[]"] * k)
+            texts, attrs, errors, alts = result
+            out.append({"TEXT": _column(texts), "ATTRIBUTES": _column(attrs), "ERROR": _column(errors),
+                        "ALTERNATIVES": _column(alts)})
         return out
 
     return infer
@@ -333,7 +376,7 @@ def _warm_up(describer: Any) -> tuple[bytes, str]:
     Image.new("RGB", (1, 1), (128, 128, 128)).save(buf, "PNG")
     data = buf.getvalue()
     pixels = _pixels_from_bytes(data, 0, describer.bundle.preprocessing, len(data), 1)
-    return data, _describe_pixels(describer, [pixels])[0][0]
+    return data, _describe_pixels(describer, [pixels], describer.decoding)[0][0]
 
 
 def _url_host(host: str) -> str:
@@ -414,7 +457,8 @@ def _warm_describer(bundle: str | Path, **options: Any) -> tuple[Any, bytes, str
 def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
           metrics_port: int = 8002, max_batch: int = 8, queue_delay_ms: float = 50, backend: str = "auto",
           threads: int | None = None, max_image_bytes: int = MAX_IMAGE_BYTES, model_name: str = MODEL_NAME,
-          exit_timeout_s: int = 10, log_file: str | Path | None = None, max_pixels: int = SERVE_MAX_PIXELS) -> Any:
+          exit_timeout_s: int = 10, log_file: str | Path | None = None, max_pixels: int = SERVE_MAX_PIXELS,
+          decoding: DecodingOptions | None = None) -> Any:
     """Start a PyTriton server describing with ``bundle``; returns the running ``pytriton.triton.Triton``.
 
     Use it as a context manager (``with serve(...) as triton:``) or call ``triton.stop()``.
@@ -423,7 +467,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
     ``log_file`` (default: this process's stdout, as PyTriton does). ``exit_timeout_s``: on stop,
     how long tritonserver keeps finishing queued and running requests (it accepts no new ones).
     ``max_pixels``: images with more pixels are refused from their header (default 4096 x 4096).
-    Host and ports are checked first (:func:`check_listen`): ValueError, nothing started. The model
+    ``decoding``: the decoding of requests that name none in their parameters (default greedy; beam search
+    and sampling need an ONNX Runtime backend). Host and ports are checked first (:func:`check_listen`): ValueError, nothing started. The model
     describes a warm-up image before Triton starts (:class:`WarmUpError`, nothing started) and the
     running server answers it over HTTP before this returns (RuntimeError, server stopped).
     """
@@ -439,8 +484,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
 
     if queue_delay_ms < 0:
         raise ValueError(f"queue_delay_ms must be >= 0, got {queue_delay_ms}")
-    describer, image, text = _warm_describer(bundle, backend=backend, threads=threads,
-                                             max_batch=max_batch, max_pixels=max_pixels)  # checks max_batch
+    describer, image, text = _warm_describer(bundle, backend=backend, threads=threads, max_batch=max_batch,
+                                             max_pixels=max_pixels, decoding=decoding)  # checks max_batch
     config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, allow_gpu_metrics=False,
                           exit_timeout_secs=exit_timeout_s, log_file=Path(log_file) if log_file else None)
@@ -452,7 +497,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", http_port: int = 8000, gr
             inputs=[Tensor(name="IMAGE", dtype=np.bytes_, shape=(1,))],
             outputs=[Tensor(name="TEXT", dtype=np.bytes_, shape=(1,)),
                      Tensor(name="ATTRIBUTES", dtype=np.bytes_, shape=(1,)),
-                     Tensor(name="ERROR", dtype=np.bytes_, shape=(1,))],
+                     Tensor(name="ERROR", dtype=np.bytes_, shape=(1,)),
+                     Tensor(name="ALTERNATIVES", dtype=np.bytes_, shape=(1,))],
             config=ModelConfig(max_batch_size=max_batch,
                                batcher=DynamicBatcher(max_queue_delay_microseconds=int(round(queue_delay_ms * 1000)))),
             strict=True,
@@ -570,10 +616,12 @@ def _serve_until_stopped(triton: Any, signals: _Signals, host: str, ports: tuple
               help="Give up if the server is not ready within this many seconds.")
 @click.option("--triton-log", type=click.Path(dir_okay=False),
               help="tritonserver's log file (default: a file in the temp directory; stdout with -v).")
+@decoding_options
 @common_options(default_level=logging.INFO, log_format="%(asctime)s %(name)s: %(message)s")
 def serve_command(bundle: str, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
                   queue_delay_ms: float, backend: str, threads: int | None, max_image_bytes: int, max_pixels: int,
-                  drain_timeout: float, start_timeout: float, triton_log: str | None, verbose: int) -> None:
+                  drain_timeout: float, start_timeout: float, triton_log: str | None, verbose: int,
+                  **decoding: Any) -> None:
     """Serve BUNDLE with Triton's HTTP/gRPC protocol (model "pvlm") until SIGINT or SIGTERM.
 
     \b
@@ -585,8 +633,15 @@ def serve_command(bundle: str, host: str, http_port: int, grpc_port: int, metric
     usage, bundle, host or port (checked before starting, within seconds).
     Exit 1: the warm-up description failed, or the server did not start.
 
+    The decoding flags set the decoding of requests that name none in their
+    parameters (greedy by default); a request may ask for its own (docs/decoding.md).
+
     -v also logs PyTriton's and tritonserver's messages (tritonserver's to stdout unless --triton-log).
     """
+    try:
+        default_decoding = decoding_from_flags(**decoding)
+    except ValueError as e:
+        raise CommandError(first_line(e)) from None
     if not verbose:
         logging.getLogger("pytriton").setLevel(logging.WARNING)
     if triton_log is None and not verbose:
@@ -595,7 +650,7 @@ def serve_command(bundle: str, host: str, http_port: int, grpc_port: int, metric
     triton = _start(signals, start_timeout, triton_log, bundle=bundle, host=host, http_port=http_port,
                     grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
                     queue_delay_ms=queue_delay_ms, backend=backend, threads=threads, max_image_bytes=max_image_bytes,
-                    max_pixels=max_pixels, exit_timeout_s=max(1, math.ceil(drain_timeout)))
+                    max_pixels=max_pixels, exit_timeout_s=max(1, math.ceil(drain_timeout)), decoding=default_decoding)
     if triton is not None:
         _serve_until_stopped(triton, signals, host, (http_port, grpc_port, metrics_port), drain_timeout, triton_log)
 

@@ -81,8 +81,8 @@ typedef struct pvlm_options {
   int32_t shared_threads; /* nonzero: ONNX Runtime's process-wide thread pool for every graph (created by the
                              first pvlm_open of the process; later opens use whatever that one made) */
   int32_t no_repeat_ngram_size; /* pvlm_describe's repetition guard: a row whose next token would repeat an
-                                   n-gram of its text ends there; 0 (default, as runtime.decoding): off;
-                                   10 is the size runtime.decoding recommends */
+                                   n-gram of its text ends there; 10 (default, as
+                                   runtime.decoding.DEFAULT_NO_REPEAT_NGRAM); 0: off */
   int32_t min_crop_width;  /* boxes narrower than this (pixels, after clipping) are refused with PVLM_ERR_BOX; */
   int32_t min_crop_height; /* -1 (default): 1/8 of the model's input width / height; 0: no minimum */
 } pvlm_options;

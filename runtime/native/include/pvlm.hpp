@@ -37,7 +37,7 @@ struct Options {
   int max_new_tokens = 0;
   bool verify = true;
   bool shared_threads = false;
-  int no_repeat_ngram_size = 0;   // describe()'s repetition guard (0: off; 10 recommended)
+  int no_repeat_ngram_size = 10;  // describe()'s repetition guard (0: off; 10: runtime.decoding's default)
   int min_crop_width = -1;        // -1: 1/8 of the model's input; 0: no minimum
   int min_crop_height = -1;
 };

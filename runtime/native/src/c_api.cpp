@@ -153,7 +153,7 @@ void pvlm_options_init(pvlm_options* options) {
   options->precision = "fp32";
   options->decoder = "auto";
   options->verify = 1;
-  options->no_repeat_ngram_size = 0;  // off, as runtime.decoding.DEFAULT_NO_REPEAT_NGRAM (10 is recommended)
+  options->no_repeat_ngram_size = 10;  // as runtime.decoding.DEFAULT_NO_REPEAT_NGRAM
   options->min_crop_width = -1;
   options->min_crop_height = -1;
 }

@@ -33,7 +33,7 @@ constexpr const char* kUsage =
     "  --batch-size N      images per batch (default: the bundle's max batch)\n"
     "  --max-new-tokens N  tokens per description (default: the bundle's limit)\n"
     "  --max-pixels N      refuse images with more pixels (default 64000000)\n"
-    "  --no-repeat-ngram-size N  end a row instead of repeating an N-gram (default 0: off, as pvlm-describe)\n"
+    "  --no-repeat-ngram-size N  end a row instead of repeating an N-gram (default 10, as pvlm-describe; 0: off)\n"
     "  --no-verify         skip the artefacts' sha256 check\n"
     "  --shared-threads    ONNX Runtime's process-wide thread pool for every graph\n"
     "  --dump-inputs DIR   also write each image's encoder input to DIR/N.f32 (float32 3 x H x W, N: its index)\n"
@@ -158,7 +158,7 @@ json line_for(const std::string& bundle_id, const std::string& path, const Outco
 
 int main(int argc, char** argv) {
   pvlm::Options options;
-  long long batch_size = 0, max_new_tokens = 0, max_pixels = 64000000, no_repeat = 0;
+  long long batch_size = 0, max_new_tokens = 0, max_pixels = 64000000, no_repeat = 10;
   std::string dump_dir;
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
