@@ -369,6 +369,42 @@ def _source_checkpoint(bundle: Any) -> tuple[Path | None, str | None]:
         return None, str(e)
 
 
+def _decodings(cfg: EvalConfig, records: Sequence[Any], main: Any, metrics: dict[str, Any],
+               attributes: _AttributeScores, scored_run: _BackendRun,
+               extra: dict[str, _BackendRun]) -> dict[str, dict[str, Any]]:
+    """The report's ``decodings``: the scored decoding first, then each extra one scored the same way."""
+    decodings = {main.label: _decoding_entry(main, metrics, attributes.report, scored_run.throughput)}
+    for label, run in extra.items():
+        scores = _score_attributes(records, run.outputs)
+        decodings[label] = _decoding_entry(run.decoding, _caption_scores(cfg, records, run.outputs, {}),
+                                           scores.report, run.throughput)
+    return decodings
+
+
+def _describe_all(cfg: EvalConfig, records: Sequence[Any], main: Any, timing: dict[str, Any]) -> tuple[Any, ...]:
+    """Every backend's run of the main decoding, the extra decodings' runs and the PyTorch parity:
+    ``(bundle, runs, extra, parity, reference_ids)``."""
+    from runtime.bundle import Bundle
+
+    with tempfile.TemporaryDirectory(prefix="pvlm-eval-") as tmp:
+        bundle_dir = _bundle_dir(cfg, Path(tmp), timing)
+        bundle = Bundle.load(bundle_dir, verify=False)
+        reference_ckpt, reason = _reference_checkpoint(cfg, bundle_dir, bundle)
+        images = [r.image for r in records]
+        # never past the bundle's stated limit (TensorRT engines are built for it; ONNX would stretch)
+        batch = min(cfg.batch_size, bundle.limits.max_batch)
+        if main.mode != "greedy" and reference_ckpt is not None:
+            reference_ckpt, reason = None, f"the PyTorch reference decodes greedily; this evaluation uses {main.label}"
+        runs = {name: _describe_with(cfg, bundle_dir, name, images, batch, main) for name in cfg.backends}
+        outputs = {name: run.outputs for name, run in runs.items()}
+        max_new_tokens = runs[cfg.backends[-1]].max_new_tokens
+        parity, ref_ids = _parity(reference_ckpt, reason, images, max_new_tokens, batch, outputs, cfg.progress,
+                                  timing, main.no_repeat_ngram_size)
+        extra = {label: _describe_with(cfg, bundle_dir, cfg.backends[0], images, batch, opts)
+                 for label, opts in _extra_decodings(cfg, main).items()}
+    return bundle, runs, extra, parity, ref_ids
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Describe every image of ``cfg.data`` with each backend and score the first; returns the report.
 
@@ -379,7 +415,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     ``throughput`` (per backend), ``timing``, ``machine``, ``rows`` (per image, for the HTML report).
     Raises ValueError / FileNotFoundError on bad input (unknown backend, empty dataset, ...).
     """
-    from runtime.bundle import Bundle
 
     from .confidence import confidence_report
     from .speed import machine_info
@@ -389,31 +424,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     records, skipped = _load_records(cfg)
     timing: dict[str, Any] = {"load_s": time.perf_counter() - t_start}
     model_path = Path(cfg.model)
-    with tempfile.TemporaryDirectory(prefix="pvlm-eval-") as tmp:
-        bundle_dir = _bundle_dir(cfg, Path(tmp), timing)
-        bundle = Bundle.load(bundle_dir, verify=False)
-        reference_ckpt, reason = _reference_checkpoint(cfg, bundle_dir, bundle)
-        images = [r.image for r in records]
-        # never past the bundle's stated limit (TensorRT engines are built for it; ONNX would stretch)
-        batch = min(cfg.batch_size, bundle.limits.max_batch)
-        main = _main_decoding(cfg)
-        if main.mode != "greedy" and reference_ckpt is not None:
-            reference_ckpt, reason = None, f"the PyTorch reference decodes greedily; this evaluation uses {main.label}"
-        runs = {name: _describe_with(cfg, bundle_dir, name, images, batch, main) for name in cfg.backends}
-        outputs = {name: run.outputs for name, run in runs.items()}
-        max_new_tokens = runs[cfg.backends[-1]].max_new_tokens
-        parity, ref_ids = _parity(reference_ckpt, reason, images, max_new_tokens, batch, outputs, cfg.progress,
-                                  timing, main.no_repeat_ngram_size)
-        extra = {label: _describe_with(cfg, bundle_dir, cfg.backends[0], images, batch, opts)
-                 for label, opts in _extra_decodings(cfg, main).items()}
+    main = _main_decoding(cfg)
+    bundle, runs, extra, parity, ref_ids = _describe_all(cfg, records, main, timing)
+    outputs = {name: run.outputs for name, run in runs.items()}
     scored = outputs[cfg.backends[0]]
     metrics = _caption_scores(cfg, records, scored, timing)
     attributes = _score_attributes(records, scored)
-    decodings = {main.label: _decoding_entry(main, metrics, attributes.report, runs[cfg.backends[0]].throughput)}
-    for label, run in extra.items():
-        scores = _score_attributes(records, run.outputs)
-        decodings[label] = _decoding_entry(run.decoding, _caption_scores(cfg, records, run.outputs, {}),
-                                           scores.report, run.throughput)
+    decodings = _decodings(cfg, records, main, metrics, attributes, runs[cfg.backends[0]], extra)
     confidence = confidence_report(bundle.manifest.attribute_heads, attributes.predicted, attributes.expected,
                                    attributes.sources, attributes.categories, cfg.min_confidence)
     rows = _image_rows(records, scored, attributes, ref_ids, outputs, cfg.backends[0])
