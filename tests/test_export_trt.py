@@ -534,6 +534,7 @@ def test_tensorrt_backend_close_frees_buffers_and_refuses():
     backend._pool = collections.deque()
     backend._sizes, backend._contexts, backend._engines = {"cross_k": (64, np.dtype(np.float32))}, {}, {}
     backend.max_batch = backend.max_capacity = 8
+    backend._heads_output = ()  # a bundle without attribute heads
     pooled, in_flight = backend._take(), backend._take()
     backend._give_back(pooled)
     with backend:
