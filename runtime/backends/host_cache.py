@@ -53,7 +53,6 @@ class HostCacheBackend(Lifecycle):
 
     def encode(self, pixels: np.ndarray, capacity: int) -> HostState:
         """Run the encoder; zeroed cache of ``capacity`` slots."""
-        self._check_open()
         cross_k, cross_v, *heads = self.run_encoder(pixels)
         state = self.start(cross_k, cross_v, capacity)
         state.attributes = heads[0] if heads else None
@@ -67,7 +66,6 @@ class HostCacheBackend(Lifecycle):
 
     def step(self, state: HostState, tokens: np.ndarray, position: int) -> np.ndarray:
         """One step; stores this token's K/V at slot ``position``; next ids (B,) int64."""
-        self._check_open()
         ids = self._run_step(self.run_decoder, state, tokens, position)
         return ids.astype(np.int64, copy=False)
 
@@ -93,7 +91,6 @@ class HostCacheBackend(Lifecycle):
 
     def keep(self, state: HostState, rows: np.ndarray) -> None:
         """Compact (or repeat) every per-row buffer to ``rows`` (finished rows stop costing decoder work)."""
-        self._check_open()
         state.cross_k = np.ascontiguousarray(state.cross_k[:, rows])
         state.cross_v = np.ascontiguousarray(state.cross_v[:, rows])
         state.cache_k = np.ascontiguousarray(state.cache_k[:, rows])
