@@ -56,26 +56,30 @@ def locate(package: str, file: str) -> Path | None:
 def write_check(out: Path, rows: Sequence[Mapping[str, Any]] | None = None) -> tuple[Path, list[str]]:
     """Crop every labelled person whose package is installed into ``out/images``; write ``out/data.jsonl``.
 
-    Returns the JSONL path and the packages that were not installed (their people are left out).
+    ``out`` must be absent or empty; it appears whole or not at all. Returns the JSONL path and the
+    packages that were not installed (their people are left out).
     """
     from PIL import Image
 
+    from runtime.atomic import atomic_dir
+
     rows = labels() if rows is None else rows
     missing: list[str] = []
-    (out / "images").mkdir(parents=True, exist_ok=True)
     lines = []
-    for row in rows:
-        src = locate(row["package"], row["file"])
-        if src is None:
-            missing += [row["package"]] if row["package"] not in missing else []
-            continue
-        with Image.open(src) as im:
-            crop = im.convert("RGB").crop(tuple(row["box"]))
-        name = f"images/{row['id']}.png"
-        crop.save(out / name)
-        lines.append(json.dumps({"image": name, "answer": row["answer"], "attributes": row["attributes"],
-                                 "source": f"{row['package']}:{row['file']}", "licence": row["licence"]}))
-    (out / "data.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with atomic_dir(out) as tmp:
+        (tmp / "images").mkdir()
+        for row in rows:
+            src = locate(row["package"], row["file"])
+            if src is None:
+                missing += [row["package"]] if row["package"] not in missing else []
+                continue
+            with Image.open(src) as im:
+                crop = im.convert("RGB").crop(tuple(row["box"]))
+            name = f"images/{row['id']}.png"
+            crop.save(tmp / name)
+            lines.append(json.dumps({"image": name, "answer": row["answer"], "attributes": row["attributes"],
+                                     "source": f"{row['package']}:{row['file']}", "licence": row["licence"]}))
+        (tmp / "data.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return out / "data.jsonl", missing
 
 
@@ -119,18 +123,20 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
 @click.option("--out", type=click.Path(file_okay=False), help="Write the crops and data.jsonl here (for pvlm-eval).")
 @click.option("--report", type=click.Path(dir_okay=False, exists=True),
               help="A pvlm-eval --json-out report of that data: print its accuracy beside the fixed guess's.")
+@click.option("--force", is_flag=True, help="Replace --out if it is a dataset (anything else is refused).")
 @common_options()
-def main(out: str | None, report: str | None, quiet: bool) -> None:
+def main(out: str | None, report: str | None, force: bool, quiet: bool) -> None:
     """The real-photograph check: write its crops, or compare a model's report with the fixed guess."""
     with fail_on_bad_input():
         if not out and not report:
             raise click.UsageError("give --out DIR (write the check) or --report EVAL.json (compare)")
         rows = labels()
         if out:
-            from pvlm.outdir import check_replaceable, is_synth_dataset
+            from pvlm.outdir import check_replaceable, is_synth_dataset, set_aside
 
-            check_replaceable(Path(out), False, is_synth_dataset, "a dataset")
-            data, missing = write_check(Path(out), rows)
+            check_replaceable(Path(out), force, is_synth_dataset, "a dataset")
+            with set_aside(Path(out)):  # the old one comes back if writing fails
+                data, missing = write_check(Path(out), rows)
             click.echo(f"wrote {data} ({len(rows)} people labelled)")
             for package in missing:
                 click.echo(f"warning: {package} is not installed; its people are left out "

@@ -69,3 +69,30 @@ def test_eval_report_beside_the_fixed_guess(tiny_bundle, tmp_path):
     assert all(r["model"] is None or 0.0 <= r["model"] <= 1.0 for r in rows)
     res = CliRunner().invoke(main, ["--report", str(out)])
     assert res.exit_code == 0 and "| gender |" in res.output and "| mean |" in res.output
+
+
+def test_out_is_written_whole_and_replaced_only_when_ours(tmp_path):
+    out = tmp_path / "check"
+    assert CliRunner().invoke(main, ["--out", str(out)]).exit_code == 0
+    again = CliRunner().invoke(main, ["--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert CliRunner().invoke(main, ["--out", str(out), "--force"]).exit_code == 0
+    assert (out / "data.jsonl").is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("keep me")
+    res = CliRunner().invoke(main, ["--out", str(theirs), "--force"])
+    assert res.exit_code == 2 and (theirs / "notes.txt").read_text() == "keep me"
+    assert CliRunner().invoke(main, []).exit_code == 2  # neither --out nor --report
+
+
+def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    import PIL.Image
+
+    def broken_save(self, *a, **kw):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(PIL.Image.Image, "save", broken_save)
+    with pytest.raises(OSError):
+        write_check(tmp_path / "check")
+    assert list(tmp_path.iterdir()) == []
