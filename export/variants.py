@@ -68,9 +68,11 @@ def verify_variant(model: PersonVLM, bundle_dir: Path, precision: str, max_new_t
     eos = model.cfg.eos_id
     exact = agree = total = attr_same = attr_total = 0
     divergences: list[Divergence] = []
-    for start in range(0, n, batch):
+    with describer:  # closed before the teacher-forced check loads the variant's graphs again
+        runs = [(start, *describer.generate_ids(pixels[start:start + batch], max_new_tokens))
+                for start in range(0, n, batch)]
+    for start, ours, _ in runs:
         chunk = pixels[start:start + batch]
-        ours, _ = describer.generate_ids(chunk, max_new_tokens)
         with torch.no_grad():
             ref = generate(model, torch.from_numpy(chunk), max_new_tokens)
         for row, (got, want_row) in enumerate(zip(ours, ref)):
