@@ -130,6 +130,17 @@ def log_softmax64(logits: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
+def drop_finished(backend: Any, state: Any, finished: np.ndarray, rows: np.ndarray,
+                  ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The active rows and ids left after a step whose rows ``finished`` (bool per active row); the backend's
+    per-row state is compacted to them, so finished rows stop costing decoder work."""
+    if not finished.any():
+        return rows, ids
+    alive = np.flatnonzero(~finished)
+    backend.keep(state, alive)
+    return rows[alive], ids[alive]
+
+
 def sequence_score(logprob: float, length: int, length_penalty: float) -> float:
     """Sum of log-probs / length ** length_penalty (length counts the EOS when there is one)."""
     return float(logprob / max(length, 1) ** length_penalty)

@@ -18,7 +18,7 @@ from .backends import Backend, create_backend
 from .backends.base import require_logits
 from .beam import beam_search
 from .bundle import Bundle
-from .decoding import DecodingOptions, Hypothesis, banned_tokens
+from .decoding import DecodingOptions, Hypothesis, banned_tokens, drop_finished
 from .preprocess import DEFAULT_MAX_PIXELS, ImageInput, InputError, clip_box, describe_input, preprocess, to_rgb
 from .sampling import sample_decode
 
@@ -103,10 +103,7 @@ def greedy_decode(backend: Any, pixels: np.ndarray, bos: int, eos: int, max_new_
                 out[r].append(i)
         if finished.all():
             break
-        if finished.any():
-            alive = np.flatnonzero(~finished)
-            backend.keep(state, alive)
-            rows, ids = rows[alive], ids[alive]
+        rows, ids = drop_finished(backend, state, finished, rows, ids)
         tokens = ids.astype(np.int64).reshape(-1, 1)
     t2 = time.perf_counter()
     return out, {"encode_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3, "steps": steps}

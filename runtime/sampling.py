@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from .beam import expand_rows, rank
-from .decoding import DecodingOptions, Hypothesis, banned_tokens, log_softmax64, sequence_score
+from .decoding import (DecodingOptions, Hypothesis, banned_tokens, drop_finished, log_softmax64,
+                       sequence_score)
 
 
 def row_rng(seed: int, image: int, draw: int) -> np.random.Generator:
@@ -81,10 +82,7 @@ def sample_decode(backend: Any, pixels: np.ndarray, bos: int, eos: int, max_new_
                 out[r].append(t)
         if finished.all():
             break
-        if finished.any():
-            alive = np.flatnonzero(~finished)
-            backend.keep(state, alive)
-            rows, ids = rows[alive], ids[alive]
+        rows, ids = drop_finished(backend, state, finished, rows, ids)
         tokens = ids.reshape(-1, 1)
     hyps = [h or Hypothesis(out[r], sequence_score(lps[r], len(out[r]), opts.length_penalty))
             for r, h in enumerate(done)]
