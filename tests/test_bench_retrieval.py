@@ -52,6 +52,18 @@ def test_scale_runs_small_and_closes_its_store(tmp_path):
     assert "ingest_s" not in reused and reused["query_ms"]["p50"] > 0 and db.read_bytes() == before
 
 
+def test_web_load_serves_every_request_through_read_workers(tmp_path):
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install '.[web]')")
+    from bench.web_load import run_web
+
+    db = tmp_path / "s.db"
+    run_scale(rows=1000, pool=100, n_queries=20, batch=250, path=str(db), seed=1, progress=False)
+    res = run_web(str(db), clients=3, requests=30, seed=0, browser=False, workers=2)
+    assert res["requests"] == 30 and res["errors"] == 0 and res["workers"] == 2
+    assert res["latency_ms"]["p99"] >= res["latency_ms"]["p50"] > 0 and res["server_took_ms"]["p50"] >= 0
+    assert res["server_cpu_ms_per_request"] > 0 and res["client_cpu_ms_per_request"] > 0
+
+
 @pytest.mark.parametrize("args", [["-h"], ["--version"], ["retrieval", "-h"], ["scale", "--help"]])
 def test_cli_common_options(args):
     out = subprocess.run([sys.executable, "-c", "from bench.retrieval import main; main()", *args],

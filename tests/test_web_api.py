@@ -187,3 +187,50 @@ def test_search_returns_probabilities_and_alternatives(store_location):
     assert second["alternative"] == {"rank": 1, "text": text} and second["text"] == "A man in a grey coat."
     [d] = track["descriptions"]
     assert d["attributes"]["probabilities"] == attrs["probabilities"] and "match_confidence" not in d
+
+
+def _without_took(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k != "took_ms"}
+
+
+def test_read_workers_answer_as_one_process_does(store_location, tmp_path):
+    import multiprocessing
+
+    fill(store_location)
+    thumbs = tmp_path / "thumbs"
+    write_thumbs(thumbs, [("lobby", "w01")])
+    hostile = f"/api/tracks/{quote(HOSTILE_CAMERA, safe='')}/{quote('<b>x</b>', safe='')}"
+    asks = [("/api/search", {"q": "woman in a red jacket with a backpack", "size": 5, "page": 2}),
+            ("/api/search", {"q": "man without a hat"}), ("/api/search", {"q": "a" * 10_000}),
+            ("/api/search", {"q": "woman", "page": "0"}), ("/api/tracks/gate/m0", {}), (hostile, {}),
+            ("/api/tracks/gate/nobody", {}), ("/api/cameras", {})]
+    answers = {}
+    for workers in (1, 2):
+        config = WebConfig(store_location, thumbs=thumbs, hosts=("127.0.0.1",), workers=workers)
+        with serve(config) as url, httpx.Client(base_url=url, timeout=30) as client:
+            assert len(multiprocessing.active_children()) == (workers if workers > 1 else 0)  # the read workers
+            got = [client.get(path, params=params) for path, params in asks]
+        answers[workers] = [(r.status_code, r.headers.get("cache-control"), r.headers["content-type"],
+                             _without_took(r.json())) for r in got]
+    assert answers[2] == answers[1]
+    assert [a[0] for a in answers[2]] == [200, 200, 400, 400, 200, 200, 404, 200]
+    assert answers[2][5][3]["camera"] == HOSTILE_CAMERA
+    assert not multiprocessing.active_children()  # the workers stopped with the server
+
+
+def test_a_read_worker_that_dies_is_replaced(tmp_path):
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    db = str(tmp_path / "d.db")
+    fill(db)
+    with serve(WebConfig(db, hosts=("127.0.0.1",), workers=2)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert client.get("/api/search", params={"q": "woman"}).status_code == 200
+        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+        time.sleep(0.5)
+        lost = client.get("/api/search", params={"q": "woman"})
+        assert lost.status_code == 503 and lost.json() == {"error": "a search worker stopped; try again"}
+        again = client.get("/api/search", params={"q": "woman"})
+        assert again.status_code == 200 and again.json()["total"] == 31

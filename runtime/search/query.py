@@ -96,6 +96,11 @@ class Term:
         """``groups`` as sets (what scoring tests a description's tokens against)."""
         return tuple(frozenset(g) for g in self.groups)
 
+    @functools.cached_property
+    def union(self) -> frozenset[str]:
+        """Every token of every group: a description holding none of them matches no group."""
+        return frozenset(tok for g in self.groups for tok in g)
+
     @property
     def role(self) -> str:
         """``filter`` (required), ``rank`` or ``exclude`` (negated)."""

@@ -170,14 +170,17 @@ def term_points(term: Term, tokens: frozenset[str], words: frozenset[str], attri
     """Points ``term`` gives a description (0: no match); text terms give none (relevance counts them)."""
     if term.kind == "text":
         return 0.0
-    return sum(_group_points(term, g, tokens, attributes) for g in term.sets)
+    sets = term.sets
+    if len(sets) == 1 and not attributes and not term.near:  # the common filter term: one group, one weight
+        return 0.0 if tokens.isdisjoint(sets[0]) else TERM_WEIGHT
+    return sum(_group_points(term, g, tokens, attributes) for g in sets)
 
 
 def _matches(term: Term, tokens: frozenset[str], words: frozenset[str]) -> bool:
     have = words if term.kind == "text" else tokens
     if term.negated and term.every:
         return all(not have.isdisjoint(g) for g in term.sets)
-    return any(not have.isdisjoint(g) for g in term.sets)
+    return not have.isdisjoint(term.union)  # some group matches
 
 
 def squash(relevance: float) -> float:

@@ -113,7 +113,8 @@ class Reader:
             if self._has_alternatives():
                 alternatives = functools.cache(lambda: self._alternatives(q, scope, RANK_SCAN))
             try:
-                result = rank(q, pool + walk.take(RANK_WINDOW), walk, need, alternatives)
+                ranked = pool + walk.take(RANK_WINDOW)  # read with their text: scored in full already
+                result = rank(q, ranked, walk, need, alternatives)
                 counted, capped = walk.count() if count_rows else (result.counted, result.capped)
                 if count_rows and not capped and alternatives is not None:  # every shown match is counted
                     counted += len(alternative_tracks(q, alternatives()) - walk.tracks)
@@ -123,7 +124,8 @@ class Reader:
             more = len(chosen) > scope.need
             shown = chosen[scope.offset : scope.need]
             full = self._full(q, [r.id for r in shown])
-        hits = [_scored_hit(q, r, *full[r.id]) for r in shown if r.id in full]
+        complete = {c.id for c in ranked} if q.words else set()
+        hits = [_scored_hit(q, r, *full[r.id], r.id in complete) for r in shown if r.id in full]
         return Page(q, hits, max(counted, len(chosen) - more), capped, more)
 
     def track(self, camera: str, track: str, limit: int) -> list[Hit]:
@@ -194,10 +196,10 @@ def alternative_tracks(q: Query, candidates: Iterable[Candidate]) -> set[tuple[A
     return {(c.camera, c.track) for c in candidates if score(q, c) is not None}
 
 
-def _scored_hit(q: Query, r: Ranked, row: tuple[Any, ...], c: Candidate) -> Hit:
-    """The hit of a chosen row; with free words it is scored again from its full text (a row read past the
-    ranked window was read without it; an alternative was read with its own)."""
-    if q.words and r.alternative is None:
+def _scored_hit(q: Query, r: Ranked, row: tuple[Any, ...], c: Candidate, complete: bool = False) -> Hit:
+    """The hit of a chosen row; with free words it is scored again from its full text unless it was ranked with
+    it (``complete``: a row read past the ranked window was read without it; an alternative with its own)."""
+    if q.words and r.alternative is None and not complete:
         again = score(q, c)
         r = dataclasses.replace(r, score=again[0], matched=again[1]) if again is not None else r
     return hit(row, r)

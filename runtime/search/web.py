@@ -13,10 +13,7 @@ import contextlib
 import hmac
 import inspect
 import ipaddress
-import json
 import logging
-import os
-from dataclasses import asdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +32,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 TOKEN_ENV = "PVLM_WEB_TOKEN"
 COOKIE = "pvlm_token"
-_CONFIG_ENV = "PVLM_WEB_CONFIG"  # how --workers hands the configuration to each worker process
 _LOGIN_BYTES = 4096
+READ_HANDLERS = frozenset({"search", "track", "cameras"})  # what --workers processes answer (web_pool)
 HEADERS = {
     "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -142,7 +139,13 @@ def _endpoint(svc: Service, handler: Callable[..., Any]) -> Callable[..., Any]:
 
     is_async = inspect.iscoroutinefunction(handler)
 
+    pooled = handler.__name__ in READ_HANDLERS
+
     async def endpoint(request: Any) -> Any:
+        if pooled and svc.pool is not None:
+            status, body = await svc.pool.run(handler.__name__, request.scope)
+            return Response(body, status, media_type="application/json",
+                            headers={"cache-control": "no-store"} if status == 200 else None)
         try:
             result = await (handler(svc, request) if is_async else run_in_threadpool(handler, svc, request))
         except Exception as e:  # noqa: BLE001 - every failure becomes one JSON line with its status
@@ -235,6 +238,14 @@ def create_app(config: WebConfig, service: Service | None = None) -> Any:
     from .web_api import Service
 
     svc = service or Service(config)
+    if config.workers > 1 and svc.pool is None:
+        from .web_pool import ReadPool
+
+        try:
+            svc.pool = ReadPool(config)
+        except BaseException:
+            svc.close()
+            raise
     app = Starlette(routes=_routes(svc, config.token), middleware=_middleware(config), lifespan=_lifespan(svc))
     app.state.service = svc
     return app
@@ -259,9 +270,9 @@ def _check_token(token: str | None) -> str | None:
 @click.option("--token", envvar=TOKEN_ENV, show_envvar=True,
               help="Require 'Authorization: Bearer TOKEN' (or the login form's cookie) on every request.")
 @click.option("--stores", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Read-only store connections per worker (searches run side by side).")
+              help="Read-only store connections with --workers 1 (searches run side by side in threads).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Server processes (one per core serves the most searches at once).")
+              help="Processes that run searches, fed first come first served (one per core serves the most).")
 @common_options(default_level=logging.INFO)
 def main(db: str | None, thumbs: str | None, bundle: str | None, host: str, port: int, token: str | None,
          stores: int, workers: int, quiet: bool) -> None:
@@ -289,18 +300,13 @@ def main(db: str | None, thumbs: str | None, bundle: str | None, host: str, port
     # Starlette's host check cannot parse a bracketed IPv6 Host header: it guards IPv4 and named loopback only.
     hosts = tuple(_LOOPBACK_NAMES) if is_loopback(host) and ":" not in host else ()
     config = web_api.WebConfig(_db_location(db), Path(thumbs) if thumbs else None, Path(bundle) if bundle else None,
-                               token, stores, MAX_IMAGE_BYTES, hosts)
+                               token, stores, MAX_IMAGE_BYTES, hosts, workers)
     if not hosts and token is None:
         click.echo(f"warning: serving on {host} without --token: anyone who can reach port {port} can search",
                    err=True)
     options = {"host": host, "port": port, "log_level": "warning" if quiet else "info", "server_header": False}
     try:
-        if workers == 1:
-            uvicorn.run(_app_or_exit(config), **options)
-        else:  # each worker process builds its own app from the config handed down in the environment
-            _app_or_exit(config).state.service.close()  # fail here, once, on a bad store or bundle
-            os.environ[_CONFIG_ENV] = json.dumps({**asdict(config), "thumbs": thumbs, "bundle": bundle})
-            uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
+        uvicorn.run(_app_or_exit(config), **options)
     except OSError as e:
         raise CommandFailure(f"cannot serve on {host}:{port}: {e.strerror or first_line(e)}") from None
 
@@ -323,22 +329,16 @@ def _check_port(host: str, port: int) -> None:
             raise CommandFailure(f"cannot serve on {host}:{port}: {e.strerror or first_line(e)}") from None
 
 
-def app_from_env() -> Any:
-    """The app of one ``--workers`` process, from the configuration ``pvlm-web`` put in the environment."""
-    from .web_api import WebConfig
-
-    cfg = json.loads(os.environ[_CONFIG_ENV])
-    cfg.update(thumbs=Path(cfg["thumbs"]) if cfg["thumbs"] else None,
-               bundle=Path(cfg["bundle"]) if cfg["bundle"] else None, hosts=tuple(cfg["hosts"]))
-    return create_app(WebConfig(**cfg))
-
-
 def _app_or_exit(config: WebConfig) -> Any:
+    from concurrent.futures.process import BrokenProcessPool
+
     from ..bundle import BundleError
     from .records import StoreError, StoreUnavailable
 
     try:
         return create_app(config)
+    except BrokenProcessPool:
+        raise CommandFailure(f"the {config.workers} read workers could not start (see the lines above)") from None
     except StoreUnavailable as e:
         raise CommandFailure(first_line(e)) from None
     except (StoreError, BundleError, ValueError) as e:

@@ -58,6 +58,7 @@ class WebConfig:
     stores: int = 4  # read-only connections, so that searches run side by side
     max_upload_bytes: int = 20 * 1024 * 1024  # pvlm-web passes runtime.preprocess.MAX_IMAGE_BYTES
     hosts: tuple[str, ...] = ()  # Host headers accepted (empty: any); loopback names when bound to loopback
+    workers: int = 1  # processes that run the read requests (runtime.search.web_pool); 1: threads of this one
 
 
 class Service:
@@ -78,6 +79,7 @@ class Service:
         self._thumbs = config.thumbs.resolve() if config.thumbs else None
         self.describer = self._describer(config.bundle) if config.bundle else None
         self._describing = threading.Semaphore(1)  # one image at a time: searches keep the other cores
+        self.pool: Any = None  # a web_pool.ReadPool when config.workers > 1 (create_app starts it)
 
     @staticmethod
     def _describer(bundle: Path) -> Any:
@@ -95,7 +97,9 @@ class Service:
             self._pool.put(s)
 
     def close(self) -> None:
-        """Close every store and the Describer."""
+        """Close every store, the read workers and the Describer."""
+        if getattr(self, "pool", None) is not None:
+            self.pool.close()
         while not self._pool.empty():
             self._pool.get_nowait().close()
         if getattr(self, "describer", None) is not None:
