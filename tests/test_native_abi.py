@@ -194,7 +194,8 @@ def test_open_options_are_checked(native, tiny_bundle):
     cases = [({"precision": "int8"}, "PVLM_ERR_UNSUPPORTED", "no int8 graphs"),
              ({"decoder": "fastest"}, "PVLM_ERR_ARGUMENT", "decoder must be"),
              ({"max_batch": 9}, "PVLM_ERR_LIMIT", "max_batch must be in [1, 8]"),
-             ({"max_new_tokens": 65}, "PVLM_ERR_LIMIT", "max_new_tokens must be in [1, 64]")]
+             ({"max_new_tokens": 65}, "PVLM_ERR_LIMIT", "max_new_tokens must be in [1, 64]"),
+             ({"encoder_chunk_pixels": -1}, "PVLM_ERR_ARGUMENT", "encoder_chunk_pixels must be >= 0, got -1")]
     for options, name, needle in cases:
         with pytest.raises(NativeError) as e:
             NativeDescriber(tiny_bundle, library=native.library, **options)

@@ -53,7 +53,7 @@ class _Options(ctypes.Structure):
                 ("threads", ctypes.c_int32), ("max_batch", ctypes.c_int32), ("max_new_tokens", ctypes.c_int32),
                 ("verify", ctypes.c_int32), ("shared_threads", ctypes.c_int32),
                 ("no_repeat_ngram_size", ctypes.c_int32), ("min_crop_width", ctypes.c_int32),
-                ("min_crop_height", ctypes.c_int32)]
+                ("min_crop_height", ctypes.c_int32), ("encoder_chunk_pixels", ctypes.c_int64)]
 
 
 class _Info(ctypes.Structure):
@@ -165,7 +165,8 @@ class NativeDescriber:
 
     ``precision``, ``decoder``, ``threads``, ``max_batch``, ``max_new_tokens``, ``verify``, ``shared_threads``,
     ``no_repeat_ngram_size`` (None: the library's default, 10), ``min_crop`` ((height, width) or one int for both; None: 1/8 of the model's
-    input; 0: none): ``pvlm_options``, as ``Describer``'s options of the same names. ``library``: a path to
+    input; 0: none), ``encoder_chunk_pixels`` (None: the library's default, 2 x 224 x 224): ``pvlm_options``, as
+    ``Describer``'s options of the same names. ``library``: a path to
     ``libpvlm.so`` (see :func:`find_library`).
     """
 
@@ -173,7 +174,7 @@ class NativeDescriber:
                  threads: int | None = None, max_batch: int | None = None, max_new_tokens: int | None = None,
                  verify: bool = True, shared_threads: bool = False, channel_order: str = "rgb",
                  no_repeat_ngram_size: int | None = None, min_crop: int | tuple[int, int] | None = None,
-                 library: str | os.PathLike | None = None):
+                 encoder_chunk_pixels: int | None = None, library: str | os.PathLike | None = None):
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         self.lib = load_library(library)
@@ -187,6 +188,8 @@ class NativeDescriber:
             opts.no_repeat_ngram_size = no_repeat_ngram_size
         if min_crop is not None:
             opts.min_crop_height, opts.min_crop_width = (min_crop, min_crop) if isinstance(min_crop, int) else min_crop
+        if encoder_chunk_pixels is not None:
+            opts.encoder_chunk_pixels = encoder_chunk_pixels
         handle = ctypes.c_void_p()
         self._check(self.lib.pvlm_open(os.fsencode(bundle), ctypes.byref(opts), ctypes.byref(handle)))
         self._handle: int | None = handle.value

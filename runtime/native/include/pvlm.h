@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 /* Bumped when a struct below changes layout; pvlm_abi_version() says what the library was built with. */
-#define PVLM_ABI_VERSION 1
+#define PVLM_ABI_VERSION 2
 
 typedef enum pvlm_status {
   PVLM_OK = 0,
@@ -85,6 +85,9 @@ typedef struct pvlm_options {
                                    runtime.decoding.DEFAULT_NO_REPEAT_NGRAM); 0: off */
   int32_t min_crop_width;  /* boxes narrower than this (pixels, after clipping) are refused with PVLM_ERR_BOX; */
   int32_t min_crop_height; /* -1 (default): 1/8 of the model's input width / height; 0: no minimum */
+  int64_t encoder_chunk_pixels; /* the encoder runs a batch in equal chunks of at most this many input pixels (at
+                                   least one image each): peak memory follows one chunk's activations. 0 (default):
+                                   2 x 224 x 224; the Python runtime uses 8 x 224 x 224 (added in ABI version 2) */
 } pvlm_options;
 
 /* What an opened bundle runs; the strings live as long as the bundle. */

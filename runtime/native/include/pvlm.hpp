@@ -40,6 +40,7 @@ struct Options {
   int no_repeat_ngram_size = 10;  // describe()'s repetition guard (0: off; 10: runtime.decoding's default)
   int min_crop_width = -1;        // -1: 1/8 of the model's input; 0: no minimum
   int min_crop_height = -1;
+  int64_t encoder_chunk_pixels = 0;  // input pixels per encoder call (0: the library's default, 2 x 224 x 224)
 };
 
 // One image's description (a copy: it outlives the call's results).
@@ -99,6 +100,7 @@ class Bundle {
     o.no_repeat_ngram_size = options.no_repeat_ngram_size;
     o.min_crop_width = options.min_crop_width;
     o.min_crop_height = options.min_crop_height;
+    o.encoder_chunk_pixels = options.encoder_chunk_pixels;
     pvlm_bundle* b = nullptr;
     check(pvlm_open(dir.c_str(), &o, &b));
     handle_.reset(b);

@@ -178,6 +178,9 @@ pvlm_status pvlm_open(const char* bundle_dir, const pvlm_options* options, pvlm_
     eo.threads = o.threads;
     eo.verify = o.verify != 0;
     eo.shared_threads = o.shared_threads != 0;
+    if (o.encoder_chunk_pixels < 0)
+      throw Error(PVLM_ERR_ARGUMENT, "encoder_chunk_pixels must be >= 0, got " + std::to_string(o.encoder_chunk_pixels));
+    if (o.encoder_chunk_pixels > 0) eo.encoder_chunk_pixels = o.encoder_chunk_pixels;
     auto b = std::make_unique<pvlm_bundle>();
     b->engine = std::make_unique<pvlm_core::Engine>(bundle_dir, eo);
     const auto& limits = b->engine->bundle().manifest.limits;

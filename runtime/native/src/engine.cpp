@@ -24,10 +24,6 @@ namespace {
 // buffer (runtime/backends/ort_bound.py): decoder_ort needs 1.31 or newer.
 constexpr int kMinBoundMajor = 1, kMinBoundMinor = 31;
 
-// runtime/backends/ort.py's memory="lean" (its default): the encoder runs at most this many input pixels per
-// call (8 images at 224x224), in equal chunks (ENCODER_CHUNK_PIXELS, encoder_chunks), so ONNX Runtime's
-// memory arena keeps one chunk's activations rather than the whole batch's.
-constexpr int64_t kEncoderChunkPixels = int64_t(8) * 224 * 224;
 
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
@@ -209,9 +205,10 @@ Tensor from_value(Ort::Value&& value, int batch_axis) {
   return t;
 }
 
-// encoder_chunks in runtime/backends/ort.py: (start, size) of equal chunks of at most kEncoderChunkPixels pixels.
-std::vector<std::pair<int, int>> encoder_chunks(int batch, int64_t height, int64_t width) {
-  const int per_call = int(std::max<int64_t>(1, std::min<int64_t>(batch, kEncoderChunkPixels / (height * width))));
+// encoder_chunks in runtime/backends/ort.py: (start, size) of equal chunks of at most chunk_pixels input pixels
+// (at least one image each).
+std::vector<std::pair<int, int>> encoder_chunks(int batch, int64_t height, int64_t width, int64_t chunk_pixels) {
+  const int per_call = int(std::max<int64_t>(1, std::min<int64_t>(batch, chunk_pixels / (height * width))));
   const int calls = (batch + per_call - 1) / per_call;
   const int size = (batch + calls - 1) / calls;
   std::vector<std::pair<int, int>> out;
@@ -240,7 +237,7 @@ namespace {
 // The encoder's cross_k, cross_v (L, batch, H, N, Dh) for float32 pixels (batch, 3, H, W), run in encoder_chunks:
 // its activations grow with the pixels of one call, and ONNX Runtime plans their memory once per input shape.
 std::vector<Ort::Value> run_encoder(const Engine::Sessions& s, const float* pixels, int batch, int64_t height,
-                                    int64_t width) {
+                                    int64_t width, int64_t chunk_pixels) {
   const char* in_names[] = {"pixels"};
   const char* out_names[] = {"cross_k", "cross_v"};
   const size_t per_image = size_t(3) * height * width;
@@ -250,7 +247,7 @@ std::vector<Ort::Value> run_encoder(const Engine::Sessions& s, const float* pixe
                                                        size_t(size) * per_image, shape.data(), shape.size());
     return s.encoder->Run(Ort::RunOptions{nullptr}, in_names, &input, 1, out_names, 2);
   };
-  const auto chunks = encoder_chunks(batch, height, width);
+  const auto chunks = encoder_chunks(batch, height, width, chunk_pixels);
   if (chunks.size() == 1) return run(0, batch);
   std::vector<Ort::Value> whole;
   Ort::AllocatorWithDefaultOptions allocator;
@@ -520,7 +517,7 @@ Generated Engine::generate(const float* pixels, int batch, int max_new_tokens, b
   const char* graph = "encoder";
   try {
     auto t0 = Clock::now();
-    auto encoded = run_encoder(s, pixels, batch, pre.height, pre.width);
+    auto encoded = run_encoder(s, pixels, batch, pre.height, pre.width, options_.encoder_chunk_pixels);
     graph = s.bound ? "cross_ort" : "decoder";
     if (s.bound) {
       BoundRun run(s, encoded, batch, max_new_tokens);

@@ -3,6 +3,7 @@
 // Prints "ok - NAME" or "FAIL - NAME: ..." per check; exit status 1 when any check failed.
 #include <cmath>
 #include <cstdio>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -137,6 +138,17 @@ int main(int argc, char** argv) {
   pvlm_options_init(&o);
   o.max_batch = 100000;
   expect(pvlm_open(bundle.c_str(), &o, &b), PVLM_ERR_LIMIT, "max_batch", "max_batch over the bundle's");
+  pvlm_options_init(&o);
+  o.encoder_chunk_pixels = -1;
+  expect(pvlm_open(bundle.c_str(), &o, &b), PVLM_ERR_ARGUMENT, "encoder_chunk_pixels", "negative encoder chunk");
+  {  // a caller built against ABI version 1 passes the shorter struct: the new field keeps its default
+    pvlm_options_init(&o);
+    o.struct_size = offsetof(pvlm_options, encoder_chunk_pixels);
+    o.encoder_chunk_pixels = -1;  // not read
+    check(pvlm_open(bundle.c_str(), &o, &b) == PVLM_OK, "version-1 options", pvlm_last_error());
+    pvlm_close(b);
+    b = nullptr;
+  }
 
   // ---- a good bundle (no minimum crop: the 1-pixel-wide box below is described)
   pvlm_options_init(&o);

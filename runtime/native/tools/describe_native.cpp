@@ -36,6 +36,8 @@ constexpr const char* kUsage =
     "  --no-repeat-ngram-size N  end a row instead of repeating an N-gram (default 10, as pvlm-describe; 0: off)\n"
     "  --no-verify         skip the artefacts' sha256 check\n"
     "  --shared-threads    ONNX Runtime's process-wide thread pool for every graph\n"
+    "  --encoder-chunk-pixels N  input pixels per encoder call (default 100352 = 2 x 224 x 224; peak memory\n"
+    "                      follows one chunk's activations)\n"
     "  --dump-inputs DIR   also write each image's encoder input to DIR/N.f32 (float32 3 x H x W, N: its index)\n"
     "  -h, --help          this text\n"
     "  --version           the library's version\n"
@@ -179,10 +181,12 @@ int main(int argc, char** argv) {
       const char* v = value(a.c_str());
       if (!v) return usage_error(a + " needs a value");
       (a == "--precision" ? options.precision : options.decoder) = v;
-    } else if (a == "--threads" || a == "--batch-size" || a == "--max-new-tokens" || a == "--max-pixels") {
+    } else if (a == "--threads" || a == "--batch-size" || a == "--max-new-tokens" || a == "--max-pixels" ||
+               a == "--encoder-chunk-pixels") {
       const char* v = value(a.c_str());
       if (!v || !parse_int(v, 1, &n)) return usage_error(a + " needs an integer >= 1");
       if (a == "--threads") options.threads = int(n);
+      if (a == "--encoder-chunk-pixels") options.encoder_chunk_pixels = n;
       if (a == "--batch-size") batch_size = n;
       if (a == "--max-new-tokens") max_new_tokens = n;
       if (a == "--max-pixels") max_pixels = n;
