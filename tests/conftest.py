@@ -102,3 +102,19 @@ def pg_url() -> str:
 def store_location(request, tmp_path) -> str:
     """Where an empty description store goes: a SQLite file, then a PostgreSQL database (:func:`pg_url`)."""
     return str(tmp_path / "d.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="module")
+def native_cli() -> Path:
+    """``pvlm-describe-native`` built by ``.ci/native.sh`` (built here when missing); skips, saying why, when it
+    cannot be built."""
+    from runtime.native.compile import BuildUnavailable, build
+
+    try:
+        native = build("release")
+    except BuildUnavailable as e:
+        pytest.skip(f"native runtime not built: {e}")
+    if native.cli is None:
+        pytest.skip("pvlm-describe-native was not built (libpng or libjpeg missing: apt-get install libpng-dev "
+                    "libjpeg-dev)")
+    return native.cli

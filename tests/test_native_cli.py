@@ -14,16 +14,8 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def cli() -> Path:
-    from runtime.native.compile import BuildUnavailable, build
-
-    try:
-        native = build("release")
-    except BuildUnavailable as e:
-        pytest.skip(f"native runtime not built: {e}")
-    if native.cli is None:
-        pytest.skip("pvlm-describe-native was not built (libpng or libjpeg missing)")
-    return native.cli
+def cli(native_cli: Path) -> Path:
+    return native_cli
 
 
 @pytest.fixture(scope="module")

@@ -22,17 +22,8 @@ N_PNG, N_JPEG = 72, 12
 
 
 @pytest.fixture(scope="module")
-def cli():
-    from runtime.native.compile import BuildUnavailable, build
-
-    try:
-        native = build("release")
-    except BuildUnavailable as e:
-        pytest.skip(f"native runtime not built: {e}")
-    if native.cli is None:
-        pytest.skip("pvlm-describe-native was not built (libpng or libjpeg missing: apt-get install libpng-dev "
-                    "libjpeg-dev)")
-    return native.cli
+def cli(native_cli: Path) -> Path:
+    return native_cli
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ encoder's output for a crop does not depend on the crops beside it in a call.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,16 +23,8 @@ N_CROPS = 64
 
 
 @pytest.fixture(scope="module")
-def cli():
-    from runtime.native.compile import BuildUnavailable, build
-
-    try:
-        native = build("release")
-    except BuildUnavailable as e:
-        pytest.skip(f"native runtime not built: {e}")
-    if native.cli is None:
-        pytest.skip("pvlm-describe-native was not built (libpng or libjpeg missing)")
-    return native.cli
+def cli(native_cli: Path) -> Path:
+    return native_cli
 
 
 @pytest.fixture(scope="module")
