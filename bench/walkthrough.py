@@ -37,17 +37,20 @@ def _step(title: str) -> float:
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="torch threads for training, fixed so reruns are identical (use 1 on cores other jobs share).")
 @click.option("--seed", type=int, default=0, help="Training seed (the held-out set always uses seed 12345).")
+@click.option("--priors", type=click.Choice(("street", "uniform")), default="uniform", show_default=True,
+              help="Synthetic recipe of every split: uniform (every value equally often) or street "
+                   "(experimental: frequencies of pedestrian footage, photographic backgrounds, camera effects).")
 @click.option("--bench-iters", type=click.IntRange(min=1), default=3, help="Timed benchmark iterations per point.")
 @click.option("--force", is_flag=True, help="Replace --out if it is a pvlm-quickstart folder (anything else is refused).")
 @common_options()
 def main(out: str, n_images: int, test_n: int, test_size: str, epochs: int, preset: str, cache_copies: int,
-         threads: int, seed: int, bench_iters: int, force: bool) -> None:
+         threads: int, seed: int, priors: str, bench_iters: int, force: bool) -> None:
     """Run synth -> train -> export -> describe -> eval -> bench and print where everything went."""
     root = Path(out)
     with fail_on_bad_input():
         test_hw, train_hw = _prepare(root, force, preset, test_size)
         t_all = time.time()
-        data, test, test_same = _synth(root, n_images, test_n, test_hw, train_hw)
+        data, test, test_same = _synth(root, n_images, test_n, test_hw, train_hw, priors)
         res = _train(root, data, preset, epochs, seed, cache_copies, threads)
         bundle = _export(root, res["best"])
         _describe_some(root, bundle, test["data"])
@@ -75,18 +78,20 @@ def _prepare(root: Path, force: bool, preset: str, test_size: str) -> tuple[tupl
     return parse_size(test_size, "--test-size"), PersonVLMConfig.preset(preset).image_size
 
 
-def _synth(root: Path, n_images: int, test_n: int, test_hw: tuple[int, int],
-           train_hw: tuple[int, int]) -> tuple[dict, dict, dict]:
+def _synth(root: Path, n_images: int, test_n: int, test_hw: tuple[int, int], train_hw: tuple[int, int],
+           priors: str = "uniform") -> tuple[dict, dict, dict]:
     """Step 1: training+validation crops, held-out crops at another size, and the same people at the training size."""
     from pvlm.synth import SynthConfig, write_dataset
 
     t = _step(f"1/6 synthesising {n_images} training+validation crops at {train_hw[0]}x{train_hw[1]} and "
-              f"{test_n} held-out ones at {test_hw[0]}x{test_hw[1]} (another seed and size)")
-    data = write_dataset(root / "data", SynthConfig(n=n_images, seed=0, size=train_hw, val_fraction=0.1))
-    test = write_dataset(root / "test", SynthConfig(n=test_n, seed=12345, size=test_hw, val_fraction=0.0))
+              f"{test_n} held-out ones at {test_hw[0]}x{test_hw[1]} (another seed and size; {priors} recipe)")
+    data = write_dataset(root / "data", SynthConfig(n=n_images, seed=0, size=train_hw, val_fraction=0.1,
+                                                    priors=priors))
+    test = write_dataset(root / "test", SynthConfig(n=test_n, seed=12345, size=test_hw, val_fraction=0.0,
+                                                    priors=priors))
     # the same people at the training size: accuracy must not depend on the crop's resolution
     test_same = write_dataset(root / "test-train-size", SynthConfig(n=test_n, seed=12345, size=train_hw,
-                                                                    val_fraction=0.0))
+                                                                    val_fraction=0.0, priors=priors))
     click.echo(f"train {data['train']}, val {data['val']}, test {test['data']} ({time.time() - t:.0f} s)")
     return data, test, test_same
 

@@ -10,8 +10,9 @@ from runtime.cli_common import CONTEXT_SETTINGS, Group, common_options, fail_on_
 
 from .outdir import check_replaceable, is_synth_dataset, set_aside
 
-# pvlm.datasets.FORMATS, spelled out so that --help does not import the readers
+# pvlm.datasets.FORMATS and pvlm.synth.PRIORS, spelled out so that --help does not import them
 IMPORT_FORMATS = ("msp60k", "pa100k", "peta", "rap2", "market1501")
+SYNTH_PRIORS = ("street", "uniform")
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -27,14 +28,21 @@ def main() -> None:
 @click.option("--size", default="256x128", help="Image size HxW.")
 @click.option("--val-fraction", default=0.1, type=float, help="Held-out fraction (0: a single data.jsonl).")
 @click.option("--workers", default=0, type=int, help="Worker processes (0 or 1: none).")
+@click.option("--priors", type=click.Choice(SYNTH_PRIORS), default="uniform", show_default=True,
+              help="uniform: every value equally often (same images per seed as before); street (experimental): "
+                   "attribute frequencies of pedestrian footage, photographic backgrounds, camera effects.")
+@click.option("--photo-backgrounds", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Share of crops on a photograph shipped by an installed package [default: 0.5 street, 0 uniform].")
 @click.option("--force", is_flag=True, help="Replace --out if it is a dataset written by pvlm-data (anything else is refused).")
 @common_options()
-def synth(out: str, n: int, seed: int, size: str, val_fraction: float, workers: int, force: bool, quiet: bool) -> None:
+def synth(out: str, n: int, seed: int, size: str, val_fraction: float, workers: int, priors: str,
+          photo_backgrounds: float | None, force: bool, quiet: bool) -> None:
     """Render synthetic people with known attributes and MSP60k-style captions."""
     from .synth import SynthConfig, write_dataset
 
     height, width = parse_size(size, "--size")
-    config = SynthConfig(n=n, seed=seed, size=(height, width), val_fraction=val_fraction)
+    config = SynthConfig(n=n, seed=seed, size=(height, width), val_fraction=val_fraction, priors=priors,
+                         photo_backgrounds=photo_backgrounds)
     out_dir = Path(out)
     with fail_on_bad_input():
         if workers < 0:

@@ -31,3 +31,20 @@ def test_quickstart_refuses_existing_output(tmp_path):
     res = CliRunner().invoke(main, ["--out", str(tmp_path)])
     assert res.exit_code == 2 and "already exists" in res.output
     assert (tmp_path / "keep.txt").read_text() == "x"
+
+
+def test_quickstart_synth_step_follows_priors(tmp_path):
+    """Every split is drawn with --priors: street by default, uniform as the original recipe."""
+    from bench.walkthrough import _synth
+    from pvlm.synth import synth_example
+
+    for priors in ("street", "uniform"):
+        root = tmp_path / priors
+        root.mkdir()
+        data, test, same = _synth(root, 8, 4, (64, 32), (48, 32), priors)
+        for path, seed, size in ((data["train"], 0, (48, 32)), (test["data"], 12345, (64, 32)),
+                                 (same["data"], 12345, (48, 32))):
+            for row in map(json.loads, path.read_text().splitlines()):
+                _, attrs, text = synth_example(seed, row["id"], size, priors=priors)
+                assert row["attributes"] == attrs and row["answer"] == text
+    assert "--priors [street|uniform]" in CliRunner().invoke(main, ["--help"]).output

@@ -151,7 +151,7 @@ def test_write_dataset_splits_and_fields(tmp_path: Path) -> None:
         assert not Path(row["image"]).is_absolute()
         with Image.open(out / row["image"]) as im:
             assert im.size == (32, 64) and im.mode == "RGB"
-        img, attrs, text = synth.synth_example(3, row["id"], (64, 32))
+        _, attrs, text = synth.synth_example(3, row["id"], (64, 32))
         assert row["attributes"] == attrs and row["answer"] == text
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:06d}.png" for i in range(6)]
     assert _leftovers(tmp_path) == []
@@ -299,3 +299,211 @@ def test_each_value_has_one_dominant_name() -> None:
     assert 0.72 < names.count("trousers") / len(names) < 0.78
     assert {"pants", "slacks"} <= set(names)  # the others still appear
     assert _noun(rng, ("jeans",)) == "jeans"
+
+
+# --------------------------------------------------------------------------- street recipe
+
+
+def test_street_priors_table_covers_the_schema() -> None:
+    assert set(synth.STREET_PRIORS) == set(synth.ATTRIBUTE_VALUES)
+    for key, values in synth.ATTRIBUTE_VALUES.items():
+        row = synth.STREET_PRIORS[key]
+        assert set(row) == set(values), key
+        assert abs(sum(row.values()) - 1.0) < 1e-9, key
+        assert min(row.values()) >= 0.025, key  # every class stays learnable
+
+
+def _street_expected(key: str) -> dict[str, float]:
+    """Marginal frequencies of the street draw; the lower colour is drawn without the upper one's."""
+    if key != "lower_color":
+        return synth.STREET_PRIORS[key]
+    upper, lower = synth.STREET_PRIORS["upper_color"], synth.STREET_PRIORS["lower_color"]
+    return {c: sum(pu * (lower[c] / (1 - lower[u]) if c != u else 0.0) for u, pu in upper.items()) for c in lower}
+
+
+def test_street_priors_frequencies() -> None:
+    rng = np.random.default_rng(2024)
+    n = 5000
+    draws = [synth.sample_attributes(rng, "street") for _ in range(n)]
+    assert all(a["upper_color"] != a["lower_color"] for a in draws)
+    for key in synth.ATTRIBUTE_VALUES:
+        for value, p in _street_expected(key).items():
+            got = sum(a[key] == value for a in draws) / n
+            assert abs(got - p) < 4.5 * (p * (1 - p) / n) ** 0.5 + 1e-3, (key, value, got, p)
+    assert sum(a["headwear"] == "none" for a in draws) / n > 0.7
+    assert sum(a["age"] == "adult" for a in draws) / n > 0.75
+
+
+def test_unknown_priors_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="priors"):
+        synth.sample_attributes(_rng(0), "flat")
+    with pytest.raises(ValueError, match="priors"):
+        synth.write_dataset(tmp_path / "ds", synth.SynthConfig(n=2, size=(32, 32), priors="flat"), progress=False)
+    with pytest.raises(ValueError, match="photo_backgrounds"):
+        synth.SynthConfig(photo_backgrounds=1.5).validate()
+
+
+def _digest(seed: int, n: int, size: tuple[int, int], degrade: bool = True, **kwargs: object) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in range(n):
+        img, attrs, text = synth.synth_example(seed, i, size, degrade, **kwargs)
+        h.update(img.tobytes())
+        h.update(json.dumps(attrs, sort_keys=True).encode())
+        h.update(text.encode())
+    return h.hexdigest()
+
+
+def test_uniform_reproduces_the_original_images() -> None:
+    """Digests of the renderer before the street recipe existed (the same crops, labels and captions)."""
+    old = "0288a8f82c438c587cfe74158b73c4913190409790b6aa8a921f3366701c1a63"
+    assert _digest(7, 40, (192, 96)) == old
+    assert _digest(7, 40, (192, 96), priors="uniform", photo_backgrounds=None) == old
+
+
+def test_cli_uniform_writes_the_original_dataset(tmp_path: Path) -> None:
+    from pvlm.cli_data import SYNTH_PRIORS
+
+    assert SYNTH_PRIORS == synth.PRIORS
+    out = tmp_path / "ds"
+    res = CliRunner().invoke(cli, ["synth", "--out", str(out), "--n", "3", "--size", "64x32", "--val-fraction", "0",
+                                   "--priors", "uniform", "--quiet"])
+    assert res.exit_code == 0, res.output
+    for row in _rows(out / "data.jsonl"):
+        img, attrs, text = synth.synth_example(0, row["id"], (64, 32))
+        assert row["attributes"] == attrs and row["answer"] == text
+        with Image.open(out / row["image"]) as im:
+            assert im.tobytes() == img.tobytes()
+
+
+def test_street_example_is_deterministic_per_seed() -> None:
+    a = synth.synth_example(7, 3, (192, 96), priors="street")
+    b = synth.synth_example(7, 3, (192, 96), priors="street")
+    assert a[1] == b[1] and a[2] == b[2] and a[0].tobytes() == b[0].tobytes()
+    assert synth.synth_example(8, 3, (192, 96), priors="street")[0].tobytes() != a[0].tobytes()
+    assert _digest(5, 12, (96, 48), priors="street") == _digest(5, 12, (96, 48), priors="street")
+
+
+@pytest.mark.parametrize("size", [(256, 128), (192, 96), (64, 48), (32, 32), (128, 256)])
+def test_street_render_size_and_mode(size: tuple[int, int]) -> None:
+    for i in range(16):
+        attrs = synth.sample_attributes(_rng(i), "street")
+        img = synth.render_person(attrs, _rng(100 + i), size=size, priors="street", photo_backgrounds=0.5)
+        assert img.mode == "RGB" and img.size == (size[1], size[0])
+
+
+@pytest.mark.parametrize("size", [(192, 96), (40, 32)])
+def test_camera_degradations_keep_size_and_mode(size: tuple[int, int]) -> None:
+    base = synth.render_person(synth.sample_attributes(_rng(0)), _rng(0), size=size, degrade=False)
+    changed = 0
+    for i in range(40):
+        out = synth._degrade_camera(base.copy(), _rng(i))
+        assert out.mode == "RGB" and out.size == base.size
+        changed += out.tobytes() != base.tobytes()
+    assert changed >= 35
+    blurred = synth._motion_blur(np.asarray(base, dtype=np.float32), 5, 0.7)
+    assert blurred.shape == np.asarray(base).shape and blurred.dtype == np.float32
+
+
+def test_street_occlusion_spares_the_torso() -> None:
+    """Another person or an object hides a strip at one edge, never the torso box that shows the upper colour."""
+    for i in range(120):
+        attrs = synth.sample_attributes(_rng(i), "street")
+        if attrs["view"] == "back" and attrs["carrying"] == "backpack":
+            attrs["carrying"] = "none"  # the pack covers the back on purpose
+        img, (x0, y0, x1, y1) = synth._render(attrs, _rng(20_000 + i), (256, 128), False, "street")
+        median = np.median(np.asarray(img, dtype=np.float64)[y0:y1, x0:x1].reshape(-1, 3), axis=0)
+        assert _nearest(median) == attrs["upper_color"], (i, attrs, median)
+    for i in range(30):
+        img = synth.render_person(synth.sample_attributes(_rng(i)), _rng(i), (192, 96), degrade=False)
+        box = (40, 60, 56, 100)
+        before = np.asarray(img)[60:100, 40:56].copy()
+        out = synth._occlude(img, _rng(500 + i), box)
+        assert out.size == (96, 192) and out.mode == "RGB"
+        assert np.array_equal(np.asarray(out)[60:100, 40:56], before)
+
+
+def _installed(package: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def test_photo_backgrounds_exclude_the_real_photo_check() -> None:
+    from bench.real_photos import labels
+    from pvlm import synth_backgrounds as bg
+
+    checked = {(row["package"], row["file"]) for row in labels()}
+    assert checked <= bg.EXCLUDED
+    assert not set(bg.PHOTOS) & bg.EXCLUDED
+    assert len(set(bg.PHOTOS)) == len(bg.PHOTOS)
+
+
+def test_photo_backgrounds_are_used_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _installed("scikit-image"):
+        pytest.skip("no package with background photographs is installed")
+    from pvlm import synth_backgrounds as bg
+
+    located: list[tuple[str, str]] = []
+    real_locate = bg._locate
+
+    def spy(package: str, file: str) -> Path | None:
+        located.append((package, file))
+        return real_locate(package, file)
+
+    monkeypatch.setattr(bg, "_locate", spy)
+    bg.photos.cache_clear()
+    try:
+        pool = bg.photos()
+        assert pool and all(im.mode == "RGB" and max(im.size) <= 512 for im, _ in pool)
+        assert located and set(located) <= set(bg.PHOTOS) and not set(located) & bg.EXCLUDED
+        calls = []
+        real_background = synth.photo_background
+
+        def counting(rng: np.random.Generator, h: int, w: int) -> Image.Image | None:
+            out = real_background(rng, h, w)
+            calls.append(out)
+            return out
+
+        monkeypatch.setattr(synth, "photo_background", counting)
+        attrs = synth.sample_attributes(_rng(0), "street")
+        for i in range(10):
+            img = synth.render_person(attrs, _rng(i), (96, 48), degrade=False, priors="street", photo_backgrounds=1.0)
+            assert img.size == (48, 96)
+        assert len(calls) == 10 and all(c is not None and c.size == (48, 96) for c in calls)
+        for i in range(10):
+            synth.render_person(attrs, _rng(i), (96, 48), priors="street", photo_backgrounds=0.0)
+        assert len(calls) == 10
+    finally:
+        bg.photos.cache_clear()
+
+
+def test_photo_backgrounds_fall_back_with_one_warning(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from pvlm import synth_backgrounds as bg
+
+    monkeypatch.setattr(bg, "_locate", lambda package, file: None)
+    bg.photos.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="pvlm.synth_backgrounds"):
+            for i in range(5):
+                img = synth.render_person(synth.sample_attributes(_rng(i), "street"), _rng(i), (64, 32),
+                                          priors="street", photo_backgrounds=1.0)
+                assert img.size == (32, 64) and img.mode == "RGB"
+        assert len([r for r in caplog.records if "no photograph" in r.getMessage()]) == 1
+    finally:
+        bg.photos.cache_clear()
+
+
+def test_street_dataset_speed(tmp_path: Path) -> None:
+    """The street recipe stays cheap: 200 crops at the model's size in a few seconds on one core."""
+    import time
+
+    t = time.perf_counter()
+    synth.write_dataset(tmp_path / "ds", synth.SynthConfig(n=200, size=(192, 96)), progress=False)
+    assert time.perf_counter() - t < 20
