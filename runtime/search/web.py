@@ -15,6 +15,7 @@ import inspect
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -237,7 +238,8 @@ def create_app(config: WebConfig, service: Service | None = None) -> Any:
 
     from .web_api import Service
 
-    svc = service or Service(config)
+    # with read workers this process only checks the store and serves the page: one connection is enough
+    svc = service or Service(replace(config, stores=1) if config.workers > 1 else config)
     if config.workers > 1 and svc.pool is None:
         from .web_pool import ReadPool
 
