@@ -234,3 +234,32 @@ def test_a_read_worker_that_dies_is_replaced(tmp_path):
         assert lost.status_code == 503 and lost.json() == {"error": "a search worker stopped; try again"}
         again = client.get("/api/search", params={"q": "woman"})
         assert again.status_code == 200 and again.json()["total"] == 31
+
+
+def test_read_workers_restart_once_when_many_requests_see_them_fail(tmp_path):
+    import asyncio
+    import multiprocessing
+    import os
+    import signal
+
+    from runtime.search.web_pool import ReadPool
+
+    db = str(tmp_path / "d.db")
+    fill(db)
+    pool = ReadPool(WebConfig(db, workers=2))
+    try:
+        first = multiprocessing.active_children()
+        for p in first:
+            os.kill(p.pid, signal.SIGKILL)
+        scope = {"type": "http", "method": "GET", "path": "/api/cameras", "query_string": b""}
+
+        async def many() -> list[tuple[int, bytes]]:
+            await asyncio.sleep(0.5)
+            return await asyncio.gather(*(pool.run("cameras", scope) for _ in range(6)))
+
+        answers = asyncio.run(many())
+        assert {status for status, _ in answers} == {503}
+        assert len(multiprocessing.active_children()) == 2  # one new set, not one per failed request
+        assert asyncio.run(pool.run("cameras", scope))[0] == 200
+    finally:
+        pool.close()

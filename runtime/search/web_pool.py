@@ -58,6 +58,7 @@ class ReadPool:
     def __init__(self, config: WebConfig) -> None:
         self._config = replace(config, stores=1, bundle=None, token=None, workers=1)
         self._processes = config.workers
+        self._restarting = asyncio.Lock()
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -79,10 +80,11 @@ class ReadPool:
         try:
             return await asyncio.wrap_future(pool.submit(_handle, name, picked))
         except BrokenProcessPool:  # a worker died (killed, out of memory): start a new set for the next requests
-            log.error("a search worker stopped; starting %d new ones", self._processes)
-            if self._pool is pool:
-                self._pool = await asyncio.get_running_loop().run_in_executor(None, self._start)
-                pool.shutdown(wait=False, cancel_futures=True)
+            async with self._restarting:  # once, however many requests saw the old set fail
+                if self._pool is pool:
+                    log.error("a search worker stopped; starting %d new ones", self._processes)
+                    self._pool = await asyncio.get_running_loop().run_in_executor(None, self._start)
+                    pool.shutdown(wait=False, cancel_futures=True)
             return 503, json.dumps({"error": "a search worker stopped; try again"}).encode()
 
     def close(self) -> None:
