@@ -139,15 +139,14 @@ def _endpoint(svc: Service, handler: Callable[..., Any]) -> Callable[..., Any]:
     from .web_api import error_response
 
     is_async = inspect.iscoroutinefunction(handler)
-
     pooled = handler.__name__ in READ_HANDLERS
 
     async def endpoint(request: Any) -> Any:
-        if pooled and svc.pool is not None:
-            status, body = await svc.pool.run(handler.__name__, request.scope)
-            return Response(body, status, media_type="application/json",
-                            headers={"cache-control": "no-store"} if status == 200 else None)
         try:
+            if pooled and svc.pool is not None:
+                status, body = await svc.pool.run(handler.__name__, request.scope)
+                return Response(body, status, media_type="application/json",
+                                headers={"cache-control": "no-store"} if status == 200 else None)
             result = await (handler(svc, request) if is_async else run_in_threadpool(handler, svc, request))
         except Exception as e:  # noqa: BLE001 - every failure becomes one JSON line with its status
             return error_response(e)
