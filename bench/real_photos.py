@@ -14,7 +14,6 @@ a black jacket and black trousers, no hat, nothing carried, seen from the front,
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import click
 
+from pvlm.installed_files import locate
 from runtime.attribute_schema import FIELD
 from runtime.cli_common import CONTEXT_SETTINGS, common_options, fail_on_bad_input
 
@@ -42,15 +42,6 @@ def labels(path: Path = LABELS) -> list[dict[str, Any]]:
             if bad:
                 raise ValueError(f"{path}: {row['id']}: {key}={bad[0]!r} is not a value of the schema")
     return rows
-
-
-def locate(package: str, file: str) -> Path | None:
-    """The installed file of a distribution (found without importing it), or None when it is not installed."""
-    try:
-        path = Path(str(importlib.metadata.distribution(package).locate_file(file)))
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return path if path.is_file() else None
 
 
 def write_check(out: Path, rows: Sequence[Mapping[str, Any]] | None = None) -> tuple[Path, list[str]]:

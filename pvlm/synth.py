@@ -1119,15 +1119,26 @@ class _Painter:
 # --------------------------------------------------------------------------- degradations and rendering
 
 
-def _degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+def _soften(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, bool]:
+    """A quarter of crops at low resolution, else three in ten slightly blurred; (image, whether softened)."""
     w, h = img.size
     low_res = rng.random() < 0.25
     if low_res:  # at most 0.45 of the size (0.3 erased caps and phones at 192x96)
         f = rng.uniform(0.45, 0.8)
         small = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BILINEAR)
         img = small.resize((w, h), Image.Resampling.BILINEAR)
-    if rng.random() < 0.3 and not low_res:  # never both: together they left a coloured blob
+    blur = rng.random() < 0.3 and not low_res  # never both: together they left a coloured blob
+    if blur:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
+    return img, low_res or blur
+
+
+def _noise(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return arr + rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(rng.uniform(2.0, 9.0))
+
+
+def _degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    img, _ = _soften(img, rng)
     jitter, noisy = rng.random() < 0.5, rng.random() < 0.35
     if not (jitter or noisy):
         return img
@@ -1137,7 +1148,7 @@ def _degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
         mean = float(arr.mean())
         arr = (arr - mean) * contrast + mean * brightness
     if noisy:
-        arr = arr + rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(rng.uniform(2.0, 9.0))
+        arr = _noise(arr, rng)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -1156,17 +1167,9 @@ def _motion_blur(arr: np.ndarray, length: int, angle: float) -> np.ndarray:
 def _degrade_camera(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     """The street recipe's camera: :func:`_degrade`'s steps with wider exposure, plus motion blur,
     a white-balance cast and JPEG re-encoding (last, as a camera compresses what its sensor saw)."""
-    w, h = img.size
-    low_res = rng.random() < 0.25
-    if low_res:
-        f = rng.uniform(0.45, 0.8)
-        small = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BILINEAR)
-        img = small.resize((w, h), Image.Resampling.BILINEAR)
-    blur = not low_res and rng.random() < 0.3
-    if blur:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
+    img, softened = _soften(img, rng)
     arr = np.asarray(img, dtype=np.float32)
-    if not (low_res or blur) and rng.random() < 0.2:  # one softening at most, as in _degrade
+    if not softened and rng.random() < 0.2:  # one softening at most, as in _degrade
         arr = _motion_blur(arr, int(rng.integers(3, 7)), float(rng.uniform(0.0, np.pi)))
     if rng.random() < 0.5:  # white balance: a warm, cool or green cast that keeps the overall level
         gains = rng.uniform(0.88, 1.12, 3)
@@ -1176,7 +1179,7 @@ def _degrade_camera(img: Image.Image, rng: np.random.Generator) -> Image.Image:
         mean = float(arr.mean())
         arr = (arr - mean) * contrast + mean * brightness
     if rng.random() < 0.35:
-        arr = arr + rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(rng.uniform(2.0, 9.0))
+        arr = _noise(arr, rng)
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < 0.7:
         buf = io.BytesIO()

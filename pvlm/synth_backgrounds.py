@@ -7,13 +7,13 @@ None of them shows a person, and none is a photograph of the real-photo check
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .installed_files import locate
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,6 @@ EXCLUDED: frozenset[tuple[str, str]] = frozenset({
 _MAX_SIDE = 512  # photos are kept at most this large: about 0.8 MB each
 
 
-def _locate(package: str, file: str) -> Path | None:
-    try:
-        path = Path(str(importlib.metadata.distribution(package).locate_file(file)))
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return path if path.is_file() else None
-
-
 @lru_cache(maxsize=1)
 def photos() -> tuple[tuple[Image.Image, bool], ...]:
     """The installed photographs of :data:`PHOTOS` as (RGB image, was greyscale), loaded once per process.
@@ -61,7 +53,7 @@ def photos() -> tuple[tuple[Image.Image, bool], ...]:
     for package, file in PHOTOS:
         if (package, file) in EXCLUDED:  # a guard against a careless edit of PHOTOS
             continue
-        path = _locate(package, file)
+        path = locate(package, file)
         if path is None:
             continue
         with Image.open(path) as im:

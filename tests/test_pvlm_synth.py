@@ -450,13 +450,13 @@ def test_photo_backgrounds_are_used_when_installed(monkeypatch: pytest.MonkeyPat
     from pvlm import synth_backgrounds as bg
 
     located: list[tuple[str, str]] = []
-    real_locate = bg._locate
+    real_locate = bg.locate
 
     def spy(package: str, file: str) -> Path | None:
         located.append((package, file))
         return real_locate(package, file)
 
-    monkeypatch.setattr(bg, "_locate", spy)
+    monkeypatch.setattr(bg, "locate", spy)
     bg.photos.cache_clear()
     try:
         pool = bg.photos()
@@ -487,7 +487,7 @@ def test_photo_backgrounds_fall_back_with_one_warning(monkeypatch: pytest.Monkey
                                                       caplog: pytest.LogCaptureFixture) -> None:
     from pvlm import synth_backgrounds as bg
 
-    monkeypatch.setattr(bg, "_locate", lambda package, file: None)
+    monkeypatch.setattr(bg, "locate", lambda package, file: None)
     bg.photos.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="pvlm.synth_backgrounds"):

@@ -233,6 +233,16 @@ def check_string(value: Any, name: str, max_chars: int, empty: bool = False) -> 
     return value
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is an int or float (not a bool; an int too large for a float is inf), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def check_box(box: Any) -> Box:
     """``(x0, y0, x1, y1)`` as floats: four finite numbers within +-1e6 pixels, x0 <= x1 and y0 <= y1."""
     want = "must be 4 numbers [x0, y0, x1, y1]"
@@ -240,12 +250,9 @@ def check_box(box: Any) -> Box:
         raise StoreError(f"box {want}, got {show(box)}")
     out = []
     for v in box:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        f = _number(v)
+        if f is None:
             raise StoreError(f"box {want}, got {show(box)}")
-        try:
-            f = float(v)
-        except OverflowError:
-            f = math.inf
         if not abs(f) <= MAX_COORDINATE:  # also NaN
             raise StoreError(f"box coordinates must be finite and within +-{MAX_COORDINATE:g}, got {show(v)}")
         out.append(f)
@@ -283,12 +290,9 @@ def check_attributes(attributes: Any, text: str, heads: bool = True) -> dict[str
 
 
 def _probability(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    p = _number(value)
+    if p is None:
         raise StoreError(f"{name} must be a probability (a number from 0 to 1), got {show(value)}")
-    try:
-        p = float(value)
-    except OverflowError:
-        p = math.inf
     if not 0.0 <= p <= 1.0:  # also NaN
         raise StoreError(f"{name} must be a probability from 0 to 1, got {show(value)}")
     return p
